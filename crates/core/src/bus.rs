@@ -1,0 +1,456 @@
+//! The event bus: cameras' desired state and facts about cameras.
+//!
+//! [`KafkaBus`] spreads cameras over ingest workers with a Kafka consumer group on the
+//! compacted desired-state topic: owning a partition means owning its cameras. [`MemoryBus`]
+//! is the single-process equivalent (one owner of everything).
+
+use async_trait::async_trait;
+use cloudcam_proto::v1::{CameraEvent, CameraSpec};
+use cloudcam_proto::{CAMERAS_TOPIC, EVENTS_TOPIC, SCHEMA_VERSION};
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka admin: creating topic {topic} failed: {code}")]
+    Topic { topic: String, code: String },
+}
+
+/// A change in what this worker owns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecUpdate {
+    /// The desired state of a camera in a partition this worker owns.
+    Upsert { partition: i32, spec: CameraSpec },
+    /// The camera was deleted.
+    Deleted { partition: i32, camera_id: String },
+    /// These partitions (and so their cameras) are no longer this worker's.
+    Revoked { partitions: Vec<i32> },
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Writes a camera's desired state; `None` deletes it (a tombstone).
+    async fn put_spec(&self, camera_id: &str, spec: Option<&CameraSpec>) -> Result<(), BusError>;
+    /// Publishes a fact about a camera.
+    async fn publish_event(&self, event: &CameraEvent) -> Result<(), BusError>;
+    /// Joins `group` over the desired-state topic and streams what this member owns.
+    fn own_specs(&self, group: &str) -> Result<mpsc::UnboundedReceiver<SpecUpdate>, BusError>;
+    /// Streams every camera event published from now on.
+    fn events(&self) -> Result<mpsc::UnboundedReceiver<CameraEvent>, BusError>;
+}
+
+/// Decodes a desired-state message; `None` (counted and logged) when it cannot be used.
+fn decode_spec(payload: &[u8]) -> Option<CameraSpec> {
+    match CameraSpec::decode(payload) {
+        Ok(spec) if spec.schema_version <= SCHEMA_VERSION && !spec.camera_id.is_empty() => {
+            Some(spec)
+        }
+        Ok(spec) => {
+            skipped(
+                CAMERAS_TOPIC,
+                &format!("schema version {}", spec.schema_version),
+            );
+            None
+        }
+        Err(e) => {
+            skipped(CAMERAS_TOPIC, &e.to_string());
+            None
+        }
+    }
+}
+
+fn decode_event(payload: &[u8]) -> Option<CameraEvent> {
+    match CameraEvent::decode(payload) {
+        Ok(ev) if ev.schema_version <= SCHEMA_VERSION => Some(ev),
+        Ok(ev) => {
+            skipped(
+                EVENTS_TOPIC,
+                &format!("schema version {}", ev.schema_version),
+            );
+            None
+        }
+        Err(e) => {
+            skipped(EVENTS_TOPIC, &e.to_string());
+            None
+        }
+    }
+}
+
+/// The one place an undecodable message is both logged and counted.
+fn skipped(topic: &'static str, why: &str) {
+    crate::metrics::UNDECODABLE_MESSAGES
+        .with_label_values(&[topic])
+        .inc();
+    tracing::warn!(topic, why, "skipped an undecodable message");
+}
+
+/// In-process bus: the single-machine default.
+pub struct MemoryBus {
+    specs: Mutex<HashMap<String, CameraSpec>>,
+    spec_tx: broadcast::Sender<SpecUpdate>,
+    event_tx: broadcast::Sender<CameraEvent>,
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self {
+            specs: Mutex::new(HashMap::new()),
+            spec_tx: broadcast::channel(1024).0,
+            event_tx: broadcast::channel(4096).0,
+        }
+    }
+}
+
+impl MemoryBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn forward<T: Clone + Send + 'static>(
+    mut rx: broadcast::Receiver<T>,
+    tx: mpsc::UnboundedSender<T>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "in-process bus subscriber lagged");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn put_spec(&self, camera_id: &str, spec: Option<&CameraSpec>) -> Result<(), BusError> {
+        let mut specs = self.specs.lock().expect("bus lock");
+        let update = match spec {
+            Some(s) => {
+                specs.insert(camera_id.to_string(), s.clone());
+                SpecUpdate::Upsert {
+                    partition: 0,
+                    spec: s.clone(),
+                }
+            }
+            None => {
+                specs.remove(camera_id);
+                SpecUpdate::Deleted {
+                    partition: 0,
+                    camera_id: camera_id.to_string(),
+                }
+            }
+        };
+        let _ = self.spec_tx.send(update);
+        Ok(())
+    }
+
+    async fn publish_event(&self, event: &CameraEvent) -> Result<(), BusError> {
+        let _ = self.event_tx.send(event.clone());
+        Ok(())
+    }
+
+    fn own_specs(&self, _group: &str) -> Result<mpsc::UnboundedReceiver<SpecUpdate>, BusError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let specs = self.specs.lock().expect("bus lock");
+        // Subscribe while holding the lock so no update falls between snapshot and stream.
+        let live = self.spec_tx.subscribe();
+        for spec in specs.values() {
+            let _ = tx.send(SpecUpdate::Upsert {
+                partition: 0,
+                spec: spec.clone(),
+            });
+        }
+        drop(specs);
+        forward(live, tx);
+        Ok(rx)
+    }
+
+    fn events(&self) -> Result<mpsc::UnboundedReceiver<CameraEvent>, BusError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        forward(self.event_tx.subscribe(), tx);
+        Ok(rx)
+    }
+}
+
+/// Kafka connection settings (the `[kafka]` section of a service's config).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port]`; empty selects the in-process bus.
+    pub brokers: String,
+    /// Partitions of the desired-state topic: the unit of work distribution.
+    pub camera_partitions: i32,
+    pub replication_factor: i32,
+    /// Consumer-group session timeout: how long a dead worker keeps its cameras.
+    pub session_timeout_ms: u32,
+    pub heartbeat_interval_ms: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            camera_partitions: 12,
+            replication_factor: 1,
+            session_timeout_ms: 6000,
+            heartbeat_interval_ms: 1000,
+        }
+    }
+}
+
+/// The Kafka-backed bus.
+pub struct KafkaBus {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+}
+
+impl KafkaBus {
+    /// Connects to the brokers and makes sure both topics exist.
+    pub async fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "0")
+            .create()?;
+        let bus = Self { settings, producer };
+        bus.ensure_topics().await?;
+        Ok(bus)
+    }
+
+    async fn ensure_topics(&self) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .create()?;
+        let rf = || TopicReplication::Fixed(self.settings.replication_factor);
+        let cameras = NewTopic::new(CAMERAS_TOPIC, self.settings.camera_partitions, rf())
+            .set("cleanup.policy", "compact");
+        let events = NewTopic::new(EVENTS_TOPIC, self.settings.camera_partitions, rf())
+            .set("retention.ms", "86400000");
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for res in admin.create_topics([&cameras, &events], &opts).await? {
+            match res {
+                Ok(_) => {}
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(BusError::Topic {
+                        topic,
+                        code: format!("{code:?}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn consumer_config(&self, group: &str, offset_reset: &str) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.settings.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", offset_reset)
+            .set(
+                "session.timeout.ms",
+                self.settings.session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                self.settings.heartbeat_interval_ms.to_string(),
+            )
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        cfg
+    }
+}
+
+/// Tells the owner loop which partitions were taken away, before they are given to others.
+struct OwnershipContext {
+    tx: mpsc::UnboundedSender<SpecUpdate>,
+}
+
+impl rdkafka::client::ClientContext for OwnershipContext {}
+
+impl ConsumerContext for OwnershipContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(?partitions, "partitions revoked");
+            let _ = self.tx.send(SpecUpdate::Revoked { partitions });
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(?partitions, "partitions assigned");
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn put_spec(&self, camera_id: &str, spec: Option<&CameraSpec>) -> Result<(), BusError> {
+        let payload = spec.map(|s| s.encode_to_vec());
+        let mut record = FutureRecord::<str, Vec<u8>>::to(CAMERAS_TOPIC).key(camera_id);
+        if let Some(p) = payload.as_ref() {
+            record = record.payload(p);
+        }
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| BusError::Kafka(e))?;
+        Ok(())
+    }
+
+    async fn publish_event(&self, event: &CameraEvent) -> Result<(), BusError> {
+        let payload = event.encode_to_vec();
+        let record = FutureRecord::to(EVENTS_TOPIC)
+            .key(&event.camera_id)
+            .payload(&payload);
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| BusError::Kafka(e))?;
+        Ok(())
+    }
+
+    fn own_specs(&self, group: &str) -> Result<mpsc::UnboundedReceiver<SpecUpdate>, BusError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // No offsets are ever committed: every assignment replays its partitions from the
+        // start of the compacted topic, which rebuilds their desired state.
+        let consumer: StreamConsumer<OwnershipContext> = self
+            .consumer_config(group, "earliest")
+            .create_with_context(OwnershipContext { tx: tx.clone() })?;
+        consumer.subscribe(&[CAMERAS_TOPIC])?;
+        tokio::spawn(async move {
+            loop {
+                match consumer.recv().await {
+                    Ok(msg) => {
+                        let partition = msg.partition();
+                        let key = msg
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned())
+                            .unwrap_or_default();
+                        let update = match msg.payload() {
+                            None | Some([]) => SpecUpdate::Deleted {
+                                partition,
+                                camera_id: key,
+                            },
+                            Some(p) => match decode_spec(p) {
+                                Some(spec) => SpecUpdate::Upsert { partition, spec },
+                                None => continue,
+                            },
+                        };
+                        if tx.send(update).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consumer error on desired state");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn events(&self) -> Result<mpsc::UnboundedReceiver<CameraEvent>, BusError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let group = format!("cloudcam-events-{}", crate::random_hex(6));
+        let consumer: StreamConsumer = self.consumer_config(&group, "latest").create()?;
+        consumer.subscribe(&[EVENTS_TOPIC])?;
+        let consumer = Arc::new(consumer);
+        tokio::spawn(async move {
+            loop {
+                match consumer.recv().await {
+                    Ok(msg) => {
+                        let Some(ev) = msg.payload().and_then(decode_event) else {
+                            continue;
+                        };
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consumer error on events");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// Connects the bus the settings name: Kafka when brokers are set, else the in-process bus.
+pub async fn from_settings(settings: &KafkaSettings) -> Result<Arc<dyn Bus>, BusError> {
+    if settings.brokers.is_empty() {
+        Ok(Arc::new(MemoryBus::new()))
+    } else {
+        Ok(Arc::new(KafkaBus::connect(settings.clone()).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_bus_replays_then_streams() {
+        let bus = MemoryBus::new();
+        let spec = CameraSpec {
+            schema_version: 1,
+            camera_id: "a".into(),
+            ..Default::default()
+        };
+        bus.put_spec("a", Some(&spec)).await.unwrap();
+        let mut rx = bus.own_specs("g").unwrap();
+        assert!(matches!(rx.recv().await, Some(SpecUpdate::Upsert { .. })));
+        bus.put_spec("a", None).await.unwrap();
+        assert_eq!(
+            rx.recv().await,
+            Some(SpecUpdate::Deleted {
+                partition: 0,
+                camera_id: "a".into()
+            })
+        );
+    }
+
+    #[test]
+    fn undecodable_spec_is_skipped_and_counted() {
+        let before = crate::metrics::UNDECODABLE_MESSAGES
+            .with_label_values(&[CAMERAS_TOPIC])
+            .get();
+        assert!(decode_spec(&[0xff, 0xff, 0xff]).is_none());
+        let future = CameraSpec {
+            schema_version: 99,
+            camera_id: "x".into(),
+            ..Default::default()
+        };
+        assert!(decode_spec(&future.encode_to_vec()).is_none());
+        let after = crate::metrics::UNDECODABLE_MESSAGES
+            .with_label_values(&[CAMERAS_TOPIC])
+            .get();
+        assert_eq!(after - before, 2);
+    }
+}

@@ -1,0 +1,216 @@
+//! Domain types of a camera shared by the services, and their conversion from and to the wire
+//! types of `cloudcam-proto` (the only place that converts).
+
+use cloudcam_proto::v1;
+use serde::{Deserialize, Serialize};
+
+/// The state of a camera as the owning ingest worker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraState {
+    /// No worker has reported on this camera yet.
+    Unknown,
+    Connecting,
+    Live,
+    Unreachable,
+    AuthFailed,
+    UnsupportedCodec,
+    Stalled,
+    Stopped,
+    Error,
+}
+
+impl CameraState {
+    /// A fixed, bounded label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Connecting => "connecting",
+            Self::Live => "live",
+            Self::Unreachable => "unreachable",
+            Self::AuthFailed => "auth_failed",
+            Self::UnsupportedCodec => "unsupported_codec",
+            Self::Stalled => "stalled",
+            Self::Stopped => "stopped",
+            Self::Error => "error",
+        }
+    }
+
+    pub const ALL: [CameraState; 9] = [
+        Self::Unknown,
+        Self::Connecting,
+        Self::Live,
+        Self::Unreachable,
+        Self::AuthFailed,
+        Self::UnsupportedCodec,
+        Self::Stalled,
+        Self::Stopped,
+        Self::Error,
+    ];
+}
+
+impl From<v1::CameraState> for CameraState {
+    fn from(s: v1::CameraState) -> Self {
+        use v1::CameraState as P;
+        match s {
+            P::Unspecified => Self::Unknown,
+            P::Connecting => Self::Connecting,
+            P::Live => Self::Live,
+            P::Unreachable => Self::Unreachable,
+            P::AuthFailed => Self::AuthFailed,
+            P::UnsupportedCodec => Self::UnsupportedCodec,
+            P::Stalled => Self::Stalled,
+            P::Stopped => Self::Stopped,
+            P::Error => Self::Error,
+        }
+    }
+}
+
+impl From<CameraState> for v1::CameraState {
+    fn from(s: CameraState) -> Self {
+        use v1::CameraState as P;
+        match s {
+            CameraState::Unknown => P::Unspecified,
+            CameraState::Connecting => P::Connecting,
+            CameraState::Live => P::Live,
+            CameraState::Unreachable => P::Unreachable,
+            CameraState::AuthFailed => P::AuthFailed,
+            CameraState::UnsupportedCodec => P::UnsupportedCodec,
+            CameraState::Stalled => P::Stalled,
+            CameraState::Stopped => P::Stopped,
+            CameraState::Error => P::Error,
+        }
+    }
+}
+
+/// A camera's live status, kept in the state store by the owning worker and shown by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraStatus {
+    pub state: CameraState,
+    /// Human-readable reason; never contains credentials.
+    pub reason: String,
+    pub worker_id: String,
+    pub updated_ms: i64,
+    #[serde(default)]
+    pub codec: String,
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+    #[serde(default)]
+    pub fps: f64,
+    #[serde(default)]
+    pub bitrate_bps: u64,
+    #[serde(default)]
+    pub last_frame_ms: i64,
+    #[serde(default)]
+    pub reconnects: u32,
+}
+
+impl CameraStatus {
+    pub fn unknown() -> Self {
+        Self {
+            state: CameraState::Unknown,
+            reason: "waiting for an ingest worker".into(),
+            worker_id: String::new(),
+            updated_ms: 0,
+            codec: String::new(),
+            width: 0,
+            height: 0,
+            fps: 0.0,
+            bitrate_bps: 0,
+            last_frame_ms: 0,
+            reconnects: 0,
+        }
+    }
+
+    /// Applies an event to this status.
+    pub fn apply(&mut self, ev: &v1::CameraEvent) {
+        self.worker_id.clone_from(&ev.worker_id);
+        self.updated_ms = ev.timestamp_ms;
+        match &ev.kind {
+            Some(v1::camera_event::Kind::State(s)) => {
+                self.state = s.state().into();
+                self.reason.clone_from(&s.reason);
+                if !s.codec.is_empty() {
+                    self.codec.clone_from(&s.codec);
+                }
+                if s.width > 0 {
+                    self.width = s.width;
+                    self.height = s.height;
+                }
+                if self.state != CameraState::Live {
+                    self.fps = 0.0;
+                    self.bitrate_bps = 0;
+                }
+            }
+            Some(v1::camera_event::Kind::Health(h)) => {
+                self.fps = h.fps;
+                self.bitrate_bps = h.bitrate_bps;
+                self.last_frame_ms = h.last_frame_ms;
+                self.reconnects = h.reconnects;
+            }
+            None => {}
+        }
+    }
+}
+
+/// Credentials of a camera. Kept only in the state store under [`secret_key`]; its `Debug`
+/// output never shows the password.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CameraSecret {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for CameraSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CameraSecret")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// State-store key of a camera's status.
+pub fn status_key(camera_id: &str) -> String {
+    format!("cloudcam:status:{camera_id}")
+}
+
+/// State-store key of a camera's credentials (the `credentials_ref` of its spec).
+pub fn secret_key(camera_id: &str) -> String {
+    format!("cloudcam:secret:{camera_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_hides_password() {
+        let s = CameraSecret {
+            username: "admin".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn state_event_updates_status() {
+        let mut st = CameraStatus::unknown();
+        st.apply(&v1::CameraEvent {
+            schema_version: 1,
+            camera_id: "c".into(),
+            timestamp_ms: 5,
+            worker_id: "w".into(),
+            kind: Some(v1::camera_event::Kind::State(v1::StateChanged {
+                state: v1::CameraState::AuthFailed as i32,
+                reason: "wrong password".into(),
+                ..Default::default()
+            })),
+        });
+        assert_eq!(st.state, CameraState::AuthFailed);
+        assert_eq!(st.reason, "wrong password");
+        assert_eq!(st.worker_id, "w");
+    }
+}

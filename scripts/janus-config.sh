@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Writes a Janus configuration directory for cloudcam: HTTP API only, streaming plugin only,
+# ICE restricted to the machine's non-loopback interface (Janus skips loopback for ICE).
+#
+#   scripts/janus-config.sh DIR HTTP_PORT RTP_PORT_MIN RTP_PORT_MAX [ADMIN_PORT]
+set -euo pipefail
+dir=$1 http_port=$2 rtp_min=$3 rtp_max=$4 admin_port=${5:-0}
+libdir=$(dirname "$(ls -d /usr/lib/*/janus/plugins | head -1)")
+iface=${JANUS_ICE_IFACE:-$(ip -o -4 route show default 2>/dev/null | awk '{print $5; exit}')}
+if [ -z "$iface" ]; then
+  iface=$(ip -o -4 addr show | awk '$2 != "lo" {print $2; exit}')
+fi
+mkdir -p "$dir"
+disable_plugins=$(cd "$libdir/plugins" && ls libjanus_*.so | grep -v streaming | paste -sd, -)
+disable_transports=$(cd "$libdir/transports" && ls libjanus_*.so | grep -v http | paste -sd, -)
+cat > "$dir/janus.jcfg" <<CFG
+general: {
+  configs_folder = "$dir"
+  plugins_folder = "$libdir/plugins"
+  transports_folder = "$libdir/transports"
+  events_folder = "$libdir/events"
+  loggers_folder = "$libdir/loggers"
+  debug_level = 4
+  session_timeout = 60
+}
+media: {
+  rtp_port_range = "40000-44999"
+}
+nat: {
+  ice_enforce_list = "$iface"
+}
+plugins: {
+  disable = "$disable_plugins"
+}
+transports: {
+  disable = "$disable_transports"
+}
+events: {
+  broadcast = false
+}
+loggers: {
+  disable = "libjanus_jsonlog.so"
+}
+CFG
+admin_http=false
+[ "$admin_port" != 0 ] && admin_http=true
+cat > "$dir/janus.transport.http.jcfg" <<CFG
+general: {
+  json = "compact"
+  base_path = "/janus"
+  http = true
+  port = $http_port
+  ip = "127.0.0.1"
+  https = false
+}
+admin: {
+  admin_base_path = "/admin"
+  admin_http = $admin_http
+  admin_port = ${admin_port/#0/7088}
+  admin_ip = "127.0.0.1"
+}
+CFG
+cat > "$dir/janus.plugin.streaming.jcfg" <<CFG
+general: {
+}
+CFG
+# RTP ports of mountpoints are chosen by cloudcam in [$rtp_min, $rtp_max]; nothing to write.
+: "$rtp_min" "$rtp_max"

@@ -1,0 +1,337 @@
+//! `CameraActor`: owns one camera on this worker — its relay pipeline, its state machine
+//! (connecting → live → stalled/unreachable/… → reconnect with capped exponential backoff) and
+//! its health reports. A failing camera only ever restarts its own pipeline.
+
+use crate::config::CameraSettings;
+use crate::pipeline::{Counters, FailureKind, PipelineEvent, Relay, Source};
+use crate::report::{BYTES, FRAMES, RECONNECTS, Reporter};
+use actix::prelude::*;
+use cloudcam_core::camera::{CameraSecret, CameraState, CameraStatus};
+use cloudcam_core::state::{StateStore, get_json};
+use cloudcam_proto::v1::CameraSpec;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Replace the camera's desired state (restarts the relay when the source or targets changed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateSpec(pub CameraSpec);
+
+/// Stop the camera and the actor; answered once the pipeline is down.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// Something the relay of run `run` reported.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Relayed {
+    run: u64,
+    event: PipelineEvent,
+}
+
+/// What every camera actor on a worker shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub worker_id: String,
+    pub settings: CameraSettings,
+    pub state: Arc<dyn StateStore>,
+    pub reporter: Reporter,
+}
+
+pub struct CameraActor {
+    spec: CameraSpec,
+    shared: Shared,
+    relay: Option<Relay>,
+    /// Incremented on every (re)start; events of older runs are ignored.
+    run: u64,
+    status: CameraStatus,
+    /// Failed attempts since the camera was last live.
+    attempt: u32,
+    counters: Arc<Counters>,
+    started_at: Instant,
+    last_health: (Instant, u64, u64),
+    retry: Option<SpawnHandle>,
+}
+
+impl CameraActor {
+    pub fn new(spec: CameraSpec, shared: Shared) -> Self {
+        let mut status = CameraStatus::unknown();
+        status.worker_id.clone_from(&shared.worker_id);
+        Self {
+            spec,
+            shared,
+            relay: None,
+            run: 0,
+            status,
+            attempt: 0,
+            counters: Arc::new(Counters::default()),
+            started_at: Instant::now(),
+            last_health: (Instant::now(), 0, 0),
+            retry: None,
+        }
+    }
+
+    fn id(&self) -> &str {
+        &self.spec.camera_id
+    }
+
+    fn set_state(&mut self, state: CameraState, reason: impl Into<String>) {
+        let reason = reason.into();
+        if self.status.state == state && self.status.reason == reason {
+            return;
+        }
+        self.status.state = state;
+        self.status.reason = reason;
+        self.status.updated_ms = cloudcam_core::now_ms();
+        if state != CameraState::Live {
+            self.status.fps = 0.0;
+            self.status.bitrate_bps = 0;
+        }
+        self.shared
+            .reporter
+            .state(&self.spec.camera_id, &self.status, self.attempt);
+    }
+
+    /// Fetches credentials, then starts a relay run.
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.retry = None;
+        self.relay = None;
+        self.run += 1;
+        let run = self.run;
+        self.set_state(CameraState::Connecting, "connecting to the camera");
+        let state = self.shared.state.clone();
+        let cred_ref = self.spec.credentials_ref.clone();
+        async move {
+            if cred_ref.is_empty() {
+                return Ok(None);
+            }
+            get_json::<CameraSecret>(&*state, &cred_ref).await
+        }
+        .into_actor(self)
+        .map(move |secret, act, ctx| {
+            if act.run != run {
+                return;
+            }
+            match secret {
+                Ok(secret) => act.start_relay(secret, ctx),
+                Err(e) => act.fail(
+                    CameraState::Error,
+                    format!("cannot read the camera's credentials: {e}"),
+                    ctx,
+                ),
+            }
+        })
+        .spawn(ctx);
+    }
+
+    fn start_relay(&mut self, secret: Option<CameraSecret>, ctx: &mut Context<Self>) {
+        let run = self.run;
+        let addr = ctx.address();
+        let on_event: crate::pipeline::EventSink =
+            Arc::new(move |event| addr.do_send(Relayed { run, event }));
+        let targets: Vec<(String, u16)> = self
+            .spec
+            .rtp_targets
+            .iter()
+            .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
+            .collect();
+        self.counters = Arc::new(Counters::default());
+        self.started_at = Instant::now();
+        let source = Source {
+            url: self.spec.source_url.clone(),
+            secret,
+        };
+        match Relay::start(
+            &source,
+            &targets,
+            &self.shared.settings,
+            self.counters.clone(),
+            on_event,
+        ) {
+            Ok(relay) => self.relay = Some(relay),
+            Err(e) => self.fail(CameraState::Error, e.to_string(), ctx),
+        }
+    }
+
+    /// Tears the relay down, reports why, and schedules a reconnect with backoff.
+    fn fail(&mut self, state: CameraState, reason: String, ctx: &mut Context<Self>) {
+        self.relay = None;
+        self.run += 1;
+        self.attempt += 1;
+        let reason = redact(&reason, &self.spec);
+        self.set_state(state, reason);
+        let delay = self.shared.settings.backoff(self.attempt);
+        if let Some(h) = self.retry.take() {
+            ctx.cancel_future(h);
+        }
+        self.retry = Some(ctx.run_later(delay, |act, ctx| {
+            RECONNECTS.with_label_values(&[act.id()]).inc();
+            act.status.reconnects += 1;
+            act.connect(ctx);
+        }));
+    }
+
+    /// Once a second: health, stall and connect-timeout checks.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.relay.is_none() {
+            return;
+        }
+        let frames = self.counters.frames.load(Ordering::Relaxed);
+        let bytes = self.counters.bytes.load(Ordering::Relaxed);
+        let last = self.counters.last_frame_ms.load(Ordering::Relaxed);
+        let now_ms = cloudcam_core::now_ms();
+        let settings = &self.shared.settings;
+        match self.status.state {
+            CameraState::Connecting
+                if self.started_at.elapsed()
+                    > Duration::from_millis(settings.connect_timeout_ms) =>
+            {
+                let reason = format!(
+                    "no video from the camera within {} s of connecting",
+                    settings.connect_timeout_ms / 1000
+                );
+                self.fail(CameraState::Stalled, reason, ctx);
+            }
+            CameraState::Live if now_ms - last > settings.stall_timeout_ms as i64 => {
+                let reason = format!(
+                    "the camera sent no video for {} s; reconnecting",
+                    (now_ms - last) / 1000
+                );
+                self.fail(CameraState::Stalled, reason, ctx);
+            }
+            CameraState::Live => {
+                let (at, f0, b0) = self.last_health;
+                let elapsed = at.elapsed();
+                if elapsed >= Duration::from_millis(settings.health_interval_ms) {
+                    let secs = elapsed.as_secs_f64();
+                    FRAMES
+                        .with_label_values(&[self.id()])
+                        .inc_by(frames.saturating_sub(f0));
+                    BYTES
+                        .with_label_values(&[self.id()])
+                        .inc_by(bytes.saturating_sub(b0));
+                    self.status.fps =
+                        ((frames.saturating_sub(f0)) as f64 / secs * 10.0).round() / 10.0;
+                    self.status.bitrate_bps = (bytes.saturating_sub(b0) as f64 * 8.0 / secs) as u64;
+                    self.status.last_frame_ms = last;
+                    self.status.updated_ms = now_ms;
+                    self.last_health = (Instant::now(), frames, bytes);
+                    self.shared
+                        .reporter
+                        .health(&self.spec.camera_id, &self.status);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn relay_targets_changed(&self, new: &CameraSpec) -> bool {
+        self.spec.source_url != new.source_url
+            || self.spec.credentials_ref != new.credentials_ref
+            || self.spec.rtp_targets != new.rtp_targets
+            || self.spec.generation != new.generation
+    }
+}
+
+/// Removes anything credential-like from a reason before it leaves the actor.
+fn redact(reason: &str, spec: &CameraSpec) -> String {
+    // Source URLs carry no credentials (signal strips them); this guards against a camera
+    // echoing a URL with user info back in an error.
+    let mut out = reason.to_string();
+    if let Ok(url) = url::Url::parse(&spec.source_url)
+        && let Some(pw) = url.password()
+    {
+        out = out.replace(pw, "***");
+    }
+    out
+}
+
+impl Actor for CameraActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(camera = %self.spec.camera_id, name = %self.spec.name, "camera actor started");
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
+        self.connect(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.relay = None;
+        self.shared.reporter.gone(&self.spec.camera_id);
+        tracing::info!(camera = %self.spec.camera_id, "camera actor stopped");
+    }
+}
+
+impl Handler<UpdateSpec> for CameraActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateSpec, ctx: &mut Context<Self>) {
+        let restart = self.relay_targets_changed(&msg.0);
+        self.spec = msg.0;
+        if restart {
+            tracing::info!(camera = %self.spec.camera_id, "camera spec changed; reconnecting");
+            self.attempt = 0;
+            if let Some(h) = self.retry.take() {
+                ctx.cancel_future(h);
+            }
+            self.connect(ctx);
+        }
+    }
+}
+
+impl Handler<Stop> for CameraActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.relay = None;
+        self.run += 1;
+        self.set_state(
+            CameraState::Stopped,
+            "the camera is no longer served by this worker",
+        );
+        ctx.stop();
+    }
+}
+
+impl Handler<Relayed> for CameraActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Relayed, ctx: &mut Context<Self>) {
+        if msg.run != self.run {
+            return;
+        }
+        match msg.event {
+            PipelineEvent::FirstFrame => {
+                self.attempt = 0;
+                self.last_health = (Instant::now(), 0, 0);
+                if let Some((w, h)) = self.relay.as_ref().and_then(Relay::video_size) {
+                    self.status.width = w;
+                    self.status.height = h;
+                }
+                self.status.codec = "H264".into();
+                self.status.last_frame_ms = cloudcam_core::now_ms();
+                self.set_state(CameraState::Live, "receiving video");
+            }
+            PipelineEvent::Unsupported { reason } => {
+                self.fail(CameraState::UnsupportedCodec, reason, ctx);
+            }
+            PipelineEvent::Failed { kind, reason } => {
+                let state = match kind {
+                    FailureKind::AuthFailed => CameraState::AuthFailed,
+                    FailureKind::Unreachable => CameraState::Unreachable,
+                    FailureKind::Other => CameraState::Error,
+                };
+                self.fail(state, reason, ctx);
+            }
+            PipelineEvent::Eos => {
+                self.fail(
+                    CameraState::Unreachable,
+                    "the camera ended the stream".into(),
+                    ctx,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Configuration of the ingest worker (`[camera]` is also embedded in signal's single-process
+//! mode).
+
+use cloudcam_core::bus::KafkaSettings;
+use cloudcam_core::config::{RedisSettings, Validate};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Identity of this worker in events and status; default `ingest-<hostname>-<pid>`.
+    pub worker_id: String,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics_listen: String,
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    pub camera: CameraSettings,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: String::new(),
+            metrics_listen: "127.0.0.1:9101".into(),
+            kafka: KafkaSettings::default(),
+            redis: RedisSettings::default(),
+            camera: CameraSettings::default(),
+        }
+    }
+}
+
+impl Validate for IngestConfig {
+    fn validate(&self) -> Result<(), String> {
+        self.metrics_listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
+        self.camera.validate()
+    }
+}
+
+impl IngestConfig {
+    pub fn worker_id(&self) -> String {
+        if self.worker_id.is_empty() {
+            default_worker_id()
+        } else {
+            self.worker_id.clone()
+        }
+    }
+}
+
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("ingest-{host}-{}", std::process::id())
+}
+
+/// How each camera is pulled and watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraSettings {
+    /// RTSP transport: `tcp` (default; interleaved, works through NAT) or `udp`, or `auto`.
+    pub transport: String,
+    /// rtspsrc jitter-buffer latency.
+    pub latency_ms: u32,
+    /// A camera that has not produced a frame this long after connecting is reported.
+    pub connect_timeout_ms: u64,
+    /// A live camera with no frame for this long is reported stalled and reconnected.
+    pub stall_timeout_ms: u64,
+    /// First reconnect delay; doubles on each failure up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How often a live camera's health is published.
+    pub health_interval_ms: u64,
+}
+
+impl Default for CameraSettings {
+    fn default() -> Self {
+        Self {
+            transport: "tcp".into(),
+            latency_ms: 50,
+            connect_timeout_ms: 8000,
+            stall_timeout_ms: 5000,
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 30000,
+            health_interval_ms: 2000,
+        }
+    }
+}
+
+impl CameraSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.transport.as_str(), "tcp" | "udp" | "auto") {
+            return Err(format!(
+                "camera.transport must be tcp, udp or auto, not {:?}",
+                self.transport
+            ));
+        }
+        if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
+            return Err("camera.backoff_initial_ms must be > 0 and <= backoff_max_ms".into());
+        }
+        if self.stall_timeout_ms < 500 || self.connect_timeout_ms < 500 {
+            return Err("camera.stall_timeout_ms and connect_timeout_ms must be >= 500".into());
+        }
+        if self.health_interval_ms < 100 {
+            return Err("camera.health_interval_ms must be >= 100".into());
+        }
+        Ok(())
+    }
+
+    /// The delay before reconnect attempt `attempt` (1-based): capped exponential.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(16);
+        let ms = self
+            .backoff_initial_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.backoff_max_ms);
+        Duration::from_millis(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_exponential() {
+        let s = CameraSettings::default();
+        assert_eq!(s.backoff(1), Duration::from_secs(1));
+        assert_eq!(s.backoff(2), Duration::from_secs(2));
+        assert_eq!(s.backoff(4), Duration::from_secs(8));
+        assert_eq!(s.backoff(40), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_transport_is_rejected() {
+        let s = CameraSettings {
+            transport: "carrier-pigeon".into(),
+            ..Default::default()
+        };
+        assert!(s.validate().unwrap_err().contains("transport"));
+    }
+}

@@ -1,0 +1,60 @@
+//! `cloudcam-ingest`: the ingest worker binary. See the library docs.
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use clap::Parser;
+use cloudcam_core::config::{load, state_from_settings};
+use cloudcam_ingest::IngestConfig;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "cloudcam ingest worker")]
+struct Args {
+    /// TOML configuration file (see config/ingest.toml); environment: CLOUDCAM_INGEST_*.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    cloudcam_core::telemetry::init();
+    let args = Args::parse();
+    let cfg: IngestConfig = load("ingest", args.config.as_deref())?;
+    let worker_id = cfg.worker_id();
+    let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
+    let state = state_from_settings(&cfg.redis).await?;
+
+    let server = HttpServer::new(|| {
+        App::new()
+            .route(
+                "/metrics",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("text/plain; version=0.0.4")
+                        .body(cloudcam_core::metrics::render())
+                }),
+            )
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(&cfg.metrics_listen)?
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    tracing::info!(listen = %cfg.metrics_listen, "metrics served");
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    cloudcam_ingest::run(worker_id, cfg.camera, bus, state, shutdown).await?;
+    handle.stop(true).await;
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! The GStreamer relay of one camera:
+//!
+//! ```text
+//! rtspsrc ─(H.264 video pad)─ rtph264depay ! h264parse ! rtph264pay ! multiudpsink → Janus
+//!         └(any other pad)── fakesink
+//! ```
+//!
+//! Nothing is decoded or encoded: H.264 access units are depayloaded, parsed (so SPS/PPS are
+//! repeated before every keyframe for late joiners) and payloaded again. The relay reports what
+//! happens through a callback; it knows nothing of actors, Kafka or Redis.
+
+use crate::config::CameraSettings;
+use cloudcam_core::camera::CameraSecret;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot build the pipeline: {0}")]
+    Build(#[from] gst::glib::BoolError),
+    #[error("cannot start the pipeline: {0}")]
+    State(#[from] gst::StateChangeError),
+}
+
+/// Why a camera connection failed, as far as the relay can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Unreachable,
+    AuthFailed,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PipelineEvent {
+    /// The first H.264 access unit reached the relay.
+    FirstFrame,
+    /// The camera offers no video that can be relayed without transcoding.
+    Unsupported {
+        reason: String,
+    },
+    Failed {
+        kind: FailureKind,
+        reason: String,
+    },
+    /// The camera ended the stream.
+    Eos,
+}
+
+pub type EventSink = Arc<dyn Fn(PipelineEvent) + Send + Sync>;
+
+/// Counters updated from the streaming thread, read by the camera actor.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub last_frame_ms: AtomicI64,
+}
+
+/// Where a camera's stream comes from.
+#[derive(Clone)]
+pub struct Source {
+    pub url: String,
+    pub secret: Option<CameraSecret>,
+}
+
+/// A running relay; dropping it stops the pipeline.
+pub struct Relay {
+    pipeline: gst::Pipeline,
+    bus_task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub fn start(
+        source: &Source,
+        targets: &[(String, u16)],
+        settings: &CameraSettings,
+        counters: Arc<Counters>,
+        on_event: EventSink,
+    ) -> Result<Self, PipelineError> {
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("rtspsrc")
+            .property("location", &source.url)
+            .property("latency", settings.latency_ms)
+            .property("tcp-timeout", settings.connect_timeout_ms * 1000)
+            .property("drop-on-latency", true)
+            .build()?;
+        if settings.transport != "auto" {
+            src.set_property_from_str("protocols", &settings.transport);
+        }
+        if let Some(secret) = &source.secret {
+            src.set_property("user-id", &secret.username);
+            src.set_property("user-pw", &secret.password);
+        }
+        pipeline.add(&src)?;
+
+        let clients = targets
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let linked = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let weak = pipeline.downgrade();
+        {
+            let linked = linked.clone();
+            let seen = seen.clone();
+            let counters = counters.clone();
+            let on_event = on_event.clone();
+            src.connect_pad_added(move |_, pad| {
+                let Some(pipeline) = weak.upgrade() else {
+                    return;
+                };
+                let (media, encoding) = pad_media(pad);
+                let result = if media == "video"
+                    && encoding == "H264"
+                    && !linked.swap(true, Ordering::SeqCst)
+                {
+                    link_h264(&pipeline, pad, &clients, counters.clone(), on_event.clone())
+                } else {
+                    seen.lock()
+                        .expect("seen lock")
+                        .push(format!("{media} {encoding}"));
+                    link_fakesink(&pipeline, pad)
+                };
+                if let Err(e) = result {
+                    on_event(PipelineEvent::Failed {
+                        kind: FailureKind::Other,
+                        reason: format!("cannot link the camera's stream: {e}"),
+                    });
+                }
+            });
+        }
+        {
+            let on_event = on_event.clone();
+            src.connect_no_more_pads(move |_| {
+                if !linked.load(Ordering::SeqCst) {
+                    let seen = seen.lock().expect("seen lock").clone();
+                    on_event(PipelineEvent::Unsupported {
+                        reason: unsupported_reason(&seen),
+                    });
+                }
+            });
+        }
+
+        let bus = pipeline.bus().expect("a pipeline has a bus");
+        let mut messages = bus.stream();
+        let bus_task = tokio::spawn(async move {
+            use futures::StreamExt;
+            while let Some(msg) = messages.next().await {
+                match msg.view() {
+                    gst::MessageView::Error(err) => {
+                        let (kind, reason) = classify(&err.error(), err.debug().as_deref());
+                        on_event(PipelineEvent::Failed { kind, reason });
+                        return;
+                    }
+                    gst::MessageView::Eos(_) => {
+                        on_event(PipelineEvent::Eos);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        pipeline.set_state(gst::State::Playing)?;
+        Ok(Self { pipeline, bus_task })
+    }
+
+    /// Width and height of the relayed video, once its caps are known.
+    pub fn video_size(&self) -> Option<(u32, u32)> {
+        let parse = self.pipeline.by_name("parse")?;
+        let caps = parse.static_pad("src")?.current_caps()?;
+        let s = caps.structure(0)?;
+        Some((
+            s.get::<i32>("width").ok()? as u32,
+            s.get::<i32>("height").ok()? as u32,
+        ))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.bus_task.abort();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn pad_media(pad: &gst::Pad) -> (String, String) {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let Some(s) = caps.structure(0) else {
+        return (String::new(), String::new());
+    };
+    let media = s.get::<&str>("media").unwrap_or("").to_string();
+    let encoding = s.get::<&str>("encoding-name").unwrap_or("").to_uppercase();
+    (media, encoding)
+}
+
+fn link_h264(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    clients: &str,
+    counters: Arc<Counters>,
+    on_event: EventSink,
+) -> Result<(), gst::glib::BoolError> {
+    let depay = gst::ElementFactory::make("rtph264depay").build()?;
+    let parse = gst::ElementFactory::make("h264parse")
+        .name("parse")
+        .property("config-interval", -1i32)
+        .build()?;
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("alignment", "au")
+                .build(),
+        )
+        .build()?;
+    let pay = gst::ElementFactory::make("rtph264pay")
+        .property("pt", 96u32)
+        .property("config-interval", -1i32)
+        .property("mtu", 1200u32)
+        .build()?;
+    pay.set_property_from_str("aggregate-mode", "zero-latency");
+    let sink = if clients.is_empty() {
+        gst::ElementFactory::make("fakesink").build()?
+    } else {
+        gst::ElementFactory::make("multiudpsink")
+            .property("clients", clients)
+            .build()?
+    };
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    let chain = [&depay, &parse, &caps, &pay, &sink];
+    pipeline.add_many(chain)?;
+    gst::Element::link_many(chain)?;
+    for e in chain {
+        e.sync_state_with_parent()?;
+    }
+    let parse_src = caps.static_pad("src").expect("capsfilter has a src pad");
+    parse_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buf) = info.buffer() {
+            counters
+                .bytes
+                .fetch_add(buf.size() as u64, Ordering::Relaxed);
+            counters
+                .last_frame_ms
+                .store(cloudcam_core::now_ms(), Ordering::Relaxed);
+            if counters.frames.fetch_add(1, Ordering::Relaxed) == 0 {
+                on_event(PipelineEvent::FirstFrame);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let sinkpad = depay.static_pad("sink").expect("depay has a sink pad");
+    pad.link(&sinkpad)
+        .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
+    Ok(())
+}
+
+fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), gst::glib::BoolError> {
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()?;
+    pipeline.add(&sink)?;
+    sink.sync_state_with_parent()?;
+    pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad"))
+        .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
+    Ok(())
+}
+
+/// A reason naming what the camera offers instead of H.264 video.
+pub fn unsupported_reason(seen: &[String]) -> String {
+    let video: Vec<&str> = seen
+        .iter()
+        .filter_map(|s| s.strip_prefix("video "))
+        .collect();
+    if video.is_empty() {
+        "the camera offers no video stream".to_string()
+    } else {
+        format!(
+            "the camera offers {} video only; cloudcam relays H.264 without transcoding",
+            video.join(", ")
+        )
+    }
+}
+
+/// Maps a GStreamer error to a failure kind and a human-readable reason.
+pub fn classify(err: &gst::glib::Error, debug: Option<&str>) -> (FailureKind, String) {
+    let debug = debug.unwrap_or("");
+    if let Some(res) = err.kind::<gst::ResourceError>() {
+        match res {
+            gst::ResourceError::NotAuthorized => {
+                return (
+                    FailureKind::AuthFailed,
+                    "the camera rejected the username or password (RTSP 401 Unauthorized)".into(),
+                );
+            }
+            gst::ResourceError::OpenRead
+            | gst::ResourceError::OpenReadWrite
+            | gst::ResourceError::Read
+            | gst::ResourceError::NotFound
+            | gst::ResourceError::Write
+            | gst::ResourceError::Busy => {
+                return (
+                    FailureKind::Unreachable,
+                    format!(
+                        "cannot reach the camera: {}",
+                        short_debug(err.message(), debug)
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    if debug.contains("401") || debug.contains("Unauthorized") {
+        return (
+            FailureKind::AuthFailed,
+            "the camera rejected the username or password (RTSP 401 Unauthorized)".into(),
+        );
+    }
+    (FailureKind::Other, short_debug(err.message(), debug))
+}
+
+/// The error message, with the most telling part of the debug text when there is one.
+fn short_debug(message: &str, debug: &str) -> String {
+    // GStreamer debug strings look like "path/file.c(123): fn (): /Pipeline/elem:\nDetail".
+    let detail = debug.lines().last().unwrap_or("").trim();
+    if detail.is_empty() || detail.contains(".c(") {
+        message.trim_end_matches('.').to_string()
+    } else {
+        format!("{} ({detail})", message.trim_end_matches('.'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_name_the_codec() {
+        assert_eq!(
+            unsupported_reason(&["video H265".into(), "audio MPEG4-GENERIC".into()]),
+            "the camera offers H265 video only; cloudcam relays H.264 without transcoding"
+        );
+        assert_eq!(
+            unsupported_reason(&["audio PCMU".into()]),
+            "the camera offers no video stream"
+        );
+    }
+
+    #[test]
+    fn classifies_auth_and_connection_errors() {
+        let auth = gst::glib::Error::new(gst::ResourceError::NotAuthorized, "Unauthorized");
+        assert_eq!(classify(&auth, None).0, FailureKind::AuthFailed);
+        let conn = gst::glib::Error::new(
+            gst::ResourceError::OpenReadWrite,
+            "Could not open resource for reading and writing.",
+        );
+        let (kind, reason) = classify(
+            &conn,
+            Some(
+                "gstrtspsrc.c(1): gst_rtspsrc_retrieve_sdp (): /GstPipeline:p/GstRTSPSrc:s:\nFailed to connect. (Generic error)",
+            ),
+        );
+        assert_eq!(kind, FailureKind::Unreachable);
+        assert!(reason.contains("Failed to connect"), "{reason}");
+    }
+}

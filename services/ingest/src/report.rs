@@ -1,0 +1,161 @@
+//! The one place where a fact about a camera is logged, counted, published on the bus and
+//! written to the shared status — in that order, one camera event at a time, off the actors'
+//! thread.
+
+use cloudcam_core::bus::Bus;
+use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
+use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec};
+use cloudcam_core::state::{StateStore, set_json};
+use cloudcam_proto::v1;
+use prometheus::{GaugeVec, IntCounterVec};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+static STATE_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_ingest_camera_state_changes_total",
+        "Camera state changes, by new state",
+        &["state"],
+    )
+});
+pub static FRAMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_ingest_camera_frames_total",
+        "H.264 access units relayed, per camera",
+        &["camera"],
+    )
+});
+pub static BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_ingest_camera_bytes_total",
+        "H.264 bytes relayed, per camera",
+        &["camera"],
+    )
+});
+pub static RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_ingest_camera_reconnects_total",
+        "Reconnections to a camera after a failure, per camera",
+        &["camera"],
+    )
+});
+static FPS: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec(
+        "cloudcam_ingest_camera_fps",
+        "Frames per second relayed over the last health interval",
+        &["camera"],
+    )
+});
+static UP: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec(
+        "cloudcam_ingest_camera_up",
+        "1 while the camera is live on this worker",
+        &["camera"],
+    )
+});
+
+enum Report {
+    State(String, CameraStatus, u32),
+    Health(String, CameraStatus),
+    Gone(String),
+}
+
+/// Cheap to clone; every clone feeds the same ordered queue.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: mpsc::UnboundedSender<Report>,
+}
+
+impl Reporter {
+    /// Starts the reporting task. Statuses expire after `status_ttl` unless refreshed, so a
+    /// dead worker's cameras stop looking live.
+    pub fn start(bus: Arc<dyn Bus>, state: Arc<dyn StateStore>, status_ttl: Duration) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
+        tokio::spawn(async move {
+            while let Some(report) = rx.recv().await {
+                let (camera_id, status, kind) = match report {
+                    Report::Gone(camera_id) => {
+                        for m in [&*FPS, &*UP] {
+                            let _ = m.remove_label_values(&[&camera_id]);
+                        }
+                        continue;
+                    }
+                    Report::State(camera_id, status, attempt) => {
+                        let kind = v1::camera_event::Kind::State(v1::StateChanged {
+                            state: v1::CameraState::from(status.state) as i32,
+                            reason: status.reason.clone(),
+                            attempt,
+                            codec: status.codec.clone(),
+                            width: status.width,
+                            height: status.height,
+                        });
+                        (camera_id, status, kind)
+                    }
+                    Report::Health(camera_id, status) => {
+                        let kind = v1::camera_event::Kind::Health(v1::Health {
+                            fps: status.fps,
+                            bitrate_bps: status.bitrate_bps,
+                            last_frame_ms: status.last_frame_ms,
+                            reconnects: status.reconnects,
+                            frames: 0,
+                            bytes: 0,
+                        });
+                        (camera_id, status, kind)
+                    }
+                };
+                let event = v1::CameraEvent {
+                    schema_version: cloudcam_proto::SCHEMA_VERSION,
+                    camera_id: camera_id.clone(),
+                    timestamp_ms: status.updated_ms,
+                    worker_id: status.worker_id.clone(),
+                    kind: Some(kind),
+                };
+                if let Err(e) = bus.publish_event(&event).await {
+                    tracing::warn!(camera = %camera_id, error = %e, "cannot publish camera event");
+                }
+                if let Err(e) =
+                    set_json(&*state, &status_key(&camera_id), &status, Some(status_ttl)).await
+                {
+                    tracing::warn!(camera = %camera_id, error = %e, "cannot store camera status");
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// A camera changed state.
+    pub fn state(&self, camera_id: &str, status: &CameraStatus, attempt: u32) {
+        STATE_CHANGES
+            .with_label_values(&[status.state.as_str()])
+            .inc();
+        UP.with_label_values(&[camera_id])
+            .set(f64::from(u8::from(status.state == CameraState::Live)));
+        if matches!(
+            status.state,
+            CameraState::Live | CameraState::Connecting | CameraState::Stopped
+        ) {
+            tracing::info!(camera = %camera_id, state = status.state.as_str(), reason = %status.reason, attempt, "camera state");
+        } else {
+            tracing::warn!(camera = %camera_id, state = status.state.as_str(), reason = %status.reason, attempt, "camera state");
+        }
+        let _ = self.tx.send(Report::State(
+            camera_id.to_string(),
+            status.clone(),
+            attempt,
+        ));
+    }
+
+    /// Periodic health of a live camera.
+    pub fn health(&self, camera_id: &str, status: &CameraStatus) {
+        FPS.with_label_values(&[camera_id]).set(status.fps);
+        let _ = self
+            .tx
+            .send(Report::Health(camera_id.to_string(), status.clone()));
+    }
+
+    /// The camera left this worker: drop its per-camera gauges.
+    pub fn gone(&self, camera_id: &str) {
+        let _ = self.tx.send(Report::Gone(camera_id.to_string()));
+    }
+}

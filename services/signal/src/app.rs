@@ -1,0 +1,128 @@
+//! The signal service's state, routes and background tasks.
+
+use crate::config::SignalConfig;
+use crate::error::{ApiError, json_error};
+use crate::pool::Pool;
+use crate::{auth, cameras, ws};
+use actix_web::{HttpResponse, web};
+use cloudcam_core::bus::Bus;
+use cloudcam_core::camera::{CameraStatus, status_key};
+use cloudcam_core::state::{StateStore, get_json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+pub struct AppState {
+    pub config: SignalConfig,
+    pub bus: Arc<dyn Bus>,
+    pub state: Arc<dyn StateStore>,
+    pub pool: Pool,
+    /// Serializes mountpoint allocation within this instance.
+    pub alloc_lock: tokio::sync::Mutex<()>,
+    /// Camera status changes, for every open WebSocket.
+    pub statuses: broadcast::Sender<(String, CameraStatus)>,
+}
+
+impl AppState {
+    pub fn new(config: SignalConfig, bus: Arc<dyn Bus>, state: Arc<dyn StateStore>) -> Self {
+        Self {
+            pool: Pool::new(config.janus.clone()),
+            config,
+            bus,
+            state,
+            alloc_lock: tokio::sync::Mutex::new(()),
+            statuses: broadcast::channel(1024).0,
+        }
+    }
+}
+
+/// Registers the API, WebSocket, metrics and web UI routes.
+pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
+    let json = web::JsonConfig::default()
+        .limit(max_body)
+        .error_handler(move |err, _| json_error(err, max_body));
+    cfg.app_data(json)
+        .app_data(web::PathConfig::default())
+        .service(
+            web::scope("/api/v1")
+                .route("/login", web::post().to(auth::login))
+                .route("/logout", web::post().to(auth::logout))
+                .route("/cameras", web::get().to(cameras::list))
+                .route("/cameras", web::post().to(cameras::create))
+                .route("/cameras/{id}", web::get().to(cameras::get))
+                .route("/cameras/{id}", web::patch().to(cameras::update))
+                .route("/cameras/{id}", web::delete().to(cameras::delete))
+                .route("/ws", web::get().to(ws::connect))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::NotFound("no such API endpoint".into()))
+                })),
+        )
+        .route("/metrics", web::get().to(metrics))
+        .route(
+            "/healthz",
+            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+        )
+        .route("/", web::get().to(crate::web::index))
+        .route("/app.js", web::get().to(crate::web::script))
+        .route("/style.css", web::get().to(crate::web::style));
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(cloudcam_core::metrics::render())
+}
+
+/// Relays camera events from the bus to every WebSocket as full statuses.
+pub fn spawn_event_relay(app: Arc<AppState>) -> anyhow::Result<()> {
+    let mut events = app.bus.events()?;
+    actix_rt::spawn(async move {
+        let mut cache: HashMap<String, CameraStatus> = HashMap::new();
+        while let Some(ev) = events.recv().await {
+            let status = match cache.get_mut(&ev.camera_id) {
+                Some(s) => s,
+                None => {
+                    let stored = get_json::<CameraStatus>(&*app.state, &status_key(&ev.camera_id))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(CameraStatus::unknown);
+                    cache.entry(ev.camera_id.clone()).or_insert(stored)
+                }
+            };
+            status.apply(&ev);
+            let _ = app.statuses.send((ev.camera_id.clone(), status.clone()));
+        }
+    });
+    Ok(())
+}
+
+/// Keeps every camera's mountpoint present on the gateway (it forgets them when restarted).
+pub fn spawn_reconciler(app: Arc<AppState>) {
+    actix_rt::spawn(async move {
+        let every = Duration::from_millis(app.config.janus.reconcile_interval_ms);
+        let mut healthy = true;
+        loop {
+            let result = match cameras::all(&app).await {
+                Ok(cams) => app.pool.reconcile(&cams).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(n) => {
+                    if n > 0 || !healthy {
+                        tracing::info!(created = n, "janus mountpoints reconciled");
+                    }
+                    healthy = true;
+                }
+                Err(e) => {
+                    if healthy {
+                        tracing::warn!(error = %e, "cannot reconcile janus mountpoints");
+                    }
+                    healthy = false;
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}

@@ -1,0 +1,356 @@
+//! Cameras: their records in the shared state, their desired state on the bus, and the REST
+//! handlers of `/api/v1/cameras`.
+
+use crate::app::AppState;
+use crate::auth::Authed;
+use crate::error::ApiError;
+use actix_web::{HttpResponse, web};
+use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key, status_key};
+use cloudcam_core::state::{get_json, set_json};
+use cloudcam_proto::v1;
+use serde::{Deserialize, Serialize};
+
+const PREFIX: &str = "cloudcam:camera:";
+
+fn record_key(id: &str) -> String {
+    format!("{PREFIX}{id}")
+}
+
+/// A camera's Janus mountpoint. The secret and pin never leave the signal service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Mountpoint {
+    pub id: u64,
+    pub port: u16,
+    pub secret: String,
+    pub pin: String,
+}
+
+/// What signal keeps about a camera (without its password, which lives under `secret_key`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CameraRecord {
+    pub id: String,
+    pub name: String,
+    /// Source URL without credentials.
+    pub url: String,
+    pub username: Option<String>,
+    pub has_password: bool,
+    pub recording: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub generation: u64,
+    pub mountpoint: Mountpoint,
+}
+
+/// A camera as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct CameraView {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub username: Option<String>,
+    pub has_password: bool,
+    pub recording: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub status: CameraStatus,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCamera {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub recording: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCamera {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    /// An empty string removes the credentials.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub recording: Option<bool>,
+}
+
+/// A validated source: URL without user info, plus any credentials it carried.
+#[derive(Debug, PartialEq)]
+pub struct Source {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Accepts `rtsp://` and `rtsps://` URLs with a host; moves embedded credentials out.
+pub fn parse_source(raw: &str) -> Result<Source, ApiError> {
+    let bad = |msg: String| ApiError::BadRequest("invalid_url", msg);
+    let mut url =
+        url::Url::parse(raw.trim()).map_err(|e| bad(format!("url is not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "rtsp" | "rtsps") {
+        return Err(bad(format!(
+            "url must start with rtsp:// or rtsps://, not {}://",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("url has no host".into()));
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let username = (!url.username().is_empty()).then(|| decode(url.username()));
+    let password = url.password().map(decode);
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok(Source {
+        url: url.to_string(),
+        username,
+        password,
+    })
+}
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::BadRequest(
+            "invalid_name",
+            "name must have 1 to 100 characters".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+impl CameraRecord {
+    /// The desired state published for ingest workers.
+    pub fn spec(&self, app: &AppState) -> v1::CameraSpec {
+        v1::CameraSpec {
+            schema_version: cloudcam_proto::SCHEMA_VERSION,
+            camera_id: self.id.clone(),
+            name: self.name.clone(),
+            source_url: self.url.clone(),
+            credentials_ref: if self.username.is_some() {
+                secret_key(&self.id)
+            } else {
+                String::new()
+            },
+            recording: self.recording,
+            retention_hours: 0,
+            live_demand: 0,
+            rtp_targets: vec![v1::RtpTarget {
+                host: app.config.janus.rtp_host.clone(),
+                video_port: u32::from(self.mountpoint.port),
+                gateway: app.config.janus.url.clone(),
+            }],
+            generation: self.generation,
+        }
+    }
+}
+
+pub async fn load(app: &AppState, id: &str) -> Result<CameraRecord, ApiError> {
+    get_json(&*app.state, &record_key(id))
+        .await?
+        .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))
+}
+
+pub async fn all(app: &AppState) -> Result<Vec<CameraRecord>, ApiError> {
+    let mut out = Vec::new();
+    for (key, raw) in app.state.scan_prefix(PREFIX).await? {
+        match serde_json::from_slice::<CameraRecord>(&raw) {
+            Ok(r) => out.push(r),
+            Err(e) => tracing::warn!(%key, error = %e, "skipping an unreadable camera record"),
+        }
+    }
+    out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    Ok(out)
+}
+
+async fn view(app: &AppState, r: CameraRecord) -> Result<CameraView, ApiError> {
+    let status = get_json::<CameraStatus>(&*app.state, &status_key(&r.id))
+        .await?
+        .unwrap_or_else(CameraStatus::unknown);
+    Ok(CameraView {
+        id: r.id,
+        name: r.name,
+        url: r.url,
+        username: r.username,
+        has_password: r.has_password,
+        recording: r.recording,
+        created_ms: r.created_ms,
+        updated_ms: r.updated_ms,
+        status,
+    })
+}
+
+/// Stores the record, its credentials and its mountpoint, then publishes its desired state.
+async fn save(
+    app: &AppState,
+    record: &CameraRecord,
+    secret: Option<&CameraSecret>,
+) -> Result<(), ApiError> {
+    match secret {
+        Some(s) => set_json(&*app.state, &secret_key(&record.id), s, None).await?,
+        None => app.state.del(&secret_key(&record.id)).await?,
+    }
+    set_json(&*app.state, &record_key(&record.id), record, None).await?;
+    if let Err(e) = app.pool.ensure(&record.mountpoint).await {
+        // The reconciler retries; the camera is still saved and relayed once Janus is back.
+        tracing::warn!(camera = %record.id, error = %e, "cannot create the Janus mountpoint yet");
+    }
+    app.bus
+        .put_spec(&record.id, Some(&record.spec(app)))
+        .await?;
+    Ok(())
+}
+
+pub async fn list(app: web::Data<AppState>, _: Authed) -> Result<HttpResponse, ApiError> {
+    let mut views = Vec::new();
+    for r in all(&app).await? {
+        views.push(view(&app, r).await?);
+    }
+    Ok(HttpResponse::Ok().json(views))
+}
+
+pub async fn get(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let r = load(&app, &id).await?;
+    Ok(HttpResponse::Ok().json(view(&app, r).await?))
+}
+
+pub async fn create(
+    app: web::Data<AppState>,
+    _: Authed,
+    body: web::Json<CreateCamera>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let name = check_name(&body.name)?;
+    let source = parse_source(&body.url)?;
+    let username = body.username.or(source.username).filter(|u| !u.is_empty());
+    let password = body.password.or(source.password);
+    let secret = username.clone().map(|username| CameraSecret {
+        username,
+        password: password.clone().unwrap_or_default(),
+    });
+    let now = cloudcam_core::now_ms();
+    let _guard = app.alloc_lock.lock().await;
+    let mountpoint = app.pool.allocate(&all(&app).await?)?;
+    let record = CameraRecord {
+        id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+        name,
+        url: source.url,
+        has_password: secret.as_ref().is_some_and(|s| !s.password.is_empty()),
+        username,
+        recording: body.recording,
+        created_ms: now,
+        updated_ms: now,
+        generation: 1,
+        mountpoint,
+    };
+    save(&app, &record, secret.as_ref()).await?;
+    tracing::info!(camera = %record.id, name = %record.name, url = %record.url, "camera added");
+    Ok(HttpResponse::Created().json(view(&app, record).await?))
+}
+
+pub async fn update(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+    body: web::Json<UpdateCamera>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let mut record = load(&app, &id).await?;
+    let mut secret: Option<CameraSecret> = get_json(&*app.state, &secret_key(&record.id)).await?;
+    if let Some(name) = &body.name {
+        record.name = check_name(name)?;
+    }
+    if let Some(url) = &body.url {
+        let source = parse_source(url)?;
+        record.url = source.url;
+        if let Some(u) = source.username {
+            secret = Some(CameraSecret {
+                username: u,
+                password: source.password.unwrap_or_default(),
+            });
+        }
+    }
+    if let Some(u) = &body.username {
+        secret = if u.is_empty() {
+            None
+        } else {
+            Some(CameraSecret {
+                username: u.clone(),
+                password: secret.map(|s| s.password).unwrap_or_default(),
+            })
+        };
+    }
+    if let Some(p) = &body.password {
+        match secret.as_mut() {
+            Some(s) => s.password.clone_from(p),
+            None => {
+                return Err(ApiError::BadRequest(
+                    "invalid_field",
+                    "a password needs a username".into(),
+                ));
+            }
+        }
+    }
+    if let Some(rec) = body.recording {
+        record.recording = rec;
+    }
+    record.username = secret.as_ref().map(|s| s.username.clone());
+    record.has_password = secret.as_ref().is_some_and(|s| !s.password.is_empty());
+    record.updated_ms = cloudcam_core::now_ms();
+    record.generation += 1;
+    save(&app, &record, secret.as_ref()).await?;
+    tracing::info!(camera = %record.id, "camera changed");
+    Ok(HttpResponse::Ok().json(view(&app, record).await?))
+}
+
+pub async fn delete(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let record = load(&app, &id).await?;
+    app.bus.put_spec(&record.id, None).await?;
+    app.state.del(&record_key(&record.id)).await?;
+    app.state.del(&secret_key(&record.id)).await?;
+    app.state.del(&status_key(&record.id)).await?;
+    if let Err(e) = app.pool.remove(&record.mountpoint).await {
+        tracing::warn!(camera = %record.id, error = %e, "cannot remove the Janus mountpoint");
+    }
+    tracing::info!(camera = %record.id, "camera deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_moved_out_of_the_url() {
+        let s = parse_source("rtsp://bob:s%40cret@cam.local:554/stream1").unwrap();
+        assert_eq!(s.url, "rtsp://cam.local:554/stream1");
+        assert_eq!(s.username.as_deref(), Some("bob"));
+        assert_eq!(s.password.as_deref(), Some("s@cret"));
+    }
+
+    #[test]
+    fn only_rtsp_urls_are_accepted() {
+        for bad in ["http://cam/x", "cam.local", "rtsp://", "file:///etc/passwd"] {
+            let err = parse_source(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_url", "{bad}");
+        }
+        assert!(parse_source("rtsps://cam:322/x").is_ok());
+    }
+}

@@ -1,0 +1,104 @@
+//! Configuration of the signal service. Reference: `config/signal.toml` (parsed by a test).
+
+use cloudcam_core::bus::KafkaSettings;
+use cloudcam_core::config::{RedisSettings, Validate};
+use cloudcam_ingest::CameraSettings;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalConfig {
+    /// Address of the HTTP server (API, WebSocket, web UI, metrics).
+    pub listen: String,
+    pub auth: AuthSettings,
+    pub janus: JanusSettings,
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    /// Camera settings of the embedded ingest worker, used only in the single-process mode
+    /// (no Kafka configured).
+    pub ingest: CameraSettings,
+    /// Largest accepted JSON body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for SignalConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            auth: AuthSettings::default(),
+            janus: JanusSettings::default(),
+            kafka: KafkaSettings::default(),
+            redis: RedisSettings::default(),
+            ingest: CameraSettings::default(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The bootstrap administrator.
+    pub admin_user: String,
+    pub admin_password: String,
+    /// Lifetime of a session token.
+    pub token_ttl_s: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            admin_user: "admin".into(),
+            admin_password: String::new(),
+            token_ttl_s: 12 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JanusSettings {
+    /// Janus HTTP API endpoint.
+    pub url: String,
+    /// Address ingest workers send RTP to (where Janus receives it).
+    pub rtp_host: String,
+    /// Interface Janus binds mountpoint ports on.
+    pub rtp_iface: String,
+    /// Port range for mountpoints (one port per camera).
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// How often mountpoints are checked and re-created on the gateway.
+    pub reconcile_interval_ms: u64,
+}
+
+impl Default for JanusSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8088/janus".into(),
+            rtp_host: "127.0.0.1".into(),
+            rtp_iface: "127.0.0.1".into(),
+            rtp_port_min: 30000,
+            rtp_port_max: 30999,
+            reconcile_interval_ms: 3000,
+        }
+    }
+}
+
+impl Validate for SignalConfig {
+    fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("listen {:?}: {e}", self.listen))?;
+        if self.auth.admin_user.is_empty() || self.auth.admin_password.len() < 8 {
+            return Err(
+                "auth.admin_user must be set and auth.admin_password must have at least 8 characters"
+                    .into(),
+            );
+        }
+        if self.janus.rtp_port_min == 0 || self.janus.rtp_port_max <= self.janus.rtp_port_min {
+            return Err("janus.rtp_port_min must be > 0 and below janus.rtp_port_max".into());
+        }
+        url::Url::parse(&self.janus.url).map_err(|e| format!("janus.url: {e}"))?;
+        self.ingest.validate()
+    }
+}

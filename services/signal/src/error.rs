@@ -1,0 +1,79 @@
+//! The HTTP edge's error kind: every failure maps to a status and a JSON body
+//! `{"error": {"code": "...", "message": "..."}}` naming the problem.
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    #[error("a valid token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    #[error("wrong username or password")]
+    BadLogin,
+    #[error("no camera with id {0}")]
+    CameraNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("shared state unavailable: {0}")]
+    State(#[from] cloudcam_core::state::StateError),
+    #[error("event bus unavailable: {0}")]
+    Bus(#[from] cloudcam_core::bus::BusError),
+    #[error("video gateway error: {0}")]
+    Janus(#[from] crate::janus::JanusError),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(code, _) => code,
+            Self::Unauthorized => "unauthorized",
+            Self::BadLogin => "bad_credentials",
+            Self::CameraNotFound(_) => "camera_not_found",
+            Self::NotFound(_) => "not_found",
+            Self::TooLarge(_) => "body_too_large",
+            Self::State(_) => "state_unavailable",
+            Self::Bus(_) => "bus_unavailable",
+            Self::Janus(_) => "gateway_error",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(..) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized | Self::BadLogin => StatusCode::UNAUTHORIZED,
+            Self::CameraNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::State(_) | Self::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Janus(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+    }
+}
+
+/// Turns actix's JSON extractor errors into [`ApiError`]s with a useful message.
+pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::TooLarge(limit),
+        E::ContentType => ApiError::BadRequest(
+            "bad_content_type",
+            "Content-Type must be application/json".into(),
+        ),
+        E::Deserialize(e) if e.is_data() => {
+            ApiError::BadRequest("invalid_field", format!("invalid request body: {e}"))
+        }
+        E::Deserialize(e) => ApiError::BadRequest("malformed_json", format!("malformed JSON: {e}")),
+        other => ApiError::BadRequest("bad_body", format!("unreadable request body: {other}")),
+    };
+    api.into()
+}

@@ -1,0 +1,121 @@
+//! One browser view of one camera: a Janus session on the camera's mountpoint, driven by
+//! commands from the browser's WebSocket and reporting back through a callback.
+
+use crate::cameras::CameraRecord;
+use crate::janus::{Handle, Janus, Jsep, Reply};
+use crate::protocol::ServerMessage;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// What the browser asks of a running view.
+#[derive(Debug)]
+pub enum Command {
+    Answer(String),
+    Candidate(Option<Value>),
+    Stop,
+}
+
+/// Runs the view until the browser stops it, the command channel closes (WebSocket gone) or
+/// Janus ends it; the Janus session is always destroyed on the way out.
+pub async fn run(
+    janus: Janus,
+    camera: CameraRecord,
+    view_id: String,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    send: impl Fn(ServerMessage),
+) {
+    let fail = |code: &str, message: String| {
+        send(ServerMessage::Error {
+            view_id: Some(view_id.clone()),
+            code: code.into(),
+            message,
+        })
+    };
+    let handle = match janus.open().await {
+        Ok(h) => h,
+        Err(e) => return fail("gateway_error", e.to_string()),
+    };
+    let watch =
+        json!({"request": "watch", "id": camera.mountpoint.id, "pin": camera.mountpoint.pin});
+    if let Err(e) = handle.message(watch, None).await {
+        let _ = handle.destroy().await;
+        return fail("gateway_error", e.to_string());
+    }
+    let ended = drive(&handle, &camera, &view_id, &mut commands, &send).await;
+    if let Err(e) = handle.message(json!({"request": "stop"}), None).await {
+        tracing::debug!(view = %view_id, error = %e, "janus stop failed");
+    }
+    if let Err(e) = handle.destroy().await {
+        tracing::debug!(view = %view_id, error = %e, "janus destroy failed");
+    }
+    send(ServerMessage::ViewState {
+        view_id: view_id.clone(),
+        state: "ended".into(),
+        reason: ended,
+    });
+    tracing::info!(view = %view_id, camera = %camera.id, "view closed");
+}
+
+/// The view's event loop; returns why it ended.
+async fn drive(
+    handle: &Handle,
+    camera: &CameraRecord,
+    view_id: &str,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    send: &impl Fn(ServerMessage),
+) -> String {
+    let state = |s: &str, reason: &str| {
+        send(ServerMessage::ViewState {
+            view_id: view_id.to_string(),
+            state: s.into(),
+            reason: reason.into(),
+        })
+    };
+    let mut poll = Box::pin(handle.poll());
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None | Some(Command::Stop) => return "stopped by the viewer".into(),
+                Some(Command::Answer(sdp)) => {
+                    let jsep = Jsep { kind: "answer".into(), sdp };
+                    if let Err(e) = handle.message(json!({"request": "start"}), Some(&jsep)).await {
+                        return format!("gateway refused the answer: {e}");
+                    }
+                }
+                Some(Command::Candidate(c)) => {
+                    if let Err(e) = handle.trickle(c).await {
+                        tracing::debug!(view = %view_id, error = %e, "trickle failed");
+                    }
+                }
+            },
+            events = &mut poll => {
+                let events = match events {
+                    Ok(ev) => ev,
+                    Err(e) => return format!("lost the gateway session: {e}"),
+                };
+                for ev in events {
+                    match ev {
+                        Reply::Event { jsep: Some(jsep), .. } if jsep.kind == "offer" => {
+                            send(ServerMessage::Offer {
+                                view_id: view_id.to_string(),
+                                camera_id: camera.id.clone(),
+                                sdp: jsep.sdp,
+                            });
+                        }
+                        Reply::Event { plugindata: Some(pd), .. } => {
+                            if let Some(err) = pd.data.get("error").and_then(Value::as_str) {
+                                return format!("gateway: {err}");
+                            }
+                        }
+                        Reply::Webrtcup => state("up", "WebRTC connected"),
+                        Reply::Media { receiving: true } => state("receiving", "video flowing"),
+                        Reply::Hangup { reason } => return format!("gateway hung up: {reason}"),
+                        Reply::Detached => return "gateway detached the view".into(),
+                        _ => {}
+                    }
+                }
+                poll = Box::pin(handle.poll());
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+// cloudcam web UI: sign in, list cameras with live status, add/rename/delete cameras, watch one
+// live over WebRTC. All signalling goes through signal's WebSocket; the page never talks to Janus.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { token: localStorage.getItem("cloudcam.token"), cameras: new Map(), ws: null, view: null };
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(`/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (res.status === 401 && path !== "/login") { signOut(); throw new Error("session expired"); }
+  if (res.status === 204) return null;
+  const data = await res.json();
+  if (!res.ok) throw new Error(data.error ? data.error.message : res.statusText);
+  return data;
+}
+
+function show(signedIn) {
+  $("login-view").hidden = signedIn;
+  $("main-view").hidden = !signedIn;
+  $("logout").hidden = !signedIn;
+}
+
+function signOut() {
+  localStorage.removeItem("cloudcam.token");
+  state.token = null;
+  if (state.ws) state.ws.close();
+  show(false);
+}
+
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const res = await fetch("/api/v1/login", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: $("login-user").value, password: $("login-password").value }),
+    });
+    const data = await res.json();
+    if (!res.ok) throw new Error(data.error.message);
+    state.token = data.token;
+    localStorage.setItem("cloudcam.token", data.token);
+    await start();
+  } catch (err) { $("login-error").textContent = err.message; }
+});
+
+$("logout").addEventListener("click", async () => { try { await api("POST", "/logout"); } catch (_) {} signOut(); });
+
+$("add-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("add-error").textContent = "";
+  const body = { name: $("add-name").value, url: $("add-url").value };
+  if ($("add-username").value) body.username = $("add-username").value;
+  if ($("add-password").value) body.password = $("add-password").value;
+  try {
+    const cam = await api("POST", "/cameras", body);
+    state.cameras.set(cam.id, cam);
+    e.target.reset();
+    render();
+  } catch (err) { $("add-error").textContent = err.message; }
+});
+
+function render() {
+  const grid = $("cameras");
+  grid.replaceChildren();
+  $("no-cameras").hidden = state.cameras.size > 0;
+  for (const cam of state.cameras.values()) {
+    const card = document.createElement("div");
+    card.className = "camera";
+    card.dataset.id = cam.id;
+    card.dataset.state = cam.status.state;
+    const st = cam.status;
+    const extra = st.state === "live" ? ` · ${st.width}×${st.height} · ${st.fps} fps` : "";
+    card.innerHTML = `<div class="name"></div><div class="url"></div>
+      <div><span class="badge ${st.state}">${st.state.replace("_", " ")}</span><span class="meta">${extra}</span></div>
+      <div class="reason"></div>
+      <div class="actions"><button class="watch">Watch</button><button class="rename">Rename</button><button class="delete">Delete</button></div>`;
+    card.querySelector(".name").textContent = cam.name;
+    card.querySelector(".url").textContent = cam.url + (cam.username ? ` (as ${cam.username})` : "");
+    card.querySelector(".reason").textContent = st.reason;
+    card.querySelector(".watch").addEventListener("click", (e) => { e.stopPropagation(); watch(cam.id); });
+    card.querySelector(".rename").addEventListener("click", async (e) => {
+      e.stopPropagation();
+      const name = prompt("New name", cam.name);
+      if (!name) return;
+      try { state.cameras.set(cam.id, await api("PATCH", `/cameras/${cam.id}`, { name })); render(); } catch (err) { alert(err.message); }
+    });
+    card.querySelector(".delete").addEventListener("click", async (e) => {
+      e.stopPropagation();
+      if (!confirm(`Delete ${cam.name}?`)) return;
+      try { await api("DELETE", `/cameras/${cam.id}`); state.cameras.delete(cam.id); render(); } catch (err) { alert(err.message); }
+    });
+    card.addEventListener("click", () => watch(cam.id));
+    grid.appendChild(card);
+  }
+}
+
+function connectWs() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}/api/v1/ws?token=${encodeURIComponent(state.token)}`);
+  state.ws = ws;
+  ws.onmessage = (ev) => onServerMessage(JSON.parse(ev.data));
+  ws.onclose = () => {
+    if (state.ws !== ws || !state.token) return;
+    setTimeout(() => { if (state.token) { connectWs(); if (state.view) watch(state.view.cameraId); } }, 1000);
+  };
+  return new Promise((resolve) => { ws.onopen = resolve; });
+}
+
+function send(msg) { if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg)); }
+
+async function onServerMessage(msg) {
+  const view = state.view;
+  switch (msg.type) {
+    case "camera_status": {
+      const cam = state.cameras.get(msg.camera_id);
+      if (cam) { cam.status = msg.status; render(); }
+      if (view && view.cameraId === msg.camera_id && msg.status.state === "live" && view.ended) watch(view.cameraId);
+      break;
+    }
+    case "offer": {
+      // The server names the view in its offer.
+      if (view && !view.viewId && view.cameraId === msg.camera_id) {
+        view.viewId = msg.view_id;
+        for (const c of view.pending.splice(0)) send({ type: "candidate", view_id: view.viewId, candidate: c });
+      }
+      if (!view || view.viewId !== msg.view_id) { send({ type: "stop", view_id: msg.view_id }); return; }
+      await view.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+      const answer = await view.pc.createAnswer();
+      await view.pc.setLocalDescription(answer);
+      send({ type: "answer", view_id: msg.view_id, sdp: answer.sdp });
+      break;
+    }
+    case "view_state":
+      if (view && view.viewId === msg.view_id) {
+        $("player-state").textContent = msg.state;
+        if (msg.state === "ended") view.ended = true;
+      }
+      break;
+    case "error":
+      if (view && msg.view_id === view.viewId) $("player-state").textContent = `error: ${msg.message}`;
+      break;
+  }
+}
+
+// Opens (or re-opens) the live view of a camera.
+function watch(cameraId) {
+  closeView(false);
+  const cam = state.cameras.get(cameraId);
+  $("player-title").textContent = cam ? cam.name : cameraId;
+  $("player-state").textContent = "connecting";
+  $("player").hidden = false;
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  const view = { cameraId, pc, viewId: null, ended: false, pending: [] };
+  state.view = view;
+  pc.ontrack = (ev) => { $("video").srcObject = ev.streams[0] || new MediaStream([ev.track]); };
+  pc.onicecandidate = (ev) => {
+    const c = ev.candidate ? ev.candidate.toJSON() : null;
+    if (view.viewId) send({ type: "candidate", view_id: view.viewId, candidate: c }); else view.pending.push(c);
+  };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "failed" && state.view === view) { view.ended = true; setTimeout(() => state.view === view && watch(cameraId), 1000); }
+  };
+  send({ type: "watch", camera_id: cameraId });
+  window.cloudcamView = view;
+}
+
+function closeView(hide = true) {
+  const view = state.view;
+  if (view) {
+    if (view.viewId) send({ type: "stop", view_id: view.viewId });
+    view.pc.close();
+    state.view = null;
+  }
+  $("video").srcObject = null;
+  if (hide) $("player").hidden = true;
+}
+
+$("player-close").addEventListener("click", () => closeView(true));
+
+async function start() {
+  try {
+    const cams = await api("GET", "/cameras");
+    state.cameras = new Map(cams.map((c) => [c.id, c]));
+    $("whoami").textContent = "";
+    show(true);
+    render();
+    await connectWs();
+  } catch (err) { signOut(); }
+}
+
+if (state.token) start(); else show(false);

@@ -1,0 +1,151 @@
+//! Stream specifications and the live (encoding) media factory.
+
+use anyhow::{Result, bail};
+use gstreamer_rtsp_server::prelude::*;
+use gstreamer_rtsp_server::{self as rtsp_server};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    Replay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    H264,
+    H265,
+    Mjpeg,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub path: String,
+    pub mode: Mode,
+    pub codec: Codec,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub gop: u32,
+    pub profile: String,
+    pub overlay: bool,
+    pub seconds: u32,
+    pub file: Option<String>,
+}
+
+impl FromStr for StreamSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let (path, opts) = s.split_once(':').unwrap_or((s, ""));
+        if path.is_empty() || path.contains('/') {
+            bail!("stream path {path:?} must be one non-empty path segment");
+        }
+        let mut spec = StreamSpec {
+            path: path.to_string(),
+            mode: Mode::Live,
+            codec: Codec::H264,
+            width: 640,
+            height: 360,
+            fps: 25,
+            gop: 25,
+            profile: "baseline".into(),
+            overlay: true,
+            seconds: 4,
+            file: None,
+        };
+        for kv in opts.split(',').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("option {kv:?} is not key=value"))?;
+            match k {
+                "mode" => {
+                    spec.mode = match v {
+                        "live" => Mode::Live,
+                        "replay" => Mode::Replay,
+                        _ => bail!("mode must be live or replay, not {v:?}"),
+                    }
+                }
+                "codec" => {
+                    spec.codec = match v {
+                        "h264" => Codec::H264,
+                        "h265" => Codec::H265,
+                        "mjpeg" => Codec::Mjpeg,
+                        _ => bail!("codec must be h264, h265 or mjpeg, not {v:?}"),
+                    }
+                }
+                "width" => spec.width = v.parse()?,
+                "height" => spec.height = v.parse()?,
+                "fps" => spec.fps = v.parse()?,
+                "gop" => spec.gop = v.parse()?,
+                "profile" => spec.profile = v.to_string(),
+                "overlay" => spec.overlay = v.parse()?,
+                "seconds" => spec.seconds = v.parse()?,
+                "file" => spec.file = Some(v.to_string()),
+                _ => bail!("unknown stream option {k:?}"),
+            }
+        }
+        if spec.fps == 0 || spec.gop == 0 || spec.width == 0 || spec.height == 0 {
+            bail!("width, height, fps and gop must be positive");
+        }
+        Ok(spec)
+    }
+}
+
+/// The raw test pattern: live, at the stream's size and rate, with an optional clock overlay.
+pub fn raw_source(spec: &StreamSpec, live: bool, num_buffers: i64) -> String {
+    let overlay = if spec.overlay {
+        "! clockoverlay time-format=\"%H:%M:%S\" font-desc=\"Sans 24\" "
+    } else {
+        ""
+    };
+    format!(
+        "videotestsrc is-live={live} num-buffers={num_buffers} pattern=ball {overlay}! videoconvert ! \
+         video/x-raw,format=I420,width={w},height={h},framerate={fps}/1",
+        w = spec.width,
+        h = spec.height,
+        fps = spec.fps
+    )
+}
+
+/// The H.264 encoder: baseline-compatible output by default, I420 so browsers can decode it.
+pub fn h264_encoder(spec: &StreamSpec) -> String {
+    format!(
+        "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate=1500 \
+         ! video/x-h264,profile={profile}",
+        gop = spec.gop,
+        profile = spec.profile
+    )
+}
+
+pub fn live_factory(spec: &StreamSpec) -> Result<rtsp_server::RTSPMediaFactory> {
+    let enc = match spec.codec {
+        Codec::H264 => format!("{} ! rtph264pay name=pay0 pt=96", h264_encoder(spec)),
+        Codec::H265 => format!(
+            "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={} ! rtph265pay name=pay0 pt=96",
+            spec.gop
+        ),
+        Codec::Mjpeg => "jpegenc ! rtpjpegpay name=pay0 pt=26".to_string(),
+    };
+    let launch = format!("( {} ! {enc} )", raw_source(spec, true, -1));
+    let factory = rtsp_server::RTSPMediaFactory::new();
+    factory.set_launch(&launch);
+    factory.set_shared(true);
+    Ok(factory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let s: StreamSpec = "cam:width=1280,height=720,fps=30,gop=60,codec=h265"
+            .parse()
+            .unwrap();
+        assert_eq!((s.width, s.height, s.fps, s.gop), (1280, 720, 30, 60));
+        assert_eq!(s.codec, Codec::H265);
+        assert!("cam:bogus=1".parse::<StreamSpec>().is_err());
+        assert!("cam:fps=0".parse::<StreamSpec>().is_err());
+    }
+}
