@@ -2,9 +2,12 @@
 # Writes a Janus configuration directory for cloudcam: HTTP API only, streaming plugin only,
 # ICE restricted to the machine's non-loopback interface (Janus skips loopback for ICE).
 #
-#   scripts/janus-config.sh DIR HTTP_PORT RTP_PORT_MIN RTP_PORT_MAX [ADMIN_PORT]
+#   scripts/janus-config.sh DIR HTTP_PORT [ADMIN_PORT]
+#
+# Mountpoint RTP ports are chosen by signal (janus.rtp_port_min/max); rtp_port_range below is
+# for the WebRTC side.
 set -euo pipefail
-dir=$1 http_port=$2 rtp_min=$3 rtp_max=$4 admin_port=${5:-0}
+dir=$1 http_port=$2 admin_port=${3:-0}
 libdir=$(dirname "$(ls -d /usr/lib/*/janus/plugins | head -1)")
 iface=${JANUS_ICE_IFACE:-$(ip -o -4 route show default 2>/dev/null | awk '{print $5; exit}')}
 if [ -z "$iface" ]; then
@@ -64,5 +67,3 @@ cat > "$dir/janus.plugin.streaming.jcfg" <<CFG
 general: {
 }
 CFG
-# RTP ports of mountpoints are chosen by cloudcam in [$rtp_min, $rtp_max]; nothing to write.
-: "$rtp_min" "$rtp_max"

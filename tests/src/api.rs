@@ -1,0 +1,93 @@
+//! A small client of signal's REST API.
+
+use crate::procs::wait_for;
+use crate::stack::{ADMIN_PASSWORD, ADMIN_USER};
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn login(base: &str) -> Result<Self> {
+        let http = reqwest::Client::new();
+        let res: Value = http
+            .post(format!("{base}/api/v1/login"))
+            .json(&json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let Some(token) = res["token"].as_str() else {
+            bail!("no token in {res}");
+        };
+        Ok(Self {
+            base: base.to_string(),
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    /// Any request, returning status and body (JSON, or `Null` when empty).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method.parse()?, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await?;
+        let status = res.status().as_u16();
+        let text = res.text().await?;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, value))
+    }
+
+    pub async fn create_camera(&self, body: Value) -> Result<Value> {
+        let (status, v) = self.call("POST", "/cameras", Some(body)).await?;
+        if status != 201 {
+            bail!("creating a camera answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    pub async fn camera(&self, id: &str) -> Result<Value> {
+        let (status, v) = self.call("GET", &format!("/cameras/{id}"), None).await?;
+        if status != 200 {
+            bail!("GET camera answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// Waits until the camera's status is `state`; returns the camera.
+    pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Result<Value> {
+        let last = std::sync::Mutex::new(Value::Null);
+        let res = wait_for(&format!("camera {id} to be {state}"), timeout, || async {
+            let cam = self.camera(id).await.ok()?;
+            let ok = cam["status"]["state"] == state;
+            *last.lock().unwrap() = cam.clone();
+            ok.then_some(cam)
+        })
+        .await;
+        match res {
+            Ok(v) => Ok(v),
+            Err(e) => bail!("{e}; last seen: {}", last.lock().unwrap()["status"]),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Headless Chromium (Debian's), driven over the DevTools protocol with chromiumoxide.
+
+use crate::procs::wait_for;
+use anyhow::{Context, Result, anyhow};
+use chromiumoxide::browser::{Browser as CdpBrowser, BrowserConfig};
+use chromiumoxide::page::{Page, ScreenshotParams};
+use futures::StreamExt;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+
+pub struct Browser {
+    browser: CdpBrowser,
+    handler: tokio::task::JoinHandle<()>,
+    pub page: Page,
+    dir: PathBuf,
+}
+
+/// What a WebRTC viewer in the page receives (`window.cloudcamView.pc`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoStats {
+    pub frames_decoded: u64,
+    pub width: u32,
+    pub height: u32,
+    pub codec: String,
+}
+
+/// Reads the stats of the page's current view (the UI and the API client both keep it in
+/// `window.cloudcamView`).
+const STATS_JS: &str = r#"(async () => {
+  const view = window.cloudcamView;
+  const video = document.querySelector('video');
+  const out = { framesDecoded: 0, width: video ? video.videoWidth : 0, height: video ? video.videoHeight : 0, codec: '' };
+  if (!view || !view.pc) return out;
+  const stats = await view.pc.getStats();
+  let codecId = null;
+  stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') { out.framesDecoded = s.framesDecoded || 0; codecId = s.codecId; out.width = out.width || s.frameWidth || 0; out.height = out.height || s.frameHeight || 0; } });
+  stats.forEach((s) => { if (s.id === codecId) out.codec = s.mimeType; });
+  return out;
+})()"#;
+
+impl Browser {
+    pub async fn launch(dir: &Path) -> Result<Self> {
+        let profile = dir.join("chromium-profile");
+        std::fs::create_dir_all(&profile)?;
+        let config = BrowserConfig::builder()
+            .chrome_executable(CHROMIUM)
+            .no_sandbox()
+            .user_data_dir(&profile)
+            .window_size(1280, 900)
+            .args([
+                "disable-gpu",
+                "disable-quic",
+                "no-first-run",
+                "disable-background-networking",
+                "disable-component-update",
+                "disable-sync",
+                "autoplay-policy=no-user-gesture-required",
+                "disable-features=WebRtcHideLocalIpsWithMdns",
+            ])
+            .build()
+            .map_err(|e| anyhow!("browser config: {e}"))?;
+        let (browser, mut events) = CdpBrowser::launch(config)
+            .await
+            .context("starting Chromium")?;
+        let handler = tokio::spawn(async move { while events.next().await.is_some() {} });
+        let page = browser.new_page("about:blank").await?;
+        Ok(Self {
+            browser,
+            handler,
+            page,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.page.goto(url).await?;
+        self.page.wait_for_navigation().await?;
+        Ok(())
+    }
+
+    pub async fn eval<T: serde::de::DeserializeOwned>(&self, js: &str) -> Result<T> {
+        Ok(self.page.evaluate(js).await?.into_value()?)
+    }
+
+    /// Types into the element matching `selector`.
+    pub async fn fill(&self, selector: &str, text: &str) -> Result<()> {
+        self.page
+            .find_element(selector)
+            .await
+            .with_context(|| format!("no element {selector}"))?
+            .click()
+            .await?
+            .type_str(text)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn click(&self, selector: &str) -> Result<()> {
+        self.page
+            .find_element(selector)
+            .await
+            .with_context(|| format!("no element {selector}"))?
+            .click()
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until `selector` matches an element.
+    pub async fn wait_element(&self, selector: &str, timeout: Duration) -> Result<()> {
+        wait_for(&format!("element {selector}"), timeout, || async {
+            self.page.find_element(selector).await.ok().map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn video_stats(&self) -> Result<VideoStats> {
+        self.eval(STATS_JS).await
+    }
+
+    /// Waits for `frames` more decoded frames than `since`, within `timeout`.
+    pub async fn wait_frames(
+        &self,
+        since: u64,
+        frames: u64,
+        timeout: Duration,
+    ) -> Result<VideoStats> {
+        wait_for(
+            &format!("{frames} decoded frames after {since}"),
+            timeout,
+            || async {
+                let s = self.video_stats().await.ok()?;
+                (s.frames_decoded >= since + frames).then_some(s)
+            },
+        )
+        .await
+    }
+
+    /// Saves a PNG screenshot into the test's artifacts.
+    pub async fn screenshot(&self, name: &str) -> Result<PathBuf> {
+        let path = self.dir.join(format!("{name}.png"));
+        self.page
+            .save_screenshot(ScreenshotParams::builder().build(), &path)
+            .await?;
+        Ok(path)
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.browser.close().await;
+        let _ = self.browser.wait().await;
+        self.handler.abort();
+    }
+}

@@ -1,0 +1,319 @@
+//! The components of a test, each started as a real process.
+
+use crate::procs::{Proc, free_port, free_udp_range, wait_for, wait_tcp};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A built binary of the workspace.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let path = target.join("debug").join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the workspace first (cargo build --workspace)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// One test's directory of logs and artifacts.
+pub struct TestEnv {
+    pub dir: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> Result<Self> {
+        let dir = workspace().join("artifacts").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// A single-node Apache Kafka (KRaft, broker and controller in one JVM).
+    pub async fn kafka(&self) -> Result<Kafka> {
+        let libs = std::env::var_os("CLOUDCAM_KAFKA_LIBS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join(".cache/kafka/libs"));
+        if !libs.is_dir() {
+            bail!(
+                "Kafka jars not found in {}: run scripts/install-deps.sh",
+                libs.display()
+            );
+        }
+        let port = free_port();
+        let cport = free_port();
+        let dir = self.dir.join("kafka");
+        std::fs::create_dir_all(&dir)?;
+        let props = dir.join("server.properties");
+        std::fs::write(
+            &props,
+            format!(
+                "process.roles=broker,controller\n\
+                 node.id=1\n\
+                 controller.quorum.voters=1@127.0.0.1:{cport}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 controller.listener.names=CONTROLLER\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 log.dirs={data}\n\
+                 offsets.topic.replication.factor=1\n\
+                 offsets.topic.num.partitions=4\n\
+                 transaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\n\
+                 share.coordinator.state.topic.replication.factor=1\n\
+                 share.coordinator.state.topic.min.isr=1\n\
+                 group.initial.rebalance.delay.ms=0\n\
+                 group.min.session.timeout.ms=1000\n\
+                 auto.create.topics.enable=false\n",
+                data = dir.join("data").display()
+            ),
+        )?;
+        let cp = format!("{}/*", libs.display());
+        let status = Command::new("java")
+            .args(["-cp", &cp, "kafka.tools.StorageTool", "format", "-t"])
+            .arg("MkU3OEVBNTcwNTJENDM2Qk")
+            .arg("-c")
+            .arg(&props)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("java (Kafka storage format)")?;
+        if !status.success() {
+            bail!("formatting Kafka storage failed");
+        }
+        let proc = Proc::spawn(
+            "kafka",
+            &self.dir,
+            Command::new("java")
+                .args(["-Xmx512m", "-cp", &cp, "kafka.Kafka"])
+                .arg(&props),
+        )?;
+        wait_tcp("Kafka", port, Duration::from_secs(60)).await?;
+        Ok(Kafka {
+            proc,
+            brokers: format!("127.0.0.1:{port}"),
+        })
+    }
+
+    pub async fn redis(&self) -> Result<Redis> {
+        let port = free_port();
+        let proc = Proc::spawn(
+            "redis",
+            &self.dir,
+            Command::new("redis-server").args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]),
+        )?;
+        wait_tcp("Redis", port, Duration::from_secs(20)).await?;
+        Ok(Redis {
+            proc,
+            url: format!("redis://127.0.0.1:{port}/"),
+        })
+    }
+
+    pub async fn janus(&self) -> Result<Janus> {
+        let port = free_port();
+        let dir = self.dir.join("janus");
+        let status = Command::new(workspace().join("scripts/janus-config.sh"))
+            .arg(&dir)
+            .arg(port.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("janus-config.sh failed");
+        }
+        let proc = Proc::spawn(
+            "janus",
+            &self.dir,
+            Command::new("janus").arg("-F").arg(&dir),
+        )?;
+        let url = format!("http://127.0.0.1:{port}/janus");
+        let http = reqwest::Client::new();
+        wait_for("Janus HTTP API", Duration::from_secs(30), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let res = http
+                    .post(&url)
+                    .json(&serde_json::json!({"janus": "ping", "transaction": "t"}))
+                    .send()
+                    .await
+                    .ok()?;
+                res.status().is_success().then_some(())
+            }
+        })
+        .await?;
+        Ok(Janus { proc, url })
+    }
+
+    /// camsim serving `streams` (see `camsim --help`), optionally behind RTSP auth
+    /// `(user, password, "basic"|"digest")`.
+    pub async fn camsim(
+        &self,
+        streams: &[&str],
+        auth: Option<(&str, &str, &str)>,
+    ) -> Result<Camsim> {
+        let port = free_port();
+        let mut c = Camsim {
+            proc: None,
+            port,
+            streams: streams.iter().map(|s| s.to_string()).collect(),
+            auth: auth.map(|(u, p, m)| (u.to_string(), p.to_string(), m.to_string())),
+            dir: self.dir.clone(),
+        };
+        c.start().await?;
+        Ok(c)
+    }
+
+    pub async fn signal(
+        &self,
+        kafka: Option<&Kafka>,
+        redis: Option<&Redis>,
+        janus: &Janus,
+    ) -> Result<Signal> {
+        let port = free_port();
+        let rtp = free_udp_range(100);
+        let mut cmd = Command::new(binary("cloudcam-signal")?);
+        cmd.env("RUST_LOG", "info")
+            .env("CLOUDCAM_SIGNAL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CLOUDCAM_SIGNAL_AUTH__ADMIN_USER", ADMIN_USER)
+            .env("CLOUDCAM_SIGNAL_AUTH__ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("CLOUDCAM_SIGNAL_JANUS__URL", &janus.url)
+            .env("CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MIN", rtp.to_string())
+            .env(
+                "CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MAX",
+                (rtp + 99).to_string(),
+            )
+            .env("CLOUDCAM_SIGNAL_JANUS__RECONCILE_INTERVAL_MS", "1000")
+            .env("CLOUDCAM_SIGNAL_INGEST__STALL_TIMEOUT_MS", "3000")
+            .env("CLOUDCAM_SIGNAL_INGEST__BACKOFF_MAX_MS", "2000");
+        if let Some(k) = kafka {
+            cmd.env("CLOUDCAM_SIGNAL_KAFKA__BROKERS", &k.brokers);
+        }
+        if let Some(r) = redis {
+            cmd.env("CLOUDCAM_SIGNAL_REDIS__URL", &r.url);
+        }
+        let proc = Proc::spawn("signal", &self.dir, &mut cmd)?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{base}/healthz"), "signal").await?;
+        Ok(Signal { proc, base })
+    }
+
+    pub async fn ingest(&self, name: &str, kafka: &Kafka, redis: &Redis) -> Result<Ingest> {
+        let port = free_port();
+        let mut cmd = Command::new(binary("cloudcam-ingest")?);
+        cmd.env("RUST_LOG", "info")
+            .env("CLOUDCAM_INGEST_WORKER_ID", name)
+            .env(
+                "CLOUDCAM_INGEST_METRICS_LISTEN",
+                format!("127.0.0.1:{port}"),
+            )
+            .env("CLOUDCAM_INGEST_KAFKA__BROKERS", &kafka.brokers)
+            .env("CLOUDCAM_INGEST_REDIS__URL", &redis.url)
+            .env("CLOUDCAM_INGEST_CAMERA__STALL_TIMEOUT_MS", "3000")
+            .env("CLOUDCAM_INGEST_CAMERA__BACKOFF_MAX_MS", "2000");
+        let proc = Proc::spawn(name, &self.dir, &mut cmd)?;
+        let metrics = format!("http://127.0.0.1:{port}/metrics");
+        wait_http(&format!("http://127.0.0.1:{port}/healthz"), name).await?;
+        Ok(Ingest { proc, metrics })
+    }
+}
+
+async fn wait_http(url: &str, what: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    wait_for(what, Duration::from_secs(30), || {
+        let http = http.clone();
+        async move {
+            let res = http.get(url).send().await.ok()?;
+            res.status().is_success().then_some(())
+        }
+    })
+    .await
+}
+
+pub struct Kafka {
+    pub proc: Proc,
+    pub brokers: String,
+}
+
+pub struct Redis {
+    pub proc: Proc,
+    pub url: String,
+}
+
+pub struct Janus {
+    pub proc: Proc,
+    pub url: String,
+}
+
+pub struct Signal {
+    pub proc: Proc,
+    pub base: String,
+}
+
+pub struct Ingest {
+    pub proc: Proc,
+    pub metrics: String,
+}
+
+pub struct Camsim {
+    proc: Option<Proc>,
+    pub port: u16,
+    streams: Vec<String>,
+    auth: Option<(String, String, String)>,
+    dir: PathBuf,
+}
+
+impl Camsim {
+    /// `rtsp://127.0.0.1:<port>/<path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{path}", self.port)
+    }
+
+    pub async fn start(&mut self) -> Result<()> {
+        let mut cmd = Command::new(binary("camsim")?);
+        cmd.arg("--port").arg(self.port.to_string());
+        for s in &self.streams {
+            cmd.arg("--stream").arg(s);
+        }
+        if let Some((u, p, m)) = &self.auth {
+            cmd.args(["--username", u, "--password", p, "--auth", m]);
+        }
+        self.proc = Some(Proc::spawn("camsim", &self.dir, &mut cmd)?);
+        wait_tcp("camsim", self.port, Duration::from_secs(60)).await
+    }
+
+    /// SIGKILL, as a camera losing power.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+}

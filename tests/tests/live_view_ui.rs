@@ -1,0 +1,66 @@
+//! Through the web UI, on real components: sign in, add a camsim camera with the form, open the
+//! live view, and watch H.264 frames decode in headless Chromium.
+
+use cloudcam_tests::stack::{ADMIN_PASSWORD, ADMIN_USER};
+use cloudcam_tests::{Api, Browser, TestEnv};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
+    let env = TestEnv::new("live_view_ui")?;
+    let kafka = env.kafka().await?;
+    let redis = env.redis().await?;
+    let janus = env.janus().await?;
+    let camsim = env
+        .camsim(&["front:width=640,height=360,fps=25,gop=25"], None)
+        .await?;
+    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
+    let _ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+
+    let browser = Browser::launch(&env.dir).await?;
+    browser.goto(&signal.base).await?;
+    browser
+        .wait_element("#login-user", Duration::from_secs(10))
+        .await?;
+    browser.fill("#login-user", ADMIN_USER).await?;
+    browser.fill("#login-password", ADMIN_PASSWORD).await?;
+    browser.click("#login-submit").await?;
+    browser
+        .wait_element("#add-name", Duration::from_secs(10))
+        .await?;
+    browser.fill("#add-name", "Front door").await?;
+    browser.fill("#add-url", &camsim.url("front")).await?;
+    browser.click("#add-submit").await?;
+
+    // The camera appears in the list, and becomes live without a reload (WebSocket updates).
+    browser
+        .wait_element(".camera[data-state=live]", Duration::from_secs(30))
+        .await?;
+    let api = Api::login(&signal.base).await?;
+    let (_, cams) = api.call("GET", "/cameras", None).await?;
+    assert_eq!(cams[0]["name"], "Front door");
+
+    browser.click(".camera[data-state=live] .watch").await?;
+    let first = browser.wait_frames(0, 1, Duration::from_secs(15)).await?;
+    let stats = browser
+        .wait_frames(first.frames_decoded, 50, Duration::from_secs(5))
+        .await?;
+    assert_eq!((stats.width, stats.height), (640, 360), "{stats:?}");
+    assert_eq!(stats.codec, "video/H264", "{stats:?}");
+    let shot = browser.screenshot("live-view").await?;
+    assert!(
+        std::fs::metadata(&shot)?.len() > 10_000,
+        "screenshot looks empty"
+    );
+
+    // Closing the view tears its Janus session down at once.
+    browser.click("#player-close").await?;
+    cloudcam_tests::wait_for(
+        "the view to end in signal's log",
+        Duration::from_secs(5),
+        || async { signal.proc.log_text().contains("view closed").then_some(()) },
+    )
+    .await?;
+    browser.close().await;
+    Ok(())
+}
