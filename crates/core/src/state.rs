@@ -56,10 +56,13 @@ pub async fn set_json<T: serde::Serialize>(
     store.set(key, &raw, ttl).await
 }
 
+/// A stored value and when it expires.
+type Entry = (Vec<u8>, Option<Instant>);
+
 /// In-process state for the single-machine default and unit tests.
 #[derive(Default)]
 pub struct MemoryState {
-    map: Mutex<HashMap<String, (Vec<u8>, Option<Instant>)>>,
+    map: Mutex<HashMap<String, Entry>>,
 }
 
 impl MemoryState {
@@ -68,7 +71,7 @@ impl MemoryState {
     }
 }
 
-fn live(entry: &(Vec<u8>, Option<Instant>), now: Instant) -> bool {
+fn live(entry: &Entry, now: Instant) -> bool {
     entry.1.is_none_or(|exp| exp > now)
 }
 

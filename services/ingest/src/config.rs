@@ -142,3 +142,20 @@ mod tests {
         assert!(s.validate().unwrap_err().contains("transport"));
     }
 }
+
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    #[test]
+    fn reference_config_parses_and_validates() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/ingest.toml");
+        let cfg: IngestConfig =
+            cloudcam_core::config::load("ingest-reference-test", Some(path.as_ref()))
+                .expect("config/ingest.toml loads");
+        assert_eq!(
+            cfg.camera.stall_timeout_ms,
+            CameraSettings::default().stall_timeout_ms
+        );
+    }
+}

@@ -102,3 +102,35 @@ impl Validate for SignalConfig {
         self.ingest.validate()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_config_parses_and_validates() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/signal.toml");
+        let cfg: SignalConfig =
+            cloudcam_core::config::load("signal-reference-test", Some(path.as_ref()))
+                .expect("config/signal.toml loads");
+        assert_eq!(cfg.listen, SignalConfig::default().listen);
+        assert_eq!(cfg.janus.rtp_port_max, JanusSettings::default().rtp_port_max);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("cloudcam-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap();
+        let err = cloudcam_core::config::load::<SignalConfig>("signal-reference-test", Some(&file))
+            .unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_admin_password_is_invalid() {
+        let err = SignalConfig::default().validate().unwrap_err();
+        assert!(err.contains("admin_password"), "{err}");
+    }
+}

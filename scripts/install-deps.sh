@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what cloudcam needs to build, run and test on Debian/Ubuntu, skipping what is already
+# there: Debian packages (GStreamer, Janus, Redis, Chromium, protoc, a JDK and Maven) and the
+# Apache Kafka broker's jars (from Maven Central, into .cache/kafka/libs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential pkg-config cmake protobuf-compiler curl iproute2
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-libav
+  gstreamer1.0-x
+  janus redis-server chromium
+  default-jdk-headless maven
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# A JDK that is already on the machine (outside Debian's packages) will do.
+if command -v java >/dev/null && command -v mvn >/dev/null; then
+  missing=("${missing[@]/default-jdk-headless}")
+  missing=("${missing[@]/maven}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_=""
+  [ "$(id -u)" -ne 0 ] && sudo_=sudo
+  $sudo_ apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q "${missing[@]}"
+fi
+
+kafka_libs=.cache/kafka/libs
+if [ ! -f "$kafka_libs/.complete" ]; then
+  echo "install-deps: fetching the Apache Kafka broker from Maven Central"
+  rm -rf "$kafka_libs"
+  mvn -q -B -f tools/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/$kafka_libs"
+  touch "$kafka_libs/.complete"
+fi
+echo "install-deps: everything is installed"
