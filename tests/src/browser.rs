@@ -42,7 +42,56 @@ const STATS_JS: &str = r#"(async () => {
   return out;
 })()"#;
 
+/// A viewer that uses only the REST token and the WebSocket protocol (not the web UI): it opens
+/// the WebSocket, sends `watch`, answers the offer and trickles candidates.
+const API_VIEWER_JS: &str = r#"(async (token, cameraId) => {
+  const ws = new WebSocket(`ws://${location.host}/api/v1/ws?token=${encodeURIComponent(token)}`);
+  await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error('websocket refused')); });
+  const pc = new RTCPeerConnection();
+  const view = { pc, ws, viewId: null, messages: [] };
+  window.cloudcamView = view;
+  const video = document.createElement('video');
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  document.body.appendChild(video);
+  pc.ontrack = (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); };
+  pc.onicecandidate = (e) => {
+    if (view.viewId) ws.send(JSON.stringify({ type: 'candidate', view_id: view.viewId, candidate: e.candidate ? e.candidate.toJSON() : null }));
+  };
+  ws.onmessage = async (ev) => {
+    const msg = JSON.parse(ev.data);
+    view.messages.push(msg);
+    if (msg.type === 'offer') {
+      view.viewId = msg.view_id;
+      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      const answer = await pc.createAnswer();
+      await pc.setLocalDescription(answer);
+      ws.send(JSON.stringify({ type: 'answer', view_id: msg.view_id, sdp: answer.sdp }));
+    }
+  };
+  ws.send(JSON.stringify({ type: 'watch', camera_id: cameraId }));
+  return true;
+})"#;
+
 impl Browser {
+    /// Opens a page of `base` (signal's origin) and watches `camera_id` with [`API_VIEWER_JS`].
+    pub async fn watch_via_api(&self, base: &str, token: &str, camera_id: &str) -> Result<()> {
+        self.goto(&format!("{base}/healthz")).await?;
+        let call = format!(
+            "{API_VIEWER_JS}({}, {})",
+            serde_json::to_string(token)?,
+            serde_json::to_string(camera_id)?
+        );
+        let ok: bool = self.eval(&call).await?;
+        anyhow::ensure!(ok, "API viewer did not start");
+        Ok(())
+    }
+
+    /// Every WebSocket message the API viewer received so far.
+    pub async fn api_messages(&self) -> Result<Vec<serde_json::Value>> {
+        self.eval("window.cloudcamView ? window.cloudcamView.messages : []")
+            .await
+    }
+
     pub async fn launch(dir: &Path) -> Result<Self> {
         let profile = dir.join("chromium-profile");
         std::fs::create_dir_all(&profile)?;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod kafka;
 pub mod procs;
 pub mod stack;
 

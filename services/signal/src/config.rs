@@ -114,7 +114,10 @@ mod tests {
             cloudcam_core::config::load("signal-reference-test", Some(path.as_ref()))
                 .expect("config/signal.toml loads");
         assert_eq!(cfg.listen, SignalConfig::default().listen);
-        assert_eq!(cfg.janus.rtp_port_max, JanusSettings::default().rtp_port_max);
+        assert_eq!(
+            cfg.janus.rtp_port_max,
+            JanusSettings::default().rtp_port_max
+        );
     }
 
     #[test]

@@ -1,0 +1,50 @@
+//! Reads topics from the real broker, for tests that inspect what went over Kafka.
+
+use anyhow::Result;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// Every message (key and value bytes, concatenated) currently in `topics`.
+pub fn read_all(brokers: &str, topics: &[&str]) -> Result<Vec<Vec<u8>>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "cloudcam-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = Vec::new();
+    for t in metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.contains(&t.name()))
+    {
+        for p in t.partitions() {
+            let (low, high) =
+                consumer.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))?;
+            if high > low {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+                remaining.push((t.name().to_string(), p.id(), high));
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !remaining.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out reading {topics:?}");
+        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let msg = msg?;
+        let mut bytes = msg.key().unwrap_or_default().to_vec();
+        bytes.extend_from_slice(msg.payload().unwrap_or_default());
+        out.push(bytes);
+        let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
+        remaining.retain(|(t, p, high)| !(t == &topic && *p == partition && offset + 1 >= *high));
+    }
+    Ok(out)
+}
