@@ -1,0 +1,99 @@
+//! Broken cameras are reported with a clear state and reason — wrong password, closed port,
+//! H.265-only, MJPEG-only — while a healthy camera beside them keeps streaming to its viewer.
+
+use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::{Api, Browser, free_port};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyhow::Result<()> {
+    let env = TestEnv::new("camera_failures")?;
+    let kafka = env.kafka().await?;
+    let redis = env.redis().await?;
+    let janus = env.janus().await?;
+    let open = env
+        .camsim(
+            &[
+                "good:width=640,height=360,fps=25,gop=25",
+                "hevc:codec=h265,width=320,height=240",
+                "mjpeg:codec=mjpeg,width=320,height=240",
+            ],
+            None,
+        )
+        .await?;
+    let locked = env
+        .camsim(
+            &["cam:width=320,height=240"],
+            Some(("admin", "right-one", "digest")),
+        )
+        .await?;
+    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
+    let ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let api = Api::login(&signal.base).await?;
+
+    let good = api
+        .create_camera(json!({"name": "Good", "url": open.url("good")}))
+        .await?;
+    let good_id = good["id"].as_str().unwrap().to_string();
+    api.wait_state(&good_id, "live", Duration::from_secs(20))
+        .await?;
+    let browser = Browser::launch(&env.dir).await?;
+    browser
+        .watch_via_api(&signal.base, &api.token, &good_id)
+        .await?;
+    let before = browser.wait_frames(0, 10, Duration::from_secs(15)).await?;
+    let started = Instant::now();
+
+    let closed_port = free_port();
+    let cases = [
+        (
+            json!({"name": "Wrong password", "url": locked.url("cam"), "username": "admin", "password": "wrong-one"}),
+            "auth_failed",
+            "password",
+        ),
+        (
+            json!({"name": "Closed port", "url": format!("rtsp://127.0.0.1:{closed_port}/x")}),
+            "unreachable",
+            "cannot reach",
+        ),
+        (
+            json!({"name": "HEVC only", "url": open.url("hevc")}),
+            "unsupported_codec",
+            "H265",
+        ),
+        (
+            json!({"name": "MJPEG only", "url": open.url("mjpeg")}),
+            "unsupported_codec",
+            "JPEG",
+        ),
+    ];
+    for (body, state, reason_part) in &cases {
+        let cam = api.create_camera(body.clone()).await?;
+        let id = cam["id"].as_str().unwrap();
+        // Reported within 10 s of being added.
+        let seen = api.wait_state(id, state, Duration::from_secs(10)).await?;
+        let reason = seen["status"]["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains(reason_part),
+            "{}: reason {reason:?} should mention {reason_part:?}",
+            body["name"]
+        );
+    }
+
+    // The healthy camera never stopped: still live, never reconnected, and its viewer kept
+    // decoding frames all along (25 fps, so at least half the elapsed frames).
+    let cam = api.camera(&good_id).await?;
+    assert_eq!(cam["status"]["state"], "live");
+    assert_eq!(cam["status"]["reconnects"], 0);
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = browser.video_stats().await?;
+    let decoded = after.frames_decoded - before.frames_decoded;
+    assert!(
+        decoded as f64 >= elapsed * 25.0 * 0.5,
+        "viewer decoded only {decoded} frames in {elapsed:.1} s"
+    );
+    assert!(!ingest.proc.log_text().contains("wrong-one"));
+    browser.close().await;
+    Ok(())
+}
