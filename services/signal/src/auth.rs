@@ -3,7 +3,7 @@
 //! signal instance accepts it and a leaked state dump reveals none.
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Body};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
 use cloudcam_core::state::{get_json, set_json};
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ fn same_secret(a: &str, b: &str) -> bool {
 
 pub async fn login(
     app: web::Data<AppState>,
-    body: web::Json<Login>,
+    Body(body): Body<Login>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = &app.config.auth;
     if body.username != auth.admin_user || !same_secret(&body.password, &auth.admin_password) {

@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::auth::Authed;
-use crate::error::ApiError;
+use crate::error::{ApiError, Body};
 use actix_web::{HttpResponse, web};
 use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key, status_key};
 use cloudcam_core::state::{get_json, set_json};
@@ -230,9 +230,9 @@ pub async fn get(
 pub async fn create(
     app: web::Data<AppState>,
     _: Authed,
-    body: web::Json<CreateCamera>,
+    body: Body<CreateCamera>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body = body.0;
     let name = check_name(&body.name)?;
     let source = parse_source(&body.url)?;
     let username = body.username.or(source.username).filter(|u| !u.is_empty());
@@ -265,9 +265,9 @@ pub async fn update(
     app: web::Data<AppState>,
     _: Authed,
     id: web::Path<String>,
-    body: web::Json<UpdateCamera>,
+    body: Body<UpdateCamera>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let body = body.0;
     let mut record = load(&app, &id).await?;
     let mut secret: Option<CameraSecret> = get_json(&*app.state, &secret_key(&record.id)).await?;
     if let Some(name) = &body.name {

@@ -77,3 +77,34 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> acti
     };
     api.into()
 }
+
+/// A JSON request body deserialized into `T`; errors name the offending field
+/// (`url: invalid type: integer, expected a string`).
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for Body<T> {
+    type Error = actix_web::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(
+        req: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        let json = actix_web::web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            serde_path_to_error::deserialize(value)
+                .map(Body)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    let message = if path == "." {
+                        format!("invalid request body: {inner}")
+                    } else {
+                        format!("invalid request body: {path}: {inner}")
+                    };
+                    ApiError::BadRequest("invalid_field", message).into()
+                })
+        })
+    }
+}
