@@ -1,0 +1,112 @@
+//! Benchmark: watch request → first decoded frame in headless Chromium, through the real stack
+//! (Kafka, Redis, Janus, signal, ingest, camsim). 20 tries each with camsim GOP 1 s and 2 s;
+//! prints median and p95 of each, and the ratio of GOP 2 s to GOP 1 s.
+//!
+//!   cargo run -p cloudcam-tests --bin bench_latency [-- TRIES]
+
+use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::{Api, Browser};
+use serde_json::json;
+use std::time::Duration;
+
+/// Opens a view, resolves with the milliseconds from `watch` to the first decoded frame, then
+/// stops the view and closes its PeerConnection.
+const MEASURE_JS: &str = r#"(async (token, cameraId) => {
+  const ws = window.benchWs || await new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://${location.host}/api/v1/ws?token=${encodeURIComponent(token)}`);
+    ws.onopen = () => { window.benchWs = ws; resolve(ws); };
+    ws.onerror = () => reject(new Error('websocket refused'));
+  });
+  const pc = new RTCPeerConnection();
+  const video = document.createElement('video');
+  video.muted = true; video.autoplay = true; video.playsInline = true;
+  document.body.appendChild(video);
+  let viewId = null;
+  const t0 = performance.now();
+  const firstFrame = new Promise((resolve) => video.requestVideoFrameCallback(() => resolve(performance.now() - t0)));
+  pc.ontrack = (e) => { video.srcObject = e.streams[0] || new MediaStream([e.track]); };
+  pc.onicecandidate = (e) => { if (viewId) ws.send(JSON.stringify({ type: 'candidate', view_id: viewId, candidate: e.candidate ? e.candidate.toJSON() : null })); };
+  ws.onmessage = async (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === 'offer' && msg.camera_id === cameraId && !viewId) {
+      viewId = msg.view_id;
+      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      const answer = await pc.createAnswer();
+      await pc.setLocalDescription(answer);
+      ws.send(JSON.stringify({ type: 'answer', view_id: viewId, sdp: answer.sdp }));
+    }
+  };
+  ws.send(JSON.stringify({ type: 'watch', camera_id: cameraId }));
+  const timeout = new Promise((resolve) => setTimeout(() => resolve(-1), 10000));
+  const ms = await Promise.race([firstFrame, timeout]);
+  if (viewId) ws.send(JSON.stringify({ type: 'stop', view_id: viewId }));
+  pc.close();
+  video.remove();
+  return ms;
+})"#;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let tries: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(20);
+    let env = TestEnv::new("bench_latency")?;
+    let kafka = env.kafka().await?;
+    let redis = env.redis().await?;
+    let janus = env.janus().await?;
+    let camsim = env
+        .camsim(
+            &[
+                "gop1:width=1280,height=720,fps=25,gop=25",
+                "gop2:width=1280,height=720,fps=25,gop=50",
+            ],
+            None,
+        )
+        .await?;
+    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
+    let _ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let api = Api::login(&signal.base).await?;
+    let browser = Browser::launch(&env.dir).await?;
+    browser.goto(&format!("{}/healthz", signal.base)).await?;
+
+    let mut medians = Vec::new();
+    for (path, label) in [("gop1", "GOP 1 s"), ("gop2", "GOP 2 s")] {
+        let cam = api
+            .create_camera(json!({"name": path, "url": camsim.url(path)}))
+            .await?;
+        let id = cam["id"].as_str().unwrap().to_string();
+        api.wait_state(&id, "live", Duration::from_secs(20)).await?;
+        let mut samples = Vec::new();
+        for _ in 0..tries {
+            let call = format!(
+                "{MEASURE_JS}({}, {})",
+                serde_json::to_string(&api.token)?,
+                serde_json::to_string(&id)?
+            );
+            let ms: f64 = browser.eval(&call).await?;
+            anyhow::ensure!(ms >= 0.0, "no frame within 10 s");
+            samples.push(ms);
+        }
+        samples.sort_by(f64::total_cmp);
+        let (p50, p95) = (percentile(&samples, 0.5), percentile(&samples, 0.95));
+        println!(
+            "{label}: watch → first decoded frame over {tries} tries: median {p50:.0} ms, p95 {p95:.0} ms, min {:.0} ms, max {:.0} ms",
+            samples[0],
+            samples[samples.len() - 1]
+        );
+        medians.push(p50);
+    }
+    println!(
+        "ratio of medians, GOP 2 s / GOP 1 s: {:.2}",
+        medians[1] / medians[0]
+    );
+    browser.close().await;
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Benchmark: CPU per camera of the ingest worker relaying N camsim replay streams to Janus,
+//! against a plain `gst-launch-1.0 rtspsrc ! rtph264depay ! h264parse ! rtph264pay ! udpsink`
+//! relay of the same streams (one process, N chains), measured in the same run over the same
+//! window. Prints CPU % of one core per camera, resident memory, and the ratio.
+//!
+//!   cargo run -p cloudcam-tests --bin bench_relay_cpu [-- N [SECONDS]]
+
+use cloudcam_tests::procs::Proc;
+use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::{Api, wait_for};
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// CPU used by `pid` over `window`, in percent of one core.
+async fn cpu_percent(pid: u32, window: Duration) -> anyhow::Result<f64> {
+    let hz: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
+        .trim()
+        .parse()?;
+    let t0 = cpu_ticks(pid)?;
+    let start = Instant::now();
+    tokio::time::sleep(window).await;
+    let t1 = cpu_ticks(pid)?;
+    Ok((t1 - t0) as f64 / hz / start.elapsed().as_secs_f64() * 100.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(16);
+    let secs: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20);
+    let window = Duration::from_secs(secs);
+    let env = TestEnv::new("bench_relay_cpu")?;
+    let streams: Vec<String> = (0..n)
+        .map(|i| format!("r{i}:mode=replay,width=1280,height=720,fps=25,gop=50,seconds=4"))
+        .collect();
+    let stream_refs: Vec<&str> = streams.iter().map(String::as_str).collect();
+    let camsim = env.camsim(&stream_refs, None).await?;
+
+    // Baseline: gst-launch relaying every stream in one process.
+    let mut launch = Vec::new();
+    for i in 0..n {
+        let port = cloudcam_tests::free_port();
+        launch.extend(
+            format!(
+                "rtspsrc location={} protocols=tcp latency=50 ! rtph264depay ! h264parse \
+                 ! rtph264pay pt=96 config-interval=-1 ! udpsink host=127.0.0.1 port={port} sync=false async=false",
+                camsim.url(&format!("r{i}"))
+            )
+            .split_whitespace()
+            .map(String::from),
+        );
+    }
+    let mut baseline = Proc::spawn(
+        "gst-launch",
+        &env.dir,
+        Command::new("gst-launch-1.0").arg("-q").args(&launch),
+    )?;
+    // Let every chain connect and settle before measuring.
+    wait_for("gst-launch to relay", Duration::from_secs(30), || async {
+        (cpu_ticks(baseline.pid()).ok()? > 50).then_some(())
+    })
+    .await?;
+    let base_cpu = cpu_percent(baseline.pid(), window).await?;
+    let base_rss = rss_mib(baseline.pid());
+    baseline.kill();
+
+    // cloudcam: the ingest worker owning N cameras, relaying to their Janus mountpoints.
+    let kafka = env.kafka().await?;
+    let redis = env.redis().await?;
+    let janus = env.janus().await?;
+    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
+    let ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let api = Api::login(&signal.base).await?;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let cam = api
+            .create_camera(json!({"name": format!("r{i}"), "url": camsim.url(&format!("r{i}"))}))
+            .await?;
+        ids.push(cam["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        api.wait_state(id, "live", Duration::from_secs(60)).await?;
+    }
+    let ours_cpu = cpu_percent(ingest.proc.pid(), window).await?;
+    let ours_rss = rss_mib(ingest.proc.pid());
+
+    println!("{n} cameras (1280x720, 25 fps, replay), CPU measured over {secs} s, % of one core:");
+    println!(
+        "  gst-launch relay : {base_cpu:6.1} % total, {:5.2} % per camera, RSS {base_rss:.0} MiB",
+        base_cpu / n as f64
+    );
+    println!(
+        "  cloudcam-ingest  : {ours_cpu:6.1} % total, {:5.2} % per camera, RSS {ours_rss:.0} MiB",
+        ours_cpu / n as f64
+    );
+    println!("  ratio ingest / gst-launch: {:.2}", ours_cpu / base_cpu);
+    Ok(())
+}
