@@ -8,4 +8,4 @@ scripts/install-deps.sh
 cargo build --workspace --locked
 cargo test --workspace --locked --exclude cloudcam-tests
 # Scenario tests each start a whole stack: one at a time on a small machine.
-cargo test --locked -p cloudcam-tests -- --test-threads=1
+cargo test --locked -p cloudcam-tests --tests -- --test-threads=1

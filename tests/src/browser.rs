@@ -131,6 +131,19 @@ impl Browser {
         Ok(())
     }
 
+    /// Opens the web UI at `base` and signs in as the bootstrap administrator.
+    pub async fn sign_in(&self, base: &str) -> Result<()> {
+        use crate::stack::{ADMIN_PASSWORD, ADMIN_USER};
+        self.goto(base).await?;
+        self.wait_element("#login-user", Duration::from_secs(10))
+            .await?;
+        self.fill("#login-user", ADMIN_USER).await?;
+        self.fill("#login-password", ADMIN_PASSWORD).await?;
+        self.click("#login-submit").await?;
+        self.wait_element("#main-view:not([hidden])", Duration::from_secs(10))
+            .await
+    }
+
     pub async fn eval<T: serde::de::DeserializeOwned>(&self, js: &str) -> Result<T> {
         Ok(self.page.evaluate(js).await?.into_value()?)
     }

@@ -242,6 +242,32 @@ impl TestEnv {
     }
 }
 
+/// The distributed platform on one machine: Kafka, Redis, Janus, signal and one ingest worker.
+pub struct Platform {
+    pub kafka: Kafka,
+    pub redis: Redis,
+    pub janus: Janus,
+    pub signal: Signal,
+    pub ingest: Ingest,
+}
+
+impl TestEnv {
+    pub async fn platform(&self) -> Result<Platform> {
+        let kafka = self.kafka().await?;
+        let redis = self.redis().await?;
+        let janus = self.janus().await?;
+        let signal = self.signal(Some(&kafka), Some(&redis), &janus).await?;
+        let ingest = self.ingest("ingest-1", &kafka, &redis).await?;
+        Ok(Platform {
+            kafka,
+            redis,
+            janus,
+            signal,
+            ingest,
+        })
+    }
+}
+
 async fn wait_http(url: &str, what: &str) -> Result<()> {
     let http = reqwest::Client::new();
     wait_for(what, Duration::from_secs(30), || {

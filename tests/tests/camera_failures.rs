@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyhow::Result<()> {
     let env = TestEnv::new("camera_failures")?;
-    let kafka = env.kafka().await?;
-    let redis = env.redis().await?;
-    let janus = env.janus().await?;
     let open = env
         .camsim(
             &[
@@ -28,8 +25,8 @@ async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyho
             Some(("admin", "right-one", "digest")),
         )
         .await?;
-    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
-    let ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let p = env.platform().await?;
+    let (signal, ingest) = (&p.signal, &p.ingest);
     let api = Api::login(&signal.base).await?;
 
     let good = api

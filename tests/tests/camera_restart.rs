@@ -1,7 +1,7 @@
 //! A camera that dies and comes back: the camera returns to live by itself and an open viewer in
 //! the web UI resumes without a page reload.
 
-use cloudcam_tests::stack::{ADMIN_PASSWORD, ADMIN_USER, TestEnv};
+use cloudcam_tests::stack::TestEnv;
 use cloudcam_tests::{Api, Browser};
 use serde_json::json;
 use std::time::Duration;
@@ -9,14 +9,11 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_restart_recovers_by_itself_and_the_viewer_resumes() -> anyhow::Result<()> {
     let env = TestEnv::new("camera_restart")?;
-    let kafka = env.kafka().await?;
-    let redis = env.redis().await?;
-    let janus = env.janus().await?;
     let mut camsim = env
         .camsim(&["yard:width=640,height=360,fps=25,gop=25"], None)
         .await?;
-    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
-    let _ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let p = env.platform().await?;
+    let signal = &p.signal;
     let api = Api::login(&signal.base).await?;
     let cam = api
         .create_camera(json!({"name": "Yard", "url": camsim.url("yard")}))
@@ -25,13 +22,7 @@ async fn camera_restart_recovers_by_itself_and_the_viewer_resumes() -> anyhow::R
     api.wait_state(&id, "live", Duration::from_secs(20)).await?;
 
     let browser = Browser::launch(&env.dir).await?;
-    browser.goto(&signal.base).await?;
-    browser
-        .wait_element("#login-user", Duration::from_secs(10))
-        .await?;
-    browser.fill("#login-user", ADMIN_USER).await?;
-    browser.fill("#login-password", ADMIN_PASSWORD).await?;
-    browser.click("#login-submit").await?;
+    browser.sign_in(&signal.base).await?;
     browser
         .wait_element(".camera[data-state=live]", Duration::from_secs(20))
         .await?;

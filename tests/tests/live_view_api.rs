@@ -12,17 +12,14 @@ const PASSWORD: &str = "Sup3r-S3cret-Pw";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result<()> {
     let env = TestEnv::new("live_view_api")?;
-    let kafka = env.kafka().await?;
-    let redis = env.redis().await?;
-    let janus = env.janus().await?;
     let camsim = env
         .camsim(
             &["gate:width=800,height=448,fps=25,gop=50"],
             Some(("viewer", PASSWORD, "digest")),
         )
         .await?;
-    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
-    let ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let p = env.platform().await?;
+    let (signal, ingest) = (&p.signal, &p.ingest);
     let api = Api::login(&signal.base).await?;
     let mut responses = Vec::new();
 
@@ -104,7 +101,7 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
             .await?;
     assert!(metrics.contains("cloudcam_ingest_camera_frames_total"));
     assert!(!metrics.contains(PASSWORD), "password in metrics");
-    for log in [&signal.proc, &ingest.proc, &janus.proc, &kafka.proc] {
+    for log in [&signal.proc, &ingest.proc, &p.janus.proc, &p.kafka.proc] {
         assert!(
             !log.log_text().contains(PASSWORD),
             "password in the log of {}",
@@ -112,7 +109,7 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
         );
     }
     let kafka_messages = cloudcam_tests::kafka::read_all(
-        &kafka.brokers,
+        &p.kafka.brokers,
         &[cloudcam_proto::CAMERAS_TOPIC, cloudcam_proto::EVENTS_TOPIC],
     )?;
     assert!(

@@ -1,33 +1,20 @@
 //! Through the web UI, on real components: sign in, add a camsim camera with the form, open the
 //! live view, and watch H.264 frames decode in headless Chromium.
 
-use cloudcam_tests::stack::{ADMIN_PASSWORD, ADMIN_USER};
 use cloudcam_tests::{Api, Browser, TestEnv};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
     let env = TestEnv::new("live_view_ui")?;
-    let kafka = env.kafka().await?;
-    let redis = env.redis().await?;
-    let janus = env.janus().await?;
     let camsim = env
         .camsim(&["front:width=640,height=360,fps=25,gop=25"], None)
         .await?;
-    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
-    let _ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let p = env.platform().await?;
+    let signal = &p.signal;
 
     let browser = Browser::launch(&env.dir).await?;
-    browser.goto(&signal.base).await?;
-    browser
-        .wait_element("#login-user", Duration::from_secs(10))
-        .await?;
-    browser.fill("#login-user", ADMIN_USER).await?;
-    browser.fill("#login-password", ADMIN_PASSWORD).await?;
-    browser.click("#login-submit").await?;
-    browser
-        .wait_element("#add-name", Duration::from_secs(10))
-        .await?;
+    browser.sign_in(&signal.base).await?;
     browser.fill("#add-name", "Front door").await?;
     browser.fill("#add-url", &camsim.url("front")).await?;
     browser.click("#add-submit").await?;

@@ -25,9 +25,9 @@ pub struct Mountpoint {
     pub pin: String,
 }
 
-/// What signal keeps about a camera (without its password, which lives under `secret_key`).
+/// What anyone signed in may see of a camera: no password, no mountpoint secrets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CameraRecord {
+pub struct CameraInfo {
     pub id: String,
     pub name: String,
     /// Source URL without credentials.
@@ -37,6 +37,13 @@ pub struct CameraRecord {
     pub recording: bool,
     pub created_ms: i64,
     pub updated_ms: i64,
+}
+
+/// What signal keeps about a camera (its password lives apart, under `secret_key`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CameraRecord {
+    #[serde(flatten)]
+    pub info: CameraInfo,
     pub generation: u64,
     pub mountpoint: Mountpoint,
 }
@@ -44,14 +51,8 @@ pub struct CameraRecord {
 /// A camera as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct CameraView {
-    pub id: String,
-    pub name: String,
-    pub url: String,
-    pub username: Option<String>,
-    pub has_password: bool,
-    pub recording: bool,
-    pub created_ms: i64,
-    pub updated_ms: i64,
+    #[serde(flatten)]
+    pub info: CameraInfo,
     pub status: CameraStatus,
 }
 
@@ -133,15 +134,15 @@ impl CameraRecord {
     pub fn spec(&self, app: &AppState) -> v1::CameraSpec {
         v1::CameraSpec {
             schema_version: cloudcam_proto::SCHEMA_VERSION,
-            camera_id: self.id.clone(),
-            name: self.name.clone(),
-            source_url: self.url.clone(),
-            credentials_ref: if self.username.is_some() {
-                secret_key(&self.id)
+            camera_id: self.info.id.clone(),
+            name: self.info.name.clone(),
+            source_url: self.info.url.clone(),
+            credentials_ref: if self.info.username.is_some() {
+                secret_key(&self.info.id)
             } else {
                 String::new()
             },
-            recording: self.recording,
+            recording: self.info.recording,
             retention_hours: 0,
             live_demand: 0,
             rtp_targets: vec![v1::RtpTarget {
@@ -168,23 +169,16 @@ pub async fn all(app: &AppState) -> Result<Vec<CameraRecord>, ApiError> {
             Err(e) => tracing::warn!(%key, error = %e, "skipping an unreadable camera record"),
         }
     }
-    out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    out.sort_by(|a, b| (a.info.created_ms, &a.info.id).cmp(&(b.info.created_ms, &b.info.id)));
     Ok(out)
 }
 
 async fn view(app: &AppState, r: CameraRecord) -> Result<CameraView, ApiError> {
-    let status = get_json::<CameraStatus>(&*app.state, &status_key(&r.id))
+    let status = get_json::<CameraStatus>(&*app.state, &status_key(&r.info.id))
         .await?
         .unwrap_or_else(CameraStatus::unknown);
     Ok(CameraView {
-        id: r.id,
-        name: r.name,
-        url: r.url,
-        username: r.username,
-        has_password: r.has_password,
-        recording: r.recording,
-        created_ms: r.created_ms,
-        updated_ms: r.updated_ms,
+        info: r.info,
         status,
     })
 }
@@ -196,16 +190,16 @@ async fn save(
     secret: Option<&CameraSecret>,
 ) -> Result<(), ApiError> {
     match secret {
-        Some(s) => set_json(&*app.state, &secret_key(&record.id), s, None).await?,
-        None => app.state.del(&secret_key(&record.id)).await?,
+        Some(s) => set_json(&*app.state, &secret_key(&record.info.id), s, None).await?,
+        None => app.state.del(&secret_key(&record.info.id)).await?,
     }
-    set_json(&*app.state, &record_key(&record.id), record, None).await?;
+    set_json(&*app.state, &record_key(&record.info.id), record, None).await?;
     if let Err(e) = app.pool.ensure(&record.mountpoint).await {
         // The reconciler retries; the camera is still saved and relayed once Janus is back.
-        tracing::warn!(camera = %record.id, error = %e, "cannot create the Janus mountpoint yet");
+        tracing::warn!(camera = %record.info.id, error = %e, "cannot create the Janus mountpoint yet");
     }
     app.bus
-        .put_spec(&record.id, Some(&record.spec(app)))
+        .put_spec(&record.info.id, Some(&record.spec(app)))
         .await?;
     Ok(())
 }
@@ -245,19 +239,21 @@ pub async fn create(
     let _guard = app.alloc_lock.lock().await;
     let mountpoint = app.pool.allocate(&all(&app).await?)?;
     let record = CameraRecord {
-        id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
-        name,
-        url: source.url,
-        has_password: secret.as_ref().is_some_and(|s| !s.password.is_empty()),
-        username,
-        recording: body.recording,
-        created_ms: now,
-        updated_ms: now,
+        info: CameraInfo {
+            id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            name,
+            url: source.url,
+            has_password: secret.as_ref().is_some_and(|s| !s.password.is_empty()),
+            username,
+            recording: body.recording,
+            created_ms: now,
+            updated_ms: now,
+        },
         generation: 1,
         mountpoint,
     };
     save(&app, &record, secret.as_ref()).await?;
-    tracing::info!(camera = %record.id, name = %record.name, url = %record.url, "camera added");
+    tracing::info!(camera = %record.info.id, name = %record.info.name, url = %record.info.url, "camera added");
     Ok(HttpResponse::Created().json(view(&app, record).await?))
 }
 
@@ -269,13 +265,14 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let mut record = load(&app, &id).await?;
-    let mut secret: Option<CameraSecret> = get_json(&*app.state, &secret_key(&record.id)).await?;
+    let mut secret: Option<CameraSecret> =
+        get_json(&*app.state, &secret_key(&record.info.id)).await?;
     if let Some(name) = &body.name {
-        record.name = check_name(name)?;
+        record.info.name = check_name(name)?;
     }
     if let Some(url) = &body.url {
         let source = parse_source(url)?;
-        record.url = source.url;
+        record.info.url = source.url;
         if let Some(u) = source.username {
             secret = Some(CameraSecret {
                 username: u,
@@ -305,14 +302,14 @@ pub async fn update(
         }
     }
     if let Some(rec) = body.recording {
-        record.recording = rec;
+        record.info.recording = rec;
     }
-    record.username = secret.as_ref().map(|s| s.username.clone());
-    record.has_password = secret.as_ref().is_some_and(|s| !s.password.is_empty());
-    record.updated_ms = cloudcam_core::now_ms();
+    record.info.username = secret.as_ref().map(|s| s.username.clone());
+    record.info.has_password = secret.as_ref().is_some_and(|s| !s.password.is_empty());
+    record.info.updated_ms = cloudcam_core::now_ms();
     record.generation += 1;
     save(&app, &record, secret.as_ref()).await?;
-    tracing::info!(camera = %record.id, "camera changed");
+    tracing::info!(camera = %record.info.id, "camera changed");
     Ok(HttpResponse::Ok().json(view(&app, record).await?))
 }
 
@@ -322,14 +319,14 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let record = load(&app, &id).await?;
-    app.bus.put_spec(&record.id, None).await?;
-    app.state.del(&record_key(&record.id)).await?;
-    app.state.del(&secret_key(&record.id)).await?;
-    app.state.del(&status_key(&record.id)).await?;
+    app.bus.put_spec(&record.info.id, None).await?;
+    app.state.del(&record_key(&record.info.id)).await?;
+    app.state.del(&secret_key(&record.info.id)).await?;
+    app.state.del(&status_key(&record.info.id)).await?;
     if let Err(e) = app.pool.remove(&record.mountpoint).await {
-        tracing::warn!(camera = %record.id, error = %e, "cannot remove the Janus mountpoint");
+        tracing::warn!(camera = %record.info.id, error = %e, "cannot remove the Janus mountpoint");
     }
-    tracing::info!(camera = %record.id, "camera deleted");
+    tracing::info!(camera = %record.info.id, "camera deleted");
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -53,7 +53,7 @@ pub async fn run(
         state: "ended".into(),
         reason: ended,
     });
-    tracing::info!(view = %view_id, camera = %camera.id, "view closed");
+    tracing::info!(view = %view_id, camera = %camera.info.id, "view closed");
 }
 
 /// The view's event loop; returns why it ended.
@@ -98,7 +98,7 @@ async fn drive(
                         Reply::Event { jsep: Some(jsep), .. } if jsep.kind == "offer" => {
                             send(ServerMessage::Offer {
                                 view_id: view_id.to_string(),
-                                camera_id: camera.id.clone(),
+                                camera_id: camera.info.id.clone(),
                                 sdp: jsep.sdp,
                             });
                         }
