@@ -341,34 +341,18 @@ impl Bus for KafkaBus {
             .consumer_config(group, "earliest")
             .create_with_context(OwnershipContext { tx: tx.clone() })?;
         consumer.subscribe(&[CAMERAS_TOPIC])?;
-        tokio::spawn(async move {
-            loop {
-                match consumer.recv().await {
-                    Ok(msg) => {
-                        let partition = msg.partition();
-                        let key = msg
-                            .key()
-                            .map(|k| String::from_utf8_lossy(k).into_owned())
-                            .unwrap_or_default();
-                        let update = match msg.payload() {
-                            None | Some([]) => SpecUpdate::Deleted {
-                                partition,
-                                camera_id: key,
-                            },
-                            Some(p) => match decode_spec(p) {
-                                Some(spec) => SpecUpdate::Upsert { partition, spec },
-                                None => continue,
-                            },
-                        };
-                        if tx.send(update).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka consumer error on desired state");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
+        pump(consumer, CAMERAS_TOPIC, tx, |msg| {
+            let partition = msg.partition();
+            let key = msg
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            match msg.payload() {
+                None | Some([]) => Some(SpecUpdate::Deleted {
+                    partition,
+                    camera_id: key,
+                }),
+                Some(p) => decode_spec(p).map(|spec| SpecUpdate::Upsert { partition, spec }),
             }
         });
         Ok(rx)
@@ -379,27 +363,42 @@ impl Bus for KafkaBus {
         let group = format!("cloudcam-events-{}", crate::random_hex(6));
         let consumer: StreamConsumer = self.consumer_config(&group, "latest").create()?;
         consumer.subscribe(&[EVENTS_TOPIC])?;
-        let consumer = Arc::new(consumer);
-        tokio::spawn(async move {
-            loop {
-                match consumer.recv().await {
-                    Ok(msg) => {
-                        let Some(ev) = msg.payload().and_then(decode_event) else {
-                            continue;
-                        };
-                        if tx.send(ev).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka consumer error on events");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
+        pump(consumer, EVENTS_TOPIC, tx, |msg| {
+            msg.payload().and_then(decode_event)
         });
         Ok(rx)
     }
+}
+
+/// Feeds what `map` makes of each message into `tx` until the receiver goes away. Consumer
+/// errors (broker away, rebalancing) are logged and retried; they never end the loop.
+fn pump<C, T, F>(
+    consumer: StreamConsumer<C>,
+    topic: &'static str,
+    tx: mpsc::UnboundedSender<T>,
+    map: F,
+) where
+    C: ConsumerContext + 'static,
+    T: Send + 'static,
+    F: Fn(&rdkafka::message::BorrowedMessage<'_>) -> Option<T> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(msg) => {
+                    if let Some(item) = map(&msg)
+                        && tx.send(item).is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, "kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
 }
 
 /// Connects the bus the settings name: Kafka when brokers are set, else the in-process bus.
