@@ -137,10 +137,12 @@ impl TestEnv {
 
     pub async fn janus(&self) -> Result<Janus> {
         let port = free_port();
+        let admin_port = free_port();
         let dir = self.dir.join("janus");
         let status = Command::new(workspace().join("scripts/janus-config.sh"))
             .arg(&dir)
             .arg(port.to_string())
+            .arg(admin_port.to_string())
             .status()?;
         if !status.success() {
             bail!("janus-config.sh failed");
@@ -166,7 +168,11 @@ impl TestEnv {
             }
         })
         .await?;
-        Ok(Janus { proc, url })
+        Ok(Janus {
+            proc,
+            url,
+            admin_url: format!("http://127.0.0.1:{admin_port}/admin"),
+        })
     }
 
     /// camsim serving `streams` (see `camsim --help`), optionally behind RTSP auth
@@ -293,6 +299,24 @@ pub struct Redis {
 pub struct Janus {
     pub proc: Proc,
     pub url: String,
+    pub admin_url: String,
+}
+
+impl Janus {
+    /// Ids of the gateway's open sessions, from its admin API.
+    pub async fn sessions(&self) -> Result<Vec<u64>> {
+        let res: serde_json::Value = reqwest::Client::new()
+            .post(&self.admin_url)
+            .json(&serde_json::json!({"janus": "list_sessions", "transaction": "t"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(res["sessions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+            .unwrap_or_default())
+    }
 }
 
 pub struct Signal {
