@@ -234,6 +234,10 @@ impl TestEnv {
         cmd.env("RUST_LOG", "info")
             .env("CLOUDCAM_INGEST_WORKER_ID", name)
             .env(
+                "CLOUDCAM_INGEST_RESTREAM_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
                 "CLOUDCAM_INGEST_METRICS_LISTEN",
                 format!("127.0.0.1:{port}"),
             )

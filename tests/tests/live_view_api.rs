@@ -57,6 +57,37 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
     )
     .await?;
 
+    // The worker re-serves the camera over RTSP (no credentials needed there: it is the
+    // worker's own stream), for recorders and any RTSP client.
+    let restream = live["status"]["restream_url"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(restream.starts_with("rtsp://127.0.0.1:"), "{live}");
+    let pulled = tokio::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "rtspsrc",
+            &format!("location={restream}"),
+            "protocols=tcp",
+            "!",
+        ])
+        .args([
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "fakesink",
+            "num-buffers=30",
+        ])
+        .kill_on_drop(true)
+        .status();
+    let pulled = tokio::time::timeout(Duration::from_secs(20), pulled).await??;
+    assert!(
+        pulled.success(),
+        "cannot pull 30 frames from the re-stream {restream}"
+    );
+
     let browser = Browser::launch(&env.dir).await?;
     browser.watch_via_api(&signal.base, &api.token, &id).await?;
     let first = browser.wait_frames(0, 1, Duration::from_secs(15)).await?;

@@ -105,6 +105,9 @@ pub struct CameraStatus {
     pub last_frame_ms: i64,
     #[serde(default)]
     pub reconnects: u32,
+    /// While live: the owning worker's RTSP re-stream of the camera.
+    #[serde(default)]
+    pub restream_url: String,
 }
 
 impl CameraStatus {
@@ -121,6 +124,7 @@ impl CameraStatus {
             bitrate_bps: 0,
             last_frame_ms: 0,
             reconnects: 0,
+            restream_url: String::new(),
         }
     }
 
@@ -139,6 +143,7 @@ impl CameraStatus {
                     self.width = s.width;
                     self.height = s.height;
                 }
+                self.restream_url.clone_from(&s.restream_url);
                 if self.state != CameraState::Live {
                     self.fps = 0.0;
                     self.bitrate_bps = 0;
@@ -150,7 +155,7 @@ impl CameraStatus {
                 self.last_frame_ms = h.last_frame_ms;
                 self.reconnects = h.reconnects;
             }
-            None => {}
+            Some(v1::camera_event::Kind::Segment(_)) | None => {}
         }
     }
 }

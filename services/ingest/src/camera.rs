@@ -38,6 +38,8 @@ pub struct Shared {
     pub settings: CameraSettings,
     pub state: Arc<dyn StateStore>,
     pub reporter: Reporter,
+    /// The worker's RTSP re-stream server, when it runs one.
+    pub restream: Option<Arc<crate::restream::Restream>>,
 }
 
 pub struct CameraActor {
@@ -53,6 +55,7 @@ pub struct CameraActor {
     started_at: Instant,
     last_health: (Instant, u64, u64),
     retry: Option<SpawnHandle>,
+    restream: Option<crate::restream::Mount>,
 }
 
 impl CameraActor {
@@ -70,6 +73,7 @@ impl CameraActor {
             started_at: Instant::now(),
             last_health: (Instant::now(), 0, 0),
             retry: None,
+            restream: None,
         }
     }
 
@@ -85,9 +89,16 @@ impl CameraActor {
         self.status.state = state;
         self.status.reason = reason;
         self.status.updated_ms = cloudcam_core::now_ms();
-        if state != CameraState::Live {
+        if state == CameraState::Live {
+            self.status.restream_url = self
+                .restream
+                .as_ref()
+                .map(|m| m.url.clone())
+                .unwrap_or_default();
+        } else {
             self.status.fps = 0.0;
             self.status.bitrate_bps = 0;
+            self.status.restream_url.clear();
         }
         self.shared
             .reporter
@@ -131,12 +142,23 @@ impl CameraActor {
         let addr = ctx.address();
         let on_event: crate::pipeline::EventSink =
             Arc::new(move |event| addr.do_send(Relayed { run, event }));
-        let targets: Vec<(String, u16)> = self
+        let mut targets: Vec<(String, u16)> = self
             .spec
             .rtp_targets
             .iter()
             .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
             .collect();
+        if self.restream.is_none()
+            && let Some(server) = &self.shared.restream
+        {
+            match server.mount(&self.spec.camera_id) {
+                Ok(m) => self.restream = Some(m),
+                Err(e) => tracing::warn!(camera = %self.spec.camera_id, error = %e, "no re-stream"),
+            }
+        }
+        if let Some(m) = &self.restream {
+            targets.push(("127.0.0.1".into(), m.rtp_port));
+        }
         self.counters = Arc::new(Counters::default());
         self.started_at = Instant::now();
         let source = Source {
@@ -259,6 +281,9 @@ impl Actor for CameraActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.relay = None;
+        if let (Some(server), Some(_)) = (&self.shared.restream, self.restream.take()) {
+            server.unmount(&self.spec.camera_id);
+        }
         self.shared.reporter.gone(&self.spec.camera_id);
         tracing::info!(camera = %self.spec.camera_id, "camera actor stopped");
     }

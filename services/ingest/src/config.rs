@@ -13,6 +13,10 @@ pub struct IngestConfig {
     pub worker_id: String,
     /// Where `/metrics` and `/healthz` are served.
     pub metrics_listen: String,
+    /// The RTSP re-stream server (`host:port`); cameras are served at `/cam/<camera id>`.
+    pub restream_listen: String,
+    /// Host name put in re-stream URLs; empty means the host of `restream_listen`.
+    pub restream_advertise: String,
     pub kafka: KafkaSettings,
     pub redis: RedisSettings,
     pub camera: CameraSettings,
@@ -23,6 +27,8 @@ impl Default for IngestConfig {
         Self {
             worker_id: String::new(),
             metrics_listen: "127.0.0.1:9101".into(),
+            restream_listen: "127.0.0.1:9554".into(),
+            restream_advertise: String::new(),
             kafka: KafkaSettings::default(),
             redis: RedisSettings::default(),
             camera: CameraSettings::default(),

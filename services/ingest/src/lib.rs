@@ -3,13 +3,15 @@
 //! Joins the `cloudcam-ingest` consumer group over the cameras' desired state (see
 //! [`cloudcam_core::bus`]); for every camera it owns it runs one [`camera::CameraActor`], which
 //! owns a GStreamer pipeline ([`pipeline`]) pulling the camera's RTSP stream and relaying its
-//! H.264 RTP, untouched, to the camera's Janus mountpoint. Facts about cameras (state changes,
+//! H.264 RTP, untouched, to the camera's Janus mountpoint and to the worker's RTSP re-stream
+//! ([`restream`]). Facts about cameras (state changes,
 //! health) go out through [`report`].
 
 pub mod camera;
 pub mod config;
 pub mod pipeline;
 pub mod report;
+pub mod restream;
 pub mod worker;
 
 pub use config::{CameraSettings, IngestConfig};

@@ -54,7 +54,18 @@ async fn main() -> anyhow::Result<()> {
             _ = term.recv() => {},
         }
     };
-    cloudcam_ingest::run(worker_id, cfg.camera, bus, state, shutdown).await?;
+    gstreamer::init()?;
+    let restream =
+        cloudcam_ingest::restream::Restream::start(&cfg.restream_listen, &cfg.restream_advertise)?;
+    cloudcam_ingest::run(
+        worker_id,
+        cfg.camera,
+        Some(std::sync::Arc::new(restream)),
+        bus,
+        state,
+        shutdown,
+    )
+    .await?;
     handle.stop(true).await;
     Ok(())
 }

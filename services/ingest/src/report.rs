@@ -89,6 +89,7 @@ impl Reporter {
                             codec: status.codec.clone(),
                             width: status.width,
                             height: status.height,
+                            restream_url: status.restream_url.clone(),
                         });
                         (camera_id, status, kind)
                     }

@@ -21,6 +21,7 @@ pub const GROUP: &str = "cloudcam-ingest";
 pub async fn run(
     worker_id: String,
     settings: CameraSettings,
+    restream: Option<Arc<crate::restream::Restream>>,
     bus: Arc<dyn Bus>,
     state: Arc<dyn StateStore>,
     shutdown: impl Future<Output = ()>,
@@ -32,6 +33,7 @@ pub async fn run(
         settings,
         reporter: Reporter::start(bus.clone(), state.clone(), status_ttl),
         state,
+        restream,
     };
     let mut updates = bus.own_specs(GROUP)?;
     let mut cameras: HashMap<String, (i32, Addr<CameraActor>)> = HashMap::new();

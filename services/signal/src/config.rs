@@ -17,6 +17,8 @@ pub struct SignalConfig {
     /// Camera settings of the embedded ingest worker, used only in the single-process mode
     /// (no Kafka configured).
     pub ingest: CameraSettings,
+    /// RTSP re-stream server of the embedded ingest worker (single-process mode only).
+    pub restream_listen: String,
     /// Largest accepted JSON body.
     pub max_body_bytes: usize,
 }
@@ -30,6 +32,7 @@ impl Default for SignalConfig {
             kafka: KafkaSettings::default(),
             redis: RedisSettings::default(),
             ingest: CameraSettings::default(),
+            restream_listen: "127.0.0.1:9554".into(),
             max_body_bytes: 64 * 1024,
         }
     }

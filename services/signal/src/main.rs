@@ -30,19 +30,24 @@ async fn main() -> anyhow::Result<()> {
     app::spawn_reconciler(app.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ingest = embedded.then(|| {
+    let ingest = if embedded {
         tracing::info!("no Kafka configured: running an ingest worker in this process");
         let worker_id = cloudcam_ingest::config::default_worker_id();
-        actix_rt::spawn(cloudcam_ingest::run(
+        gstreamer::init()?;
+        let restream = cloudcam_ingest::restream::Restream::start(&cfg.restream_listen, "")?;
+        Some(actix_rt::spawn(cloudcam_ingest::run(
             worker_id,
             cfg.ingest.clone(),
+            Some(Arc::new(restream)),
             bus.clone(),
             state.clone(),
             async move {
                 let _ = stop_rx.await;
             },
-        ))
-    });
+        )))
+    } else {
+        None
+    };
 
     let data = web::Data::from(app.clone());
     let max_body = cfg.max_body_bytes;

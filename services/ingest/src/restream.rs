@@ -1,0 +1,97 @@
+//! The worker's RTSP re-stream server (gstreamer-rtsp-server): every camera this worker relays is
+//! served at `rtsp://<host>:<port>/cam/<camera id>`, so recorders and any RTSP client (VLC, a
+//! third-party NVR) pull from the worker and never open a second connection to the camera.
+//!
+//! Each camera's relay sends one more copy of its RTP to a local UDP port; the camera's media
+//! factory reads that port only while somebody watches (shared media), and re-payloads the
+//! H.264 without decoding it.
+
+use gstreamer as gst;
+use gstreamer_rtsp_server::prelude::*;
+use gstreamer_rtsp_server::{self as rtsp_server};
+use std::net::UdpSocket;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestreamError {
+    #[error("cannot start the re-stream server on {0}: {1}")]
+    Listen(String, gst::glib::BoolError),
+    #[error("no free local UDP port: {0}")]
+    Port(std::io::Error),
+}
+
+/// A running re-stream server. Cheap to share (`Arc`); mount points are thread-safe.
+pub struct Restream {
+    mounts: rtsp_server::RTSPMountPoints,
+    public_base: String,
+    _server: rtsp_server::RTSPServer,
+}
+
+/// A camera's mount: where its relay sends RTP, and the URL clients pull.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    pub rtp_port: u16,
+    pub url: String,
+}
+
+impl Restream {
+    /// Listens on `listen` (`host:port`) and advertises `rtsp://<advertise or host>:<port>`.
+    /// Runs its own GLib main loop thread.
+    pub fn start(listen: &str, advertise: &str) -> Result<Self, RestreamError> {
+        let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8554"));
+        let server = rtsp_server::RTSPServer::new();
+        server.set_address(host);
+        server.set_service(port);
+        let mounts = server
+            .mount_points()
+            .expect("a new server has mount points");
+        let context = gst::glib::MainContext::new();
+        let source = server
+            .attach(Some(&context))
+            .map_err(|e| RestreamError::Listen(listen.to_string(), e))?;
+        let bound = server.bound_port();
+        std::thread::Builder::new()
+            .name("restream".into())
+            .spawn(move || {
+                let _source = source;
+                let main_loop = gst::glib::MainLoop::new(Some(&context), false);
+                main_loop.run();
+            })
+            .expect("spawn the re-stream thread");
+        let public_host = if advertise.is_empty() {
+            host
+        } else {
+            advertise
+        };
+        Ok(Self {
+            mounts,
+            public_base: format!("rtsp://{public_host}:{bound}"),
+            _server: server,
+        })
+    }
+
+    /// Serves `camera_id`; returns the UDP port its relay must send RTP to.
+    pub fn mount(&self, camera_id: &str) -> Result<Mount, RestreamError> {
+        let rtp_port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map_err(RestreamError::Port)?
+            .port();
+        let factory = rtsp_server::RTSPMediaFactory::new();
+        factory.set_launch(&format!(
+            "( udpsrc address=127.0.0.1 port={rtp_port} \
+               caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload=96\" \
+             ! rtph264depay ! h264parse config-interval=-1 \
+             ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        ));
+        factory.set_shared(true);
+        let path = format!("/cam/{camera_id}");
+        self.mounts.add_factory(&path, factory);
+        Ok(Mount {
+            rtp_port,
+            url: format!("{}{path}", self.public_base),
+        })
+    }
+
+    pub fn unmount(&self, camera_id: &str) {
+        self.mounts.remove_factory(&format!("/cam/{camera_id}"));
+    }
+}
