@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod camera;
 pub mod config;
+pub mod media;
 pub mod metrics;
 pub mod state;
 pub mod telemetry;

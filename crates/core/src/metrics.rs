@@ -40,3 +40,15 @@ pub fn render() -> String {
         .expect("text encoding never fails");
     String::from_utf8(buf).expect("metrics are UTF-8")
 }
+
+/// Registers a histogram in the default registry.
+pub fn register_histogram(name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Histogram {
+    let h = prometheus::Histogram::with_opts(
+        prometheus::HistogramOpts::new(name, help).buckets(buckets),
+    )
+    .expect("valid metric");
+    prometheus::default_registry()
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}

@@ -35,6 +35,9 @@ pub struct CameraInfo {
     pub username: Option<String>,
     pub has_password: bool,
     pub recording: bool,
+    /// How long recordings are kept, in hours; 0 keeps them forever.
+    #[serde(default)]
+    pub retention_hours: f64,
     pub created_ms: i64,
     pub updated_ms: i64,
 }
@@ -67,6 +70,8 @@ pub struct CreateCamera {
     pub password: Option<String>,
     #[serde(default)]
     pub recording: bool,
+    #[serde(default)]
+    pub retention_hours: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +83,7 @@ pub struct UpdateCamera {
     pub username: Option<String>,
     pub password: Option<String>,
     pub recording: Option<bool>,
+    pub retention_hours: Option<f64>,
 }
 
 /// A validated source: URL without user info, plus any credentials it carried.
@@ -129,6 +135,16 @@ fn check_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
+fn check_retention(hours: f64) -> Result<f64, ApiError> {
+    if !hours.is_finite() || !(0.0..=24.0 * 3650.0).contains(&hours) {
+        return Err(ApiError::BadRequest(
+            "invalid_retention",
+            "retention_hours must be between 0 (keep forever) and 87600".into(),
+        ));
+    }
+    Ok(hours)
+}
+
 impl CameraRecord {
     /// The desired state published for ingest workers.
     pub fn spec(&self, app: &AppState) -> v1::CameraSpec {
@@ -143,7 +159,8 @@ impl CameraRecord {
                 String::new()
             },
             recording: self.info.recording,
-            retention_hours: 0,
+            retention_hours: (self.info.retention_hours.ceil()) as u32,
+            retention_seconds: (self.info.retention_hours * 3600.0).round() as u64,
             live_demand: 0,
             rtp_targets: vec![v1::RtpTarget {
                 host: app.config.janus.rtp_host.clone(),
@@ -246,6 +263,7 @@ pub async fn create(
             has_password: secret.as_ref().is_some_and(|s| !s.password.is_empty()),
             username,
             recording: body.recording,
+            retention_hours: check_retention(body.retention_hours)?,
             created_ms: now,
             updated_ms: now,
         },
@@ -303,6 +321,9 @@ pub async fn update(
     }
     if let Some(rec) = body.recording {
         record.info.recording = rec;
+    }
+    if let Some(hours) = body.retention_hours {
+        record.info.retention_hours = check_retention(hours)?;
     }
     record.info.username = secret.as_ref().map(|s| s.username.clone());
     record.info.has_password = secret.as_ref().is_some_and(|s| !s.password.is_empty());

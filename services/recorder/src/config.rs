@@ -1,0 +1,100 @@
+//! Configuration of the recorder (`[recorder]` is also embedded in signal's single-process mode).
+
+use cloudcam_core::bus::KafkaSettings;
+use cloudcam_core::config::{RedisSettings, Validate};
+use cloudcam_core::media::MediaSettings;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecorderConfig {
+    /// Identity in logs and events; empty means `recorder-<pid>`.
+    pub id: String,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics_listen: String,
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    pub media: MediaSettings,
+    pub recorder: RecorderSettings,
+}
+
+impl Validate for RecorderConfig {
+    fn validate(&self) -> Result<(), String> {
+        self.metrics_listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
+        self.recorder.validate()
+    }
+}
+
+/// How cameras are recorded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecorderSettings {
+    /// Target segment length; segments are cut at the first keyframe after it.
+    pub segment_seconds: u64,
+    /// Local spool: finished segments wait here until they are in the media store.
+    pub spool_dir: String,
+    /// When the spool holds more than this, the oldest segments are dropped (and counted).
+    pub spool_max_bytes: u64,
+    /// How often retention is applied.
+    pub retention_interval_ms: u64,
+    /// A re-stream silent this long is reconnected.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for RecorderSettings {
+    fn default() -> Self {
+        Self {
+            segment_seconds: 10,
+            spool_dir: "spool".into(),
+            spool_max_bytes: 2 * 1024 * 1024 * 1024,
+            retention_interval_ms: 60_000,
+            stall_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl RecorderSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_seconds == 0 {
+            return Err("recorder.segment_seconds must be positive".into());
+        }
+        if self.spool_max_bytes < 1024 * 1024 {
+            return Err("recorder.spool_max_bytes must be at least 1 MiB".into());
+        }
+        if self.retention_interval_ms < 100 || self.stall_timeout_ms < 1000 {
+            return Err(
+                "recorder.retention_interval_ms must be >= 100 and stall_timeout_ms >= 1000".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            metrics_listen: "127.0.0.1:9102".into(),
+            kafka: KafkaSettings::default(),
+            redis: RedisSettings::default(),
+            media: MediaSettings::default(),
+            recorder: RecorderSettings::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_config_parses_and_validates() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/recorder.toml");
+        let cfg: RecorderConfig =
+            cloudcam_core::config::load("recorder-reference-test", Some(path.as_ref()))
+                .expect("config/recorder.toml loads");
+        assert_eq!(cfg.recorder.segment_seconds, 10);
+    }
+}

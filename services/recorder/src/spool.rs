@@ -1,0 +1,246 @@
+//! The spool: finished segments wait on local disk until they are in the media store, so an
+//! unreachable S3 loses nothing. One uploader per recorder process drains it oldest first.
+//!
+//! A segment is `<name>.mp4` plus `<name>.json` (its [`Segment`] record); the JSON is written
+//! only once the MP4 is complete, so an MP4 without JSON is an unfinished file (the recorder
+//! died mid-segment) and is never uploaded. Upload, then index, then delete: a crash between
+//! the steps re-uploads the same key, so S3 never holds a segment twice.
+//!
+//! Bound: when the spool holds more than `spool_max_bytes`, the oldest finished segments are
+//! dropped and counted (`cloudcam_recorder_spool_dropped_segments_total`): with storage away
+//! for long, the newest footage is kept.
+
+use cloudcam_core::bus::Bus;
+use cloudcam_core::media::{Segment, index_key};
+use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec, register_histogram};
+use cloudcam_core::state::{StateStore, set_json};
+use cloudcam_proto::v1;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path as ObjectPath;
+use prometheus::{GaugeVec, Histogram, IntCounterVec};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+static UPLOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_recorder_uploads_total",
+        "Segment uploads to the media store, by result (ok, error)",
+        &["result"],
+    )
+});
+static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_recorder_spool_dropped_segments_total",
+        "Finished segments dropped because the spool was full",
+        &["reason"],
+    )
+});
+static SPOOL: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec(
+        "cloudcam_recorder_spool",
+        "What waits in the spool: unit=bytes or unit=segments",
+        &["unit"],
+    )
+});
+static UPLOAD_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram(
+        "cloudcam_recorder_upload_duration_seconds",
+        "Time to put one segment into the media store",
+        vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+    )
+});
+static AVAILABLE_DELAY: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram(
+        "cloudcam_recorder_segment_available_delay_seconds",
+        "From a segment's end to its being indexed in the media store",
+        vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
+    )
+});
+
+pub struct Spool {
+    pub dir: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    state: Arc<dyn StateStore>,
+    bus: Arc<dyn Bus>,
+    max_bytes: u64,
+    worker_id: String,
+    wake: Notify,
+}
+
+/// A finished segment in the spool.
+struct Ready {
+    json: PathBuf,
+    mp4: PathBuf,
+    segment: Segment,
+    bytes: u64,
+}
+
+impl Spool {
+    pub fn new(
+        dir: PathBuf,
+        store: Arc<dyn ObjectStore>,
+        state: Arc<dyn StateStore>,
+        bus: Arc<dyn Bus>,
+        max_bytes: u64,
+        worker_id: String,
+    ) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Arc::new(Self {
+            dir,
+            store,
+            state,
+            bus,
+            max_bytes,
+            worker_id,
+            wake: Notify::new(),
+        }))
+    }
+
+    /// The directory a camera's recorder writes into.
+    pub fn camera_dir(&self, camera_id: &str) -> PathBuf {
+        self.dir.join(camera_id)
+    }
+
+    /// Records that `mp4` is a finished segment, and wakes the uploader.
+    pub fn finished(&self, mp4: &Path, segment: &Segment) -> std::io::Result<()> {
+        let json = mp4.with_extension("json");
+        let tmp = mp4.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(segment).expect("serializable"))?;
+        std::fs::rename(&tmp, &json)?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Deletes MP4s of `camera_id` that never got their JSON: what a killed recorder left
+    /// half-written. Call before that camera's recorder starts writing.
+    pub fn discard_unfinished(&self, camera_id: &str) {
+        let Ok(entries) = std::fs::read_dir(self.camera_dir(camera_id)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "mp4") && !p.with_extension("json").exists() {
+                tracing::warn!(camera = %camera_id, file = %p.display(), "discarding an unfinished segment");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+
+    fn ready(&self) -> Vec<Ready> {
+        let mut out = Vec::new();
+        let Ok(cams) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for cam in cams.flatten() {
+            let Ok(files) = std::fs::read_dir(cam.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let json = f.path();
+                if json.extension().is_none_or(|x| x != "json") {
+                    continue;
+                }
+                let mp4 = json.with_extension("mp4");
+                let Ok(segment) = std::fs::read(&json)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<Segment>(&b).map_err(|e| e.to_string()))
+                else {
+                    tracing::warn!(file = %json.display(), "unreadable spool record; removing it");
+                    let _ = std::fs::remove_file(&json);
+                    continue;
+                };
+                let bytes = std::fs::metadata(&mp4).map(|m| m.len()).unwrap_or(0);
+                out.push(Ready {
+                    json,
+                    mp4,
+                    segment,
+                    bytes,
+                });
+            }
+        }
+        out.sort_by_key(|r| r.segment.start_ms);
+        out
+    }
+
+    /// Drains the spool forever: uploads, indexes and announces each finished segment, retrying
+    /// with backoff while the store is away.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let mut ready = self.ready();
+            self.enforce_bound(&mut ready);
+            SPOOL
+                .with_label_values(&["bytes"])
+                .set(ready.iter().map(|r| r.bytes).sum::<u64>() as f64);
+            SPOOL
+                .with_label_values(&["segments"])
+                .set(ready.len() as f64);
+            let mut failed = false;
+            for r in ready {
+                if let Err(e) = self.upload(&r).await {
+                    UPLOADS.with_label_values(&["error"]).inc();
+                    tracing::warn!(camera = %r.segment.camera_id, key = %r.segment.key, error = %e, "upload failed; keeping the segment in the spool");
+                    failed = true;
+                    break;
+                }
+                UPLOADS.with_label_values(&["ok"]).inc();
+            }
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            } else {
+                backoff = Duration::from_millis(500);
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.wake.notified()).await;
+            }
+        }
+    }
+
+    async fn upload(&self, r: &Ready) -> anyhow::Result<()> {
+        let data = tokio::fs::read(&r.mp4).await?;
+        let started = Instant::now();
+        self.store
+            .put(&ObjectPath::from(r.segment.key.as_str()), data.into())
+            .await?;
+        UPLOAD_SECONDS
+            .observe(started.elapsed().as_secs_f64());
+        let s = &r.segment;
+        set_json(&*self.state, &index_key(&s.camera_id, s.start_ms), s, None).await?;
+        let event = v1::CameraEvent {
+            schema_version: cloudcam_proto::SCHEMA_VERSION,
+            camera_id: s.camera_id.clone(),
+            timestamp_ms: cloudcam_core::now_ms(),
+            worker_id: self.worker_id.clone(),
+            kind: Some(v1::camera_event::Kind::Segment(v1::SegmentWritten {
+                key: s.key.clone(),
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                bytes: s.bytes,
+                codec: s.codec.clone(),
+                frames: 0,
+            })),
+        };
+        if let Err(e) = self.bus.publish_event(&event).await {
+            tracing::warn!(camera = %s.camera_id, error = %e, "cannot announce a segment");
+        }
+        let delay = (cloudcam_core::now_ms() - s.end_ms).max(0) as f64 / 1000.0;
+        AVAILABLE_DELAY.observe(delay);
+        tracing::info!(camera = %s.camera_id, key = %s.key, bytes = s.bytes, delay_s = delay, "segment stored");
+        let _ = tokio::fs::remove_file(&r.json).await;
+        let _ = tokio::fs::remove_file(&r.mp4).await;
+        Ok(())
+    }
+
+    fn enforce_bound(&self, ready: &mut Vec<Ready>) {
+        let mut total: u64 = ready.iter().map(|r| r.bytes).sum();
+        while total > self.max_bytes && !ready.is_empty() {
+            let oldest = ready.remove(0);
+            total -= oldest.bytes;
+            DROPPED.with_label_values(&["spool_full"]).inc();
+            tracing::error!(camera = %oldest.segment.camera_id, key = %oldest.segment.key, "spool full: dropping the oldest segment");
+            let _ = std::fs::remove_file(&oldest.json);
+            let _ = std::fs::remove_file(&oldest.mp4);
+        }
+    }
+}
