@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cloudcam needs to build, run and test on Debian/Ubuntu, skipping what is already
-# there: Debian packages (GStreamer, Janus, Redis, Chromium, protoc, a JDK and Maven) and the
-# Apache Kafka broker's jars (from Maven Central, into .cache/kafka/libs).
+# there: Debian packages (GStreamer, Janus, Redis, Chromium, protoc, a JDK and Maven), the
+# Apache Kafka broker's jars (from Maven Central, into .cache/kafka/libs) and Garage (S3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,5 +38,11 @@ if [ ! -f "$kafka_libs/.complete" ]; then
   rm -rf "$kafka_libs"
   mvn -q -B -f tools/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/$kafka_libs"
   touch "$kafka_libs/.complete"
+fi
+# Garage, the S3-compatible store the recording tests run against (~10 min to build once).
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v garage >/dev/null; then
+  echo "install-deps: building Garage (S3) with cargo install"
+  cargo install --locked garage --version 2.5.0
 fi
 echo "install-deps: everything is installed"

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod browser;
 pub mod kafka;
+pub mod media;
 pub mod procs;
 pub mod stack;
 

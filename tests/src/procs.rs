@@ -136,3 +136,11 @@ pub async fn wait_tcp(what: &str, port: u16, timeout: Duration) -> Result<()> {
     })
     .await
 }
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -199,6 +199,7 @@ impl TestEnv {
         kafka: Option<&Kafka>,
         redis: Option<&Redis>,
         janus: &Janus,
+        garage: Option<&Garage>,
     ) -> Result<Signal> {
         let port = free_port();
         let rtp = free_udp_range(100);
@@ -222,13 +223,24 @@ impl TestEnv {
         if let Some(r) = redis {
             cmd.env("CLOUDCAM_SIGNAL_REDIS__URL", &r.url);
         }
+        if let Some(g) = garage {
+            g.configure(&mut cmd, "CLOUDCAM_SIGNAL_MEDIA__");
+        } else {
+            cmd.env("CLOUDCAM_SIGNAL_MEDIA__LOCAL_DIR", self.dir.join("media"));
+        }
         let proc = Proc::spawn("signal", &self.dir, &mut cmd)?;
         let base = format!("http://127.0.0.1:{port}");
         wait_http(&format!("{base}/healthz"), "signal").await?;
         Ok(Signal { proc, base })
     }
 
-    pub async fn ingest(&self, name: &str, kafka: &Kafka, redis: &Redis) -> Result<Ingest> {
+    pub async fn ingest(
+        &self,
+        name: &str,
+        kafka: &Kafka,
+        redis: &Redis,
+        garage: Option<&Garage>,
+    ) -> Result<Ingest> {
         let port = free_port();
         let mut cmd = Command::new(binary("cloudcam-ingest")?);
         cmd.env("RUST_LOG", "info")
@@ -244,7 +256,13 @@ impl TestEnv {
             .env("CLOUDCAM_INGEST_KAFKA__BROKERS", &kafka.brokers)
             .env("CLOUDCAM_INGEST_REDIS__URL", &redis.url)
             .env("CLOUDCAM_INGEST_CAMERA__STALL_TIMEOUT_MS", "3000")
-            .env("CLOUDCAM_INGEST_CAMERA__BACKOFF_MAX_MS", "2000");
+            .env("CLOUDCAM_INGEST_CAMERA__BACKOFF_MAX_MS", "2000")
+            .env("CLOUDCAM_INGEST_CAMERA__SNAPSHOT_INTERVAL_MS", "0");
+        if let Some(g) = garage {
+            g.configure(&mut cmd, "CLOUDCAM_INGEST_MEDIA__");
+        } else {
+            cmd.env("CLOUDCAM_INGEST_MEDIA__LOCAL_DIR", self.dir.join("media"));
+        }
         let proc = Proc::spawn(name, &self.dir, &mut cmd)?;
         let metrics = format!("http://127.0.0.1:{port}/metrics");
         wait_http(&format!("http://127.0.0.1:{port}/healthz"), name).await?;
@@ -263,11 +281,18 @@ pub struct Platform {
 
 impl TestEnv {
     pub async fn platform(&self) -> Result<Platform> {
+        self.platform_with(None).await
+    }
+
+    /// The platform, with media (snapshots, recordings) in `garage` when given.
+    pub async fn platform_with(&self, garage: Option<&Garage>) -> Result<Platform> {
         let kafka = self.kafka().await?;
         let redis = self.redis().await?;
         let janus = self.janus().await?;
-        let signal = self.signal(Some(&kafka), Some(&redis), &janus).await?;
-        let ingest = self.ingest("ingest-1", &kafka, &redis).await?;
+        let signal = self
+            .signal(Some(&kafka), Some(&redis), &janus, garage)
+            .await?;
+        let ingest = self.ingest("ingest-1", &kafka, &redis, garage).await?;
         Ok(Platform {
             kafka,
             redis,
@@ -276,6 +301,159 @@ impl TestEnv {
             ingest,
         })
     }
+}
+
+pub const S3_ACCESS_KEY: &str = "GK0123456789abcdef01234567";
+pub const S3_SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const S3_BUCKET: &str = "cloudcam";
+
+impl TestEnv {
+    /// A single-node Garage (S3) with a ready bucket and key. Its data survives a restart.
+    pub async fn garage(&self) -> Result<Garage> {
+        let dir = self.dir.join("garage");
+        std::fs::create_dir_all(&dir)?;
+        let (s3_port, rpc_port) = (free_port(), free_port());
+        let toml = dir.join("garage.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "metadata_dir = \"{meta}\"\n\
+                 data_dir = \"{data}\"\n\
+                 db_engine = \"sqlite\"\n\
+                 replication_factor = 1\n\
+                 rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+                 rpc_secret = \"{secret}\"\n\
+                 [s3_api]\n\
+                 s3_region = \"garage\"\n\
+                 api_bind_addr = \"127.0.0.1:{s3_port}\"\n",
+                meta = dir.join("meta").display(),
+                data = dir.join("data").display(),
+                secret = S3_SECRET_KEY,
+            ),
+        )?;
+        let mut g = Garage {
+            proc: None,
+            toml,
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            port: s3_port,
+            dir: self.dir.clone(),
+        };
+        g.start().await?;
+        Ok(g)
+    }
+
+    pub async fn recorder(
+        &self,
+        name: &str,
+        kafka: &Kafka,
+        redis: &Redis,
+        garage: &Garage,
+        segment_seconds: u32,
+    ) -> Result<Recorder> {
+        let port = free_port();
+        let spool = self.dir.join(format!("{name}-spool"));
+        let mut cmd = Command::new(binary("cloudcam-recorder")?);
+        cmd.env("RUST_LOG", "info")
+            .env("CLOUDCAM_RECORDER_ID", name)
+            .env(
+                "CLOUDCAM_RECORDER_METRICS_LISTEN",
+                format!("127.0.0.1:{port}"),
+            )
+            .env("CLOUDCAM_RECORDER_KAFKA__BROKERS", &kafka.brokers)
+            .env("CLOUDCAM_RECORDER_REDIS__URL", &redis.url)
+            .env(
+                "CLOUDCAM_RECORDER_RECORDER__SEGMENT_SECONDS",
+                segment_seconds.to_string(),
+            )
+            .env("CLOUDCAM_RECORDER_RECORDER__SPOOL_DIR", &spool)
+            .env("CLOUDCAM_RECORDER_RECORDER__RETENTION_INTERVAL_MS", "1000");
+        garage.configure(&mut cmd, "CLOUDCAM_RECORDER_MEDIA__");
+        let proc = Proc::spawn(name, &self.dir, &mut cmd)?;
+        wait_http(&format!("http://127.0.0.1:{port}/healthz"), name).await?;
+        Ok(Recorder {
+            proc,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            spool,
+        })
+    }
+}
+
+pub struct Garage {
+    proc: Option<Proc>,
+    toml: PathBuf,
+    pub endpoint: String,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Garage {
+    pub async fn start(&mut self) -> Result<()> {
+        let garage = std::env::var("CLOUDCAM_GARAGE").unwrap_or_else(|_| "garage".into());
+        let mut cmd = Command::new(garage);
+        cmd.arg("-c")
+            .arg(&self.toml)
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", S3_ACCESS_KEY)
+            .env("GARAGE_DEFAULT_SECRET_KEY", S3_SECRET_KEY)
+            .env("GARAGE_DEFAULT_BUCKET", S3_BUCKET)
+            .env("RUST_LOG", "garage=warn");
+        self.proc = Some(Proc::spawn("garage", &self.dir, &mut cmd)?);
+        let store = self.store()?;
+        wait_for(
+            "Garage to serve the bucket",
+            Duration::from_secs(60),
+            || {
+                let store = store.clone();
+                async move {
+                    use futures::TryStreamExt;
+                    use object_store::ObjectStore;
+                    store
+                        .list(None)
+                        .try_collect::<Vec<_>>()
+                        .await
+                        .ok()
+                        .map(|_| ())
+                }
+            },
+        )
+        .await
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Points a service at this store through its `<prefix>S3_*` environment.
+    pub fn configure(&self, cmd: &mut Command, prefix: &str) {
+        cmd.env(format!("{prefix}S3_ENDPOINT"), &self.endpoint)
+            .env(format!("{prefix}S3_BUCKET"), S3_BUCKET)
+            .env(format!("{prefix}S3_REGION"), "garage")
+            .env(format!("{prefix}S3_ACCESS_KEY"), S3_ACCESS_KEY)
+            .env(format!("{prefix}S3_SECRET_KEY"), S3_SECRET_KEY);
+    }
+
+    /// A client of the bucket, as a test inspects it.
+    pub fn store(&self) -> Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+        Ok(std::sync::Arc::new(
+            object_store::aws::AmazonS3Builder::new()
+                .with_endpoint(&self.endpoint)
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false)
+                .with_region("garage")
+                .with_bucket_name(S3_BUCKET)
+                .with_access_key_id(S3_ACCESS_KEY)
+                .with_secret_access_key(S3_SECRET_KEY)
+                .build()?,
+        ))
+    }
+}
+
+pub struct Recorder {
+    pub proc: Proc,
+    pub metrics: String,
+    pub spool: PathBuf,
 }
 
 async fn wait_http(url: &str, what: &str) -> Result<()> {

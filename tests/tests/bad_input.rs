@@ -46,7 +46,7 @@ async fn bad_requests_get_clear_json_errors() -> anyhow::Result<()> {
     let kafka = env.kafka().await?;
     let redis = env.redis().await?;
     let janus = env.janus().await?;
-    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
+    let signal = env.signal(Some(&kafka), Some(&redis), &janus, None).await?;
     let api = Api::login(&signal.base).await?;
     let t = Some(api.token.as_str());
     let json_ct = "application/json";

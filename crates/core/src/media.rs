@@ -47,7 +47,8 @@ pub enum MediaError {
 /// Opens the store the settings name.
 pub fn from_settings(s: &MediaSettings) -> Result<Arc<dyn ObjectStore>, MediaError> {
     if s.s3_endpoint.is_empty() {
-        std::fs::create_dir_all(&s.local_dir).map_err(|e| MediaError::Dir(s.local_dir.clone(), e))?;
+        std::fs::create_dir_all(&s.local_dir)
+            .map_err(|e| MediaError::Dir(s.local_dir.clone(), e))?;
         Ok(Arc::new(LocalFileSystem::new_with_prefix(&s.local_dir)?))
     } else {
         Ok(Arc::new(
@@ -82,6 +83,11 @@ pub fn segment_key(camera_id: &str, start_ms: i64) -> String {
 
 pub fn snapshot_key(camera_id: &str) -> String {
     format!("snapshots/{camera_id}/latest.jpg")
+}
+
+/// State-store key that asks the owning ingest worker for a snapshot now.
+pub fn snapshot_request_key(camera_id: &str) -> String {
+    format!("cloudcam:snapshot-request:{camera_id}")
 }
 
 /// State-store prefix of a camera's segment index; entries sort by start time.

@@ -40,6 +40,8 @@ pub struct Shared {
     pub reporter: Reporter,
     /// The worker's RTSP re-stream server, when it runs one.
     pub restream: Option<Arc<crate::restream::Restream>>,
+    /// Where snapshots are stored.
+    pub store: Option<Arc<dyn object_store::ObjectStore>>,
 }
 
 pub struct CameraActor {
@@ -56,6 +58,9 @@ pub struct CameraActor {
     last_health: (Instant, u64, u64),
     retry: Option<SpawnHandle>,
     restream: Option<crate::restream::Mount>,
+    /// When the last snapshot was taken, and whether one is being taken.
+    last_snapshot: Option<Instant>,
+    snapshot_busy: bool,
 }
 
 impl CameraActor {
@@ -74,6 +79,8 @@ impl CameraActor {
             last_health: (Instant::now(), 0, 0),
             retry: None,
             restream: None,
+            last_snapshot: None,
+            snapshot_busy: false,
         }
     }
 
@@ -195,11 +202,69 @@ impl CameraActor {
         }));
     }
 
+    /// Takes a snapshot when one is due or was requested (checked once a second while live).
+    fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
+        let (Some(store), Some(mount)) = (self.shared.store.clone(), self.restream.as_ref()) else {
+            return;
+        };
+        if self.snapshot_busy || self.status.state != CameraState::Live {
+            return;
+        }
+        let interval = self.shared.settings.snapshot_interval_ms;
+        let due = interval > 0
+            && self
+                .last_snapshot
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(interval));
+        self.snapshot_busy = true;
+        let (state, id, url) = (
+            self.shared.state.clone(),
+            self.spec.camera_id.clone(),
+            mount.url.clone(),
+        );
+        async move {
+            let req_key = cloudcam_core::media::snapshot_request_key(&id);
+            let requested = state.get(&req_key).await.ok().flatten().is_some();
+            if !(due || requested) {
+                return false;
+            }
+            let _ = state.del(&req_key).await;
+            let jpeg = tokio::task::spawn_blocking(move || {
+                crate::snapshot::take(&url, Duration::from_secs(10))
+            })
+            .await;
+            match jpeg {
+                Ok(Ok(jpeg)) => {
+                    use object_store::ObjectStoreExt;
+                    let key =
+                        object_store::path::Path::from(cloudcam_core::media::snapshot_key(&id));
+                    match store.put(&key, jpeg.into()).await {
+                        Ok(_) => tracing::info!(camera = %id, "snapshot stored"),
+                        Err(e) => {
+                            tracing::warn!(camera = %id, error = %e, "cannot store a snapshot")
+                        }
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(camera = %id, error = %e, "snapshot failed"),
+                Err(e) => tracing::warn!(camera = %id, error = %e, "snapshot task failed"),
+            }
+            true
+        }
+        .into_actor(self)
+        .map(|attempted, act, _| {
+            act.snapshot_busy = false;
+            if attempted {
+                act.last_snapshot = Some(Instant::now());
+            }
+        })
+        .spawn(ctx);
+    }
+
     /// Once a second: health, stall and connect-timeout checks.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.relay.is_none() {
             return;
         }
+        self.maybe_snapshot(ctx);
         let frames = self.counters.frames.load(Ordering::Relaxed);
         let bytes = self.counters.bytes.load(Ordering::Relaxed);
         let last = self.counters.last_frame_ms.load(Ordering::Relaxed);

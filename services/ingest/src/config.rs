@@ -19,6 +19,8 @@ pub struct IngestConfig {
     pub restream_advertise: String,
     pub kafka: KafkaSettings,
     pub redis: RedisSettings,
+    /// Where snapshots go (S3, or a local directory).
+    pub media: cloudcam_core::media::MediaSettings,
     pub camera: CameraSettings,
 }
 
@@ -31,6 +33,7 @@ impl Default for IngestConfig {
             restream_advertise: String::new(),
             kafka: KafkaSettings::default(),
             redis: RedisSettings::default(),
+            media: Default::default(),
             camera: CameraSettings::default(),
         }
     }
@@ -79,6 +82,8 @@ pub struct CameraSettings {
     pub backoff_max_ms: u64,
     /// How often a live camera's health is published.
     pub health_interval_ms: u64,
+    /// How often a live camera's snapshot is refreshed; 0 takes them only on request.
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for CameraSettings {
@@ -91,6 +96,7 @@ impl Default for CameraSettings {
             backoff_initial_ms: 1000,
             backoff_max_ms: 30000,
             health_interval_ms: 2000,
+            snapshot_interval_ms: 60_000,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod pipeline;
 pub mod report;
 pub mod restream;
+pub mod snapshot;
 pub mod worker;
 
 pub use config::{CameraSettings, IngestConfig};

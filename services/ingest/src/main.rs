@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         worker_id,
         cfg.camera,
         Some(std::sync::Arc::new(restream)),
+        Some(cloudcam_core::media::from_settings(&cfg.media)?),
         bus,
         state,
         shutdown,

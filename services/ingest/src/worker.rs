@@ -22,6 +22,7 @@ pub async fn run(
     worker_id: String,
     settings: CameraSettings,
     restream: Option<Arc<crate::restream::Restream>>,
+    store: Option<Arc<dyn object_store::ObjectStore>>,
     bus: Arc<dyn Bus>,
     state: Arc<dyn StateStore>,
     shutdown: impl Future<Output = ()>,
@@ -34,6 +35,7 @@ pub async fn run(
         reporter: Reporter::start(bus.clone(), state.clone(), status_ttl),
         state,
         restream,
+        store,
     };
     let mut updates = bus.own_specs(GROUP)?;
     let mut cameras: HashMap<String, (i32, Addr<CameraActor>)> = HashMap::new();

@@ -31,12 +31,18 @@ async fn main() -> anyhow::Result<()> {
 
     let server = HttpServer::new(|| {
         App::new()
-            .route("/metrics", web::get().to(|| async {
-                HttpResponse::Ok()
-                    .content_type("text/plain; version=0.0.4")
-                    .body(cloudcam_core::metrics::render())
-            }))
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .route(
+                "/metrics",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("text/plain; version=0.0.4")
+                        .body(cloudcam_core::metrics::render())
+                }),
+            )
+            .route(
+                "/healthz",
+                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+            )
     })
     .workers(1)
     .disable_signals()

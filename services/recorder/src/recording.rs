@@ -31,9 +31,20 @@ pub struct Stop;
 #[derive(Message)]
 #[rtype(result = "()")]
 enum Piped {
-    Opened { run: u64, location: String, running_ns: u64 },
-    Closed { run: u64, location: String, running_ns: u64 },
-    Failed { run: u64, reason: String },
+    Opened {
+        run: u64,
+        location: String,
+        running_ns: u64,
+    },
+    Closed {
+        run: u64,
+        location: String,
+        running_ns: u64,
+    },
+    Failed {
+        run: u64,
+        reason: String,
+    },
 }
 
 #[derive(Clone)]
@@ -94,7 +105,8 @@ impl RecordingActor {
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if let Some(r) = &self.running {
             // Fragments open and close once a segment; allow one segment plus the timeout.
-            let quiet = self.shared.settings.segment_seconds * 1000 + self.shared.settings.stall_timeout_ms;
+            let quiet =
+                self.shared.settings.segment_seconds * 1000 + self.shared.settings.stall_timeout_ms;
             if r.last_activity.elapsed() > Duration::from_millis(quiet) {
                 tracing::warn!(camera = %self.spec.camera_id, "re-stream silent; reconnecting");
                 self.running = None;
@@ -128,7 +140,9 @@ impl RecordingActor {
                 tracing::info!(camera = %self.spec.camera_id, %url, "recording");
                 self.running = Some(r);
             }
-            Err(e) => tracing::warn!(camera = %self.spec.camera_id, error = %e, "cannot start recording"),
+            Err(e) => {
+                tracing::warn!(camera = %self.spec.camera_id, error = %e, "cannot start recording")
+            }
         }
     }
 
@@ -159,17 +173,31 @@ impl RecordingActor {
                         let location = s.get::<String>("location").unwrap_or_default();
                         let running_ns = s.get::<u64>("running-time").unwrap_or(0);
                         match s.name().as_str() {
-                            "splitmuxsink-fragment-opened" => addr.do_send(Piped::Opened { run, location, running_ns }),
-                            "splitmuxsink-fragment-closed" => addr.do_send(Piped::Closed { run, location, running_ns }),
+                            "splitmuxsink-fragment-opened" => addr.do_send(Piped::Opened {
+                                run,
+                                location,
+                                running_ns,
+                            }),
+                            "splitmuxsink-fragment-closed" => addr.do_send(Piped::Closed {
+                                run,
+                                location,
+                                running_ns,
+                            }),
                             _ => {}
                         }
                     }
                     gst::MessageView::Error(err) => {
-                        addr.do_send(Piped::Failed { run, reason: err.error().to_string() });
+                        addr.do_send(Piped::Failed {
+                            run,
+                            reason: err.error().to_string(),
+                        });
                         return;
                     }
                     gst::MessageView::Eos(_) => {
-                        addr.do_send(Piped::Failed { run, reason: "the re-stream ended".into() });
+                        addr.do_send(Piped::Failed {
+                            run,
+                            reason: "the re-stream ended".into(),
+                        });
                         return;
                     }
                     _ => {}
@@ -270,12 +298,20 @@ impl Handler<Piped> for RecordingActor {
             return;
         };
         match msg {
-            Piped::Opened { run, location, running_ns } if run == self.run => {
+            Piped::Opened {
+                run,
+                location,
+                running_ns,
+            } if run == self.run => {
                 let start = Self::wall_ms(r, running_ns);
                 r.open.insert(location, start);
                 r.last_activity = Instant::now();
             }
-            Piped::Closed { run, location, running_ns } if run == self.run => {
+            Piped::Closed {
+                run,
+                location,
+                running_ns,
+            } if run == self.run => {
                 r.last_activity = Instant::now();
                 let Some(start_ms) = r.open.remove(&location) else {
                     return;

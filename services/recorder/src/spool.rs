@@ -15,8 +15,8 @@ use cloudcam_core::media::{Segment, index_key};
 use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec, register_histogram};
 use cloudcam_core::state::{StateStore, set_json};
 use cloudcam_proto::v1;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use prometheus::{GaugeVec, Histogram, IntCounterVec};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
@@ -203,8 +203,7 @@ impl Spool {
         self.store
             .put(&ObjectPath::from(r.segment.key.as_str()), data.into())
             .await?;
-        UPLOAD_SECONDS
-            .observe(started.elapsed().as_secs_f64());
+        UPLOAD_SECONDS.observe(started.elapsed().as_secs_f64());
         let s = &r.segment;
         set_json(&*self.state, &index_key(&s.camera_id, s.start_ms), s, None).await?;
         let event = v1::CameraEvent {

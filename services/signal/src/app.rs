@@ -3,7 +3,7 @@
 use crate::config::SignalConfig;
 use crate::error::{ApiError, json_error};
 use crate::pool::Pool;
-use crate::{auth, cameras, ws};
+use crate::{auth, cameras, recordings, ws};
 use actix_web::{HttpResponse, web};
 use cloudcam_core::bus::Bus;
 use cloudcam_core::camera::{CameraStatus, status_key};
@@ -18,6 +18,8 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     pub state: Arc<dyn StateStore>,
     pub pool: Pool,
+    /// Recordings and snapshots.
+    pub store: Arc<dyn object_store::ObjectStore>,
     /// Serializes mountpoint allocation within this instance.
     pub alloc_lock: tokio::sync::Mutex<()>,
     /// Camera status changes, for every open WebSocket.
@@ -25,8 +27,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: SignalConfig, bus: Arc<dyn Bus>, state: Arc<dyn StateStore>) -> Self {
+    pub fn new(
+        config: SignalConfig,
+        bus: Arc<dyn Bus>,
+        state: Arc<dyn StateStore>,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Self {
         Self {
+            store,
             pool: Pool::new(config.janus.clone()),
             config,
             bus,
@@ -53,6 +61,16 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/cameras/{id}", web::get().to(cameras::get))
                 .route("/cameras/{id}", web::patch().to(cameras::update))
                 .route("/cameras/{id}", web::delete().to(cameras::delete))
+                .route("/cameras/{id}/recordings", web::get().to(recordings::list))
+                .route("/cameras/{id}/clip", web::get().to(recordings::clip))
+                .route(
+                    "/cameras/{id}/snapshot",
+                    web::get().to(recordings::snapshot),
+                )
+                .route(
+                    "/cameras/{id}/snapshot",
+                    web::post().to(recordings::request_snapshot),
+                )
                 .route("/ws", web::get().to(ws::connect))
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, _>(ApiError::NotFound("no such API endpoint".into()))

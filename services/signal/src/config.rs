@@ -14,6 +14,10 @@ pub struct SignalConfig {
     pub janus: JanusSettings,
     pub kafka: KafkaSettings,
     pub redis: RedisSettings,
+    /// Where recordings and snapshots are (S3, or a local directory).
+    pub media: cloudcam_core::media::MediaSettings,
+    /// Recorder settings of the embedded recorder (single-process mode only).
+    pub recorder: cloudcam_recorder::RecorderSettings,
     /// Camera settings of the embedded ingest worker, used only in the single-process mode
     /// (no Kafka configured).
     pub ingest: CameraSettings,
@@ -31,6 +35,8 @@ impl Default for SignalConfig {
             janus: JanusSettings::default(),
             kafka: KafkaSettings::default(),
             redis: RedisSettings::default(),
+            media: Default::default(),
+            recorder: Default::default(),
             ingest: CameraSettings::default(),
             restream_listen: "127.0.0.1:9554".into(),
             max_body_bytes: 64 * 1024,

@@ -22,6 +22,8 @@ pub enum ApiError {
     State(#[from] cloudcam_core::state::StateError),
     #[error("event bus unavailable: {0}")]
     Bus(#[from] cloudcam_core::bus::BusError),
+    #[error("media store: {0}")]
+    Media(String),
     #[error("video gateway error: {0}")]
     Janus(#[from] crate::janus::JanusError),
 }
@@ -38,6 +40,7 @@ impl ApiError {
             Self::State(_) => "state_unavailable",
             Self::Bus(_) => "bus_unavailable",
             Self::Janus(_) => "gateway_error",
+            Self::Media(_) => "media_error",
         }
     }
 }
@@ -50,11 +53,14 @@ impl ResponseError for ApiError {
             Self::CameraNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::State(_) | Self::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Janus(_) => StatusCode::BAD_GATEWAY,
+            Self::Janus(_) | Self::Media(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if self.status_code().is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "request failed");
+        }
         HttpResponse::build(self.status_code())
             .json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
     }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod janus;
 pub mod pool;
 pub mod protocol;
+pub mod recordings;
 pub mod viewer;
 pub mod web;
 pub mod ws;

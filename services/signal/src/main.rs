@@ -22,23 +22,51 @@ async fn main() -> anyhow::Result<()> {
     cloudcam_core::telemetry::init();
     let args = Args::parse();
     let cfg: SignalConfig = load("signal", args.config.as_deref())?;
+    // Clips are cut with GStreamer (and the embedded ingest worker uses it).
+    gstreamer::init()?;
     let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
     let state = state_from_settings(&cfg.redis).await?;
     let embedded = cfg.kafka.brokers.is_empty();
-    let app = Arc::new(AppState::new(cfg.clone(), bus.clone(), state.clone()));
+    let store = cloudcam_core::media::from_settings(&cfg.media)?;
+    let app = Arc::new(AppState::new(
+        cfg.clone(),
+        bus.clone(),
+        state.clone(),
+        store.clone(),
+    ));
     app::spawn_event_relay(app.clone())?;
     app::spawn_reconciler(app.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (rec_stop_tx, rec_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let recorder = if embedded {
+        tracing::info!("no Kafka configured: running a recorder in this process");
+        let shared = cloudcam_recorder::shared(
+            cfg.recorder.clone(),
+            "recorder-embedded".into(),
+            bus.clone(),
+            state.clone(),
+            store.clone(),
+        )?;
+        Some(actix_rt::spawn(cloudcam_recorder::run(
+            shared,
+            bus.clone(),
+            async move {
+                let _ = rec_stop_rx.await;
+            },
+        )))
+    } else {
+        None
+    };
     let ingest = if embedded {
         tracing::info!("no Kafka configured: running an ingest worker in this process");
         let worker_id = cloudcam_ingest::config::default_worker_id();
-        gstreamer::init()?;
         let restream = cloudcam_ingest::restream::Restream::start(&cfg.restream_listen, "")?;
         Some(actix_rt::spawn(cloudcam_ingest::run(
             worker_id,
             cfg.ingest.clone(),
             Some(Arc::new(restream)),
+            Some(store.clone()),
             bus.clone(),
             state.clone(),
             async move {
@@ -63,6 +91,10 @@ async fn main() -> anyhow::Result<()> {
     }
     server.run().await?;
     let _ = stop_tx.send(());
+    let _ = rec_stop_tx.send(());
+    if let Some(recorder) = recorder {
+        let _ = recorder.await;
+    }
     if let Some(ingest) = ingest {
         let _ = ingest.await;
     }

@@ -70,8 +70,8 @@ async fn main() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
-    let _ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let signal = env.signal(Some(&kafka), Some(&redis), &janus, None).await?;
+    let _ingest = env.ingest("ingest-1", &kafka, &redis, None).await?;
     let api = Api::login(&signal.base).await?;
     let browser = Browser::launch(&env.dir).await?;
     browser.goto(&format!("{}/healthz", signal.base)).await?;

@@ -89,8 +89,8 @@ async fn main() -> anyhow::Result<()> {
     let kafka = env.kafka().await?;
     let redis = env.redis().await?;
     let janus = env.janus().await?;
-    let signal = env.signal(Some(&kafka), Some(&redis), &janus).await?;
-    let ingest = env.ingest("ingest-1", &kafka, &redis).await?;
+    let signal = env.signal(Some(&kafka), Some(&redis), &janus, None).await?;
+    let ingest = env.ingest("ingest-1", &kafka, &redis, None).await?;
     let api = Api::login(&signal.base).await?;
     let mut ids = Vec::new();
     for i in 0..n {

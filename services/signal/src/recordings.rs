@@ -1,0 +1,304 @@
+//! Recordings: the segment index of a camera over a time range, and clips cut from the stored
+//! segments without re-encoding (also what the web UI plays back). Snapshots too.
+//!
+//! A clip is made by downloading the segments of one continuous span, reading them as one
+//! stream (`splitmuxsrc`), finding the keyframes around the requested range (a parse-only
+//! pass), and remuxing the access units between them into one MP4 (`mp4mux`). Its bounds are
+//! the range rounded out to keyframes, and a clip stops at the first gap in the recording.
+
+use crate::app::AppState;
+use crate::auth::Authed;
+use crate::error::ApiError;
+use actix_web::{HttpResponse, web};
+use cloudcam_core::media::{Segment, segments, snapshot_key, spans};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Segments closer than this count as one continuous span.
+const CONTINUOUS_MS: i64 = 500;
+/// Longest clip served at once.
+const MAX_CLIP_MS: i64 = 3600 * 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    /// Milliseconds since the epoch.
+    pub from: i64,
+    pub to: i64,
+    /// The WebSocket-style token, for `<video src>` and downloads.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Serve as an attachment.
+    #[serde(default)]
+    pub download: Option<bool>,
+}
+
+fn check(range: &Range) -> Result<(), ApiError> {
+    if range.to <= range.from {
+        return Err(ApiError::BadRequest(
+            "invalid_range",
+            "`to` must be after `from` (both in ms since the epoch)".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn list(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    check(&range)?;
+    crate::cameras::load(&app, &id).await?;
+    let segs = segments(&*app.state, &id, range.from, range.to).await?;
+    let spans: Vec<_> = spans(&segs, CONTINUOUS_MS)
+        .into_iter()
+        .map(|(s, e)| serde_json::json!({"start_ms": s, "end_ms": e}))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"segments": segs, "spans": spans})))
+}
+
+pub async fn clip(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    check(&range)?;
+    if range.to - range.from > MAX_CLIP_MS {
+        return Err(ApiError::BadRequest(
+            "invalid_range",
+            "a clip is at most one hour long".into(),
+        ));
+    }
+    crate::cameras::load(&app, &id).await?;
+    let all = segments(&*app.state, &id, range.from, range.to).await?;
+    // One continuous span, starting with the segment that holds `from`.
+    let mut span: Vec<Segment> = Vec::new();
+    for s in all {
+        if span
+            .last()
+            .is_some_and(|l| s.start_ms - l.end_ms > CONTINUOUS_MS)
+        {
+            break;
+        }
+        span.push(s);
+    }
+    if span.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no recording of camera {id} between {} and {}",
+            range.from, range.to
+        )));
+    }
+    let dir = tempdir()?;
+    let result = async {
+        for (i, s) in span.iter().enumerate() {
+            let bytes = app
+                .store
+                .get(&ObjectPath::from(s.key.as_str()))
+                .await
+                .map_err(|e| ApiError::Media(e.to_string()))?
+                .bytes()
+                .await
+                .map_err(|e| ApiError::Media(e.to_string()))?;
+            tokio::fs::write(dir.join(format!("seg{i:06}.mp4")), &bytes)
+                .await
+                .map_err(|e| ApiError::Media(e.to_string()))?;
+        }
+        let base = span[0].start_ms;
+        let (from_ns, to_ns) = (
+            ((range.from - base).max(0) * 1_000_000) as u64,
+            ((range.to - base) * 1_000_000) as u64,
+        );
+        let d = dir.clone();
+        let cut = tokio::task::spawn_blocking(move || remux(&d, from_ns, to_ns))
+            .await
+            .map_err(|e| ApiError::Media(e.to_string()))?
+            .map_err(|e| ApiError::Media(e.to_string()))?;
+        let body = tokio::fs::read(dir.join("clip.mp4"))
+            .await
+            .map_err(|e| ApiError::Media(e.to_string()))?;
+        let start = base + (cut.0 / 1_000_000) as i64;
+        let end = base + (cut.1 / 1_000_000) as i64;
+        let mut res = HttpResponse::Ok();
+        res.content_type("video/mp4")
+            .insert_header(("X-Cloudcam-Clip-Start-Ms", start.to_string()))
+            .insert_header(("X-Cloudcam-Clip-End-Ms", end.to_string()))
+            .insert_header((
+                "Access-Control-Expose-Headers",
+                "X-Cloudcam-Clip-Start-Ms, X-Cloudcam-Clip-End-Ms",
+            ));
+        if range.download == Some(true) {
+            res.insert_header((
+                "Content-Disposition",
+                format!("attachment; filename=\"{id}-{start}-{end}.mp4\""),
+            ));
+        }
+        Ok(res.body(body))
+    }
+    .await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    result
+}
+
+fn tempdir() -> Result<PathBuf, ApiError> {
+    let dir = std::env::temp_dir().join(format!("cloudcam-clip-{}", cloudcam_core::random_hex(8)));
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::Media(e.to_string()))?;
+    Ok(dir)
+}
+
+/// Runs a pipeline to its end (or fails after a minute).
+fn run_to_eos(pipeline: &gst::Pipeline) -> anyhow::Result<()> {
+    pipeline.set_state(gst::State::Playing)?;
+    let bus = pipeline.bus().expect("pipeline bus");
+    let res = match bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    ) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Error(e) => Err(anyhow::anyhow!("{}", e.error())),
+            _ => Ok(()),
+        },
+        None => Err(anyhow::anyhow!("timed out")),
+    };
+    let _ = pipeline.set_state(gst::State::Null);
+    res
+}
+
+fn launch(desc: &str) -> anyhow::Result<gst::Pipeline> {
+    gst::parse::launch(desc)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))
+}
+
+/// Remuxes the segments in `dir` between the keyframes around `[from_ns, to_ns)` (nanoseconds
+/// from the start of the first segment) into `dir/clip.mp4`; returns the clip's actual bounds
+/// on the same scale.
+fn remux(dir: &Path, from_ns: u64, to_ns: u64) -> anyhow::Result<(u64, u64)> {
+    let src = format!("splitmuxsrc location=\"{}/seg*.mp4\"", dir.display());
+    // Pass 1: where the keyframes are, and where the stream ends.
+    let scan = launch(&format!(
+        "{src} ! h264parse name=parse ! fakesink sync=false"
+    ))?;
+    // (keyframe times, end of the last frame, time of the first frame)
+    let marks = std::sync::Arc::new(std::sync::Mutex::new((Vec::<u64>::new(), 0u64, u64::MAX)));
+    {
+        let marks = marks.clone();
+        let pad = scan
+            .by_name("parse")
+            .expect("parse")
+            .static_pad("src")
+            .expect("src pad");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer()
+                && let Some(pts) = buf.pts().or(buf.dts())
+            {
+                let mut m = marks.lock().expect("marks");
+                m.2 = m.2.min(pts.nseconds());
+                if !buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    m.0.push(pts.nseconds());
+                }
+                let end = pts.nseconds() + buf.duration().map(|d| d.nseconds()).unwrap_or(0);
+                m.1 = m.1.max(end);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    run_to_eos(&scan)?;
+    let (keyframes, stream_end, first) = marks.lock().expect("marks").clone();
+    // Stored timestamps need not start at zero: measure from the first frame.
+    let (from_ns, to_ns) = (first.saturating_add(from_ns), first.saturating_add(to_ns));
+    let start = keyframes
+        .iter()
+        .copied()
+        .filter(|&k| k <= from_ns)
+        .max()
+        .or_else(|| keyframes.first().copied())
+        .ok_or_else(|| anyhow::anyhow!("the recording has no keyframe"))?;
+    let end = keyframes
+        .iter()
+        .copied()
+        .find(|&k| k >= to_ns && k > start)
+        .unwrap_or(stream_end);
+
+    // Pass 2: copy the access units in [start, end); mp4mux starts the track at the first.
+    let out = dir.join("clip.mp4");
+    let cut = launch(&format!(
+        "{src} ! h264parse name=parse ! mp4mux faststart=true ! filesink location=\"{}\"",
+        out.display()
+    ))?;
+    let pad = cut
+        .by_name("parse")
+        .expect("parse")
+        .static_pad("src")
+        .expect("src pad");
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        // Demuxed fragments may carry only a DTS on some frames; without B-frames they agree.
+        let Some(pts) = info
+            .buffer()
+            .and_then(|b| b.pts().or(b.dts()))
+            .map(|p| p.nseconds())
+        else {
+            return gst::PadProbeReturn::Drop;
+        };
+        if pts < start || pts >= end {
+            return gst::PadProbeReturn::Drop;
+        }
+        if let Some(buf) = info.buffer_mut()
+            && buf.pts().is_none()
+        {
+            buf.make_mut().set_pts(gst::ClockTime::from_nseconds(pts));
+        }
+        gst::PadProbeReturn::Ok
+    });
+    run_to_eos(&cut)?;
+    Ok((start - first, end - first))
+}
+
+pub async fn snapshot(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    crate::cameras::load(&app, &id).await?;
+    match app.store.get(&ObjectPath::from(snapshot_key(&id))).await {
+        Ok(r) => {
+            let bytes = r
+                .bytes()
+                .await
+                .map_err(|e| ApiError::Media(e.to_string()))?;
+            Ok(HttpResponse::Ok()
+                .content_type("image/jpeg")
+                .insert_header(("Cache-Control", "no-store"))
+                .body(bytes))
+        }
+        Err(object_store::Error::NotFound { .. }) => Err(ApiError::NotFound(format!(
+            "camera {id} has no snapshot yet"
+        ))),
+        Err(e) => Err(ApiError::Media(e.to_string())),
+    }
+}
+
+/// Asks the owning ingest worker for a fresh snapshot (taken within a second or so, plus up to
+/// one GOP to reach a keyframe).
+pub async fn request_snapshot(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    crate::cameras::load(&app, &id).await?;
+    app.state
+        .set(
+            &cloudcam_core::media::snapshot_request_key(&id),
+            b"1",
+            Some(Duration::from_secs(30)),
+        )
+        .await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"requested": true})))
+}

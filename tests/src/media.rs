@@ -1,0 +1,97 @@
+//! Decoding what cloudcam stored, with GStreamer, to check it frame by frame.
+
+use anyhow::{Result, anyhow};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Default)]
+pub struct Decoded {
+    /// Frames the decoder produced.
+    pub frames: u64,
+    /// Whether the first H.264 access unit is a keyframe.
+    pub starts_with_keyframe: bool,
+    /// Presentation span of the decoded frames (last end − first start).
+    pub duration_ms: f64,
+    pub width: i32,
+    pub height: i32,
+}
+
+/// Fully decodes an MP4 (H.264) or JPEG file.
+pub fn decode(path: &Path) -> Result<Decoded> {
+    gst::init()?;
+    let is_jpeg = path.extension().is_some_and(|e| e == "jpg");
+    let desc = if is_jpeg {
+        "filesrc name=src ! jpegdec ! videoconvert ! fakesink name=sink sync=false".to_string()
+    } else {
+        "filesrc name=src ! qtdemux ! h264parse name=parse ! avdec_h264 ! videoconvert ! fakesink name=sink sync=false"
+            .to_string()
+    };
+    let pipeline = gst::parse::launch(&desc)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow!("not a pipeline"))?;
+    pipeline
+        .by_name("src")
+        .unwrap()
+        .set_property("location", path.to_string_lossy().as_ref());
+    let out = Arc::new(Mutex::new((Decoded::default(), None::<u64>, 0u64, false)));
+    if let Some(parse) = pipeline.by_name("parse") {
+        let out = out.clone();
+        parse
+            .static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let mut o = out.lock().unwrap();
+                if !o.3
+                    && let Some(b) = info.buffer()
+                {
+                    o.3 = true;
+                    o.0.starts_with_keyframe = !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
+    {
+        let out = out.clone();
+        let pad = pipeline
+            .by_name("sink")
+            .unwrap()
+            .static_pad("sink")
+            .unwrap();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let mut o = out.lock().unwrap();
+            if let Some(b) = info.buffer() {
+                o.0.frames += 1;
+                if let Some(pts) = b.pts() {
+                    let start = o.1.get_or_insert(pts.nseconds()).to_owned();
+                    let end = pts.nseconds() + b.duration().map(|d| d.nseconds()).unwrap_or(0);
+                    o.2 = o.2.max(end);
+                    o.0.duration_ms = (o.2.saturating_sub(start)) as f64 / 1e6;
+                }
+            }
+            if o.0.width == 0
+                && let Some(caps) = pad.current_caps()
+                && let Some(s) = caps.structure(0)
+            {
+                o.0.width = s.get::<i32>("width").unwrap_or(0);
+                o.0.height = s.get::<i32>("height").unwrap_or(0);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    pipeline.set_state(gst::State::Playing)?;
+    let bus = pipeline.bus().unwrap();
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let _ = pipeline.set_state(gst::State::Null);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => Ok(out.lock().unwrap().0.clone()),
+        Some(gst::MessageView::Error(e)) => {
+            Err(anyhow!("{} does not decode: {}", path.display(), e.error()))
+        }
+        _ => Err(anyhow!("decoding {} timed out", path.display())),
+    }
+}
