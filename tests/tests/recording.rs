@@ -4,7 +4,7 @@
 
 use cloudcam_tests::media::decode;
 use cloudcam_tests::stack::TestEnv;
-use cloudcam_tests::{Api, wait_for};
+use cloudcam_tests::{Api, Browser, wait_for};
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -144,5 +144,38 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         "clip lasts {} ms, its bounds say {want} ms",
         d.duration_ms
     );
+
+    // Playback in the web UI: open the camera's recordings, click the recorded span on the
+    // timeline, and watch the position advance across segment boundaries (3 s segments).
+    let browser = Browser::launch(&env.dir).await?;
+    browser.sign_in(&p.signal.base).await?;
+    browser
+        .click(&format!(".camera[data-id='{id}'] .recordings"))
+        .await?;
+    browser
+        .wait_element("#timeline .span", Duration::from_secs(10))
+        .await?;
+    browser.click("#timeline .span").await?;
+    let played: f64 = wait_for(
+        "playback past two segment boundaries",
+        Duration::from_secs(30),
+        || async {
+            let t: f64 = browser
+                .eval("document.getElementById('playback').currentTime")
+                .await
+                .ok()?;
+            (t >= 7.0).then_some(t)
+        },
+    )
+    .await?;
+    let frames: u64 = browser
+        .eval("document.getElementById('playback').getVideoPlaybackQuality().totalVideoFrames")
+        .await?;
+    assert!(
+        frames as f64 >= played * FPS * 0.8,
+        "{frames} frames decoded in {played} s"
+    );
+    browser.screenshot("playback").await?;
+    browser.close().await;
     Ok(())
 }

@@ -3,7 +3,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: localStorage.getItem("cloudcam.token"), cameras: new Map(), ws: null, view: null };
+const state = { token: localStorage.getItem("cloudcam.token"), cameras: new Map(), ws: null, view: null, snapshotEpoch: 0, rec: null };
+// Snapshots on the camera list refresh every 30 s.
+setInterval(() => { state.snapshotEpoch += 1; if (state.token && !$("main-view").hidden) render(); }, 30000);
 
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${state.token}` };
@@ -72,14 +74,18 @@ function render() {
     card.dataset.state = cam.status.state;
     const st = cam.status;
     const extra = st.state === "live" ? ` · ${st.width}×${st.height} · ${st.fps} fps` : "";
-    card.innerHTML = `<div class="name"></div><div class="url"></div>
+    card.innerHTML = `<img class="snapshot" alt="" hidden><div class="name"></div><div class="url"></div>
       <div><span class="badge ${st.state}">${st.state.replace("_", " ")}</span><span class="meta">${extra}</span></div>
       <div class="reason"></div>
-      <div class="actions"><button class="watch">Watch</button><button class="rename">Rename</button><button class="delete">Delete</button></div>`;
+      <div class="actions"><button class="watch">Watch</button><button class="recordings">Recordings</button><button class="rename">Rename</button><button class="delete">Delete</button></div>`;
     card.querySelector(".name").textContent = cam.name;
     card.querySelector(".url").textContent = cam.url + (cam.username ? ` (as ${cam.username})` : "");
     card.querySelector(".reason").textContent = st.reason;
     card.querySelector(".watch").addEventListener("click", (e) => { e.stopPropagation(); watch(cam.id); });
+    card.querySelector(".recordings").addEventListener("click", (e) => { e.stopPropagation(); openRecordings(cam.id); });
+    const img = card.querySelector(".snapshot");
+    img.onload = () => { img.hidden = false; };
+    img.src = `/api/v1/cameras/${cam.id}/snapshot?token=${encodeURIComponent(state.token)}&t=${state.snapshotEpoch}`;
     card.querySelector(".rename").addEventListener("click", async (e) => {
       e.stopPropagation();
       const name = prompt("New name", cam.name);
@@ -178,6 +184,90 @@ function closeView(hide = true) {
 }
 
 $("player-close").addEventListener("click", () => closeView(true));
+
+// Recordings: a day's timeline of recorded spans; click to play from there; export a clip.
+const DAY_MS = 24 * 3600 * 1000;
+const clipUrl = (id, from, to, download) =>
+  `/api/v1/cameras/${id}/clip?from=${Math.round(from)}&to=${Math.round(to)}&token=${encodeURIComponent(state.token)}${download ? "&download=true" : ""}`;
+const localInput = (ms) => { const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000); return d.toISOString().slice(0, 19); };
+
+function openRecordings(cameraId) {
+  const cam = state.cameras.get(cameraId);
+  state.rec = { cameraId, spans: [] };
+  $("rec-title").textContent = `${cam ? cam.name : cameraId}: recordings`;
+  const today = new Date(); today.setHours(0, 0, 0, 0);
+  $("rec-day").valueAsDate = new Date(today.getTime() - today.getTimezoneOffset() * 60000);
+  $("recordings").hidden = false;
+  loadDay();
+}
+
+function dayStart() {
+  const [y, m, d] = $("rec-day").value.split("-").map(Number);
+  return new Date(y, m - 1, d).getTime();
+}
+
+async function loadDay() {
+  const rec = state.rec;
+  const from = dayStart();
+  const data = await api("GET", `/cameras/${rec.cameraId}/recordings?from=${from}&to=${from + DAY_MS}`);
+  rec.spans = data.spans;
+  const tl = $("timeline");
+  tl.replaceChildren();
+  for (const sp of data.spans) {
+    const el = document.createElement("div");
+    el.className = "span";
+    el.style.left = `${Math.max(0, (sp.start_ms - from) / DAY_MS) * 100}%`;
+    el.style.width = `${((Math.min(sp.end_ms, from + DAY_MS) - Math.max(sp.start_ms, from)) / DAY_MS) * 100}%`;
+    el.title = `${new Date(sp.start_ms).toLocaleTimeString()} – ${new Date(sp.end_ms).toLocaleTimeString()}`;
+    tl.appendChild(el);
+  }
+  const total = data.spans.reduce((a, s) => a + (s.end_ms - s.start_ms), 0);
+  $("rec-info").textContent = data.spans.length
+    ? `${data.segments.length} segments, ${(total / 60000).toFixed(1)} min recorded in ${data.spans.length} span(s); gaps are grey.`
+    : "Nothing recorded on this day.";
+  if (data.spans.length) {
+    const last = data.spans[data.spans.length - 1];
+    $("export-from").value = localInput(Math.max(last.start_ms, last.end_ms - 30000));
+    $("export-to").value = localInput(last.end_ms);
+  }
+}
+
+$("rec-day").addEventListener("change", loadDay);
+$("rec-close").addEventListener("click", () => { $("playback").removeAttribute("src"); $("playback").load(); $("recordings").hidden = true; state.rec = null; });
+
+$("timeline").addEventListener("click", (e) => {
+  const rec = state.rec;
+  const rect = $("timeline").getBoundingClientRect();
+  const t = dayStart() + ((e.clientX - rect.left) / rect.width) * DAY_MS;
+  // Play from the clicked moment (or the next recorded one) to the end of its span, 10 min at most.
+  const span = rec.spans.find((s) => s.end_ms > t);
+  if (!span) return;
+  const from = Math.max(t, span.start_ms);
+  const to = Math.min(span.end_ms, from + 10 * 60000);
+  $("rec-info").textContent = `Playing from ${new Date(from).toLocaleTimeString()}`;
+  const video = $("playback");
+  video.src = clipUrl(rec.cameraId, from, to, false);
+  video.play().catch(() => {});
+});
+
+$("export-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const rec = state.rec;
+  const from = new Date($("export-from").value).getTime();
+  const to = new Date($("export-to").value).getTime();
+  $("export-result").textContent = "exporting…";
+  try {
+    const res = await fetch(clipUrl(rec.cameraId, from, to, true));
+    if (!res.ok) throw new Error((await res.json()).error.message);
+    const start = Number(res.headers.get("X-Cloudcam-Clip-Start-Ms"));
+    const end = Number(res.headers.get("X-Cloudcam-Clip-End-Ms"));
+    const url = URL.createObjectURL(await res.blob());
+    const a = document.createElement("a");
+    a.href = url; a.download = `${rec.cameraId}-${start}-${end}.mp4`; a.textContent = "download";
+    $("export-result").replaceChildren(
+      `Clip ${new Date(start).toLocaleTimeString()} – ${new Date(end).toLocaleTimeString()} (${((end - start) / 1000).toFixed(1)} s, rounded out to keyframes): `, a);
+  } catch (err) { $("export-result").textContent = `export failed: ${err.message}`; }
+});
 
 async function start() {
   try {
