@@ -456,6 +456,16 @@ pub struct Recorder {
     pub spool: PathBuf,
 }
 
+impl Recorder {
+    /// The value of a metric line starting with `series` (name and labels), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(&self.metrics).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+}
+
 async fn wait_http(url: &str, what: &str) -> Result<()> {
     let http = reqwest::Client::new();
     wait_for(what, Duration::from_secs(30), || {

@@ -54,12 +54,23 @@ pub fn from_settings(s: &MediaSettings) -> Result<Arc<dyn ObjectStore>, MediaErr
         Ok(Arc::new(
             AmazonS3Builder::new()
                 .with_endpoint(&s.s3_endpoint)
-                .with_allow_http(s.s3_endpoint.starts_with("http://"))
                 .with_virtual_hosted_style_request(false)
                 .with_region(&s.s3_region)
                 .with_bucket_name(&s.s3_bucket)
                 .with_access_key_id(&s.s3_access_key)
                 .with_secret_access_key(&s.s3_secret_key)
+                // Fail fast while the store is away: the recorder's spool is the retry.
+                .with_retry(object_store::RetryConfig {
+                    max_retries: 2,
+                    retry_timeout: std::time::Duration::from_secs(10),
+                    backoff: Default::default(),
+                })
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_connect_timeout(std::time::Duration::from_secs(3))
+                        .with_timeout(std::time::Duration::from_secs(30))
+                        .with_allow_http(s.s3_endpoint.starts_with("http://")),
+                )
                 .build()?,
         ))
     }
