@@ -2,6 +2,7 @@
 # Benchmarks, each against a baseline measured in the same run (printed as ratios):
 #   bench_latency    watch → first decoded frame in Chromium, GOP 1 s vs 2 s (median, p95)
 #   bench_relay_cpu  ingest CPU per camera vs a gst-launch relay of the same N streams
+#   bench_recorder   recorder CPU per camera vs gst-launch splitmuxsink; segment availability
 #   scripts/bench.sh [TRIES] [N_CAMERAS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,3 +10,4 @@ scripts/install-deps.sh >/dev/null
 cargo build --workspace --locked -q
 cargo run --locked -q -p cloudcam-tests --bin bench_latency -- "${1:-20}"
 cargo run --locked -q -p cloudcam-tests --bin bench_relay_cpu -- "${2:-16}" "${3:-20}"
+cargo run --locked -q -p cloudcam-tests --bin bench_recorder -- "${2:-8}" "${3:-20}"

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod cpu;
 pub mod kafka;
 pub mod media;
 pub mod procs;

@@ -5,44 +5,13 @@
 //!
 //!   cargo run -p cloudcam-tests --bin bench_relay_cpu [-- N [SECONDS]]
 
+use cloudcam_tests::cpu::{cpu_percent, rss_mib, ticks};
 use cloudcam_tests::procs::Proc;
 use cloudcam_tests::stack::TestEnv;
 use cloudcam_tests::{Api, wait_for};
 use serde_json::json;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
-}
-
-/// CPU used by `pid` over `window`, in percent of one core.
-async fn cpu_percent(pid: u32, window: Duration) -> anyhow::Result<f64> {
-    let hz: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
-        .trim()
-        .parse()?;
-    let t0 = cpu_ticks(pid)?;
-    let start = Instant::now();
-    tokio::time::sleep(window).await;
-    let t1 = cpu_ticks(pid)?;
-    Ok((t1 - t0) as f64 / hz / start.elapsed().as_secs_f64() * 100.0)
-}
+use std::time::Duration;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -78,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     // Let every chain connect and settle before measuring.
     wait_for("gst-launch to relay", Duration::from_secs(30), || async {
-        (cpu_ticks(baseline.pid()).ok()? > 50).then_some(())
+        (ticks(baseline.pid()) > 50).then_some(())
     })
     .await?;
     let base_cpu = cpu_percent(baseline.pid(), window).await?;

@@ -1,0 +1,144 @@
+//! Benchmark: the recorder writing N camsim replay streams to Garage, against
+//! `gst-launch-1.0 rtspsrc ! rtph264depay ! h264parse ! splitmuxsink` writing the same streams to
+//! disk (one process, N chains), in the same run. Prints CPU per camera and the ratio, and the
+//! time from a segment's end to its availability (indexed, in S3): median and p95.
+//!
+//!   cargo run -p cloudcam-tests --bin bench_recorder [-- N [SECONDS]]
+
+use cloudcam_tests::cpu::{cpu_percent, rss_mib, ticks};
+use cloudcam_tests::procs::{Proc, now_ms};
+use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::{Api, wait_for};
+use serde_json::json;
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SEGMENT_S: u32 = 2;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(8);
+    let secs: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20);
+    let window = Duration::from_secs(secs);
+    let env = TestEnv::new("bench_recorder")?;
+    let streams: Vec<String> = (0..n)
+        .map(|i| format!("r{i}:mode=replay,width=1280,height=720,fps=25,gop=25,seconds=4"))
+        .collect();
+    let refs: Vec<&str> = streams.iter().map(String::as_str).collect();
+    let camsim = env.camsim(&refs, None).await?;
+
+    // Baseline: gst-launch writing every stream to 2 s MP4 segments on disk.
+    let out = env.dir.join("baseline");
+    std::fs::create_dir_all(&out)?;
+    let mut launch = Vec::new();
+    for i in 0..n {
+        launch.extend(
+            format!(
+                "rtspsrc location={} protocols=tcp latency=200 ! rtph264depay ! h264parse \
+                 ! splitmuxsink muxer-factory=mp4mux max-size-time={} location={}/r{i}-%05d.mp4",
+                camsim.url(&format!("r{i}")),
+                u64::from(SEGMENT_S) * 1_000_000_000,
+                out.display()
+            )
+            .split_whitespace()
+            .map(String::from),
+        );
+    }
+    let mut baseline = Proc::spawn(
+        "gst-launch",
+        &env.dir,
+        Command::new("gst-launch-1.0").arg("-q").args(&launch),
+    )?;
+    wait_for("gst-launch to write", Duration::from_secs(30), || async {
+        (ticks(baseline.pid()) > 50).then_some(())
+    })
+    .await?;
+    let base_cpu = cpu_percent(baseline.pid(), window).await?;
+    let base_rss = rss_mib(baseline.pid());
+    baseline.kill();
+
+    let garage = env.garage().await?;
+    let p = env.platform_with(Some(&garage)).await?;
+    let recorder = env
+        .recorder("recorder-1", &p.kafka, &p.redis, &garage, SEGMENT_S)
+        .await?;
+    let api = Api::login(&p.signal.base).await?;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let cam = api
+            .create_camera(json!({"name": format!("r{i}"), "url": camsim.url(&format!("r{i}")), "recording": true}))
+            .await?;
+        ids.push(cam["id"].as_str().unwrap().to_string());
+    }
+    // Recording on every camera before measuring.
+    for id in &ids {
+        wait_for("a first segment", Duration::from_secs(60), || async {
+            let (_, v) = api
+                .call(
+                    "GET",
+                    &format!("/cameras/{id}/recordings?from=0&to={}", now_ms() + 60_000),
+                    None,
+                )
+                .await
+                .ok()?;
+            (!v["segments"].as_array()?.is_empty()).then_some(())
+        })
+        .await?;
+    }
+    let cpu = tokio::spawn(cpu_percent(recorder.proc.pid(), window));
+
+    // Availability: poll the index and note when each new segment appears.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut delays: Vec<f64> = Vec::new();
+    let started = Instant::now();
+    let mut first_pass = true;
+    while started.elapsed() < window {
+        for id in &ids {
+            let (_, v) = api
+                .call(
+                    "GET",
+                    &format!("/cameras/{id}/recordings?from=0&to={}", now_ms() + 60_000),
+                    None,
+                )
+                .await?;
+            for s in v["segments"].as_array().into_iter().flatten() {
+                let key = s["key"].as_str().unwrap_or_default().to_string();
+                if seen.insert(key) && !first_pass {
+                    delays.push((now_ms() - s["end_ms"].as_i64().unwrap_or(0)) as f64);
+                }
+            }
+        }
+        first_pass = false;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ours_cpu = cpu.await??;
+    let ours_rss = rss_mib(recorder.proc.pid());
+    delays.sort_by(f64::total_cmp);
+    let pct = |p: f64| delays[((delays.len() as f64 - 1.0) * p).round() as usize];
+
+    println!(
+        "{n} cameras (1280x720, 25 fps, replay), {SEGMENT_S} s segments, CPU over {secs} s, % of one core:"
+    );
+    println!(
+        "  gst-launch splitmuxsink to disk : {base_cpu:6.1} % total, {:5.2} % per camera, RSS {base_rss:.0} MiB",
+        base_cpu / n as f64
+    );
+    println!(
+        "  cloudcam-recorder to Garage     : {ours_cpu:6.1} % total, {:5.2} % per camera, RSS {ours_rss:.0} MiB",
+        ours_cpu / n as f64
+    );
+    println!("  ratio recorder / gst-launch: {:.2}", ours_cpu / base_cpu);
+    if delays.is_empty() {
+        println!("  no segment completed during the window");
+    } else {
+        println!(
+            "  segment end → available in S3 and indexed, over {} segments: median {:.0} ms, p95 {:.0} ms (index polled every ~50 ms per camera)",
+            delays.len(),
+            pct(0.5),
+            pct(0.95)
+        );
+    }
+    Ok(())
+}
