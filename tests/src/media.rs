@@ -95,3 +95,46 @@ pub fn decode(path: &Path) -> Result<Decoded> {
         _ => Err(anyhow!("decoding {} timed out", path.display())),
     }
 }
+
+/// Decodes the AAC audio track of an MP4; the number of audio frames.
+pub fn audio_frames(path: &Path) -> Result<u64> {
+    gst::init()?;
+    let pipeline = gst::parse::launch(
+        "filesrc name=src ! qtdemux name=d d.audio_0 ! aacparse ! avdec_aac ! fakesink name=sink sync=false",
+    )?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow!("not a pipeline"))?;
+    pipeline
+        .by_name("src")
+        .unwrap()
+        .set_property("location", path.to_string_lossy().as_ref());
+    let frames = Arc::new(Mutex::new(0u64));
+    {
+        let frames = frames.clone();
+        let pad = pipeline
+            .by_name("sink")
+            .unwrap()
+            .static_pad("sink")
+            .unwrap();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            *frames.lock().unwrap() += 1;
+            gst::PadProbeReturn::Ok
+        });
+    }
+    pipeline.set_state(gst::State::Playing)?;
+    let bus = pipeline.bus().unwrap();
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(30),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let _ = pipeline.set_state(gst::State::Null);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => Ok(*frames.lock().unwrap()),
+        Some(gst::MessageView::Error(e)) => Err(anyhow!(
+            "{}: no decodable audio: {}",
+            path.display(),
+            e.error()
+        )),
+        _ => Err(anyhow!("decoding audio of {} timed out", path.display())),
+    }
+}

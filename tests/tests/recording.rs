@@ -1,8 +1,8 @@
 //! Continuous recording to S3 (Garage) on real components: segments decode to the expected frame
-//! count, start with a keyframe and follow each other without gaps; a clip exported from an
+//! count, carry the camera's AAC audio, start with a keyframe and follow each other without gaps; a clip exported from an
 //! arbitrary range is the range rounded out to keyframes; a snapshot decodes at the camera's size.
 
-use cloudcam_tests::media::decode;
+use cloudcam_tests::media::{audio_frames, decode};
 use cloudcam_tests::stack::TestEnv;
 use cloudcam_tests::{Api, Browser, wait_for};
 use object_store::ObjectStoreExt;
@@ -17,7 +17,10 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
     let env = TestEnv::new("recording")?;
     let garage = env.garage().await?;
     let camsim = env
-        .camsim(&["lobby:width=640,height=360,fps=25,gop=25"], None)
+        .camsim(
+            &["lobby:width=640,height=360,fps=25,gop=25,audio=aac"],
+            None,
+        )
         .await?;
     let p = env.platform_with(Some(&garage)).await?;
     let _recorder = env
@@ -93,6 +96,9 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
             d.starts_with_keyframe,
             "segment {key} starts with a delta frame"
         );
+        // The camera's AAC audio is recorded with the video, untouched.
+        let audio = audio_frames(&file)?;
+        assert!(audio > 0, "segment {key} has no audio");
         assert!(
             (d.frames as f64 - expected).abs() <= 1.5,
             "segment {key}: {} frames decoded, {expected:.1} expected from {indexed_ms} ms",

@@ -172,9 +172,14 @@ impl CameraActor {
             url: self.spec.source_url.clone(),
             secret,
         };
+        let audio_target = self
+            .restream
+            .as_ref()
+            .map(|m| ("127.0.0.1".to_string(), m.audio_port));
         match Relay::start(
             &source,
             &targets,
+            audio_target,
             &self.shared.settings,
             self.counters.clone(),
             on_event,
@@ -403,6 +408,12 @@ impl Handler<Relayed> for CameraActor {
                 self.status.codec = "H264".into();
                 self.status.last_frame_ms = cloudcam_core::now_ms();
                 self.set_state(CameraState::Live, "receiving video");
+            }
+            PipelineEvent::Audio { caps } => {
+                if let (Some(server), Some(mount)) = (&self.shared.restream, &self.restream) {
+                    tracing::info!(camera = %self.spec.camera_id, "camera sends AAC audio; re-streamed with the video");
+                    server.set_audio(&self.spec.camera_id, mount, &caps);
+                }
             }
             PipelineEvent::Unsupported { reason } => {
                 self.fail(CameraState::UnsupportedCodec, reason, ctx);

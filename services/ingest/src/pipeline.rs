@@ -36,6 +36,10 @@ pub enum FailureKind {
 pub enum PipelineEvent {
     /// The first H.264 access unit reached the relay.
     FirstFrame,
+    /// The camera sends AAC audio, forwarded untouched as RTP with these caps.
+    Audio {
+        caps: String,
+    },
     /// The camera offers no video that can be relayed without transcoding.
     Unsupported {
         reason: String,
@@ -75,6 +79,7 @@ impl Relay {
     pub fn start(
         source: &Source,
         targets: &[(String, u16)],
+        audio_target: Option<(String, u16)>,
         settings: &CameraSettings,
         counters: Arc<Counters>,
         on_event: EventSink,
@@ -118,6 +123,14 @@ impl Relay {
                     && !linked.swap(true, Ordering::SeqCst)
                 {
                     link_h264(&pipeline, pad, &clients, counters.clone(), on_event.clone())
+                } else if media == "audio"
+                    && encoding == "MPEG4-GENERIC"
+                    && let Some((host, port)) = &audio_target
+                {
+                    on_event(PipelineEvent::Audio {
+                        caps: stream_caps(pad),
+                    });
+                    link_audio(&pipeline, pad, host, *port)
                 } else {
                     seen.lock()
                         .expect("seen lock")
@@ -254,6 +267,59 @@ fn link_h264(
     });
     let sinkpad = depay.static_pad("sink").expect("depay has a sink pad");
     pad.link(&sinkpad)
+        .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
+    Ok(())
+}
+
+/// The RTP caps of a pad, without the per-session fields (SSRC, sequence and clock bases, …),
+/// so that a receiver of the forwarded packets can be set up with them.
+fn stream_caps(pad: &gst::Pad) -> String {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let Some(s) = caps.structure(0) else {
+        return String::new();
+    };
+    let keep = [
+        "media",
+        "payload",
+        "clock-rate",
+        "encoding-name",
+        "encoding-params",
+        "streamtype",
+        "profile-level-id",
+        "mode",
+        "config",
+        "sizelength",
+        "indexlength",
+        "indexdeltalength",
+    ];
+    let mut out = gst::Structure::new_empty("application/x-rtp");
+    for (name, value) in s.iter() {
+        if keep.contains(&name.as_str()) {
+            out.set_value(name, value.clone());
+        }
+    }
+    out.to_string()
+}
+
+/// Forwards the camera's audio RTP as it is (no depayloading) to `host:port`.
+fn link_audio(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    host: &str,
+    port: u16,
+) -> Result<(), gst::glib::BoolError> {
+    let queue = gst::ElementFactory::make("queue").build()?;
+    let sink = gst::ElementFactory::make("udpsink")
+        .property("host", host)
+        .property("port", i32::from(port))
+        .property("sync", false)
+        .property("async", false)
+        .build()?;
+    pipeline.add_many([&queue, &sink])?;
+    queue.link(&sink)?;
+    queue.sync_state_with_parent()?;
+    sink.sync_state_with_parent()?;
+    pad.link(&queue.static_pad("sink").expect("queue sink pad"))
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct Restream {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mount {
     pub rtp_port: u16,
+    /// Where the relay forwards the camera's audio RTP, if it has any.
+    pub audio_port: u16,
     pub url: String,
 }
 
@@ -69,26 +71,51 @@ impl Restream {
         })
     }
 
-    /// Serves `camera_id`; returns the UDP port its relay must send RTP to.
+    /// Serves `camera_id` (video only until [`Self::set_audio`]); returns the UDP ports its
+    /// relay must send RTP to.
     pub fn mount(&self, camera_id: &str) -> Result<Mount, RestreamError> {
-        let rtp_port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map_err(RestreamError::Port)?
-            .port();
+        let port = || {
+            UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(RestreamError::Port)
+                .map(|a| a.port())
+        };
+        let mount = Mount {
+            rtp_port: port()?,
+            audio_port: port()?,
+            url: format!("{}/cam/{camera_id}", self.public_base),
+        };
+        self.serve(camera_id, &mount, None);
+        Ok(mount)
+    }
+
+    /// Adds the camera's AAC audio (RTP caps as the camera sends them) to its re-stream.
+    pub fn set_audio(&self, camera_id: &str, mount: &Mount, caps: &str) {
+        self.serve(camera_id, mount, Some(caps));
+    }
+
+    fn serve(&self, camera_id: &str, mount: &Mount, audio_caps: Option<&str>) {
+        let audio = audio_caps
+            .map(|caps| {
+                format!(
+                    " udpsrc address=127.0.0.1 port={} caps=\"{}\" \
+                     ! rtpmp4gdepay ! aacparse ! rtpmp4gpay name=pay1 pt=97",
+                    mount.audio_port,
+                    caps.replace('"', "")
+                )
+            })
+            .unwrap_or_default();
         let factory = rtsp_server::RTSPMediaFactory::new();
         factory.set_launch(&format!(
-            "( udpsrc address=127.0.0.1 port={rtp_port} \
+            "( udpsrc address=127.0.0.1 port={} \
                caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload=96\" \
              ! rtph264depay ! h264parse config-interval=-1 \
-             ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+             ! rtph264pay name=pay0 pt=96 config-interval=-1{audio} )",
+            mount.rtp_port
         ));
         factory.set_shared(true);
-        let path = format!("/cam/{camera_id}");
-        self.mounts.add_factory(&path, factory);
-        Ok(Mount {
-            rtp_port,
-            url: format!("{}{path}", self.public_base),
-        })
+        self.mounts
+            .add_factory(&format!("/cam/{camera_id}"), factory);
     }
 
     pub fn unmount(&self, camera_id: &str) {

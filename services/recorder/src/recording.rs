@@ -11,6 +11,7 @@ use cloudcam_core::state::{StateStore, get_json};
 use cloudcam_proto::v1::CameraSpec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_sdp as gst_sdp;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -150,19 +151,111 @@ impl RecordingActor {
         let dir = self.dir();
         std::fs::create_dir_all(&dir)?;
         let pattern = dir.join(format!("{}-{run}-%06d.mp4", cloudcam_core::now_ms()));
-        let pipeline = gst::parse::launch(&format!(
-            "rtspsrc name=src protocols=tcp latency=200 ! rtph264depay ! h264parse \
-             ! splitmuxsink name=mux muxer-factory=mp4mux \
-               muxer-properties=\"properties,fragment-duration=1000,streamable=true\" \
-               max-size-time={}",
-            self.shared.settings.segment_seconds * 1_000_000_000
-        ))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-        let src = pipeline.by_name("src").expect("named src");
-        src.set_property("location", url);
-        let mux = pipeline.by_name("mux").expect("named mux");
-        mux.set_property("location", pattern.to_string_lossy().as_ref());
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("rtspsrc")
+            .property("location", url)
+            .property("latency", 200u32)
+            .build()?;
+        src.set_property_from_str("protocols", "tcp");
+        let mux = gst::ElementFactory::make("splitmuxsink")
+            .property("location", pattern.to_string_lossy().as_ref())
+            .property(
+                "max-size-time",
+                self.shared.settings.segment_seconds * 1_000_000_000,
+            )
+            .property("muxer-factory", "mp4mux")
+            .build()?;
+        mux.set_property_from_str(
+            "muxer-properties",
+            "properties,fragment-duration=1000,streamable=true",
+        );
+        let depay = gst::ElementFactory::make("rtph264depay").build()?;
+        let parse = gst::ElementFactory::make("h264parse").build()?;
+        pipeline.add_many([&src, &mux, &depay, &parse])?;
+        depay.link(&parse)?;
+        parse.link_pads(Some("src"), &mux, Some("video"))?;
+        // Joining the re-stream mid-GOP: nothing is written before the first keyframe, so every
+        // segment starts with one.
+        let keyed = std::sync::atomic::AtomicBool::new(false);
+        parse
+            .static_pad("src")
+            .expect("h264parse src pad")
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                use std::sync::atomic::Ordering::Relaxed;
+                match info.buffer() {
+                    Some(b) if !keyed.load(Relaxed) => {
+                        if b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                            return gst::PadProbeReturn::Drop;
+                        }
+                        keyed.store(true, Relaxed);
+                        gst::PadProbeReturn::Ok
+                    }
+                    _ => gst::PadProbeReturn::Ok,
+                }
+            });
+        // Audio (AAC) is recorded with the video when the re-stream has it. splitmuxsink wants
+        // all its inputs before data flows, so the audio branch is made from the SDP.
+        let audio: std::sync::Arc<std::sync::Mutex<Option<gst::Element>>> = Default::default();
+        {
+            let (weak, mux, audio) = (pipeline.downgrade(), mux.clone(), audio.clone());
+            src.connect("on-sdp", false, move |args| {
+                let sdp = args[1].get::<gst_sdp::SDPMessage>().ok()?;
+                let has_aac = sdp.medias().any(|m| {
+                    m.media() == Some("audio")
+                        && m.attributes().any(|a| {
+                            a.key() == "rtpmap"
+                                && a.value().is_some_and(|v| v.contains("MPEG4-GENERIC"))
+                        })
+                });
+                let pipeline = weak.upgrade()?;
+                if has_aac
+                    && let Ok(adepay) = gst::ElementFactory::make("rtpmp4gdepay").build()
+                    && let Ok(aparse) = gst::ElementFactory::make("aacparse").build()
+                    && pipeline.add_many([&adepay, &aparse]).is_ok()
+                    && adepay.link(&aparse).is_ok()
+                    && aparse
+                        .link_pads(Some("src"), &mux, Some("audio_%u"))
+                        .is_ok()
+                {
+                    let _ = adepay.sync_state_with_parent();
+                    let _ = aparse.sync_state_with_parent();
+                    *audio.lock().expect("audio lock") = Some(adepay);
+                }
+                None
+            });
+        }
+        {
+            let weak = pipeline.downgrade();
+            src.connect_pad_added(move |_, pad| {
+                let Some(pipeline) = weak.upgrade() else {
+                    return;
+                };
+                let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+                let media = caps
+                    .structure(0)
+                    .and_then(|s| s.get::<&str>("media").ok())
+                    .unwrap_or("")
+                    .to_string();
+                let target = match media.as_str() {
+                    "video" => Some(depay.clone()),
+                    "audio" => audio.lock().expect("audio lock").clone(),
+                    _ => None,
+                };
+                let target = target
+                    .and_then(|t| t.static_pad("sink"))
+                    .filter(|p| !p.is_linked());
+                let linked = target.is_some_and(|t| pad.link(&t).is_ok());
+                if !linked
+                    && let Ok(sink) = gst::ElementFactory::make("fakesink")
+                        .property("async", false)
+                        .build()
+                    && pipeline.add(&sink).is_ok()
+                {
+                    let _ = sink.sync_state_with_parent();
+                    let _ = pad.link(&sink.static_pad("sink").expect("fakesink sink pad"));
+                }
+            });
+        }
         let mut messages = pipeline.bus().expect("pipeline bus").stream();
         let bus_task = tokio::spawn(async move {
             use futures::StreamExt;

@@ -35,7 +35,7 @@ struct Args {
     #[arg(long, default_value_t = 8554)]
     port: u16,
     /// A stream: `PATH[:key=value,...]`; keys: mode (live|replay), codec (h264|h265|mjpeg),
-    /// width, height, fps, gop (frames), profile (baseline|main|high), overlay (true|false),
+    /// width, height, fps, gop (frames), profile (baseline|main|high), overlay (true|false), audio (aac|none),
     /// seconds (replay loop length), file (Annex-B H.264 for replay).
     #[arg(long = "stream", required = true)]
     streams: Vec<String>,

@@ -31,6 +31,8 @@ pub struct StreamSpec {
     pub overlay: bool,
     pub seconds: u32,
     pub file: Option<String>,
+    /// Also send AAC audio (a test tone), as many cameras do.
+    pub audio: bool,
 }
 
 impl FromStr for StreamSpec {
@@ -53,6 +55,7 @@ impl FromStr for StreamSpec {
             overlay: true,
             seconds: 4,
             file: None,
+            audio: false,
         };
         for kv in opts.split(',').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv
@@ -82,6 +85,13 @@ impl FromStr for StreamSpec {
                 "overlay" => spec.overlay = v.parse()?,
                 "seconds" => spec.seconds = v.parse()?,
                 "file" => spec.file = Some(v.to_string()),
+                "audio" => {
+                    spec.audio = match v {
+                        "aac" => true,
+                        "none" => false,
+                        _ => bail!("audio must be aac or none, not {v:?}"),
+                    }
+                }
                 _ => bail!("unknown stream option {k:?}"),
             }
         }
@@ -127,7 +137,13 @@ pub fn live_factory(spec: &StreamSpec) -> Result<rtsp_server::RTSPMediaFactory> 
         ),
         Codec::Mjpeg => "jpegenc ! rtpjpegpay name=pay0 pt=26".to_string(),
     };
-    let launch = format!("( {} ! {enc} )", raw_source(spec, true, -1));
+    let audio = if spec.audio {
+        " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample \
+         ! audio/x-raw,rate=48000,channels=1 ! avenc_aac ! aacparse ! rtpmp4gpay name=pay1 pt=97"
+    } else {
+        ""
+    };
+    let launch = format!("( {} ! {enc}{audio} )", raw_source(spec, true, -1));
     let factory = rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(&launch);
     factory.set_shared(true);
