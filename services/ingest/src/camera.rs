@@ -323,7 +323,7 @@ impl CameraActor {
         self.spec.source_url != new.source_url
             || self.spec.credentials_ref != new.credentials_ref
             || self.spec.rtp_targets != new.rtp_targets
-            || self.spec.generation != new.generation
+            || self.spec.source_generation != new.source_generation
     }
 }
 

@@ -48,6 +48,9 @@ pub struct CameraRecord {
     #[serde(flatten)]
     pub info: CameraInfo,
     pub generation: u64,
+    /// Bumped when the source URL or credentials change.
+    #[serde(default)]
+    pub source_generation: u64,
     pub mountpoint: Mountpoint,
 }
 
@@ -168,6 +171,7 @@ impl CameraRecord {
                 gateway: app.config.janus.url.clone(),
             }],
             generation: self.generation,
+            source_generation: self.source_generation,
         }
     }
 }
@@ -268,6 +272,7 @@ pub async fn create(
             updated_ms: now,
         },
         generation: 1,
+        source_generation: 1,
         mountpoint,
     };
     save(&app, &record, secret.as_ref()).await?;
@@ -283,8 +288,11 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let mut record = load(&app, &id).await?;
-    let mut secret: Option<CameraSecret> =
-        get_json(&*app.state, &secret_key(&record.info.id)).await?;
+    let before: (String, Option<CameraSecret>) = (
+        record.info.url.clone(),
+        get_json(&*app.state, &secret_key(&record.info.id)).await?,
+    );
+    let mut secret = before.1.clone();
     if let Some(name) = &body.name {
         record.info.name = check_name(name)?;
     }
@@ -329,6 +337,9 @@ pub async fn update(
     record.info.has_password = secret.as_ref().is_some_and(|s| !s.password.is_empty());
     record.info.updated_ms = cloudcam_core::now_ms();
     record.generation += 1;
+    if (record.info.url.clone(), secret.clone()) != before {
+        record.source_generation += 1;
+    }
     save(&app, &record, secret.as_ref()).await?;
     tracing::info!(camera = %record.info.id, "camera changed");
     Ok(HttpResponse::Ok().json(view(&app, record).await?))

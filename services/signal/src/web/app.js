@@ -216,6 +216,7 @@ async function loadDay() {
   for (const sp of data.spans) {
     const el = document.createElement("div");
     el.className = "span";
+    el.dataset.i = String(data.spans.indexOf(sp));
     el.style.left = `${Math.max(0, (sp.start_ms - from) / DAY_MS) * 100}%`;
     el.style.width = `${((Math.min(sp.end_ms, from + DAY_MS) - Math.max(sp.start_ms, from)) / DAY_MS) * 100}%`;
     el.title = `${new Date(sp.start_ms).toLocaleTimeString()} – ${new Date(sp.end_ms).toLocaleTimeString()}`;
@@ -238,10 +239,13 @@ $("rec-close").addEventListener("click", () => { $("playback").removeAttribute("
 $("timeline").addEventListener("click", (e) => {
   const rec = state.rec;
   const rect = $("timeline").getBoundingClientRect();
-  const t = dayStart() + ((e.clientX - rect.left) / rect.width) * DAY_MS;
-  // Play from the clicked moment (or the next recorded one) to the end of its span, 10 min at most.
-  const span = rec.spans.find((s) => s.end_ms > t);
+  let t = dayStart() + ((e.clientX - rect.left) / rect.width) * DAY_MS;
+  // A pixel is about two minutes of the day: a click on a span plays that span, from the clicked
+  // moment when it falls inside it (and leaves something to watch), else from its start.
+  const hit = e.target.closest(".span");
+  const span = hit ? rec.spans[Number(hit.dataset.i)] : rec.spans.find((s) => s.end_ms > t);
   if (!span) return;
+  if (t < span.start_ms || t > span.end_ms - 10000) t = span.start_ms;
   const from = Math.max(t, span.start_ms);
   const to = Math.min(span.end_ms, from + 10 * 60000);
   $("rec-info").textContent = `Playing from ${new Date(from).toLocaleTimeString()}`;
