@@ -1,6 +1,5 @@
 //! `cloudcam-ingest`: the ingest worker binary. See the library docs.
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use clap::Parser;
 use cloudcam_core::config::{load, state_from_settings};
 use cloudcam_ingest::IngestConfig;
@@ -23,37 +22,9 @@ async fn main() -> anyhow::Result<()> {
     let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
     let state = state_from_settings(&cfg.redis).await?;
 
-    let server = HttpServer::new(|| {
-        App::new()
-            .route(
-                "/metrics",
-                web::get().to(|| async {
-                    HttpResponse::Ok()
-                        .content_type("text/plain; version=0.0.4")
-                        .body(cloudcam_core::metrics::render())
-                }),
-            )
-            .route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-            )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(&cfg.metrics_listen)?
-    .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    tracing::info!(listen = %cfg.metrics_listen, "metrics served");
+    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen)?;
 
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    };
+    let shutdown = cloudcam_core::ops::shutdown_signal();
     gstreamer::init()?;
     let restream =
         cloudcam_ingest::restream::Restream::start(&cfg.restream_listen, &cfg.restream_advertise)?;

@@ -1,6 +1,5 @@
 //! `cloudcam-recorder`: the recorder binary. See the library docs.
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use clap::Parser;
 use cloudcam_core::config::{load, state_from_settings};
 use cloudcam_recorder::RecorderConfig;
@@ -29,36 +28,9 @@ async fn main() -> anyhow::Result<()> {
     let store = cloudcam_core::media::from_settings(&cfg.media)?;
     let shared = cloudcam_recorder::shared(cfg.recorder.clone(), id, bus.clone(), state, store)?;
 
-    let server = HttpServer::new(|| {
-        App::new()
-            .route(
-                "/metrics",
-                web::get().to(|| async {
-                    HttpResponse::Ok()
-                        .content_type("text/plain; version=0.0.4")
-                        .body(cloudcam_core::metrics::render())
-                }),
-            )
-            .route(
-                "/healthz",
-                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-            )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(&cfg.metrics_listen)?
-    .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
+    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen)?;
 
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-    };
+    let shutdown = cloudcam_core::ops::shutdown_signal();
     cloudcam_recorder::run(shared, bus, shutdown).await?;
     handle.stop(true).await;
     Ok(())
