@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs cloudcam on this machine with embedded defaults: Janus and a simulated camera (camsim)
 # as processes, and the signal service with an in-process ingest worker (no Kafka, no Redis).
-# The simulated camera is added on start, so the web UI shows it playing live.
+# The simulated camera is added on start, so the web UI shows it playing live. Recordings and
+# snapshots go to .cache/run/media.
 #
 #   CLOUDCAM_PORT (default 8080), CLOUDCAM_ADMIN_PASSWORD (default: generated and printed)
 set -euo pipefail
@@ -28,6 +29,8 @@ target/debug/camsim --port "$camsim_port" \
 CLOUDCAM_SIGNAL_LISTEN="0.0.0.0:$port" \
 CLOUDCAM_SIGNAL_AUTH__ADMIN_PASSWORD="$password" \
 CLOUDCAM_SIGNAL_JANUS__URL="http://127.0.0.1:$janus_port/janus" \
+CLOUDCAM_SIGNAL_MEDIA__LOCAL_DIR="$run/media" \
+CLOUDCAM_SIGNAL_RECORDER__SPOOL_DIR="$run/spool" \
   target/debug/cloudcam-signal > "$run/signal.log" 2>&1 & pids+=($!)
 
 api="http://127.0.0.1:$port/api/v1"

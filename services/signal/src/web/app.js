@@ -55,6 +55,8 @@ $("add-form").addEventListener("submit", async (e) => {
   const body = { name: $("add-name").value, url: $("add-url").value };
   if ($("add-username").value) body.username = $("add-username").value;
   if ($("add-password").value) body.password = $("add-password").value;
+  body.recording = $("add-recording").checked;
+  body.retention_hours = Number($("add-retention").value || 0);
   try {
     const cam = await api("POST", "/cameras", body);
     state.cameras.set(cam.id, cam);
@@ -75,14 +77,18 @@ function render() {
     const st = cam.status;
     const extra = st.state === "live" ? ` · ${st.width}×${st.height} · ${st.fps} fps` : "";
     card.innerHTML = `<img class="snapshot" alt="" hidden><div class="name"></div><div class="url"></div>
-      <div><span class="badge ${st.state}">${st.state.replace("_", " ")}</span><span class="meta">${extra}</span></div>
+      <div><span class="badge ${st.state}">${st.state.replace("_", " ")}</span>${cam.recording ? '<span class="badge rec">REC</span>' : ""}<span class="meta">${extra}</span></div>
       <div class="reason"></div>
-      <div class="actions"><button class="watch">Watch</button><button class="recordings">Recordings</button><button class="rename">Rename</button><button class="delete">Delete</button></div>`;
+      <div class="actions"><button class="watch">Watch</button><button class="recordings">Recordings</button><button class="record">${cam.recording ? "Stop recording" : "Record"}</button><button class="rename">Rename</button><button class="delete">Delete</button></div>`;
     card.querySelector(".name").textContent = cam.name;
     card.querySelector(".url").textContent = cam.url + (cam.username ? ` (as ${cam.username})` : "");
     card.querySelector(".reason").textContent = st.reason;
     card.querySelector(".watch").addEventListener("click", (e) => { e.stopPropagation(); watch(cam.id); });
     card.querySelector(".recordings").addEventListener("click", (e) => { e.stopPropagation(); openRecordings(cam.id); });
+    card.querySelector(".record").addEventListener("click", async (e) => {
+      e.stopPropagation();
+      try { state.cameras.set(cam.id, await api("PATCH", `/cameras/${cam.id}`, { recording: !cam.recording })); render(); } catch (err) { alert(err.message); }
+    });
     const img = card.querySelector(".snapshot");
     img.onload = () => { img.hidden = false; };
     img.src = `/api/v1/cameras/${cam.id}/snapshot?token=${encodeURIComponent(state.token)}&t=${state.snapshotEpoch}`;
