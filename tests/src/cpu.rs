@@ -40,3 +40,35 @@ pub async fn cpu_percent(pid: u32, window: Duration) -> anyhow::Result<f64> {
     let t1 = cpu_ticks(pid)?;
     Ok((t1 - t0) as f64 / hz / start.elapsed().as_secs_f64() * 100.0)
 }
+
+/// A baseline measured beside cloudcam: `gst-launch-1.0` running one pipeline `chain(i)` per
+/// stream `0..n` in a single process. Returns its CPU (% of one core) over `window` and its
+/// resident memory, once every chain has connected and settled; the process is then killed.
+pub async fn measure_gst_launch(
+    dir: &std::path::Path,
+    n: usize,
+    window: Duration,
+    chain: impl Fn(usize) -> String,
+) -> anyhow::Result<(f64, f64)> {
+    let args: Vec<String> = (0..n)
+        .flat_map(|i| {
+            chain(i)
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut baseline = crate::procs::Proc::spawn(
+        "gst-launch",
+        dir,
+        Command::new("gst-launch-1.0").arg("-q").args(&args),
+    )?;
+    crate::procs::wait_for("gst-launch to run", Duration::from_secs(30), || async {
+        (ticks(baseline.pid()) > 50).then_some(())
+    })
+    .await?;
+    let cpu = cpu_percent(baseline.pid(), window).await?;
+    let rss = rss_mib(baseline.pid());
+    baseline.kill();
+    Ok((cpu, rss))
+}

@@ -80,15 +80,21 @@ pub fn decode(path: &Path) -> Result<Decoded> {
             gst::PadProbeReturn::Ok
         });
     }
+    play_to_eos(&pipeline, path, 60)?;
+    Ok(out.lock().unwrap().0.clone())
+}
+
+/// Plays `pipeline` (reading `path`) to its end; fails on an error or after `timeout_s`.
+fn play_to_eos(pipeline: &gst::Pipeline, path: &Path, timeout_s: u64) -> Result<()> {
     pipeline.set_state(gst::State::Playing)?;
     let bus = pipeline.bus().unwrap();
     let msg = bus.timed_pop_filtered(
-        gst::ClockTime::from_seconds(60),
+        gst::ClockTime::from_seconds(timeout_s),
         &[gst::MessageType::Eos, gst::MessageType::Error],
     );
     let _ = pipeline.set_state(gst::State::Null);
     match msg.as_ref().map(|m| m.view()) {
-        Some(gst::MessageView::Eos(_)) => Ok(out.lock().unwrap().0.clone()),
+        Some(gst::MessageView::Eos(_)) => Ok(()),
         Some(gst::MessageView::Error(e)) => {
             Err(anyhow!("{} does not decode: {}", path.display(), e.error()))
         }
@@ -121,20 +127,6 @@ pub fn audio_frames(path: &Path) -> Result<u64> {
             gst::PadProbeReturn::Ok
         });
     }
-    pipeline.set_state(gst::State::Playing)?;
-    let bus = pipeline.bus().unwrap();
-    let msg = bus.timed_pop_filtered(
-        gst::ClockTime::from_seconds(30),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    );
-    let _ = pipeline.set_state(gst::State::Null);
-    match msg.as_ref().map(|m| m.view()) {
-        Some(gst::MessageView::Eos(_)) => Ok(*frames.lock().unwrap()),
-        Some(gst::MessageView::Error(e)) => Err(anyhow!(
-            "{}: no decodable audio: {}",
-            path.display(),
-            e.error()
-        )),
-        _ => Err(anyhow!("decoding audio of {} timed out", path.display())),
-    }
+    play_to_eos(&pipeline, path, 30)?;
+    Ok(*frames.lock().unwrap())
 }

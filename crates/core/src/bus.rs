@@ -51,6 +51,16 @@ pub trait Bus: Send + Sync + 'static {
     fn events(&self) -> Result<mpsc::UnboundedReceiver<CameraEvent>, BusError>;
 }
 
+/// The ids among `owned` (camera id → (partition, handle)) that belong to `partitions`: what a
+/// member must stop when those partitions are revoked.
+pub fn owned_in<T>(owned: &HashMap<String, (i32, T)>, partitions: &[i32]) -> Vec<String> {
+    owned
+        .iter()
+        .filter(|(_, (p, _))| partitions.contains(p))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
 /// Decodes a desired-state message; `None` (counted and logged) when it cannot be used.
 fn decode_spec(payload: &[u8]) -> Option<CameraSpec> {
     match CameraSpec::decode(payload) {

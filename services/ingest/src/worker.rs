@@ -6,7 +6,7 @@ use crate::camera::{CameraActor, Shared, Stop, UpdateSpec};
 use crate::config::CameraSettings;
 use crate::report::Reporter;
 use actix::prelude::*;
-use cloudcam_core::bus::{Bus, SpecUpdate};
+use cloudcam_core::bus::{Bus, SpecUpdate, owned_in};
 use cloudcam_core::state::StateStore;
 use std::collections::HashMap;
 use std::future::Future;
@@ -79,12 +79,7 @@ async fn apply(
             }
         }
         SpecUpdate::Revoked { partitions } => {
-            let gone: Vec<String> = cameras
-                .iter()
-                .filter(|(_, (p, _))| partitions.contains(p))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in gone {
+            for id in owned_in(cameras, &partitions) {
                 if let Some((_, addr)) = cameras.remove(&id) {
                     let _ = addr.send(Stop).await;
                 }

@@ -3,7 +3,7 @@
 
 use crate::recording::{RecordingActor, Shared, Stop, UpdateSpec};
 use actix::prelude::*;
-use cloudcam_core::bus::{Bus, SpecUpdate};
+use cloudcam_core::bus::{Bus, SpecUpdate, owned_in};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -41,12 +41,7 @@ pub async fn run(
                     }
                     SpecUpdate::Deleted { camera_id, .. } => stop(&mut cameras, &camera_id).await,
                     SpecUpdate::Revoked { partitions } => {
-                        let gone: Vec<String> = cameras
-                            .iter()
-                            .filter(|(_, (p, _))| partitions.contains(p))
-                            .map(|(id, _)| id.clone())
-                            .collect();
-                        for id in gone {
+                        for id in owned_in(&cameras, &partitions) {
                             stop(&mut cameras, &id).await;
                         }
                     }

@@ -5,13 +5,12 @@
 //!
 //!   cargo run -p cloudcam-tests --bin bench_recorder [-- N [SECONDS]]
 
-use cloudcam_tests::cpu::{cpu_percent, rss_mib, ticks};
-use cloudcam_tests::procs::{Proc, now_ms};
+use cloudcam_tests::cpu::{cpu_percent, measure_gst_launch, rss_mib};
+use cloudcam_tests::procs::now_ms;
 use cloudcam_tests::stack::TestEnv;
 use cloudcam_tests::{Api, wait_for};
 use serde_json::json;
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SEGMENT_S: u32 = 2;
@@ -32,32 +31,16 @@ async fn main() -> anyhow::Result<()> {
     // Baseline: gst-launch writing every stream to 2 s MP4 segments on disk.
     let out = env.dir.join("baseline");
     std::fs::create_dir_all(&out)?;
-    let mut launch = Vec::new();
-    for i in 0..n {
-        launch.extend(
-            format!(
-                "rtspsrc location={} protocols=tcp latency=200 ! rtph264depay ! h264parse \
-                 ! splitmuxsink muxer-factory=mp4mux max-size-time={} location={}/r{i}-%05d.mp4",
-                camsim.url(&format!("r{i}")),
-                u64::from(SEGMENT_S) * 1_000_000_000,
-                out.display()
-            )
-            .split_whitespace()
-            .map(String::from),
-        );
-    }
-    let mut baseline = Proc::spawn(
-        "gst-launch",
-        &env.dir,
-        Command::new("gst-launch-1.0").arg("-q").args(&launch),
-    )?;
-    wait_for("gst-launch to write", Duration::from_secs(30), || async {
-        (ticks(baseline.pid()) > 50).then_some(())
+    let (base_cpu, base_rss) = measure_gst_launch(&env.dir, n, window, |i| {
+        format!(
+            "rtspsrc location={} protocols=tcp latency=200 ! rtph264depay ! h264parse \
+             ! splitmuxsink muxer-factory=mp4mux max-size-time={} location={}/r{i}-%05d.mp4",
+            camsim.url(&format!("r{i}")),
+            u64::from(SEGMENT_S) * 1_000_000_000,
+            out.display()
+        )
     })
     .await?;
-    let base_cpu = cpu_percent(baseline.pid(), window).await?;
-    let base_rss = rss_mib(baseline.pid());
-    baseline.kill();
 
     let garage = env.garage().await?;
     let p = env.platform_with(Some(&garage)).await?;

@@ -5,12 +5,10 @@
 //!
 //!   cargo run -p cloudcam-tests --bin bench_relay_cpu [-- N [SECONDS]]
 
-use cloudcam_tests::cpu::{cpu_percent, rss_mib, ticks};
-use cloudcam_tests::procs::Proc;
+use cloudcam_tests::Api;
+use cloudcam_tests::cpu::{cpu_percent, measure_gst_launch, rss_mib};
 use cloudcam_tests::stack::TestEnv;
-use cloudcam_tests::{Api, wait_for};
 use serde_json::json;
-use std::process::Command;
 use std::time::Duration;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -27,32 +25,15 @@ async fn main() -> anyhow::Result<()> {
     let camsim = env.camsim(&stream_refs, None).await?;
 
     // Baseline: gst-launch relaying every stream in one process.
-    let mut launch = Vec::new();
-    for i in 0..n {
-        let port = cloudcam_tests::free_port();
-        launch.extend(
-            format!(
-                "rtspsrc location={} protocols=tcp latency=50 ! rtph264depay ! h264parse \
-                 ! rtph264pay pt=96 config-interval=-1 ! udpsink host=127.0.0.1 port={port} sync=false async=false",
-                camsim.url(&format!("r{i}"))
-            )
-            .split_whitespace()
-            .map(String::from),
-        );
-    }
-    let mut baseline = Proc::spawn(
-        "gst-launch",
-        &env.dir,
-        Command::new("gst-launch-1.0").arg("-q").args(&launch),
-    )?;
-    // Let every chain connect and settle before measuring.
-    wait_for("gst-launch to relay", Duration::from_secs(30), || async {
-        (ticks(baseline.pid()) > 50).then_some(())
+    let (base_cpu, base_rss) = measure_gst_launch(&env.dir, n, window, |i| {
+        format!(
+            "rtspsrc location={} protocols=tcp latency=50 ! rtph264depay ! h264parse \
+             ! rtph264pay pt=96 config-interval=-1 ! udpsink host=127.0.0.1 port={} sync=false async=false",
+            camsim.url(&format!("r{i}")),
+            cloudcam_tests::free_port()
+        )
     })
     .await?;
-    let base_cpu = cpu_percent(baseline.pid(), window).await?;
-    let base_rss = rss_mib(baseline.pid());
-    baseline.kill();
 
     // cloudcam: the ingest worker owning N cameras, relaying to their Janus mountpoints.
     let kafka = env.kafka().await?;
