@@ -11,7 +11,7 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-libav
   gstreamer1.0-x
-  janus redis-server chromium
+  janus redis-server chromium prometheus
   default-jdk-headless maven
 )
 missing=()

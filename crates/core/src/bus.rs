@@ -13,10 +13,11 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use prometheus::IntCounterVec;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
@@ -26,6 +27,8 @@ pub enum BusError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("kafka admin: creating topic {topic} failed: {code}")]
     Topic { topic: String, code: String },
+    #[error("kafka: {0}")]
+    Unavailable(String),
 }
 
 /// A change in what this worker owns.
@@ -49,6 +52,10 @@ pub trait Bus: Send + Sync + 'static {
     fn own_specs(&self, group: &str) -> Result<mpsc::UnboundedReceiver<SpecUpdate>, BusError>;
     /// Streams every camera event published from now on.
     fn events(&self) -> Result<mpsc::UnboundedReceiver<CameraEvent>, BusError>;
+    /// Succeeds when the bus answers (the brokers, for Kafka).
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 /// The ids among `owned` (camera id → (partition, handle)) that belong to `partitions`: what a
@@ -287,31 +294,75 @@ impl KafkaBus {
                 "heartbeat.interval.ms",
                 self.settings.heartbeat_interval_ms.to_string(),
             )
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // Feeds the consumer-lag gauge.
+            .set("statistics.interval.ms", "5000");
         cfg
     }
 }
 
-/// Tells the owner loop which partitions were taken away, before they are given to others.
-struct OwnershipContext {
-    tx: mpsc::UnboundedSender<SpecUpdate>,
+static CONSUMER_LAG: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    crate::metrics::register_gauge_vec(
+        "cloudcam_bus_consumer_lag_messages",
+        "Messages on a topic's owned partitions not yet consumed by this process",
+        &["topic"],
+    )
+});
+static REBALANCES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    crate::metrics::register_counter_vec(
+        "cloudcam_bus_partitions_rebalanced_total",
+        "Partitions assigned to or revoked from this process by its consumer group (kind=assigned|revoked)",
+        &["topic", "kind"],
+    )
+});
+
+/// Reports lag from librdkafka's statistics and, for the desired-state consumer, tells the
+/// owner loop which partitions were taken away, before they are given to others.
+struct BusContext {
+    topic: &'static str,
+    revoked: Option<mpsc::UnboundedSender<SpecUpdate>>,
 }
 
-impl rdkafka::client::ClientContext for OwnershipContext {}
+impl rdkafka::client::ClientContext for BusContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let lag: i64 = stats
+            .topics
+            .get(self.topic)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0)
+                    .map(|p| p.consumer_lag.max(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        CONSUMER_LAG
+            .with_label_values(&[self.topic])
+            .set(lag as f64);
+    }
+}
 
-impl ConsumerContext for OwnershipContext {
+impl ConsumerContext for BusContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(?partitions, "partitions revoked");
-            let _ = self.tx.send(SpecUpdate::Revoked { partitions });
+            tracing::info!(topic = self.topic, ?partitions, "partitions revoked");
+            REBALANCES
+                .with_label_values(&[self.topic, "revoked"])
+                .inc_by(partitions.len() as u64);
+            if let Some(tx) = &self.revoked {
+                let _ = tx.send(SpecUpdate::Revoked { partitions });
+            }
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(?partitions, "partitions assigned");
+            tracing::info!(topic = self.topic, ?partitions, "partitions assigned");
+            REBALANCES
+                .with_label_values(&[self.topic, "assigned"])
+                .inc_by(partitions.len() as u64);
         }
     }
 }
@@ -347,9 +398,12 @@ impl Bus for KafkaBus {
         let (tx, rx) = mpsc::unbounded_channel();
         // No offsets are ever committed: every assignment replays its partitions from the
         // start of the compacted topic, which rebuilds their desired state.
-        let consumer: StreamConsumer<OwnershipContext> = self
+        let consumer: StreamConsumer<BusContext> = self
             .consumer_config(group, "earliest")
-            .create_with_context(OwnershipContext { tx: tx.clone() })?;
+            .create_with_context(BusContext {
+                topic: CAMERAS_TOPIC,
+                revoked: Some(tx.clone()),
+            })?;
         consumer.subscribe(&[CAMERAS_TOPIC])?;
         pump(consumer, CAMERAS_TOPIC, tx, |msg| {
             let partition = msg.partition();
@@ -368,10 +422,28 @@ impl Bus for KafkaBus {
         Ok(rx)
     }
 
+    async fn ping(&self) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(CAMERAS_TOPIC), Duration::from_secs(2))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))??;
+        Ok(())
+    }
+
     fn events(&self) -> Result<mpsc::UnboundedReceiver<CameraEvent>, BusError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let group = format!("cloudcam-events-{}", crate::random_hex(6));
-        let consumer: StreamConsumer = self.consumer_config(&group, "latest").create()?;
+        let consumer: StreamConsumer<BusContext> = self
+            .consumer_config(&group, "latest")
+            .create_with_context(BusContext {
+                topic: EVENTS_TOPIC,
+                revoked: None,
+            })?;
         consumer.subscribe(&[EVENTS_TOPIC])?;
         pump(consumer, EVENTS_TOPIC, tx, |msg| {
             msg.payload().and_then(decode_event)

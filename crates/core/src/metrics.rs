@@ -14,6 +14,13 @@ pub static UNDECODABLE_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Registers the metrics every service shares (the bus's), so they are listed from the start.
+pub fn describe() {
+    for topic in [cloudcam_proto::CAMERAS_TOPIC, cloudcam_proto::EVENTS_TOPIC] {
+        UNDECODABLE_MESSAGES.with_label_values(&[topic]).inc_by(0);
+    }
+}
+
 /// Registers a counter vector in the default registry.
 pub fn register_counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -51,4 +58,31 @@ pub fn register_histogram(name: &str, help: &str, buckets: Vec<f64>) -> promethe
         .register(Box::new(h.clone()))
         .expect("metric registered once");
     h
+}
+
+/// Registers a histogram vector in the default registry.
+pub fn register_histogram_vec(
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> prometheus::HistogramVec {
+    let h = prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(name, help).buckets(buckets),
+        labels,
+    )
+    .expect("valid metric");
+    prometheus::default_registry()
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+/// Registers a gauge in the default registry.
+pub fn register_gauge(name: &str, help: &str) -> prometheus::Gauge {
+    let g = prometheus::Gauge::new(name, help).expect("valid metric");
+    prometheus::default_registry()
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
 }

@@ -4,7 +4,7 @@
 
 use crate::config::CameraSettings;
 use crate::pipeline::{Counters, FailureKind, PipelineEvent, Relay, Source};
-use crate::report::{BYTES, FRAMES, RECONNECTS, Reporter};
+use crate::report::{BYTES, FRAMES, LAST_FRAME_AGE, RECONNECTS, RTP_PACKETS, Reporter};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraSecret, CameraState, CameraStatus};
 use cloudcam_core::state::{StateStore, get_json};
@@ -56,6 +56,8 @@ pub struct CameraActor {
     counters: Arc<Counters>,
     started_at: Instant,
     last_health: (Instant, u64, u64),
+    /// RTP packets already counted in the metric, from the current relay's counters.
+    last_packets: u64,
     retry: Option<SpawnHandle>,
     restream: Option<crate::restream::Mount>,
     /// When the last snapshot was taken, and whether one is being taken.
@@ -77,6 +79,7 @@ impl CameraActor {
             counters: Arc::new(Counters::default()),
             started_at: Instant::now(),
             last_health: (Instant::now(), 0, 0),
+            last_packets: 0,
             retry: None,
             restream: None,
             last_snapshot: None,
@@ -167,6 +170,7 @@ impl CameraActor {
             targets.push(("127.0.0.1".into(), m.rtp_port));
         }
         self.counters = Arc::new(Counters::default());
+        self.last_packets = 0;
         self.started_at = Instant::now();
         let source = Source {
             url: self.spec.source_url.clone(),
@@ -274,6 +278,11 @@ impl CameraActor {
         let bytes = self.counters.bytes.load(Ordering::Relaxed);
         let last = self.counters.last_frame_ms.load(Ordering::Relaxed);
         let now_ms = cloudcam_core::now_ms();
+        if last > 0 {
+            LAST_FRAME_AGE
+                .with_label_values(&[self.id()])
+                .set((now_ms - last) as f64 / 1000.0);
+        }
         let settings = &self.shared.settings;
         match self.status.state {
             CameraState::Connecting
@@ -304,6 +313,11 @@ impl CameraActor {
                     BYTES
                         .with_label_values(&[self.id()])
                         .inc_by(bytes.saturating_sub(b0));
+                    let packets = self.counters.rtp_packets.load(Ordering::Relaxed);
+                    RTP_PACKETS
+                        .with_label_values(&[self.id()])
+                        .inc_by(packets.saturating_sub(self.last_packets));
+                    self.last_packets = packets;
                     self.status.fps =
                         ((frames.saturating_sub(f0)) as f64 / secs * 10.0).round() / 10.0;
                     self.status.bitrate_bps = (bytes.saturating_sub(b0) as f64 * 8.0 / secs) as u64;

@@ -22,7 +22,10 @@ async fn main() -> anyhow::Result<()> {
     let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
     let state = state_from_settings(&cfg.redis).await?;
 
-    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen)?;
+    let store = cloudcam_core::media::from_settings(&cfg.media)?;
+    let readiness =
+        cloudcam_core::ops::Readiness::dependencies(bus.clone(), state.clone(), Some(store.clone()));
+    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen, readiness)?;
 
     let shutdown = cloudcam_core::ops::shutdown_signal();
     gstreamer::init()?;
@@ -32,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         worker_id,
         cfg.camera,
         Some(std::sync::Arc::new(restream)),
-        Some(cloudcam_core::media::from_settings(&cfg.media)?),
+        Some(store),
         bus,
         state,
         shutdown,

@@ -60,6 +60,8 @@ pub struct Counters {
     pub frames: AtomicU64,
     pub bytes: AtomicU64,
     pub last_frame_ms: AtomicI64,
+    /// RTP packets handed to the UDP sink (Janus and the re-stream).
+    pub rtp_packets: AtomicU64,
 }
 
 /// Where a camera's stream comes from.
@@ -250,6 +252,7 @@ fn link_h264(
     for e in chain {
         e.sync_state_with_parent()?;
     }
+    let packets = counters.clone();
     let parse_src = caps.static_pad("src").expect("capsfilter has a src pad");
     parse_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         if let Some(buf) = info.buffer() {
@@ -265,6 +268,19 @@ fn link_h264(
         }
         gst::PadProbeReturn::Ok
     });
+    let rtp_in = sink.static_pad("sink").expect("sink has a sink pad");
+    rtp_in.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            let n = match &info.data {
+                Some(gst::PadProbeData::Buffer(_)) => 1,
+                Some(gst::PadProbeData::BufferList(l)) => l.len() as u64,
+                _ => 0,
+            };
+            packets.rtp_packets.fetch_add(n, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        },
+    );
     let sinkpad = depay.static_pad("sink").expect("depay has a sink pad");
     pad.link(&sinkpad)
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;

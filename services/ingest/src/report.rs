@@ -40,6 +40,33 @@ pub static RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["camera"],
     )
 });
+pub static RTP_PACKETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_ingest_camera_rtp_packets_total",
+        "RTP packets forwarded to Janus and the re-stream, per camera",
+        &["camera"],
+    )
+});
+pub static LAST_FRAME_AGE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec(
+        "cloudcam_ingest_camera_last_frame_age_seconds",
+        "Seconds since the last video frame arrived from the camera",
+        &["camera"],
+    )
+});
+static STATE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec(
+        "cloudcam_ingest_camera_state",
+        "1 for a camera's current state on this worker (one series per camera)",
+        &["camera", "state"],
+    )
+});
+pub static OWNED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    cloudcam_core::metrics::register_gauge(
+        "cloudcam_ingest_cameras",
+        "Cameras this worker owns (one actor each)",
+    )
+});
 static FPS: LazyLock<GaugeVec> = LazyLock::new(|| {
     register_gauge_vec(
         "cloudcam_ingest_camera_fps",
@@ -54,6 +81,12 @@ static UP: LazyLock<GaugeVec> = LazyLock::new(|| {
         &["camera"],
     )
 });
+
+/// Registers this worker's metrics up front, so they are listed before the first camera.
+pub fn describe() {
+    LazyLock::force(&OWNED);
+    cloudcam_core::metrics::describe();
+}
 
 enum Report {
     State(String, CameraStatus, u32),
@@ -76,8 +109,11 @@ impl Reporter {
             while let Some(report) = rx.recv().await {
                 let (camera_id, status, kind) = match report {
                     Report::Gone(camera_id) => {
-                        for m in [&*FPS, &*UP] {
+                        for m in [&*FPS, &*UP, &*LAST_FRAME_AGE] {
                             let _ = m.remove_label_values(&[&camera_id]);
+                        }
+                        for s in CameraState::ALL {
+                            let _ = STATE.remove_label_values(&[&camera_id, s.as_str()]);
                         }
                         continue;
                     }
@@ -132,6 +168,14 @@ impl Reporter {
             .inc();
         UP.with_label_values(&[camera_id])
             .set(f64::from(u8::from(status.state == CameraState::Live)));
+        for s in CameraState::ALL {
+            if s != status.state {
+                let _ = STATE.remove_label_values(&[camera_id, s.as_str()]);
+            }
+        }
+        STATE
+            .with_label_values(&[camera_id, status.state.as_str()])
+            .set(1.0);
         if matches!(
             status.state,
             CameraState::Live | CameraState::Connecting | CameraState::Stopped

@@ -37,6 +37,7 @@ pub async fn run(
         restream,
         store,
     };
+    crate::report::describe();
     let mut updates = bus.own_specs(GROUP)?;
     let mut cameras: HashMap<String, (i32, Addr<CameraActor>)> = HashMap::new();
     tracing::info!(worker = %worker_id, "ingest worker running");
@@ -47,6 +48,7 @@ pub async fn run(
             update = updates.recv() => {
                 let Some(update) = update else { break };
                 apply(update, &mut cameras, &shared).await;
+                crate::report::OWNED.set(cameras.len() as f64);
             }
         }
     }

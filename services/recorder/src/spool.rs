@@ -30,6 +30,26 @@ static UPLOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["result"],
     )
 });
+static SEGMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_recorder_segments_total",
+        "Segments stored and indexed, per camera",
+        &["camera"],
+    )
+});
+static SEGMENT_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_counter_vec(
+        "cloudcam_recorder_segment_bytes_total",
+        "Bytes of segments stored, per camera",
+        &["camera"],
+    )
+});
+pub static RECORDING: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    cloudcam_core::metrics::register_gauge(
+        "cloudcam_recorder_cameras",
+        "Cameras this recorder records (one actor each)",
+    )
+});
 static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_counter_vec(
         "cloudcam_recorder_spool_dropped_segments_total",
@@ -58,6 +78,20 @@ static AVAILABLE_DELAY: LazyLock<Histogram> = LazyLock::new(|| {
         vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
     )
 });
+
+/// Registers this recorder's metrics up front, so they are listed before the first segment.
+pub fn describe() {
+    LazyLock::force(&RECORDING);
+    for unit in ["bytes", "segments"] {
+        SPOOL.with_label_values(&[unit]).set(0.0);
+    }
+    for result in ["ok", "error"] {
+        UPLOADS.with_label_values(&[result]).inc_by(0);
+    }
+    LazyLock::force(&UPLOAD_SECONDS);
+    LazyLock::force(&AVAILABLE_DELAY);
+    cloudcam_core::metrics::describe();
+}
 
 pub struct Spool {
     pub dir: PathBuf,
@@ -225,6 +259,10 @@ impl Spool {
         }
         let delay = (cloudcam_core::now_ms() - s.end_ms).max(0) as f64 / 1000.0;
         AVAILABLE_DELAY.observe(delay);
+        SEGMENTS.with_label_values(&[&s.camera_id]).inc();
+        SEGMENT_BYTES
+            .with_label_values(&[&s.camera_id])
+            .inc_by(s.bytes);
         tracing::info!(camera = %s.camera_id, key = %s.key, bytes = s.bytes, delay_s = delay, "segment stored");
         let _ = tokio::fs::remove_file(&r.json).await;
         let _ = tokio::fs::remove_file(&r.mp4).await;

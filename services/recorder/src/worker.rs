@@ -18,6 +18,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     gstreamer::init()?;
+    crate::spool::describe();
     actix::spawn(shared.spool.clone().run());
     let mut updates = bus.own_specs(GROUP)?;
     let mut cameras: HashMap<String, (i32, Addr<RecordingActor>)> = HashMap::new();
@@ -46,6 +47,7 @@ pub async fn run(
                         }
                     }
                 }
+                crate::spool::RECORDING.set(cameras.len() as f64);
             }
         }
     }

@@ -24,6 +24,8 @@ pub struct AppState {
     pub alloc_lock: tokio::sync::Mutex<()>,
     /// Camera status changes, for every open WebSocket.
     pub statuses: broadcast::Sender<(String, CameraStatus)>,
+    /// Whether the Janus gateway answered the reconciler's last pass.
+    pub janus_up: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -41,12 +43,38 @@ impl AppState {
             state,
             alloc_lock: tokio::sync::Mutex::new(()),
             statuses: broadcast::channel(1024).0,
+            janus_up: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
-/// Registers the API, WebSocket, metrics and web UI routes.
-pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
+/// What `/readyz` checks: Kafka, Redis, the media store and at least one healthy Janus gateway.
+pub fn readiness(app: &Arc<AppState>) -> cloudcam_core::ops::Readiness {
+    let a = app.clone();
+    cloudcam_core::ops::Readiness::dependencies(
+        app.bus.clone(),
+        app.state.clone(),
+        Some(app.store.clone()),
+    )
+    .check("janus", move || {
+        let up = a.janus_up.load(std::sync::atomic::Ordering::Relaxed);
+        async move {
+            if up {
+                Ok(())
+            } else {
+                Err("no Janus gateway answered its last health check".into())
+            }
+        }
+    })
+}
+
+/// Registers the API, WebSocket, metrics, health and web UI routes.
+pub fn routes(
+    cfg: &mut web::ServiceConfig,
+    max_body: usize,
+    readiness: cloudcam_core::ops::Readiness,
+) {
+    cloudcam_core::ops::routes(cfg, readiness);
     let json = web::JsonConfig::default()
         .limit(max_body)
         .error_handler(move |err, _| json_error(err, max_body));
@@ -76,20 +104,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                     Err::<HttpResponse, _>(ApiError::NotFound("no such API endpoint".into()))
                 })),
         )
-        .route("/metrics", web::get().to(metrics))
-        .route(
-            "/healthz",
-            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-        )
         .route("/", web::get().to(crate::web::index))
         .route("/app.js", web::get().to(crate::web::script))
         .route("/style.css", web::get().to(crate::web::style));
-}
-
-async fn metrics() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(cloudcam_core::metrics::render())
 }
 
 /// Relays camera events from the bus to every WebSocket as full statuses.
@@ -116,30 +133,40 @@ pub fn spawn_event_relay(app: Arc<AppState>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps every camera's mountpoint present on the gateway (it forgets them when restarted).
+/// Keeps every camera's mountpoint present on the gateway (it forgets them when restarted),
+/// and records the gateway's health.
 pub fn spawn_reconciler(app: Arc<AppState>) {
+    use crate::metrics::{JANUS_MOUNTPOINTS, JANUS_UP};
     actix_rt::spawn(async move {
         let every = Duration::from_millis(app.config.janus.reconcile_interval_ms);
+        let gateway = app.pool.gateway.clone();
         let mut healthy = true;
         loop {
-            let result = match cameras::all(&app).await {
-                Ok(cams) => app.pool.reconcile(&cams).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(n) => {
-                    if n > 0 || !healthy {
-                        tracing::info!(created = n, "janus mountpoints reconciled");
+            match cameras::all(&app).await {
+                Err(e) => tracing::warn!(error = %e, "cannot list cameras to reconcile"),
+                Ok(cams) => match app.pool.reconcile(&cams).await {
+                    Ok(r) => {
+                        if r.created > 0 || !healthy {
+                            tracing::info!(%gateway, created = r.created, "janus mountpoints reconciled");
+                        }
+                        healthy = true;
+                        JANUS_MOUNTPOINTS
+                            .with_label_values(&[&gateway])
+                            .set(r.present as f64);
                     }
-                    healthy = true;
-                }
-                Err(e) => {
-                    if healthy {
-                        tracing::warn!(error = %e, "cannot reconcile janus mountpoints");
+                    Err(e) => {
+                        if healthy {
+                            tracing::warn!(%gateway, error = %e, "janus gateway unhealthy");
+                        }
+                        healthy = false;
                     }
-                    healthy = false;
-                }
+                },
             }
+            JANUS_UP
+                .with_label_values(&[&gateway])
+                .set(f64::from(u8::from(healthy)));
+            app.janus_up
+                .store(healthy, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(every).await;
         }
     });

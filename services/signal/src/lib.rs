@@ -8,6 +8,7 @@ pub mod cameras;
 pub mod config;
 pub mod error;
 pub mod janus;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod recordings;

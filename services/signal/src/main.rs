@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         state.clone(),
         store.clone(),
     ));
+    cloudcam_signal::metrics::describe();
     app::spawn_event_relay(app.clone())?;
     app::spawn_reconciler(app.clone());
 
@@ -79,11 +80,16 @@ async fn main() -> anyhow::Result<()> {
 
     let data = web::Data::from(app.clone());
     let max_body = cfg.max_body_bytes;
+    let readiness = app::readiness(&app);
     let server = HttpServer::new(move || {
+        let readiness = readiness.clone();
         App::new()
             .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(
+                cloudcam_signal::metrics::http_timer,
+            ))
             .wrap(actix_web::middleware::Logger::new("%U %s %Dms").exclude("/metrics"))
-            .configure(|c| app::routes(c, max_body))
+            .configure(move |c| app::routes(c, max_body, readiness))
     })
     .bind(&cfg.listen)?;
     for addr in server.addrs() {

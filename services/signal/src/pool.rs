@@ -16,13 +16,31 @@ const NO_SUCH_MOUNTPOINT: i64 = 455;
 
 pub struct Pool {
     pub janus: Janus,
+    /// The gateway's name in metrics and logs: its URL's `host:port`.
+    pub gateway: String,
     settings: JanusSettings,
+}
+
+/// What one reconciler pass found and did on a gateway.
+pub struct Reconciled {
+    /// Mountpoints the gateway was missing and got back.
+    pub created: usize,
+    /// Mountpoints on the gateway after the pass.
+    pub present: usize,
 }
 
 impl Pool {
     pub fn new(settings: JanusSettings) -> Self {
+        let gateway = settings
+            .url
+            .split("://")
+            .last()
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_string();
         Self {
             janus: Janus::new(&settings.url),
+            gateway,
             settings,
         }
     }
@@ -102,8 +120,8 @@ impl Pool {
         }
     }
 
-    /// Creates every mountpoint the gateway is missing; returns how many it created.
-    pub async fn reconcile(&self, cameras: &[CameraRecord]) -> Result<usize, JanusError> {
+    /// Creates every mountpoint the gateway is missing.
+    pub async fn reconcile(&self, cameras: &[CameraRecord]) -> Result<Reconciled, JanusError> {
         let h = self.janus.open().await?;
         let result = async {
             let listed = h.request(json!({"request": "list"})).await?;
@@ -122,7 +140,10 @@ impl Pool {
                     }
                 }
             }
-            Ok(created)
+            Ok(Reconciled {
+                created,
+                present: present.len() + created,
+            })
         }
         .await;
         let _ = h.destroy().await;

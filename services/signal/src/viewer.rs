@@ -31,6 +31,7 @@ pub async fn run(
             message,
         })
     };
+    let _counted = crate::metrics::ViewerGuard::new(&camera.info.id);
     let handle = match janus.open().await {
         Ok(h) => h,
         Err(e) => return fail("gateway_error", e.to_string()),

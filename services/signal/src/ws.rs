@@ -130,6 +130,7 @@ impl Actor for WsSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        crate::metrics::WEBSOCKETS.inc();
         Self::send(
             ctx,
             &ServerMessage::Hello {
@@ -148,6 +149,7 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        crate::metrics::WEBSOCKETS.dec();
         // Dropping the senders ends every viewer task, which destroys its Janus session.
         for (_, tx) in self.views.drain() {
             let _ = tx.send(Command::Stop);
