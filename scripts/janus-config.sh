@@ -5,7 +5,9 @@
 #   scripts/janus-config.sh DIR HTTP_PORT [ADMIN_PORT]
 #
 # Mountpoint RTP ports are chosen by signal (janus.rtp_port_min/max); rtp_port_range below is
-# for the WebRTC side.
+# for the WebRTC side. In a container: JANUS_HTTP_IP=0.0.0.0 lets signal reach the API,
+# JANUS_NAT_1_1=<address browsers reach> and JANUS_RTP_PORT_RANGE match the published UDP ports,
+# JANUS_ICE_IFACE names the interface ICE may use.
 set -euo pipefail
 dir=$1 http_port=$2 admin_port=${3:-0}
 libdir=$(dirname "$(ls -d /usr/lib/*/janus/plugins | head -1)")
@@ -13,6 +15,10 @@ iface=${JANUS_ICE_IFACE:-$(ip -o -4 route show default 2>/dev/null | awk '{print
 if [ -z "$iface" ]; then
   iface=$(ip -o -4 addr show | awk '$2 != "lo" {print $2; exit}')
 fi
+http_ip=${JANUS_HTTP_IP:-127.0.0.1}
+port_range=${JANUS_RTP_PORT_RANGE:-40000-44999}
+nat_1_1=""
+[ -n "${JANUS_NAT_1_1:-}" ] && nat_1_1="nat_1_1_mapping = \"$JANUS_NAT_1_1\""
 mkdir -p "$dir"
 disable_plugins=$(cd "$libdir/plugins" && ls libjanus_*.so | grep -v streaming | paste -sd, -)
 disable_transports=$(cd "$libdir/transports" && ls libjanus_*.so | grep -v http | paste -sd, -)
@@ -27,10 +33,11 @@ general: {
   session_timeout = 60
 }
 media: {
-  rtp_port_range = "40000-44999"
+  rtp_port_range = "$port_range"
 }
 nat: {
   ice_enforce_list = "$iface"
+  $nat_1_1
 }
 plugins: {
   disable = "$disable_plugins"
@@ -53,7 +60,7 @@ general: {
   base_path = "/janus"
   http = true
   port = $http_port
-  ip = "127.0.0.1"
+  ip = "$http_ip"
   https = false
 }
 admin: {

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use cloudcam_proto::v1::{CameraEvent, CameraSpec};
 use cloudcam_proto::{CAMERAS_TOPIC, EVENTS_TOPIC, SCHEMA_VERSION};
+use prometheus::IntCounterVec;
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -16,7 +17,6 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use serde::Deserialize;
 use std::collections::HashMap;
-use prometheus::IntCounterVec;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};

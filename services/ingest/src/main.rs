@@ -23,8 +23,11 @@ async fn main() -> anyhow::Result<()> {
     let state = state_from_settings(&cfg.redis).await?;
 
     let store = cloudcam_core::media::from_settings(&cfg.media)?;
-    let readiness =
-        cloudcam_core::ops::Readiness::dependencies(bus.clone(), state.clone(), Some(store.clone()));
+    let readiness = cloudcam_core::ops::Readiness::dependencies(
+        bus.clone(),
+        state.clone(),
+        Some(store.clone()),
+    );
     let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen, readiness)?;
 
     let shutdown = cloudcam_core::ops::shutdown_signal();

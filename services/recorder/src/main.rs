@@ -26,8 +26,11 @@ async fn main() -> anyhow::Result<()> {
     let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
     let state = state_from_settings(&cfg.redis).await?;
     let store = cloudcam_core::media::from_settings(&cfg.media)?;
-    let readiness =
-        cloudcam_core::ops::Readiness::dependencies(bus.clone(), state.clone(), Some(store.clone()));
+    let readiness = cloudcam_core::ops::Readiness::dependencies(
+        bus.clone(),
+        state.clone(),
+        Some(store.clone()),
+    );
     let shared = cloudcam_recorder::shared(cfg.recorder.clone(), id, bus.clone(), state, store)?;
 
     let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen, readiness)?;

@@ -88,6 +88,7 @@ pub fn describe() {
     for result in ["ok", "error"] {
         UPLOADS.with_label_values(&[result]).inc_by(0);
     }
+    DROPPED.with_label_values(&["spool_full"]).inc_by(0);
     LazyLock::force(&UPLOAD_SECONDS);
     LazyLock::force(&AVAILABLE_DELAY);
     cloudcam_core::metrics::describe();

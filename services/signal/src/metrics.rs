@@ -15,7 +15,9 @@ static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         "cloudcam_signal_http_request_duration_seconds",
         "HTTP request durations by method, route pattern and status code",
         &["method", "route", "status"],
-        vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ],
     )
 });
 pub static WEBSOCKETS: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
