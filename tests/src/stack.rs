@@ -459,10 +459,96 @@ pub struct Recorder {
 impl Recorder {
     /// The value of a metric line starting with `series` (name and labels), if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = reqwest::get(&self.metrics).await.ok()?.text().await.ok()?;
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        metric(&self.metrics, series).await
+    }
+}
+
+/// The value of the line starting with `series` (name and labels) in the `/metrics` page at
+/// `url`, if present.
+pub async fn metric(url: &str, series: &str) -> Option<f64> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A Prometheus server (Debian's package) scraping the given targets every second.
+pub struct Prometheus {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl TestEnv {
+    /// Starts Prometheus with one job per `(job, metrics URL)`.
+    pub async fn prometheus(&self, targets: &[(&str, &str)]) -> Result<Prometheus> {
+        let dir = self.dir.join("prometheus");
+        std::fs::create_dir_all(&dir)?;
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+        );
+        for (job, url) in targets {
+            let url = reqwest::Url::parse(url)?;
+            let host = format!(
+                "{}:{}",
+                url.host_str().unwrap_or_default(),
+                url.port().unwrap_or(80)
+            );
+            config.push_str(&format!(
+                "  - job_name: {job}\n    metrics_path: {}\n    static_configs:\n      - targets: [\"{host}\"]\n",
+                url.path()
+            ));
+        }
+        let file = dir.join("prometheus.yml");
+        std::fs::write(&file, config)?;
+        let port = free_port();
+        let proc = Proc::spawn(
+            "prometheus",
+            &self.dir,
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", file.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+        )?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_http(&format!("{url}/-/ready"), "Prometheus").await?;
+        Ok(Prometheus { proc, url })
+    }
+}
+
+impl Prometheus {
+    /// Evaluates an instant PromQL query; returns the result vector.
+    pub async fn query(&self, expr: &str) -> Result<Vec<serde_json::Value>> {
+        let v: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", expr)])
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(v["status"] == "success", "query {expr}: {v}");
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The scrape targets with their health (`up`, `down`, `unknown`), by job.
+    pub async fn targets(&self) -> Result<Vec<(String, String)>> {
+        let v: serde_json::Value = reqwest::get(format!("{}/api/v1/targets", self.url))
+            .await?
+            .json()
+            .await?;
+        Ok(v["data"]["activeTargets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t["labels"]["job"].as_str().unwrap_or_default().to_string(),
+                    t["health"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
     }
 }
 

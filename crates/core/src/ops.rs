@@ -148,3 +148,37 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_web::test]
+    async fn readyz_names_the_dependency_that_is_down() {
+        let readiness = Readiness::new()
+            .check("redis", || async { Ok(()) })
+            .check("kafka", || async { Err("connection refused".to_string()) });
+        let app = actix_web::test::init_service(
+            App::new().configure(move |c| routes(c, readiness.clone())),
+        )
+        .await;
+        let req = actix_web::test::TestRequest::get()
+            .uri("/readyz")
+            .to_request();
+        let res = actix_web::test::call_service(&app, req).await;
+        assert_eq!(res.status(), 503);
+        let body: serde_json::Value = actix_web::test::read_body_json(res).await;
+        assert_eq!(body["ready"], false);
+        assert_eq!(body["checks"]["redis"], "ok");
+        assert_eq!(body["checks"]["kafka"], "error: connection refused");
+        let req = actix_web::test::TestRequest::get()
+            .uri("/healthz")
+            .to_request();
+        assert!(
+            actix_web::test::call_service(&app, req)
+                .await
+                .status()
+                .is_success()
+        );
+    }
+}

@@ -359,6 +359,10 @@ impl Actor for CameraActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::info!(camera = %self.spec.camera_id, name = %self.spec.name, "camera actor started");
+        // The camera's counters exist from the start, so that their first increase shows.
+        for counter in [&*FRAMES, &*BYTES, &*RTP_PACKETS, &*RECONNECTS] {
+            counter.with_label_values(&[self.id()]).inc_by(0);
+        }
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
         self.connect(ctx);
     }

@@ -130,6 +130,7 @@ impl Pool {
                 .and_then(|l| l.as_array())
                 .map(|l| l.iter().filter_map(|m| m.get("id")?.as_u64()).collect())
                 .unwrap_or_default();
+            // Private mountpoints are not listed, so a listed-or-refused create means present.
             let mut created = 0;
             for cam in cameras {
                 if !present.contains(&cam.mountpoint.id) {
@@ -142,7 +143,7 @@ impl Pool {
             }
             Ok(Reconciled {
                 created,
-                present: present.len() + created,
+                present: cameras.len(),
             })
         }
         .await;
