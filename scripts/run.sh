@@ -38,7 +38,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null &
 token=$(curl -sf -X POST "$api/login" -H 'content-type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$password\"}" | sed -E 's/.*"token":"([^"]+)".*/\1/')
 curl -sf -X POST "$api/cameras" -H "authorization: Bearer $token" -H 'content-type: application/json' \
-  -d "{\"name\":\"Simulated camera\",\"url\":\"rtsp://127.0.0.1:$camsim_port/demo\"}" >/dev/null
+  -d "{\"name\":\"Simulated camera\",\"url\":\"rtsp://127.0.0.1:$camsim_port/demo\",\"always_on\":true}" >/dev/null
 
 cat <<MSG
 

@@ -30,7 +30,7 @@ async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyho
     let api = Api::login(&signal.base).await?;
 
     let good = api
-        .create_camera(json!({"name": "Good", "url": open.url("good")}))
+        .create_camera(json!({"name": "Good", "url": open.url("good"), "always_on": true}))
         .await?;
     let good_id = good["id"].as_str().unwrap().to_string();
     api.wait_state(&good_id, "live", Duration::from_secs(20))
@@ -66,6 +66,9 @@ async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyho
         ),
     ];
     for (body, state, reason_part) in &cases {
+        // Always on: these cameras are pulled (and fail) with nobody watching.
+        let mut body = body.clone();
+        body["always_on"] = json!(true);
         let cam = api.create_camera(body.clone()).await?;
         let id = cam["id"].as_str().unwrap();
         // Reported within 10 s of being added.

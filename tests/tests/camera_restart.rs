@@ -16,7 +16,7 @@ async fn camera_restart_recovers_by_itself_and_the_viewer_resumes() -> anyhow::R
     let signal = &p.signal;
     let api = Api::login(&signal.base).await?;
     let cam = api
-        .create_camera(json!({"name": "Yard", "url": camsim.url("yard")}))
+        .create_camera(json!({"name": "Yard", "url": camsim.url("yard"), "always_on": true}))
         .await?;
     let id = cam["id"].as_str().unwrap().to_string();
     api.wait_state(&id, "live", Duration::from_secs(20)).await?;

@@ -26,7 +26,7 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
     let created = api
         .create_camera(json!({
             "name": "Gate", "url": camsim.url("gate"),
-            "username": "viewer", "password": PASSWORD
+            "username": "viewer", "password": PASSWORD, "always_on": true
         }))
         .await?;
     responses.push(created.to_string());
@@ -38,7 +38,8 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
     let embedded = api
         .create_camera(json!({
             "name": "Gate again",
-            "url": format!("rtsp://viewer:{PASSWORD}@127.0.0.1:{}/gate", camsim.port)
+            "url": format!("rtsp://viewer:{PASSWORD}@127.0.0.1:{}/gate", camsim.port),
+            "always_on": true
         }))
         .await?;
     responses.push(embedded.to_string());

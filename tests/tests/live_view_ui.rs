@@ -19,15 +19,22 @@ async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
     browser.fill("#add-url", &camsim.url("front")).await?;
     browser.click("#add-submit").await?;
 
-    // The camera appears in the list, and becomes live without a reload (WebSocket updates).
+    // The camera appears in the list as idle: nobody watches it and it does not record, so it
+    // is not pulled (updates arrive over the WebSocket, without a reload).
     browser
-        .wait_element(".camera[data-state=live]", Duration::from_secs(30))
+        .wait_element(".camera[data-state=idle]", Duration::from_secs(30))
         .await?;
     let api = Api::login(&signal.base).await?;
     let (_, cams) = api.call("GET", "/cameras", None).await?;
     assert_eq!(cams[0]["name"], "Front door");
+    assert_eq!(cams[0]["served_by"]["ingest"], "ingest-1", "{cams}");
+    assert_eq!(cams[0]["served_by"]["gateway"], "janus-1", "{cams}");
 
-    browser.click(".camera[data-state=live] .watch").await?;
+    // Watching it starts it; the card turns live.
+    browser.click(".camera[data-state=idle] .watch").await?;
+    browser
+        .wait_element(".camera[data-state=live]", Duration::from_secs(20))
+        .await?;
     let first = browser.wait_frames(0, 1, Duration::from_secs(15)).await?;
     let stats = browser
         .wait_frames(first.frames_decoded, 50, Duration::from_secs(5))

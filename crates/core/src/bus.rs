@@ -38,8 +38,42 @@ pub enum SpecUpdate {
     Upsert { partition: i32, spec: CameraSpec },
     /// The camera was deleted.
     Deleted { partition: i32, camera_id: String },
-    /// These partitions (and so their cameras) are no longer this worker's.
-    Revoked { partitions: Vec<i32> },
+    /// These partitions (and so their cameras) are no longer this worker's. The group waits
+    /// (up to [`REVOKE_TIMEOUT`]) for `done` before giving them to another member, so a camera
+    /// is not pulled by two workers at once: stop the partitions' actors, then call it.
+    Revoked { partitions: Vec<i32>, done: Ack },
+}
+
+/// How long a revocation waits for the member to stop its actors.
+pub const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Acknowledges a revocation once the revoked cameras are stopped (dropping it does too).
+#[derive(Clone)]
+pub struct Ack(Option<std::sync::mpsc::SyncSender<()>>);
+
+impl Ack {
+    /// An acknowledgement nobody waits for.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub fn done(self) {
+        if let Some(tx) = self.0 {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ack")
+    }
+}
+
+impl PartialEq for Ack {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[async_trait]
@@ -351,7 +385,16 @@ impl ConsumerContext for BusContext {
                 .with_label_values(&[self.topic, "revoked"])
                 .inc_by(partitions.len() as u64);
             if let Some(tx) = &self.revoked {
-                let _ = tx.send(SpecUpdate::Revoked { partitions });
+                // This runs on the consumer's own thread, inside the group protocol: blocking
+                // here holds the partitions until the owner loop has stopped their actors.
+                let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+                let sent = tx.send(SpecUpdate::Revoked {
+                    partitions,
+                    done: Ack(Some(done_tx)),
+                });
+                if sent.is_ok() && done_rx.recv_timeout(REVOKE_TIMEOUT).is_err() {
+                    tracing::warn!(topic = self.topic, "revoked cameras did not stop in time");
+                }
             }
         }
     }
@@ -398,27 +441,53 @@ impl Bus for KafkaBus {
         let (tx, rx) = mpsc::unbounded_channel();
         // No offsets are ever committed: every assignment replays its partitions from the
         // start of the compacted topic, which rebuilds their desired state.
-        let consumer: StreamConsumer<BusContext> = self
+        let consumer: BaseConsumer<BusContext> = self
             .consumer_config(group, "earliest")
             .create_with_context(BusContext {
                 topic: CAMERAS_TOPIC,
                 revoked: Some(tx.clone()),
             })?;
         consumer.subscribe(&[CAMERAS_TOPIC])?;
-        pump(consumer, CAMERAS_TOPIC, tx, |msg| {
-            let partition = msg.partition();
-            let key = msg
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default();
-            match msg.payload() {
-                None | Some([]) => Some(SpecUpdate::Deleted {
-                    partition,
-                    camera_id: key,
-                }),
-                Some(p) => decode_spec(p).map(|spec| SpecUpdate::Upsert { partition, spec }),
-            }
-        });
+        // A thread of its own: the revocation callback blocks it until the owner loop (on the
+        // async runtime) has stopped the revoked cameras.
+        std::thread::Builder::new()
+            .name(format!("{group}-consumer"))
+            .spawn(move || {
+                while !tx.is_closed() {
+                    let Some(res) = consumer.poll(Duration::from_millis(200)) else {
+                        continue;
+                    };
+                    let msg = match res {
+                        Ok(msg) => msg,
+                        Err(e) => {
+                            tracing::warn!(topic = CAMERAS_TOPIC, error = %e, "kafka consumer error");
+                            std::thread::sleep(Duration::from_millis(500));
+                            continue;
+                        }
+                    };
+                    let partition = msg.partition();
+                    let key = msg
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default();
+                    let update = match msg.payload() {
+                        None | Some([]) => Some(SpecUpdate::Deleted {
+                            partition,
+                            camera_id: key,
+                        }),
+                        Some(p) => {
+                            decode_spec(p).map(|spec| SpecUpdate::Upsert { partition, spec })
+                        }
+                    };
+                    if let Some(u) = update
+                        && tx.send(u).is_err()
+                    {
+                        break;
+                    }
+                }
+                consumer.unsubscribe();
+            })
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(rx)
     }
 

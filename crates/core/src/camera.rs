@@ -18,6 +18,8 @@ pub enum CameraState {
     Stalled,
     Stopped,
     Error,
+    /// Owned but not pulled: nobody watches it and it does not record.
+    Idle,
 }
 
 impl CameraState {
@@ -33,10 +35,11 @@ impl CameraState {
             Self::Stalled => "stalled",
             Self::Stopped => "stopped",
             Self::Error => "error",
+            Self::Idle => "idle",
         }
     }
 
-    pub const ALL: [CameraState; 9] = [
+    pub const ALL: [CameraState; 10] = [
         Self::Unknown,
         Self::Connecting,
         Self::Live,
@@ -46,6 +49,7 @@ impl CameraState {
         Self::Stalled,
         Self::Stopped,
         Self::Error,
+        Self::Idle,
     ];
 }
 
@@ -62,6 +66,7 @@ impl From<v1::CameraState> for CameraState {
             P::Stalled => Self::Stalled,
             P::Stopped => Self::Stopped,
             P::Error => Self::Error,
+            P::Idle => Self::Idle,
         }
     }
 }
@@ -79,6 +84,7 @@ impl From<CameraState> for v1::CameraState {
             CameraState::Stalled => P::Stalled,
             CameraState::Stopped => P::Stopped,
             CameraState::Error => P::Error,
+            CameraState::Idle => P::Idle,
         }
     }
 }

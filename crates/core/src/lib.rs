@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ops;
 pub mod state;
 pub mod telemetry;
+pub mod workers;
 
 /// Milliseconds since the Unix epoch, the time unit of every event and status.
 pub fn now_ms() -> i64 {

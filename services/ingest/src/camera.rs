@@ -91,6 +91,25 @@ impl CameraActor {
         &self.spec.camera_id
     }
 
+    /// Whether the camera is to be pulled: someone watches it, it records, or it is always on.
+    fn wanted(spec: &CameraSpec) -> bool {
+        spec.live_demand > 0 || spec.recording || spec.always_on
+    }
+
+    /// Stops pulling the camera (nobody watches, it does not record) but keeps owning it.
+    fn idle(&mut self, ctx: &mut Context<Self>) {
+        self.relay = None;
+        self.run += 1;
+        self.attempt = 0;
+        if let Some(h) = self.retry.take() {
+            ctx.cancel_future(h);
+        }
+        self.set_state(
+            CameraState::Idle,
+            "not pulled: nobody is watching and it does not record; the first viewer starts it",
+        );
+    }
+
     fn set_state(&mut self, state: CameraState, reason: impl Into<String>) {
         let reason = reason.into();
         if self.status.state == state && self.status.reason == reason {
@@ -364,7 +383,11 @@ impl Actor for CameraActor {
             counter.with_label_values(&[self.id()]).inc_by(0);
         }
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
-        self.connect(ctx);
+        if Self::wanted(&self.spec) {
+            self.connect(ctx);
+        } else {
+            self.idle(ctx);
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -382,8 +405,17 @@ impl Handler<UpdateSpec> for CameraActor {
 
     fn handle(&mut self, msg: UpdateSpec, ctx: &mut Context<Self>) {
         let restart = self.relay_targets_changed(&msg.0);
+        let (was, now) = (Self::wanted(&self.spec), Self::wanted(&msg.0));
         self.spec = msg.0;
-        if restart {
+        if !now {
+            if was {
+                tracing::info!(camera = %self.spec.camera_id, "no viewer and no recording; stopping the pull");
+                self.idle(ctx);
+            }
+        } else if !was {
+            tracing::info!(camera = %self.spec.camera_id, viewers = self.spec.live_demand, "camera wanted; pulling it");
+            self.connect(ctx);
+        } else if restart {
             tracing::info!(camera = %self.spec.camera_id, "camera spec changed; reconnecting");
             self.attempt = 0;
             if let Some(h) = self.retry.take() {

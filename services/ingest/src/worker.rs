@@ -38,6 +38,8 @@ pub async fn run(
         store,
     };
     crate::report::describe();
+    let heartbeat =
+        cloudcam_core::workers::spawn_heartbeat(shared.state.clone(), "ingest", worker_id.clone());
     let mut updates = bus.own_specs(GROUP)?;
     let mut cameras: HashMap<String, (i32, Addr<CameraActor>)> = HashMap::new();
     tracing::info!(worker = %worker_id, "ingest worker running");
@@ -49,6 +51,7 @@ pub async fn run(
                 let Some(update) = update else { break };
                 apply(update, &mut cameras, &shared).await;
                 crate::report::OWNED.set(cameras.len() as f64);
+                cloudcam_core::workers::announce(&heartbeat, cameras.keys());
             }
         }
     }
@@ -80,12 +83,18 @@ async fn apply(
                 let _ = addr.send(Stop).await;
             }
         }
-        SpecUpdate::Revoked { partitions } => {
-            for id in owned_in(cameras, &partitions) {
-                if let Some((_, addr)) = cameras.remove(&id) {
-                    let _ = addr.send(Stop).await;
-                }
+        SpecUpdate::Revoked { partitions, done } => {
+            let ids = owned_in(cameras, &partitions);
+            // Stop them all at once, and only then let the group hand them to another worker.
+            let stops = ids
+                .iter()
+                .filter_map(|id| cameras.remove(id))
+                .map(|(_, a)| a.send(Stop));
+            futures::future::join_all(stops).await;
+            if !ids.is_empty() {
+                tracing::info!(cameras = ids.len(), "revoked cameras stopped");
             }
+            done.done();
         }
     }
 }

@@ -100,7 +100,7 @@ pub struct Spool {
     state: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
     max_bytes: u64,
-    worker_id: String,
+    pub worker_id: String,
     wake: Notify,
 }
 

@@ -19,6 +19,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     gstreamer::init()?;
     crate::spool::describe();
+    let heartbeat = cloudcam_core::workers::spawn_heartbeat(
+        shared.state.clone(),
+        "recorder",
+        shared.spool.worker_id.clone(),
+    );
     actix::spawn(shared.spool.clone().run());
     let mut updates = bus.own_specs(GROUP)?;
     let mut cameras: HashMap<String, (i32, Addr<RecordingActor>)> = HashMap::new();
@@ -41,13 +46,15 @@ pub async fn run(
                         }
                     }
                     SpecUpdate::Deleted { camera_id, .. } => stop(&mut cameras, &camera_id).await,
-                    SpecUpdate::Revoked { partitions } => {
+                    SpecUpdate::Revoked { partitions, done } => {
                         for id in owned_in(&cameras, &partitions) {
                             stop(&mut cameras, &id).await;
                         }
+                        done.done();
                     }
                 }
                 crate::spool::RECORDING.set(cameras.len() as f64);
+                cloudcam_core::workers::announce(&heartbeat, cameras.keys());
             }
         }
     }

@@ -24,8 +24,6 @@ pub struct AppState {
     pub alloc_lock: tokio::sync::Mutex<()>,
     /// Camera status changes, for every open WebSocket.
     pub statuses: broadcast::Sender<(String, CameraStatus)>,
-    /// Whether the Janus gateway answered the reconciler's last pass.
-    pub janus_up: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -43,7 +41,6 @@ impl AppState {
             state,
             alloc_lock: tokio::sync::Mutex::new(()),
             statuses: broadcast::channel(1024).0,
-            janus_up: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -57,7 +54,7 @@ pub fn readiness(app: &Arc<AppState>) -> cloudcam_core::ops::Readiness {
         Some(app.store.clone()),
     )
     .check("janus", move || {
-        let up = a.janus_up.load(std::sync::atomic::Ordering::Relaxed);
+        let up = a.pool.any_up();
         async move {
             if up {
                 Ok(())
@@ -99,6 +96,7 @@ pub fn routes(
                     "/cameras/{id}/snapshot",
                     web::post().to(recordings::request_snapshot),
                 )
+                .route("/workers", web::get().to(workers))
                 .route("/ws", web::get().to(ws::connect))
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, _>(ApiError::NotFound("no such API endpoint".into()))
@@ -107,6 +105,16 @@ pub fn routes(
         .route("/", web::get().to(crate::web::index))
         .route("/app.js", web::get().to(crate::web::script))
         .route("/style.css", web::get().to(crate::web::style));
+}
+
+/// `GET /api/v1/workers`: live ingest workers and recorders (with their cameras) and the Janus
+/// gateways (with their health).
+async fn workers(app: web::Data<AppState>, _: auth::Authed) -> Result<HttpResponse, ApiError> {
+    let workers = cloudcam_core::workers::list(&*app.state).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "workers": workers,
+        "gateways": app.pool.views(),
+    })))
 }
 
 /// Relays camera events from the bus to every WebSocket as full statuses.
@@ -133,41 +141,51 @@ pub fn spawn_event_relay(app: Arc<AppState>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps every camera's mountpoint present on the gateway (it forgets them when restarted),
-/// and records the gateway's health.
+/// Keeps every camera's mountpoint present on its gateway (a restarted gateway forgets them),
+/// and moves the mountpoints of a gateway that stays down to the others.
 pub fn spawn_reconciler(app: Arc<AppState>) {
-    use crate::metrics::{JANUS_MOUNTPOINTS, JANUS_UP};
     actix_rt::spawn(async move {
         let every = Duration::from_millis(app.config.janus.reconcile_interval_ms);
-        let gateway = app.pool.gateway.clone();
-        let mut healthy = true;
         loop {
             match cameras::all(&app).await {
                 Err(e) => tracing::warn!(error = %e, "cannot list cameras to reconcile"),
-                Ok(cams) => match app.pool.reconcile(&cams).await {
-                    Ok(r) => {
-                        if r.created > 0 || !healthy {
-                            tracing::info!(%gateway, created = r.created, "janus mountpoints reconciled");
-                        }
-                        healthy = true;
-                        JANUS_MOUNTPOINTS
-                            .with_label_values(&[&gateway])
-                            .set(r.present as f64);
-                    }
-                    Err(e) => {
-                        if healthy {
-                            tracing::warn!(%gateway, error = %e, "janus gateway unhealthy");
-                        }
-                        healthy = false;
-                    }
-                },
+                Ok(cams) => {
+                    app.pool.reconcile(&cams).await;
+                    failover(&app, cams).await;
+                }
             }
-            JANUS_UP
-                .with_label_values(&[&gateway])
-                .set(f64::from(u8::from(healthy)));
-            app.janus_up
-                .store(healthy, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(every).await;
         }
     });
+}
+
+/// Re-creates the mountpoints of every gateway down for longer than `failover_after_ms` on the
+/// least loaded healthy gateway, and points the cameras' RTP there. Viewers of those cameras
+/// see their view end and reconnect (the UI does so by itself) to the new gateway.
+async fn failover(app: &AppState, mut cams: Vec<cameras::CameraRecord>) {
+    let after = app.pool.failover_after();
+    for i in 0..cams.len() {
+        let from = app.pool.gateway(&cams[i].mountpoint.gateway);
+        if !from.failed_for(after) {
+            continue;
+        }
+        let Some(to) = app.pool.place(&cams, Some(&from.settings.name)) else {
+            continue;
+        };
+        let mut record = cams[i].clone();
+        record.mountpoint.gateway = to.settings.name.clone();
+        if let Err(e) = app.pool.ensure(&record.mountpoint).await {
+            tracing::warn!(camera = %record.info.id, gateway = %to.settings.name, error = %e, "cannot move the mountpoint");
+            continue;
+        }
+        match cameras::publish(app, &record).await {
+            Ok(()) => {
+                tracing::info!(camera = %record.info.id, from = %from.settings.name, to = %to.settings.name, "mountpoint moved to another gateway");
+                cams[i] = record;
+            }
+            Err(e) => {
+                tracing::warn!(camera = %record.info.id, error = %e, "cannot move the mountpoint")
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ use crate::error::{ApiError, Body};
 use actix_web::{HttpResponse, web};
 use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key, status_key};
 use cloudcam_core::state::{get_json, set_json};
+use cloudcam_core::workers::WorkerInfo;
 use cloudcam_proto::v1;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,9 @@ pub struct Mountpoint {
     pub port: u16,
     pub secret: String,
     pub pin: String,
+    /// The gateway of the Janus pool it is on (empty in records from before the pool: the first).
+    #[serde(default)]
+    pub gateway: String,
 }
 
 /// What anyone signed in may see of a camera: no password, no mountpoint secrets.
@@ -38,6 +42,9 @@ pub struct CameraInfo {
     /// How long recordings are kept, in hours; 0 keeps them forever.
     #[serde(default)]
     pub retention_hours: f64,
+    /// Pulled even when nobody watches (first frame at once); otherwise on demand.
+    #[serde(default)]
+    pub always_on: bool,
     pub created_ms: i64,
     pub updated_ms: i64,
 }
@@ -52,6 +59,9 @@ pub struct CameraRecord {
     #[serde(default)]
     pub source_generation: u64,
     pub mountpoint: Mountpoint,
+    /// Viewers as last published in the desired state (see `demand`).
+    #[serde(default)]
+    pub live_demand: u32,
 }
 
 /// A camera as the API shows it.
@@ -60,6 +70,20 @@ pub struct CameraView {
     #[serde(flatten)]
     pub info: CameraInfo,
     pub status: CameraStatus,
+    pub served_by: ServedBy,
+}
+
+/// Which machines serve a camera now.
+#[derive(Debug, Serialize)]
+pub struct ServedBy {
+    /// The ingest worker that owns it (empty until one reports).
+    pub ingest: String,
+    /// The Janus gateway its mountpoint is on.
+    pub gateway: String,
+    /// The recorder recording it, if any.
+    pub recorder: Option<String>,
+    /// Whether viewers keep it pulled right now.
+    pub live_demand: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +99,8 @@ pub struct CreateCamera {
     pub recording: bool,
     #[serde(default)]
     pub retention_hours: f64,
+    #[serde(default)]
+    pub always_on: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +113,7 @@ pub struct UpdateCamera {
     pub password: Option<String>,
     pub recording: Option<bool>,
     pub retention_hours: Option<f64>,
+    pub always_on: Option<bool>,
 }
 
 /// A validated source: URL without user info, plus any credentials it carried.
@@ -151,6 +178,7 @@ fn check_retention(hours: f64) -> Result<f64, ApiError> {
 impl CameraRecord {
     /// The desired state published for ingest workers.
     pub fn spec(&self, app: &AppState) -> v1::CameraSpec {
+        let gateway = app.pool.gateway(&self.mountpoint.gateway);
         v1::CameraSpec {
             schema_version: cloudcam_proto::SCHEMA_VERSION,
             camera_id: self.info.id.clone(),
@@ -164,11 +192,12 @@ impl CameraRecord {
             recording: self.info.recording,
             retention_hours: (self.info.retention_hours.ceil()) as u32,
             retention_seconds: (self.info.retention_hours * 3600.0).round() as u64,
-            live_demand: 0,
+            live_demand: self.live_demand,
+            always_on: self.info.always_on,
             rtp_targets: vec![v1::RtpTarget {
-                host: app.config.janus.rtp_host.clone(),
+                host: gateway.settings.rtp_host.clone(),
                 video_port: u32::from(self.mountpoint.port),
-                gateway: app.config.janus.url.clone(),
+                gateway: gateway.settings.name.clone(),
             }],
             generation: self.generation,
             source_generation: self.source_generation,
@@ -194,14 +223,48 @@ pub async fn all(app: &AppState) -> Result<Vec<CameraRecord>, ApiError> {
     Ok(out)
 }
 
-async fn view(app: &AppState, r: CameraRecord) -> Result<CameraView, ApiError> {
+async fn view(
+    app: &AppState,
+    r: CameraRecord,
+    workers: &[WorkerInfo],
+) -> Result<CameraView, ApiError> {
     let status = get_json::<CameraStatus>(&*app.state, &status_key(&r.info.id))
         .await?
         .unwrap_or_else(CameraStatus::unknown);
+    let recorder = workers
+        .iter()
+        .find(|w| w.kind == "recorder" && w.cameras.contains(&r.info.id))
+        .map(|w| w.id.clone());
     Ok(CameraView {
+        served_by: ServedBy {
+            ingest: status.worker_id.clone(),
+            gateway: app
+                .pool
+                .gateway(&r.mountpoint.gateway)
+                .settings
+                .name
+                .clone(),
+            recorder,
+            live_demand: r.live_demand,
+        },
         info: r.info,
         status,
     })
+}
+
+/// One camera as the API shows it.
+async fn view_one(app: &AppState, r: CameraRecord) -> Result<CameraView, ApiError> {
+    let workers = cloudcam_core::workers::list(&*app.state).await?;
+    view(app, r, &workers).await
+}
+
+/// Stores the record and publishes its desired state (no credential or mountpoint change).
+pub async fn publish(app: &AppState, record: &CameraRecord) -> Result<(), ApiError> {
+    set_json(&*app.state, &record_key(&record.info.id), record, None).await?;
+    app.bus
+        .put_spec(&record.info.id, Some(&record.spec(app)))
+        .await?;
+    Ok(())
 }
 
 /// Stores the record, its credentials and its mountpoint, then publishes its desired state.
@@ -214,21 +277,18 @@ async fn save(
         Some(s) => set_json(&*app.state, &secret_key(&record.info.id), s, None).await?,
         None => app.state.del(&secret_key(&record.info.id)).await?,
     }
-    set_json(&*app.state, &record_key(&record.info.id), record, None).await?;
     if let Err(e) = app.pool.ensure(&record.mountpoint).await {
         // The reconciler retries; the camera is still saved and relayed once Janus is back.
         tracing::warn!(camera = %record.info.id, error = %e, "cannot create the Janus mountpoint yet");
     }
-    app.bus
-        .put_spec(&record.info.id, Some(&record.spec(app)))
-        .await?;
-    Ok(())
+    publish(app, record).await
 }
 
 pub async fn list(app: web::Data<AppState>, _: Authed) -> Result<HttpResponse, ApiError> {
+    let workers = cloudcam_core::workers::list(&*app.state).await?;
     let mut views = Vec::new();
     for r in all(&app).await? {
-        views.push(view(&app, r).await?);
+        views.push(view(&app, r, &workers).await?);
     }
     Ok(HttpResponse::Ok().json(views))
 }
@@ -239,7 +299,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let r = load(&app, &id).await?;
-    Ok(HttpResponse::Ok().json(view(&app, r).await?))
+    Ok(HttpResponse::Ok().json(view_one(&app, r).await?))
 }
 
 pub async fn create(
@@ -268,16 +328,18 @@ pub async fn create(
             username,
             recording: body.recording,
             retention_hours: check_retention(body.retention_hours)?,
+            always_on: body.always_on,
             created_ms: now,
             updated_ms: now,
         },
         generation: 1,
         source_generation: 1,
         mountpoint,
+        live_demand: 0,
     };
     save(&app, &record, secret.as_ref()).await?;
     tracing::info!(camera = %record.info.id, name = %record.info.name, url = %record.info.url, "camera added");
-    Ok(HttpResponse::Created().json(view(&app, record).await?))
+    Ok(HttpResponse::Created().json(view_one(&app, record).await?))
 }
 
 pub async fn update(
@@ -330,6 +392,9 @@ pub async fn update(
     if let Some(rec) = body.recording {
         record.info.recording = rec;
     }
+    if let Some(on) = body.always_on {
+        record.info.always_on = on;
+    }
     if let Some(hours) = body.retention_hours {
         record.info.retention_hours = check_retention(hours)?;
     }
@@ -342,7 +407,7 @@ pub async fn update(
     }
     save(&app, &record, secret.as_ref()).await?;
     tracing::info!(camera = %record.info.id, "camera changed");
-    Ok(HttpResponse::Ok().json(view(&app, record).await?))
+    Ok(HttpResponse::Ok().json(view_one(&app, record).await?))
 }
 
 pub async fn delete(

@@ -25,6 +25,12 @@ pub struct SignalConfig {
     pub restream_listen: String,
     /// Largest accepted JSON body.
     pub max_body_bytes: usize,
+    /// A camera nobody watches (and that does not record) stops being pulled this long after
+    /// its last viewer left.
+    pub demand_grace_ms: u64,
+    /// A viewer session expires unless refreshed within this time (a signal instance that died
+    /// stops counting its viewers after it).
+    pub viewer_ttl_ms: u64,
 }
 
 impl Default for SignalConfig {
@@ -40,6 +46,8 @@ impl Default for SignalConfig {
             ingest: CameraSettings::default(),
             restream_listen: "127.0.0.1:9554".into(),
             max_body_bytes: 64 * 1024,
+            demand_grace_ms: 30_000,
+            viewer_ttl_ms: 30_000,
         }
     }
 }
@@ -67,6 +75,12 @@ impl Default for AuthSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JanusSettings {
+    /// The Janus pool: one entry per gateway. When empty, the single gateway of `url`,
+    /// `rtp_host` and `rtp_iface` below (named `janus-1`).
+    pub gateways: Vec<GatewaySettings>,
+    /// A gateway that fails its health checks for this long has its mountpoints re-created on
+    /// the other gateways (viewers reconnect by themselves).
+    pub failover_after_ms: u64,
     /// Janus HTTP API endpoint.
     pub url: String,
     /// Address ingest workers send RTP to (where Janus receives it).
@@ -80,9 +94,41 @@ pub struct JanusSettings {
     pub reconcile_interval_ms: u64,
 }
 
+/// One gateway of the Janus pool.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Shown in the API, the UI and metrics.
+    pub name: String,
+    /// Janus HTTP API endpoint.
+    pub url: String,
+    /// Address ingest workers send RTP to.
+    pub rtp_host: String,
+    /// Interface (or address) Janus binds mountpoint ports on.
+    pub rtp_iface: String,
+}
+
+impl JanusSettings {
+    /// The gateways of the pool, in configuration order.
+    pub fn pool(&self) -> Vec<GatewaySettings> {
+        if self.gateways.is_empty() {
+            vec![GatewaySettings {
+                name: "janus-1".into(),
+                url: self.url.clone(),
+                rtp_host: self.rtp_host.clone(),
+                rtp_iface: self.rtp_iface.clone(),
+            }]
+        } else {
+            self.gateways.clone()
+        }
+    }
+}
+
 impl Default for JanusSettings {
     fn default() -> Self {
         Self {
+            gateways: Vec::new(),
+            failover_after_ms: 3000,
             url: "http://127.0.0.1:8088/janus".into(),
             rtp_host: "127.0.0.1".into(),
             rtp_iface: "127.0.0.1".into(),
@@ -107,7 +153,16 @@ impl Validate for SignalConfig {
         if self.janus.rtp_port_min == 0 || self.janus.rtp_port_max <= self.janus.rtp_port_min {
             return Err("janus.rtp_port_min must be > 0 and below janus.rtp_port_max".into());
         }
-        url::Url::parse(&self.janus.url).map_err(|e| format!("janus.url: {e}"))?;
+        let pool = self.janus.pool();
+        for g in &pool {
+            url::Url::parse(&g.url).map_err(|e| format!("janus gateway {}: url: {e}", g.name))?;
+            if g.name.is_empty() || pool.iter().filter(|o| o.name == g.name).count() > 1 {
+                return Err(format!(
+                    "janus gateway names must be set and unique: {:?}",
+                    g.name
+                ));
+            }
+        }
         self.ingest.validate()
     }
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod cameras;
 pub mod config;
+pub mod demand;
 pub mod error;
 pub mod janus;
 pub mod metrics;

@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     cloudcam_signal::metrics::describe();
     app::spawn_event_relay(app.clone())?;
     app::spawn_reconciler(app.clone());
+    cloudcam_signal::demand::spawn(app.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (rec_stop_tx, rec_stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -117,8 +117,10 @@ impl WsSession {
                     return;
                 }
             };
+            let _viewing = crate::demand::Viewing::start(app.clone(), &camera_id, &view_id).await;
+            let janus = app.pool.gateway(&camera.mountpoint.gateway).janus.clone();
             let send_addr = addr.clone();
-            viewer::run(app.pool.janus.clone(), camera, view_id, rx, move |m| {
+            viewer::run(janus, camera, view_id, rx, move |m| {
                 send_addr.do_send(Outgoing(m))
             })
             .await;

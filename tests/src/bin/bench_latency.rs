@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let mut medians = Vec::new();
     for (path, label) in [("gop1", "GOP 1 s"), ("gop2", "GOP 2 s")] {
         let cam = api
-            .create_camera(json!({"name": path, "url": camsim.url(path)}))
+            .create_camera(json!({"name": path, "url": camsim.url(path), "always_on": true}))
             .await?;
         let id = cam["id"].as_str().unwrap().to_string();
         api.wait_state(&id, "live", Duration::from_secs(20)).await?;

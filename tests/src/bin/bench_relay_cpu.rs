@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for i in 0..n {
         let cam = api
-            .create_camera(json!({"name": format!("r{i}"), "url": camsim.url(&format!("r{i}"))}))
+            .create_camera(json!({"name": format!("r{i}"), "url": camsim.url(&format!("r{i}")), "always_on": true}))
             .await?;
         ids.push(cam["id"].as_str().unwrap().to_string());
     }

@@ -56,6 +56,7 @@ $("add-form").addEventListener("submit", async (e) => {
   if ($("add-username").value) body.username = $("add-username").value;
   if ($("add-password").value) body.password = $("add-password").value;
   body.recording = $("add-recording").checked;
+  body.always_on = $("add-always-on").checked;
   body.retention_hours = Number($("add-retention").value || 0);
   try {
     const cam = await api("POST", "/cameras", body);
@@ -78,11 +79,15 @@ function render() {
     const extra = st.state === "live" ? ` · ${st.width}×${st.height} · ${st.fps} fps` : "";
     card.innerHTML = `<img class="snapshot" alt="" hidden><div class="name"></div><div class="url"></div>
       <div><span class="badge ${st.state}">${st.state.replace("_", " ")}</span>${cam.recording ? '<span class="badge rec">REC</span>' : ""}<span class="meta">${extra}</span></div>
-      <div class="reason"></div>
+      <div class="reason"></div><div class="served"></div>
       <div class="actions"><button class="watch">Watch</button><button class="recordings">Recordings</button><button class="record">${cam.recording ? "Stop recording" : "Record"}</button><button class="rename">Rename</button><button class="delete">Delete</button></div>`;
     card.querySelector(".name").textContent = cam.name;
     card.querySelector(".url").textContent = cam.url + (cam.username ? ` (as ${cam.username})` : "");
     card.querySelector(".reason").textContent = st.reason;
+    const by = cam.served_by || {};
+    card.querySelector(".served").textContent = [
+      by.ingest && `ingest ${by.ingest}`, by.gateway && `gateway ${by.gateway}`, by.recorder && `recorder ${by.recorder}`,
+    ].filter(Boolean).join(" · ");
     card.querySelector(".watch").addEventListener("click", (e) => { e.stopPropagation(); watch(cam.id); });
     card.querySelector(".recordings").addEventListener("click", (e) => { e.stopPropagation(); openRecordings(cam.id); });
     card.querySelector(".record").addEventListener("click", async (e) => {
@@ -147,13 +152,21 @@ async function onServerMessage(msg) {
     case "view_state":
       if (view && view.viewId === msg.view_id) {
         $("player-state").textContent = msg.state;
-        if (msg.state === "ended") view.ended = true;
+        if (msg.state === "ended") retry(view, "the view ended");
       }
       break;
     case "error":
-      if (view && msg.view_id === view.viewId) $("player-state").textContent = `error: ${msg.message}`;
+      if (view && (msg.view_id === view.viewId || (!view.viewId && msg.view_id))) retry(view, msg.message);
       break;
   }
+}
+
+// A view the server ended (gateway lost, camera moved) is opened again until the user closes it.
+function retry(view, why) {
+  if (view.ended) return;
+  view.ended = true;
+  $("player-state").textContent = `reconnecting: ${why}`;
+  setTimeout(() => { if (state.view === view) watch(view.cameraId); }, 2000);
 }
 
 // Opens (or re-opens) the live view of a camera.
@@ -172,7 +185,7 @@ function watch(cameraId) {
     if (view.viewId) send({ type: "candidate", view_id: view.viewId, candidate: c }); else view.pending.push(c);
   };
   pc.onconnectionstatechange = () => {
-    if (pc.connectionState === "failed" && state.view === view) { view.ended = true; setTimeout(() => state.view === view && watch(cameraId), 1000); }
+    if (pc.connectionState === "failed" && state.view === view) retry(view, "connection failed");
   };
   send({ type: "watch", camera_id: cameraId });
   window.cloudcamView = view;

@@ -1,0 +1,125 @@
+//! Worker identity and heartbeats in the state store: every ingest worker and recorder keeps
+//! `cloudcam:worker:<kind>:<id>` alive (with expiry) listing the cameras it serves, so the API
+//! can show who serves what and a dead worker disappears by itself.
+
+use crate::state::{StateStore, set_json};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+const PREFIX: &str = "cloudcam:worker:";
+/// How often a worker refreshes its heartbeat (and at once when its cameras change).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A worker not heard from for this long is gone.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+
+/// What a worker says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerInfo {
+    pub id: String,
+    /// `ingest` or `recorder`.
+    pub kind: String,
+    /// The cameras it serves now, sorted.
+    pub cameras: Vec<String>,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+}
+
+fn key(kind: &str, id: &str) -> String {
+    format!("{PREFIX}{kind}:{id}")
+}
+
+/// Keeps a worker's heartbeat until the returned sender is dropped (then removes it). Send the
+/// worker's current cameras into the sender whenever they change.
+pub fn spawn_heartbeat(
+    state: Arc<dyn StateStore>,
+    kind: &'static str,
+    id: String,
+) -> watch::Sender<Vec<String>> {
+    let (tx, mut rx) = watch::channel(Vec::new());
+    let started_ms = crate::now_ms();
+    tokio::spawn(async move {
+        let mut logged = false;
+        loop {
+            let mut cameras = rx.borrow_and_update().clone();
+            cameras.sort();
+            let info = WorkerInfo {
+                id: id.clone(),
+                kind: kind.to_string(),
+                cameras,
+                started_ms,
+                heartbeat_ms: crate::now_ms(),
+            };
+            match set_json(&*state, &key(kind, &id), &info, Some(HEARTBEAT_TTL)).await {
+                Ok(()) => logged = false,
+                Err(e) if !logged => {
+                    tracing::warn!(worker = %id, error = %e, "cannot write the worker heartbeat");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            }
+        }
+        let _ = state.del(&key(kind, &id)).await;
+    });
+    tx
+}
+
+/// Tells the heartbeat which cameras the worker serves now (written at once when they changed).
+pub fn announce<'a>(heartbeat: &watch::Sender<Vec<String>>, ids: impl Iterator<Item = &'a String>) {
+    let mut now: Vec<String> = ids.cloned().collect();
+    now.sort();
+    heartbeat.send_if_modified(|ids| {
+        let changed = *ids != now;
+        if changed {
+            *ids = now;
+        }
+        changed
+    });
+}
+
+/// Every live worker, ingest workers first, each kind sorted by id.
+pub async fn list(state: &dyn StateStore) -> Result<Vec<WorkerInfo>, crate::state::StateError> {
+    let mut out: Vec<WorkerInfo> = state
+        .scan_prefix(PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|(_, raw)| serde_json::from_slice(&raw).ok())
+        .collect();
+    out.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn heartbeat_lists_the_cameras_and_goes_away_with_the_worker() {
+        let state: Arc<dyn StateStore> = Arc::new(crate::state::MemoryState::default());
+        let tx = spawn_heartbeat(state.clone(), "ingest", "w1".into());
+        tx.send(vec!["b".into(), "a".into()]).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            seen = list(&*state).await.unwrap();
+            if seen.first().is_some_and(|w| w.cameras.len() == 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen[0].cameras, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(seen[0].kind, "ingest");
+        drop(tx);
+        for _ in 0..50 {
+            if list(&*state).await.unwrap().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the heartbeat outlived its worker");
+    }
+}

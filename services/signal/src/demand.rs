@@ -1,0 +1,135 @@
+//! Live demand: viewer sessions in the shared state (with expiry, so they outlive a signal
+//! restart and vanish with a dead instance), and the camera's desired state following them.
+//! The first viewer publishes `live_demand` at once; it returns to 0 only `demand_grace_ms`
+//! after the last viewer left. Every signal instance runs the same idempotent pass.
+
+use crate::app::AppState;
+use crate::cameras;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const VIEWER_PREFIX: &str = "cloudcam:viewer:";
+
+fn viewer_key(camera_id: &str, view_id: &str) -> String {
+    format!("{VIEWER_PREFIX}{camera_id}:{view_id}")
+}
+
+/// When a camera last had a viewer (ms since the epoch).
+fn seen_key(camera_id: &str) -> String {
+    format!("cloudcam:demand:{camera_id}")
+}
+
+/// One open view, registered for as long as it lives; dropping it ends the registration.
+pub struct Viewing {
+    refresher: tokio::task::JoinHandle<()>,
+    app: Arc<AppState>,
+    key: String,
+}
+
+impl Viewing {
+    /// Registers the view and makes sure the camera is wanted (publishing at once if not).
+    pub async fn start(app: Arc<AppState>, camera_id: &str, view_id: &str) -> Self {
+        let key = viewer_key(camera_id, view_id);
+        let ttl = Duration::from_millis(app.config.viewer_ttl_ms);
+        let (state, k) = (app.state.clone(), key.clone());
+        let refresher = tokio::spawn(async move {
+            loop {
+                if let Err(e) = state.set(&k, b"1", Some(ttl)).await {
+                    tracing::warn!(key = %k, error = %e, "cannot refresh a viewer session");
+                }
+                tokio::time::sleep(ttl / 3).await;
+            }
+        });
+        let _ = app.state.set(&key, b"1", Some(ttl)).await;
+        if let Err(e) = want(&app, camera_id).await {
+            tracing::warn!(camera = %camera_id, error = %e, "cannot publish live demand");
+        }
+        Self {
+            refresher,
+            app,
+            key,
+        }
+    }
+}
+
+impl Drop for Viewing {
+    fn drop(&mut self) {
+        self.refresher.abort();
+        let (state, key) = (self.app.state.clone(), std::mem::take(&mut self.key));
+        tokio::spawn(async move {
+            let _ = state.del(&key).await;
+        });
+    }
+}
+
+/// Publishes live demand for a camera that has none yet.
+async fn want(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiError> {
+    let now = cloudcam_core::now_ms();
+    let grace = Duration::from_millis(app.config.demand_grace_ms);
+    app.state
+        .set(
+            &seen_key(camera_id),
+            now.to_string().as_bytes(),
+            Some(grace * 2 + Duration::from_secs(60)),
+        )
+        .await?;
+    let mut record = cameras::load(app, camera_id).await?;
+    if record.live_demand == 0 {
+        record.live_demand = 1;
+        cameras::publish(app, &record).await?;
+        tracing::info!(camera = %camera_id, "first viewer: camera wanted");
+    }
+    Ok(())
+}
+
+/// One pass: live demand follows the registered viewers, with the grace period on the way down.
+async fn reconcile(app: &AppState) -> Result<(), crate::error::ApiError> {
+    let mut viewers: HashMap<String, u32> = HashMap::new();
+    for (key, _) in app.state.scan_prefix(VIEWER_PREFIX).await? {
+        if let Some((camera, _view)) = key[VIEWER_PREFIX.len()..].split_once(':') {
+            *viewers.entry(camera.to_string()).or_default() += 1;
+        }
+    }
+    let grace = app.config.demand_grace_ms as i64;
+    let now = cloudcam_core::now_ms();
+    for mut record in cameras::all(app).await? {
+        let id = record.info.id.clone();
+        match viewers.get(&id) {
+            Some(_) => want(app, &id).await?,
+            None if record.live_demand > 0 => {
+                let seen = app
+                    .state
+                    .get(&seen_key(&id))
+                    .await?
+                    .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok())
+                    .unwrap_or(0);
+                if now - seen >= grace {
+                    record.live_demand = 0;
+                    cameras::publish(app, &record).await?;
+                    tracing::info!(camera = %id, "no viewer for the grace period: camera released");
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`reconcile`] once a second.
+pub fn spawn(app: Arc<AppState>) {
+    actix_rt::spawn(async move {
+        let mut failing = false;
+        loop {
+            match reconcile(&app).await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot reconcile live demand");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
