@@ -136,9 +136,14 @@ impl TestEnv {
     }
 
     pub async fn janus(&self) -> Result<Janus> {
+        self.janus_named("janus").await
+    }
+
+    /// A Janus gateway whose configuration and log are named `name` (for a pool of several).
+    pub async fn janus_named(&self, name: &str) -> Result<Janus> {
         let port = free_port();
         let admin_port = free_port();
-        let dir = self.dir.join("janus");
+        let dir = self.dir.join(name);
         let status = Command::new(workspace().join("scripts/janus-config.sh"))
             .arg(&dir)
             .arg(port.to_string())
@@ -147,11 +152,7 @@ impl TestEnv {
         if !status.success() {
             bail!("janus-config.sh failed");
         }
-        let proc = Proc::spawn(
-            "janus",
-            &self.dir,
-            Command::new("janus").arg("-F").arg(&dir),
-        )?;
+        let proc = Proc::spawn(name, &self.dir, Command::new("janus").arg("-F").arg(&dir))?;
         let url = format!("http://127.0.0.1:{port}/janus");
         let http = reqwest::Client::new();
         wait_for("Janus HTTP API", Duration::from_secs(30), || {
@@ -169,6 +170,7 @@ impl TestEnv {
         })
         .await?;
         Ok(Janus {
+            name: name.to_string(),
             proc,
             url,
             admin_url: format!("http://127.0.0.1:{admin_port}/admin"),
@@ -186,6 +188,7 @@ impl TestEnv {
         let mut c = Camsim {
             proc: None,
             port,
+            stats_port: free_port(),
             streams: streams.iter().map(|s| s.to_string()).collect(),
             auth: auth.map(|(u, p, m)| (u.to_string(), p.to_string(), m.to_string())),
             dir: self.dir.clone(),
@@ -201,37 +204,89 @@ impl TestEnv {
         janus: &Janus,
         garage: Option<&Garage>,
     ) -> Result<Signal> {
+        self.signal_with(kafka, redis, &[janus], garage, &[]).await
+    }
+
+    /// signal with a pool of Janus gateways (named after them) and extra `CLOUDCAM_SIGNAL_*`
+    /// settings.
+    pub async fn signal_with(
+        &self,
+        kafka: Option<&Kafka>,
+        redis: Option<&Redis>,
+        gateways: &[&Janus],
+        garage: Option<&Garage>,
+        extra: &[(&str, &str)],
+    ) -> Result<Signal> {
         let port = free_port();
         let rtp = free_udp_range(100);
-        let mut cmd = Command::new(binary("cloudcam-signal")?);
-        cmd.env("RUST_LOG", "info")
-            .env("CLOUDCAM_SIGNAL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("CLOUDCAM_SIGNAL_AUTH__ADMIN_USER", ADMIN_USER)
-            .env("CLOUDCAM_SIGNAL_AUTH__ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("CLOUDCAM_SIGNAL_JANUS__URL", &janus.url)
-            .env("CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MIN", rtp.to_string())
-            .env(
-                "CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MAX",
+        let mut env: Vec<(String, String)> = vec![
+            ("RUST_LOG".into(), "info".into()),
+            ("CLOUDCAM_SIGNAL_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("CLOUDCAM_SIGNAL_AUTH__ADMIN_USER".into(), ADMIN_USER.into()),
+            (
+                "CLOUDCAM_SIGNAL_AUTH__ADMIN_PASSWORD".into(),
+                ADMIN_PASSWORD.into(),
+            ),
+            ("CLOUDCAM_SIGNAL_JANUS__URL".into(), gateways[0].url.clone()),
+            (
+                "CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MIN".into(),
+                rtp.to_string(),
+            ),
+            (
+                "CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MAX".into(),
                 (rtp + 99).to_string(),
-            )
-            .env("CLOUDCAM_SIGNAL_JANUS__RECONCILE_INTERVAL_MS", "1000")
-            .env("CLOUDCAM_SIGNAL_INGEST__STALL_TIMEOUT_MS", "3000")
-            .env("CLOUDCAM_SIGNAL_INGEST__BACKOFF_MAX_MS", "2000");
+            ),
+            (
+                "CLOUDCAM_SIGNAL_JANUS__RECONCILE_INTERVAL_MS".into(),
+                "1000".into(),
+            ),
+            (
+                "CLOUDCAM_SIGNAL_INGEST__STALL_TIMEOUT_MS".into(),
+                "3000".into(),
+            ),
+            (
+                "CLOUDCAM_SIGNAL_INGEST__BACKOFF_MAX_MS".into(),
+                "2000".into(),
+            ),
+        ];
         if let Some(k) = kafka {
-            cmd.env("CLOUDCAM_SIGNAL_KAFKA__BROKERS", &k.brokers);
+            env.push(("CLOUDCAM_SIGNAL_KAFKA__BROKERS".into(), k.brokers.clone()));
         }
         if let Some(r) = redis {
-            cmd.env("CLOUDCAM_SIGNAL_REDIS__URL", &r.url);
+            env.push(("CLOUDCAM_SIGNAL_REDIS__URL".into(), r.url.clone()));
         }
         if let Some(g) = garage {
-            g.configure(&mut cmd, "CLOUDCAM_SIGNAL_MEDIA__");
+            env.extend(g.env("CLOUDCAM_SIGNAL_MEDIA__"));
         } else {
-            cmd.env("CLOUDCAM_SIGNAL_MEDIA__LOCAL_DIR", self.dir.join("media"));
+            env.push((
+                "CLOUDCAM_SIGNAL_MEDIA__LOCAL_DIR".into(),
+                self.dir.join("media").display().to_string(),
+            ));
         }
-        let proc = Proc::spawn("signal", &self.dir, &mut cmd)?;
-        let base = format!("http://127.0.0.1:{port}");
-        wait_http(&format!("{base}/healthz"), "signal").await?;
-        Ok(Signal { proc, base })
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut args = Vec::new();
+        if gateways.len() > 1 {
+            // A pool is a list of tables: configuration-file material.
+            let mut toml = String::from("[janus]\n");
+            for g in gateways {
+                toml.push_str(&format!(
+                    "[[janus.gateways]]\nname = \"{}\"\nurl = \"{}\"\nrtp_host = \"127.0.0.1\"\nrtp_iface = \"127.0.0.1\"\n",
+                    g.name, g.url
+                ));
+            }
+            let file = self.dir.join("signal.toml");
+            std::fs::write(&file, toml)?;
+            args = vec!["--config".to_string(), file.display().to_string()];
+        }
+        let mut signal = Signal {
+            proc: None,
+            base: format!("http://127.0.0.1:{port}"),
+            env,
+            args,
+            dir: self.dir.clone(),
+        };
+        signal.start().await?;
+        Ok(signal)
     }
 
     pub async fn ingest(
@@ -426,12 +481,22 @@ impl Garage {
     }
 
     /// Points a service at this store through its `<prefix>S3_*` environment.
+    /// The `<prefix>S3_*` settings that point a service at this store.
+    pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        [
+            ("S3_ENDPOINT", self.endpoint.as_str()),
+            ("S3_BUCKET", S3_BUCKET),
+            ("S3_REGION", "garage"),
+            ("S3_ACCESS_KEY", S3_ACCESS_KEY),
+            ("S3_SECRET_KEY", S3_SECRET_KEY),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), v.to_string()))
+        .collect()
+    }
+
     pub fn configure(&self, cmd: &mut Command, prefix: &str) {
-        cmd.env(format!("{prefix}S3_ENDPOINT"), &self.endpoint)
-            .env(format!("{prefix}S3_BUCKET"), S3_BUCKET)
-            .env(format!("{prefix}S3_REGION"), "garage")
-            .env(format!("{prefix}S3_ACCESS_KEY"), S3_ACCESS_KEY)
-            .env(format!("{prefix}S3_SECRET_KEY"), S3_SECRET_KEY);
+        cmd.envs(self.env(prefix));
     }
 
     /// A client of the bucket, as a test inspects it.
@@ -574,13 +639,73 @@ pub struct Redis {
     pub url: String,
 }
 
+impl Redis {
+    /// A camera's Janus mountpoint as signal keeps it: `(gateway, id, secret)`. Secrets never
+    /// leave the services, so a test reads them where they live.
+    pub async fn mountpoint(&self, camera_id: &str) -> Result<(String, u64, String)> {
+        use redis::AsyncCommands;
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let raw: String = con.get(format!("cloudcam:camera:{camera_id}")).await?;
+        let v: serde_json::Value = serde_json::from_str(&raw)?;
+        let mp = &v["mountpoint"];
+        Ok((
+            mp["gateway"].as_str().unwrap_or_default().to_string(),
+            mp["id"].as_u64().context("mountpoint id")?,
+            mp["secret"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+}
+
 pub struct Janus {
+    pub name: String,
     pub proc: Proc,
     pub url: String,
     pub admin_url: String,
 }
 
 impl Janus {
+    /// Milliseconds since a mountpoint last received RTP, as Janus's streaming plugin reports
+    /// it (`None` before any packet arrived).
+    pub async fn media_age_ms(&self, mountpoint: u64, secret: &str) -> Result<Option<u64>> {
+        let http = reqwest::Client::new();
+        let post = |url: String, body: serde_json::Value| {
+            let http = http.clone();
+            async move {
+                let v: serde_json::Value = http.post(url).json(&body).send().await?.json().await?;
+                Ok::<_, anyhow::Error>(v)
+            }
+        };
+        let created = post(
+            self.url.clone(),
+            serde_json::json!({"janus": "create", "transaction": "c"}),
+        )
+        .await?;
+        let sid = created["data"]["id"].as_u64().context("no Janus session")?;
+        let session = format!("{}/{sid}", self.url);
+        let attached = post(
+            session.clone(),
+            serde_json::json!({"janus": "attach", "plugin": "janus.plugin.streaming", "transaction": "a"}),
+        )
+        .await?;
+        let hid = attached["data"]["id"].as_u64().context("no Janus handle")?;
+        let reply = post(
+            format!("{session}/{hid}"),
+            serde_json::json!({"janus": "message", "transaction": "m",
+                "body": {"request": "info", "id": mountpoint, "secret": secret}}),
+        )
+        .await;
+        let _ = post(
+            session,
+            serde_json::json!({"janus": "destroy", "transaction": "d"}),
+        )
+        .await;
+        let reply = reply?;
+        let media = &reply["plugindata"]["data"]["info"]["media"][0];
+        anyhow::ensure!(media.is_object(), "no mountpoint {mountpoint}: {reply}");
+        Ok(media["age_ms"].as_u64())
+    }
+
     /// Ids of the gateway's open sessions, from its admin API.
     pub async fn sessions(&self) -> Result<Vec<u64>> {
         let res: serde_json::Value = reqwest::Client::new()
@@ -598,8 +723,33 @@ impl Janus {
 }
 
 pub struct Signal {
-    pub proc: Proc,
+    pub proc: Option<Proc>,
     pub base: String,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Signal {
+    /// Starts (or restarts) the service with the same settings and port.
+    pub async fn start(&mut self) -> Result<()> {
+        let mut cmd = Command::new(binary("cloudcam-signal")?);
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.proc = Some(Proc::spawn("signal", &self.dir, &mut cmd)?);
+        wait_http(&format!("{}/healthz", self.base), "signal").await
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
 }
 
 pub struct Ingest {
@@ -610,6 +760,7 @@ pub struct Ingest {
 pub struct Camsim {
     proc: Option<Proc>,
     pub port: u16,
+    stats_port: u16,
     streams: Vec<String>,
     auth: Option<(String, String, String)>,
     dir: PathBuf,
@@ -624,6 +775,7 @@ impl Camsim {
     pub async fn start(&mut self) -> Result<()> {
         let mut cmd = Command::new(binary("camsim")?);
         cmd.arg("--port").arg(self.port.to_string());
+        cmd.arg("--stats-port").arg(self.stats_port.to_string());
         for s in &self.streams {
             cmd.arg("--stream").arg(s);
         }
@@ -632,6 +784,16 @@ impl Camsim {
         }
         self.proc = Some(Proc::spawn("camsim", &self.dir, &mut cmd)?);
         wait_tcp("camsim", self.port, Duration::from_secs(60)).await
+    }
+
+    /// RTSP sessions playing each path now.
+    pub async fn sessions(&self) -> Result<std::collections::HashMap<String, u64>> {
+        Ok(
+            reqwest::get(format!("http://127.0.0.1:{}/sessions", self.stats_port))
+                .await?
+                .json()
+                .await?,
+        )
     }
 
     /// SIGKILL, as a camera losing power.

@@ -145,7 +145,12 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
             .await?;
     assert!(metrics.contains("cloudcam_ingest_camera_frames_total"));
     assert!(!metrics.contains(PASSWORD), "password in metrics");
-    for log in [&signal.proc, &ingest.proc, &p.janus.proc, &p.kafka.proc] {
+    for log in [
+        signal.proc.as_ref().unwrap(),
+        &ingest.proc,
+        &p.janus.proc,
+        &p.kafka.proc,
+    ] {
         assert!(
             !log.log_text().contains(PASSWORD),
             "password in the log of {}",

@@ -34,6 +34,9 @@ struct Args {
     /// RTSP port.
     #[arg(long, default_value_t = 8554)]
     port: u16,
+    /// Serve `GET /sessions` (playing RTSP sessions per path, as JSON) on this port.
+    #[arg(long)]
+    stats_port: Option<u16>,
     /// A stream: `PATH[:key=value,...]`; keys: mode (live|replay), codec (h264|h265|mjpeg),
     /// width, height, fps, gop (frames), profile (baseline|main|high), overlay (true|false), audio (aac|none),
     /// seconds (replay loop length), file (Annex-B H.264 for replay).
@@ -48,6 +51,8 @@ struct Args {
     #[arg(long, default_value = "digest")]
     auth: String,
 }
+
+mod sessions;
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -85,6 +90,9 @@ fn main() -> Result<()> {
             "camsim: rtsp://{}:{}/{} ({})",
             args.address, args.port, spec.path, raw
         );
+    }
+    if let Some(port) = args.stats_port {
+        sessions::serve(&server, &args.address, port)?;
     }
     let _source = server.attach(None).context("cannot listen")?;
     println!("camsim: ready");
