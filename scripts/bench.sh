@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks, each against a baseline measured in the same run (printed as ratios):
-#   bench_latency    watch → first decoded frame in Chromium, GOP 1 s vs 2 s (median, p95)
+#   bench_latency    watch → video playing in Chromium, GOP 1 s vs 2 s, cold vs warm
 #   bench_relay_cpu  ingest CPU per camera vs a gst-launch relay of the same N streams
 #   bench_recorder   recorder CPU per camera vs gst-launch splitmuxsink; segment availability
+#   bench_failover   ingest failover after SIGKILL, rejoin and join times vs the session timeout
 #   scripts/bench.sh [TRIES] [N_CAMERAS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,3 +12,4 @@ cargo build --workspace --locked -q
 cargo run --locked -q -p cloudcam-tests --bin bench_latency -- "${1:-20}"
 cargo run --locked -q -p cloudcam-tests --bin bench_relay_cpu -- "${2:-16}" "${3:-20}"
 cargo run --locked -q -p cloudcam-tests --bin bench_recorder -- "${2:-8}" "${3:-20}"
+cargo run --locked -q -p cloudcam-tests --bin bench_failover -- 5 12

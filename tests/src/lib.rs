@@ -8,6 +8,7 @@
 pub mod api;
 pub mod browser;
 pub mod cpu;
+pub mod fleet;
 pub mod kafka;
 pub mod media;
 pub mod procs;

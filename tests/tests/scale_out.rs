@@ -5,9 +5,10 @@
 //! counts show no camera pulled twice for more than a moment. A recorder is killed and its
 //! cameras resume recording on the other with a gap of at most failover + one segment.
 
+use cloudcam_tests::fleet::{cameras, owner};
 use cloudcam_tests::stack::{Camsim, Ingest, TestEnv};
 use cloudcam_tests::{Api, Browser, wait_for};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,19 +19,6 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(15);
 /// "A moment": two workers may overlap on a camera only this long.
 const OVERLAP_BOUND: Duration = Duration::from_millis(1500);
 const SEGMENT_S: u32 = 2;
-
-async fn cameras(api: &Api) -> anyhow::Result<Vec<Value>> {
-    let (status, v) = api.call("GET", "/cameras", None).await?;
-    anyhow::ensure!(status == 200, "{v}");
-    Ok(v.as_array().cloned().unwrap_or_default())
-}
-
-fn owner(cam: &Value) -> String {
-    cam["served_by"]["ingest"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// Samples camsim's sessions every 100 ms; keeps, per path, the longest run with more than one.
 fn watch_overlaps(camsim: Arc<Camsim>) -> Arc<Mutex<HashMap<String, Duration>>> {
@@ -110,28 +98,9 @@ async fn workers_fail_over_join_and_never_pull_a_camera_twice() -> anyhow::Resul
 
     // Every camera live; every worker owns some; RTP arrives at Janus for every one.
     let all_live = |exclude: Option<String>| {
-        let api = &api;
-        let redis = &redis;
-        let gateways = &gateways;
+        let (api, redis, gateways) = (&api, &redis, &gateways);
         async move {
-            let cams = cameras(api).await.ok()?;
-            if cams.len() != CAMERAS {
-                return None;
-            }
-            for c in &cams {
-                if c["status"]["state"] != "live" || Some(owner(c)) == exclude {
-                    return None;
-                }
-                let (gw, mp, secret) = redis.mountpoint(c["id"].as_str()?).await.ok()?;
-                let age = gateways[gw.as_str()]
-                    .media_age_ms(mp, &secret)
-                    .await
-                    .ok()??;
-                if age > 1000 {
-                    return None;
-                }
-            }
-            Some(cams)
+            cloudcam_tests::fleet::all_live(api, redis, gateways, CAMERAS, exclude.as_deref()).await
         }
     };
     // (Workers join the group one after another; the first owns everything until the others

@@ -290,6 +290,16 @@ impl CameraActor {
     /// Once a second: health, stall and connect-timeout checks.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.relay.is_none() {
+            // An idle camera's status is kept fresh (it expires otherwise).
+            if self.status.state == CameraState::Idle
+                && self.last_health.0.elapsed()
+                    >= Duration::from_millis(self.shared.settings.health_interval_ms)
+            {
+                self.last_health.0 = Instant::now();
+                self.shared
+                    .reporter
+                    .refresh(&self.spec.camera_id, &self.status);
+            }
             return;
         }
         self.maybe_snapshot(ctx);
@@ -430,12 +440,10 @@ impl Handler<Stop> for CameraActor {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        // No status write: the camera's next owner (if any) reports it, and a late "stopped"
+        // from here would overwrite that.
         self.relay = None;
         self.run += 1;
-        self.set_state(
-            CameraState::Stopped,
-            "the camera is no longer served by this worker",
-        );
         ctx.stop();
     }
 }

@@ -91,6 +91,8 @@ pub fn describe() {
 enum Report {
     State(String, CameraStatus, u32),
     Health(String, CameraStatus),
+    /// Keeps the stored status from expiring; nothing new to publish.
+    Refresh(String, CameraStatus),
     Gone(String),
 }
 
@@ -108,6 +110,15 @@ impl Reporter {
         tokio::spawn(async move {
             while let Some(report) = rx.recv().await {
                 let (camera_id, status, kind) = match report {
+                    Report::Refresh(camera_id, status) => {
+                        if let Err(e) =
+                            set_json(&*state, &status_key(&camera_id), &status, Some(status_ttl))
+                                .await
+                        {
+                            tracing::warn!(camera = %camera_id, error = %e, "cannot store camera status");
+                        }
+                        continue;
+                    }
                     Report::Gone(camera_id) => {
                         for m in [&*FPS, &*UP, &*LAST_FRAME_AGE] {
                             let _ = m.remove_label_values(&[&camera_id]);
@@ -197,6 +208,13 @@ impl Reporter {
         let _ = self
             .tx
             .send(Report::Health(camera_id.to_string(), status.clone()));
+    }
+
+    /// Re-stores an unchanged status before it expires.
+    pub fn refresh(&self, camera_id: &str, status: &CameraStatus) {
+        let _ = self
+            .tx
+            .send(Report::Refresh(camera_id.to_string(), status.clone()));
     }
 
     /// The camera left this worker: drop its per-camera gauges.
