@@ -24,6 +24,7 @@ fn seen_key(camera_id: &str) -> String {
 pub struct Viewing {
     refresher: tokio::task::JoinHandle<()>,
     app: Arc<AppState>,
+    camera_id: String,
     key: String,
 }
 
@@ -48,6 +49,7 @@ impl Viewing {
         Self {
             refresher,
             app,
+            camera_id: camera_id.to_string(),
             key,
         }
     }
@@ -56,24 +58,32 @@ impl Viewing {
 impl Drop for Viewing {
     fn drop(&mut self) {
         self.refresher.abort();
-        let (state, key) = (self.app.state.clone(), std::mem::take(&mut self.key));
+        let (app, key) = (self.app.clone(), std::mem::take(&mut self.key));
+        let camera_id = std::mem::take(&mut self.camera_id);
         tokio::spawn(async move {
-            let _ = state.del(&key).await;
+            // The grace period runs from the moment the viewer left.
+            let _ = seen(&app, &camera_id).await;
+            let _ = app.state.del(&key).await;
         });
     }
 }
 
-/// Publishes live demand for a camera that has none yet.
-async fn want(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiError> {
-    let now = cloudcam_core::now_ms();
+/// Notes that the camera has (or just had) a viewer.
+async fn seen(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiError> {
     let grace = Duration::from_millis(app.config.demand_grace_ms);
     app.state
         .set(
             &seen_key(camera_id),
-            now.to_string().as_bytes(),
+            cloudcam_core::now_ms().to_string().as_bytes(),
             Some(grace * 2 + Duration::from_secs(60)),
         )
         .await?;
+    Ok(())
+}
+
+/// Publishes live demand for a camera that has none yet.
+async fn want(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiError> {
+    seen(app, camera_id).await?;
     let mut record = cameras::load(app, camera_id).await?;
     if record.live_demand == 0 {
         record.live_demand = 1;
