@@ -80,6 +80,34 @@ async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyho
     })
     .await?;
 
+    // Recording goes on past S3's return; then it is turned off, so that the index and the
+    // bucket can be compared at rest.
+    wait_for(
+        "a segment recorded after S3 came back",
+        Duration::from_secs(30),
+        || async {
+            let v = recordings(&api, &id).await.ok()?;
+            let end = v["spans"].as_array()?.last()?["end_ms"].as_i64()?;
+            (end > back_ms).then_some(())
+        },
+    )
+    .await?;
+    api.call(
+        "PATCH",
+        &format!("/cameras/{id}"),
+        Some(json!({"recording": false})),
+    )
+    .await?;
+    wait_for(
+        "the recorder to stop and drain",
+        Duration::from_secs(30),
+        || async {
+            let recording = recorder.metric("cloudcam_recorder_cameras ").await?;
+            (recording == 0.0 && recorder.metric(spooled).await? == 0.0).then_some(())
+        },
+    )
+    .await?;
+
     // Every segment of the whole period is indexed and in S3, none twice, none overlapping.
     let v = recordings(&api, &id).await?;
     let segments = v["segments"].as_array().unwrap().clone();

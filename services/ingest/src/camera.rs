@@ -104,6 +104,7 @@ impl CameraActor {
         if let Some(h) = self.retry.take() {
             ctx.cancel_future(h);
         }
+        let _ = LAST_FRAME_AGE.remove_label_values(&[self.id()]);
         self.set_state(
             CameraState::Idle,
             "not pulled: nobody is watching and it does not record; the first viewer starts it",

@@ -189,7 +189,7 @@ impl Reporter {
             .set(1.0);
         if matches!(
             status.state,
-            CameraState::Live | CameraState::Connecting | CameraState::Stopped
+            CameraState::Live | CameraState::Connecting | CameraState::Stopped | CameraState::Idle
         ) {
             tracing::info!(camera = %camera_id, state = status.state.as_str(), reason = %status.reason, attempt, "camera state");
         } else {
