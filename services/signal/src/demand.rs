@@ -5,7 +5,7 @@
 
 use crate::app::AppState;
 use crate::cameras;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,32 +95,30 @@ async fn want(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiEr
 
 /// One pass: live demand follows the registered viewers, with the grace period on the way down.
 async fn reconcile(app: &AppState) -> Result<(), crate::error::ApiError> {
-    let mut viewers: HashMap<String, u32> = HashMap::new();
+    let mut watched: HashSet<String> = HashSet::new();
     for (key, _) in app.state.scan_prefix(VIEWER_PREFIX).await? {
         if let Some((camera, _view)) = key[VIEWER_PREFIX.len()..].split_once(':') {
-            *viewers.entry(camera.to_string()).or_default() += 1;
+            watched.insert(camera.to_string());
         }
     }
     let grace = app.config.demand_grace_ms as i64;
     let now = cloudcam_core::now_ms();
     for mut record in cameras::all(app).await? {
         let id = record.info.id.clone();
-        match viewers.get(&id) {
-            Some(_) => want(app, &id).await?,
-            None if record.live_demand > 0 => {
-                let seen = app
-                    .state
-                    .get(&seen_key(&id))
-                    .await?
-                    .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok())
-                    .unwrap_or(0);
-                if now - seen >= grace {
-                    record.live_demand = 0;
-                    cameras::publish(app, &record).await?;
-                    tracing::info!(camera = %id, "no viewer for the grace period: camera released");
-                }
+        if watched.contains(&id) {
+            want(app, &id).await?;
+        } else if record.live_demand > 0 {
+            let seen = app
+                .state
+                .get(&seen_key(&id))
+                .await?
+                .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok())
+                .unwrap_or(0);
+            if now - seen >= grace {
+                record.live_demand = 0;
+                cameras::publish(app, &record).await?;
+                tracing::info!(camera = %id, "no viewer for the grace period: camera released");
             }
-            None => {}
         }
     }
     Ok(())
