@@ -115,6 +115,26 @@ async fn workers_fail_over_join_and_never_pull_a_camera_twice() -> anyhow::Resul
         },
     )
     .await?;
+    // The workers' heartbeats list what each serves: the same 12 cameras, once each.
+    let mut expected = ids.clone();
+    expected.sort();
+    wait_for(
+        "the heartbeats to list every camera once",
+        Duration::from_secs(10),
+        || async {
+            let (_, workers) = api.call("GET", "/workers", None).await.ok()?;
+            let mut listed: Vec<String> = workers["workers"]
+                .as_array()?
+                .iter()
+                .filter(|w| w["kind"] == "ingest")
+                .flat_map(|w| w["cameras"].as_array().cloned().unwrap_or_default())
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect();
+            listed.sort();
+            (listed == expected).then_some(())
+        },
+    )
+    .await?;
     let per_gateway = cams
         .iter()
         .filter(|c| c["served_by"]["gateway"] == "janus-a")
@@ -157,6 +177,22 @@ async fn workers_fail_over_join_and_never_pull_a_camera_twice() -> anyhow::Resul
         )
         .await?;
         failovers.push(killed.elapsed());
+        if round == 0 {
+            // A dead worker's heartbeat expires: it leaves the API's list by itself.
+            wait_for(
+                "the dead worker to leave /workers",
+                Duration::from_secs(15),
+                || async {
+                    let (_, w) = api.call("GET", "/workers", None).await.ok()?;
+                    let listed = w["workers"]
+                        .as_array()?
+                        .iter()
+                        .any(|w| w["id"] == victim.as_str());
+                    (!listed).then_some(())
+                },
+            )
+            .await?;
+        }
         browser
             .wait_frames(before, 25, Duration::from_secs(20))
             .await
@@ -224,8 +260,28 @@ async fn workers_fail_over_join_and_never_pull_a_camera_twice() -> anyhow::Resul
         "a camera was pulled twice for too long: {worst_overlap:?}"
     );
 
-    // SIGKILL the recorder of a recorded camera: the other recorder takes it over.
+    // SIGKILL the recorder of a recorded camera: the other recorder takes it over. First let
+    // the recording settle (the join above may just have moved the camera's ingest worker, which
+    // interrupts its re-stream): a segment ending after this moment is indexed.
     let recorded = ids[0].clone();
+    let settled = cloudcam_tests::procs::now_ms() + i64::from(SEGMENT_S) * 1000;
+    let horizon = settled + 3_600_000;
+    wait_for(
+        "the recording to settle",
+        Duration::from_secs(60),
+        || async {
+            let (_, v) = api
+                .call(
+                    "GET",
+                    &format!("/cameras/{recorded}/recordings?from=0&to={horizon}"),
+                    None,
+                )
+                .await
+                .ok()?;
+            (v["spans"].as_array()?.last()?["end_ms"].as_i64()? > settled).then_some(())
+        },
+    )
+    .await?;
     let cam = api.camera(&recorded).await?;
     let victim = cam["served_by"]["recorder"].as_str().unwrap().to_string();
     recorders.get_mut(&victim).unwrap().proc.kill();

@@ -82,13 +82,17 @@ pub fn announce<'a>(heartbeat: &watch::Sender<Vec<String>>, ids: impl Iterator<I
     });
 }
 
-/// Every live worker, ingest workers first, each kind sorted by id.
+/// Every live worker, ingest workers first, each kind sorted by id. A worker that missed three
+/// heartbeats counts as gone even before its key expires (so a dead recorder does not still
+/// claim its cameras).
 pub async fn list(state: &dyn StateStore) -> Result<Vec<WorkerInfo>, crate::state::StateError> {
+    let fresh = crate::now_ms() - 3 * HEARTBEAT_EVERY.as_millis() as i64;
     let mut out: Vec<WorkerInfo> = state
         .scan_prefix(PREFIX)
         .await?
         .into_iter()
-        .filter_map(|(_, raw)| serde_json::from_slice(&raw).ok())
+        .filter_map(|(_, raw)| serde_json::from_slice::<WorkerInfo>(&raw).ok())
+        .filter(|w| w.heartbeat_ms >= fresh)
         .collect();
     out.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
     Ok(out)
