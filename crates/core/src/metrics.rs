@@ -21,43 +21,33 @@ pub fn describe() {
     }
 }
 
+/// Puts `metric` in the default registry and hands it back: every registration goes here.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M {
+    prometheus::default_registry()
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
 /// Registers a counter vector in the default registry.
 pub fn register_counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    prometheus::default_registry()
-        .register(Box::new(c.clone()))
-        .expect("metric registered once");
-    c
+    registered(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
 /// Registers a gauge vector in the default registry.
 pub fn register_gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
-    let g = prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    prometheus::default_registry()
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
-    g
+    registered(prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
-/// The default registry in Prometheus's text format.
-pub fn render() -> String {
-    let mut buf = Vec::new();
-    TextEncoder::new()
-        .encode(&prometheus::gather(), &mut buf)
-        .expect("text encoding never fails");
-    String::from_utf8(buf).expect("metrics are UTF-8")
+/// Registers a gauge in the default registry.
+pub fn register_gauge(name: &str, help: &str) -> prometheus::Gauge {
+    registered(prometheus::Gauge::new(name, help).expect("valid metric"))
 }
 
 /// Registers a histogram in the default registry.
 pub fn register_histogram(name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Histogram {
-    let h = prometheus::Histogram::with_opts(
-        prometheus::HistogramOpts::new(name, help).buckets(buckets),
-    )
-    .expect("valid metric");
-    prometheus::default_registry()
-        .register(Box::new(h.clone()))
-        .expect("metric registered once");
-    h
+    let opts = prometheus::HistogramOpts::new(name, help).buckets(buckets);
+    registered(prometheus::Histogram::with_opts(opts).expect("valid metric"))
 }
 
 /// Registers a histogram vector in the default registry.
@@ -67,22 +57,15 @@ pub fn register_histogram_vec(
     labels: &[&str],
     buckets: Vec<f64>,
 ) -> prometheus::HistogramVec {
-    let h = prometheus::HistogramVec::new(
-        prometheus::HistogramOpts::new(name, help).buckets(buckets),
-        labels,
-    )
-    .expect("valid metric");
-    prometheus::default_registry()
-        .register(Box::new(h.clone()))
-        .expect("metric registered once");
-    h
+    let opts = prometheus::HistogramOpts::new(name, help).buckets(buckets);
+    registered(prometheus::HistogramVec::new(opts, labels).expect("valid metric"))
 }
 
-/// Registers a gauge in the default registry.
-pub fn register_gauge(name: &str, help: &str) -> prometheus::Gauge {
-    let g = prometheus::Gauge::new(name, help).expect("valid metric");
-    prometheus::default_registry()
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
-    g
+/// The default registry in Prometheus's text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&prometheus::gather(), &mut buf)
+        .expect("text encoding never fails");
+    String::from_utf8(buf).expect("metrics are UTF-8")
 }
