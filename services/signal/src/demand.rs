@@ -83,30 +83,38 @@ async fn seen(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiEr
 
 /// Publishes live demand for a camera that has none yet.
 async fn want(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiError> {
-    seen(app, camera_id).await?;
     let mut record = cameras::load(app, camera_id).await?;
+    watched(app, &mut record).await
+}
+
+/// The camera has a viewer: notes when, and publishes live demand unless it has it already.
+async fn watched(
+    app: &AppState,
+    record: &mut cameras::CameraRecord,
+) -> Result<(), crate::error::ApiError> {
+    seen(app, &record.info.id).await?;
     if record.live_demand == 0 {
         record.live_demand = 1;
-        cameras::publish(app, &record).await?;
-        tracing::info!(camera = %camera_id, "first viewer: camera wanted");
+        cameras::publish(app, record).await?;
+        tracing::info!(camera = %record.info.id, "first viewer: camera wanted");
     }
     Ok(())
 }
 
 /// One pass: live demand follows the registered viewers, with the grace period on the way down.
 async fn reconcile(app: &AppState) -> Result<(), crate::error::ApiError> {
-    let mut watched: HashSet<String> = HashSet::new();
+    let mut with_viewers: HashSet<String> = HashSet::new();
     for (key, _) in app.state.scan_prefix(VIEWER_PREFIX).await? {
         if let Some((camera, _view)) = key[VIEWER_PREFIX.len()..].split_once(':') {
-            watched.insert(camera.to_string());
+            with_viewers.insert(camera.to_string());
         }
     }
     let grace = app.config.demand_grace_ms as i64;
     let now = cloudcam_core::now_ms();
     for mut record in cameras::all(app).await? {
         let id = record.info.id.clone();
-        if watched.contains(&id) {
-            want(app, &id).await?;
+        if with_viewers.contains(&id) {
+            watched(app, &mut record).await?;
         } else if record.live_demand > 0 {
             let seen = app
                 .state
