@@ -173,14 +173,14 @@ impl Pool {
             .unwrap_or(&self.gateways[0])
     }
 
+    /// Whether `record`'s mountpoint is on `gateway`.
+    fn hosts(&self, gateway: &Gateway, record: &CameraRecord) -> bool {
+        std::ptr::eq(self.gateway(&record.mountpoint.gateway), gateway)
+    }
+
     /// The healthy gateway with the fewest of `existing`'s mountpoints, other than `not`.
     pub fn place(&self, existing: &[CameraRecord], not: Option<&str>) -> Option<&Gateway> {
-        let load = |g: &Gateway| {
-            existing
-                .iter()
-                .filter(|r| self.gateway(&r.mountpoint.gateway).settings.name == g.settings.name)
-                .count()
-        };
+        let load = |g: &Gateway| existing.iter().filter(|r| self.hosts(g, r)).count();
         self.gateways
             .iter()
             .filter(|g| g.is_up() && Some(g.settings.name.as_str()) != not)
@@ -247,7 +247,7 @@ impl Pool {
         let checks = self.gateways.iter().map(|g| async move {
             let mine: Vec<&CameraRecord> = cameras
                 .iter()
-                .filter(|r| self.gateway(&r.mountpoint.gateway).settings.name == g.settings.name)
+                .filter(|r| self.hosts(g, r))
                 .collect();
             let res = g.reconcile(&mine).await;
             g.record(res.as_ref().map(|_| mine.len()));
