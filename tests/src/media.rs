@@ -28,13 +28,7 @@ pub fn decode(path: &Path) -> Result<Decoded> {
         "filesrc name=src ! qtdemux ! h264parse name=parse ! avdec_h264 ! videoconvert ! fakesink name=sink sync=false"
             .to_string()
     };
-    let pipeline = gst::parse::launch(&desc)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow!("not a pipeline"))?;
-    pipeline
-        .by_name("src")
-        .unwrap()
-        .set_property("location", path.to_string_lossy().as_ref());
+    let pipeline = reading(&desc, path)?;
     let out = Arc::new(Mutex::new((Decoded::default(), None::<u64>, 0u64, false)));
     if let Some(parse) = pipeline.by_name("parse") {
         let out = out.clone();
@@ -84,6 +78,18 @@ pub fn decode(path: &Path) -> Result<Decoded> {
     Ok(out.lock().unwrap().0.clone())
 }
 
+/// The pipeline `desc`, its `filesrc name=src` reading `path`.
+fn reading(desc: &str, path: &Path) -> Result<gst::Pipeline> {
+    let pipeline = gst::parse::launch(desc)?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| anyhow!("not a pipeline"))?;
+    pipeline
+        .by_name("src")
+        .ok_or_else(|| anyhow!("no src in {desc}"))?
+        .set_property("location", path.to_string_lossy().as_ref());
+    Ok(pipeline)
+}
+
 /// Plays `pipeline` (reading `path`) to its end; fails on an error or after `timeout_s`.
 fn play_to_eos(pipeline: &gst::Pipeline, path: &Path, timeout_s: u64) -> Result<()> {
     pipeline.set_state(gst::State::Playing)?;
@@ -105,15 +111,10 @@ fn play_to_eos(pipeline: &gst::Pipeline, path: &Path, timeout_s: u64) -> Result<
 /// Decodes the AAC audio track of an MP4; the number of audio frames.
 pub fn audio_frames(path: &Path) -> Result<u64> {
     gst::init()?;
-    let pipeline = gst::parse::launch(
+    let pipeline = reading(
         "filesrc name=src ! qtdemux name=d d.audio_0 ! aacparse ! avdec_aac ! fakesink name=sink sync=false",
-    )?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| anyhow!("not a pipeline"))?;
-    pipeline
-        .by_name("src")
-        .unwrap()
-        .set_property("location", path.to_string_lossy().as_ref());
+        path,
+    )?;
     let frames = Arc::new(Mutex::new(0u64));
     {
         let frames = frames.clone();
