@@ -7,7 +7,8 @@
 # Mountpoint RTP ports are chosen by signal (janus.rtp_port_min/max); rtp_port_range below is
 # for the WebRTC side. In a container: JANUS_HTTP_IP=0.0.0.0 lets signal reach the API,
 # JANUS_NAT_1_1=<address browsers reach> and JANUS_RTP_PORT_RANGE match the published UDP ports,
-# JANUS_ICE_IFACE names the interface ICE may use.
+# JANUS_ICE_IFACE names the interface ICE may use. JANUS_ADMIN_KEY sets the streaming plugin's
+# admin_key (give signal the same as janus.admin_key): it lets signal list private mountpoints.
 set -euo pipefail
 dir=$1 http_port=$2 admin_port=${3:-0}
 libdir=$(dirname "$(ls -d /usr/lib/*/janus/plugins | head -1)")
@@ -70,7 +71,10 @@ admin: {
   admin_ip = "127.0.0.1"
 }
 CFG
+admin_key=""
+[ -n "${JANUS_ADMIN_KEY:-}" ] && admin_key="admin_key = \"$JANUS_ADMIN_KEY\""
 cat > "$dir/janus.plugin.streaming.jcfg" <<CFG
 general: {
+  $admin_key
 }
 CFG

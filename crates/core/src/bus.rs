@@ -168,6 +168,11 @@ impl MemoryBus {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// The camera's current desired state (`None` after a tombstone).
+    pub fn latest_spec(&self, camera_id: &str) -> Option<CameraSpec> {
+        self.specs.lock().expect("bus lock").get(camera_id).cloned()
+    }
 }
 
 fn forward<T: Clone + Send + 'static>(

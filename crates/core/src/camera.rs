@@ -5,7 +5,7 @@ use cloudcam_proto::v1;
 use serde::{Deserialize, Serialize};
 
 /// The state of a camera as the owning ingest worker sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CameraState {
     /// No worker has reported on this camera yet.
@@ -90,7 +90,7 @@ impl From<CameraState> for v1::CameraState {
 }
 
 /// A camera's live status, kept in the state store by the owning worker and shown by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CameraStatus {
     pub state: CameraState,
     /// Human-readable reason; never contains credentials.

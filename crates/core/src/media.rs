@@ -77,7 +77,7 @@ pub fn from_settings(s: &MediaSettings) -> Result<Arc<dyn ObjectStore>, MediaErr
 }
 
 /// One recorded segment, as indexed in the state store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Segment {
     pub camera_id: String,
     /// Key in the media store.
@@ -101,13 +101,40 @@ pub fn snapshot_request_key(camera_id: &str) -> String {
     format!("cloudcam:snapshot-request:{camera_id}")
 }
 
-/// State-store prefix of a camera's segment index; entries sort by start time.
-pub fn index_prefix(camera_id: &str) -> String {
-    format!("cloudcam:seg:{camera_id}:")
+/// The segment index of a camera: a sorted set of segment records scored by start time, so a
+/// time range costs O(log n + k) however long the camera has recorded.
+pub fn index_key(camera_id: &str) -> String {
+    format!("cloudcam:segments:{camera_id}")
 }
 
-pub fn index_key(camera_id: &str, start_ms: i64) -> String {
-    format!("{}{start_ms:015}", index_prefix(camera_id))
+/// Longest segment the index answers ranges for correctly (a range query looks back this far
+/// for segments that started before it and end inside it). Recorders cut far shorter ones.
+pub const MAX_SEGMENT_MS: i64 = 10 * 60 * 1000;
+
+/// Adds a segment to its camera's index (replacing any record with the same start).
+pub async fn index_segment(
+    state: &dyn crate::state::StateStore,
+    s: &Segment,
+) -> Result<(), crate::state::StateError> {
+    let key = index_key(&s.camera_id);
+    let member = serde_json::to_string(s).expect("serializable");
+    let same_start = state.zrange_by_score(&key, s.start_ms, s.start_ms).await?;
+    let stale: Vec<String> = same_start
+        .into_iter()
+        .map(|(m, _)| m)
+        .filter(|m| *m != member)
+        .collect();
+    state.zrem(&key, &stale).await?;
+    state.zadd(&key, &member, s.start_ms).await
+}
+
+/// Removes a segment from its camera's index.
+pub async fn unindex_segment(
+    state: &dyn crate::state::StateStore,
+    s: &Segment,
+) -> Result<(), crate::state::StateError> {
+    let member = serde_json::to_string(s).expect("serializable");
+    state.zrem(&index_key(&s.camera_id), &[member]).await
 }
 
 /// A camera's indexed segments overlapping `[from_ms, to_ms)`, sorted by start.
@@ -117,14 +144,17 @@ pub async fn segments(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<Segment>, crate::state::StateError> {
-    let mut out: Vec<Segment> = state
-        .scan_prefix(&index_prefix(camera_id))
+    if to_ms <= from_ms {
+        return Ok(Vec::new());
+    }
+    let lo = from_ms.saturating_sub(MAX_SEGMENT_MS);
+    let out: Vec<Segment> = state
+        .zrange_by_score(&index_key(camera_id), lo, to_ms.saturating_sub(1))
         .await?
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<Segment>(&v).ok())
+        .filter_map(|(m, _)| serde_json::from_str::<Segment>(&m).ok())
         .filter(|s| s.end_ms > from_ms && s.start_ms < to_ms)
         .collect();
-    out.sort_by_key(|s| s.start_ms);
     Ok(out)
 }
 
@@ -161,8 +191,19 @@ mod tests {
         assert_eq!(spans(&s, 100), vec![(0, 2000), (5000, 6000)]);
     }
 
-    #[test]
-    fn index_keys_sort_by_time() {
-        assert!(index_key("c", 999) < index_key("c", 1000));
+    #[tokio::test]
+    async fn the_index_answers_ranges_and_replaces_by_start() {
+        let state = crate::state::MemoryState::new();
+        for (a, b) in [(0, 1000), (1000, 2000), (2000, 3000)] {
+            index_segment(&state, &seg(a, b)).await.unwrap();
+        }
+        let mut longer = seg(2000, 3500);
+        longer.bytes = 2;
+        index_segment(&state, &longer).await.unwrap();
+        let got = segments(&state, "c", 1500, 2500).await.unwrap();
+        assert_eq!(got, vec![seg(1000, 2000), longer.clone()]);
+        unindex_segment(&state, &seg(0, 1000)).await.unwrap();
+        assert_eq!(segments(&state, "c", 0, 10_000).await.unwrap().len(), 2);
+        assert!(segments(&state, "c", 5, 5).await.unwrap().is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! Worker identity and heartbeats in the state store: every ingest worker and recorder keeps
-//! `cloudcam:worker:<kind>:<id>` alive (with expiry) listing the cameras it serves, so the API
-//! can show who serves what and a dead worker disappears by itself.
+//! `cloudcam:worker:<kind>:<id>` alive (with expiry) listing the cameras it serves, and is a
+//! member of the registry `cloudcam:workers` (a sorted set scored by when the member expires),
+//! so the API can show who serves what and a dead worker disappears by itself.
 
 use crate::state::{StateStore, set_json};
 use serde::{Deserialize, Serialize};
@@ -9,13 +10,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 const PREFIX: &str = "cloudcam:worker:";
+/// The registry: `<kind>:<id>` scored by the heartbeat's expiry (ms since the epoch).
+const REGISTRY: &str = "cloudcam:workers";
 /// How often a worker refreshes its heartbeat (and at once when its cameras change).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// A worker not heard from for this long is gone.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 
 /// What a worker says about itself.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub id: String,
     /// `ingest` or `recorder`.
@@ -26,8 +29,12 @@ pub struct WorkerInfo {
     pub heartbeat_ms: i64,
 }
 
+fn member(kind: &str, id: &str) -> String {
+    format!("{kind}:{id}")
+}
+
 fn key(kind: &str, id: &str) -> String {
-    format!("{PREFIX}{kind}:{id}")
+    format!("{PREFIX}{}", member(kind, id))
 }
 
 /// Keeps a worker's heartbeat until the returned sender is dropped (then removes it). Send the
@@ -51,7 +58,12 @@ pub fn spawn_heartbeat(
                 started_ms,
                 heartbeat_ms: crate::now_ms(),
             };
-            match set_json(&*state, &key(kind, &id), &info, Some(HEARTBEAT_TTL)).await {
+            let written = async {
+                set_json(&*state, &key(kind, &id), &info, Some(HEARTBEAT_TTL)).await?;
+                let expires = info.heartbeat_ms + HEARTBEAT_TTL.as_millis() as i64;
+                state.zadd(REGISTRY, &member(kind, &id), expires).await
+            };
+            match written.await {
                 Ok(()) => logged = false,
                 Err(e) if !logged => {
                     tracing::warn!(worker = %id, error = %e, "cannot write the worker heartbeat");
@@ -65,6 +77,7 @@ pub fn spawn_heartbeat(
             }
         }
         let _ = state.del(&key(kind, &id)).await;
+        let _ = state.zrem(REGISTRY, &[member(kind, &id)]).await;
     });
     tx
 }
@@ -86,12 +99,22 @@ pub fn announce<'a>(heartbeat: &watch::Sender<Vec<String>>, ids: impl Iterator<I
 /// heartbeats counts as gone even before its key expires (so a dead recorder does not still
 /// claim its cameras).
 pub async fn list(state: &dyn StateStore) -> Result<Vec<WorkerInfo>, crate::state::StateError> {
-    let fresh = crate::now_ms() - 3 * HEARTBEAT_EVERY.as_millis() as i64;
-    let mut out: Vec<WorkerInfo> = state
-        .scan_prefix(PREFIX)
+    let now = crate::now_ms();
+    // Members whose heartbeat expired are gone: drop them from the registry as we go.
+    state.zrem_range_by_score(REGISTRY, i64::MIN, now).await?;
+    let keys: Vec<String> = state
+        .zrange_by_score(REGISTRY, now + 1, i64::MAX)
         .await?
         .into_iter()
-        .filter_map(|(_, raw)| serde_json::from_slice::<WorkerInfo>(&raw).ok())
+        .map(|(m, _)| format!("{PREFIX}{m}"))
+        .collect();
+    let fresh = now - 3 * HEARTBEAT_EVERY.as_millis() as i64;
+    let mut out: Vec<WorkerInfo> = state
+        .mget(&keys)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter_map(|raw| serde_json::from_slice::<WorkerInfo>(&raw).ok())
         .filter(|w| w.heartbeat_ms >= fresh)
         .collect();
     out.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));

@@ -57,8 +57,10 @@ impl Default for RecorderSettings {
 
 impl RecorderSettings {
     pub fn validate(&self) -> Result<(), String> {
-        if self.segment_seconds == 0 {
-            return Err("recorder.segment_seconds must be positive".into());
+        if self.segment_seconds == 0
+            || self.segment_seconds * 1000 > cloudcam_core::media::MAX_SEGMENT_MS as u64 / 2
+        {
+            return Err("recorder.segment_seconds must be between 1 and 300".into());
         }
         if self.spool_max_bytes < 1024 * 1024 {
             return Err("recorder.spool_max_bytes must be at least 1 MiB".into());

@@ -6,7 +6,7 @@ use crate::config::RecorderSettings;
 use crate::spool::Spool;
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
-use cloudcam_core::media::{Segment, index_key, segment_key, segments};
+use cloudcam_core::media::{Segment, segment_key, segments, unindex_segment};
 use cloudcam_core::state::{StateStore, get_json};
 use cloudcam_proto::v1::CameraSpec;
 use gstreamer as gst;
@@ -334,7 +334,7 @@ impl RecordingActor {
                 let path = object_store::path::Path::from(s.key.as_str());
                 match store.delete(&path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                        let _ = state.del(&index_key(&id, s.start_ms)).await;
+                        let _ = unindex_segment(&*state, &s).await;
                         tracing::info!(camera = %id, key = %s.key, "segment expired");
                     }
                     Err(e) => {

@@ -11,9 +11,9 @@
 //! for long, the newest footage is kept.
 
 use cloudcam_core::bus::Bus;
-use cloudcam_core::media::{Segment, index_key};
+use cloudcam_core::media::{Segment, index_segment};
 use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec, register_histogram};
-use cloudcam_core::state::{StateStore, set_json};
+use cloudcam_core::state::StateStore;
 use cloudcam_proto::v1;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -240,7 +240,7 @@ impl Spool {
             .await?;
         UPLOAD_SECONDS.observe(started.elapsed().as_secs_f64());
         let s = &r.segment;
-        set_json(&*self.state, &index_key(&s.camera_id, s.start_ms), s, None).await?;
+        index_segment(&*self.state, s).await?;
         let event = v1::CameraEvent {
             schema_version: cloudcam_proto::SCHEMA_VERSION,
             camera_id: s.camera_id.clone(),

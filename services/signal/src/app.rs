@@ -1,191 +1,129 @@
-//! The signal service's state, routes and background tasks.
+//! Wiring: builds the domain services from the backends chosen in `main` and starts the
+//! background passes. Nothing here holds domain logic; handlers ([`crate::api`],
+//! [`crate::ws`]) take what they need from [`AppState`].
 
+use crate::auth::Sessions;
+use crate::cameras::Cameras;
 use crate::config::SignalConfig;
-use crate::error::{ApiError, json_error};
+use crate::demand::Demand;
+use crate::gateways::Gateways;
 use crate::pool::Pool;
-use crate::{auth, cameras, recordings, ws};
-use actix_web::{HttpResponse, web};
+use crate::recordings::Recordings;
+use crate::store::CameraStore;
 use cloudcam_core::bus::Bus;
-use cloudcam_core::camera::{CameraStatus, status_key};
-use cloudcam_core::state::{StateStore, get_json};
+use cloudcam_core::camera::CameraStatus;
+use cloudcam_core::state::StateStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
 pub struct AppState {
-    pub config: SignalConfig,
-    pub bus: Arc<dyn Bus>,
+    pub cameras: Cameras,
+    pub demand: Demand,
+    pub recordings: Recordings,
+    pub gateways: Gateways,
+    pub sessions: Sessions,
+    /// Live workers (for `GET /workers`).
     pub state: Arc<dyn StateStore>,
-    pub pool: Pool,
-    /// Recordings and snapshots.
-    pub store: Arc<dyn object_store::ObjectStore>,
-    /// Serializes mountpoint allocation within this instance.
-    pub alloc_lock: tokio::sync::Mutex<()>,
+    pub bus: Arc<dyn Bus>,
+    pub media: Arc<dyn object_store::ObjectStore>,
     /// Camera status changes, for every open WebSocket.
     pub statuses: broadcast::Sender<(String, CameraStatus)>,
 }
 
 impl AppState {
     pub fn new(
-        config: SignalConfig,
+        config: &SignalConfig,
         bus: Arc<dyn Bus>,
         state: Arc<dyn StateStore>,
-        store: Arc<dyn object_store::ObjectStore>,
+        media: Arc<dyn object_store::ObjectStore>,
     ) -> Self {
+        let pool = Arc::new(Pool::new(config.janus.clone()));
+        let cameras = Cameras::new(state.clone(), bus.clone(), pool);
         Self {
-            store,
-            pool: Pool::new(config.janus.clone()),
-            config,
-            bus,
+            demand: Demand::new(
+                state.clone(),
+                cameras.clone(),
+                Duration::from_millis(config.demand_grace_ms),
+                Duration::from_millis(config.viewer_ttl_ms),
+            ),
+            gateways: Gateways::new(
+                cameras.clone(),
+                Duration::from_millis(config.janus.reconcile_interval_ms),
+            ),
+            recordings: Recordings::new(state.clone(), media.clone()),
+            sessions: Sessions::new(state.clone(), config.auth.clone()),
+            cameras,
             state,
-            alloc_lock: tokio::sync::Mutex::new(()),
+            bus,
+            media,
             statuses: broadcast::channel(1024).0,
         }
     }
-}
 
-/// What `/readyz` checks: Kafka, Redis, the media store and at least one healthy Janus gateway.
-pub fn readiness(app: &Arc<AppState>) -> cloudcam_core::ops::Readiness {
-    let a = app.clone();
-    cloudcam_core::ops::Readiness::dependencies(
-        app.bus.clone(),
-        app.state.clone(),
-        Some(app.store.clone()),
-    )
-    .check("janus", move || {
-        let up = a.pool.any_up();
-        async move {
-            if up {
-                Ok(())
-            } else {
-                Err("no Janus gateway answered its last health check".into())
-            }
-        }
-    })
-}
+    pub fn pool(&self) -> &Pool {
+        self.cameras.pool()
+    }
 
-/// Registers the API, WebSocket, metrics, health and web UI routes.
-pub fn routes(
-    cfg: &mut web::ServiceConfig,
-    max_body: usize,
-    readiness: cloudcam_core::ops::Readiness,
-) {
-    cloudcam_core::ops::routes(cfg, readiness);
-    let json = web::JsonConfig::default()
-        .limit(max_body)
-        .error_handler(move |err, _| json_error(err, max_body));
-    cfg.app_data(json)
-        .app_data(web::PathConfig::default())
-        .service(
-            web::scope("/api/v1")
-                .route("/login", web::post().to(auth::login))
-                .route("/logout", web::post().to(auth::logout))
-                .route("/cameras", web::get().to(cameras::list))
-                .route("/cameras", web::post().to(cameras::create))
-                .route("/cameras/{id}", web::get().to(cameras::get))
-                .route("/cameras/{id}", web::patch().to(cameras::update))
-                .route("/cameras/{id}", web::delete().to(cameras::delete))
-                .route("/cameras/{id}/recordings", web::get().to(recordings::list))
-                .route("/cameras/{id}/clip", web::get().to(recordings::clip))
-                .route(
-                    "/cameras/{id}/snapshot",
-                    web::get().to(recordings::snapshot),
-                )
-                .route(
-                    "/cameras/{id}/snapshot",
-                    web::post().to(recordings::request_snapshot),
-                )
-                .route("/workers", web::get().to(workers))
-                .route("/ws", web::get().to(ws::connect))
-                .default_service(web::to(|| async {
-                    Err::<HttpResponse, _>(ApiError::NotFound("no such API endpoint".into()))
-                })),
+    /// Starts the event relay, the gateway pass and the demand pass.
+    pub fn spawn_background(&self) -> anyhow::Result<()> {
+        spawn_event_relay(
+            self.bus.clone(),
+            self.cameras.store.clone(),
+            self.statuses.clone(),
+        )?;
+        self.gateways.clone().spawn();
+        self.demand.clone().spawn();
+        Ok(())
+    }
+
+    /// What `/readyz` checks: Kafka, Redis, the media store and at least one healthy gateway.
+    pub fn readiness(self: &Arc<Self>) -> cloudcam_core::ops::Readiness {
+        let a = self.clone();
+        cloudcam_core::ops::Readiness::dependencies(
+            self.bus.clone(),
+            self.state.clone(),
+            Some(self.media.clone()),
         )
-        .route("/", web::get().to(crate::web::index))
-        .route("/app.js", web::get().to(crate::web::script))
-        .route("/style.css", web::get().to(crate::web::style));
-}
-
-/// `GET /api/v1/workers`: live ingest workers and recorders (with their cameras) and the Janus
-/// gateways (with their health).
-async fn workers(app: web::Data<AppState>, _: auth::Authed) -> Result<HttpResponse, ApiError> {
-    let workers = cloudcam_core::workers::list(&*app.state).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "workers": workers,
-        "gateways": app.pool.views(),
-    })))
+        .check("janus", move || {
+            let up = a.pool().any_up();
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err("no Janus gateway answered its last health check".into())
+                }
+            }
+        })
+    }
 }
 
 /// Relays camera events from the bus to every WebSocket as full statuses.
-pub fn spawn_event_relay(app: Arc<AppState>) -> anyhow::Result<()> {
-    let mut events = app.bus.events()?;
+fn spawn_event_relay(
+    bus: Arc<dyn Bus>,
+    store: CameraStore,
+    statuses: broadcast::Sender<(String, CameraStatus)>,
+) -> anyhow::Result<()> {
+    let mut events = bus.events()?;
     actix_rt::spawn(async move {
         let mut cache: HashMap<String, CameraStatus> = HashMap::new();
         while let Some(ev) = events.recv().await {
             let status = match cache.get_mut(&ev.camera_id) {
                 Some(s) => s,
                 None => {
-                    let stored = get_json::<CameraStatus>(&*app.state, &status_key(&ev.camera_id))
+                    let stored = store
+                        .statuses(std::slice::from_ref(&ev.camera_id))
                         .await
                         .ok()
-                        .flatten()
+                        .and_then(|mut s| s.pop().flatten())
                         .unwrap_or_else(CameraStatus::unknown);
                     cache.entry(ev.camera_id.clone()).or_insert(stored)
                 }
             };
             status.apply(&ev);
-            let _ = app.statuses.send((ev.camera_id.clone(), status.clone()));
+            let _ = statuses.send((ev.camera_id.clone(), status.clone()));
         }
     });
     Ok(())
-}
-
-/// Keeps every camera's mountpoint present on its gateway (a restarted gateway forgets them),
-/// and moves the mountpoints of a gateway that stays down to the others.
-pub fn spawn_reconciler(app: Arc<AppState>) {
-    actix_rt::spawn(async move {
-        let every = Duration::from_millis(app.config.janus.reconcile_interval_ms);
-        loop {
-            match cameras::all(&app).await {
-                Err(e) => tracing::warn!(error = %e, "cannot list cameras to reconcile"),
-                Ok(cams) => {
-                    app.pool.reconcile(&cams).await;
-                    failover(&app, cams).await;
-                }
-            }
-            tokio::time::sleep(every).await;
-        }
-    });
-}
-
-/// Re-creates the mountpoints of every gateway down for longer than `failover_after_ms` on the
-/// least loaded healthy gateway, and points the cameras' RTP there. Viewers of those cameras
-/// see their view end and reconnect (the UI does so by itself) to the new gateway.
-async fn failover(app: &AppState, mut cams: Vec<cameras::CameraRecord>) {
-    let after = app.pool.failover_after();
-    for i in 0..cams.len() {
-        let from = app.pool.gateway(&cams[i].mountpoint.gateway);
-        if !from.failed_for(after) {
-            continue;
-        }
-        let Some(to) = app.pool.place(&cams, Some(&from.settings.name)) else {
-            continue;
-        };
-        let mut record = cams[i].clone();
-        record.mountpoint.gateway = to.settings.name.clone();
-        if let Err(e) = app.pool.ensure(&record.mountpoint).await {
-            tracing::warn!(camera = %record.info.id, gateway = %to.settings.name, error = %e, "cannot move the mountpoint");
-            continue;
-        }
-        match cameras::publish(app, &record).await {
-            Ok(()) => {
-                tracing::info!(camera = %record.info.id, from = %from.settings.name, to = %to.settings.name, "mountpoint moved to another gateway");
-                cams[i] = record;
-            }
-            Err(e) => {
-                tracing::warn!(camera = %record.info.id, error = %e, "cannot move the mountpoint")
-            }
-        }
-    }
 }

@@ -1,16 +1,19 @@
-//! Sign-in and session tokens. The bootstrap administrator comes from configuration; a token is
+//! Sign-in and session tokens ([`Sessions`]), and the [`Authed`] extractor every protected
+//! handler takes. The bootstrap administrator comes from configuration; a token is
 //! 32 random bytes, stored only as its SHA-256 under `cloudcam:token:` with an expiry, so any
 //! signal instance accepts it and a leaked state dump reveals none.
 
-use crate::app::AppState;
-use crate::error::{ApiError, Body};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, dev::Payload, web};
-use cloudcam_core::state::{get_json, set_json};
+use crate::config::AuthSettings;
+use crate::error::ApiError;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use cloudcam_core::state::{StateStore, get_json, set_json};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 fn token_key(token: &str) -> String {
     format!(
@@ -24,7 +27,7 @@ pub struct Session {
     pub user: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     pub username: String,
@@ -36,37 +39,61 @@ fn same_secret(a: &str, b: &str) -> bool {
     Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
 }
 
-pub async fn login(
-    app: web::Data<AppState>,
-    Body(body): Body<Login>,
-) -> Result<HttpResponse, ApiError> {
-    let auth = &app.config.auth;
-    if body.username != auth.admin_user || !same_secret(&body.password, &auth.admin_password) {
-        tracing::warn!(user = %body.username, "failed sign-in");
-        return Err(ApiError::BadLogin);
-    }
-    let token = cloudcam_core::random_hex(32);
-    let session = Session {
-        user: body.username.clone(),
-    };
-    set_json(
-        &*app.state,
-        &token_key(&token),
-        &session,
-        Some(Duration::from_secs(auth.token_ttl_s)),
-    )
-    .await?;
-    tracing::info!(user = %session.user, "signed in");
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "token": token,
-        "user": session.user,
-        "expires_in": auth.token_ttl_s,
-    })))
+/// What a successful sign-in returns.
+#[derive(Serialize, ToSchema)]
+pub struct LoginReply {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub user: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
 }
 
-pub async fn logout(app: web::Data<AppState>, authed: Authed) -> Result<HttpResponse, ApiError> {
-    app.state.del(&token_key(&authed.token)).await?;
-    Ok(HttpResponse::NoContent().finish())
+/// Sign-in and the tokens it hands out.
+#[derive(Clone)]
+pub struct Sessions {
+    state: Arc<dyn StateStore>,
+    settings: AuthSettings,
+}
+
+impl Sessions {
+    pub fn new(state: Arc<dyn StateStore>, settings: AuthSettings) -> Self {
+        Self { state, settings }
+    }
+
+    pub async fn login(&self, body: &Login) -> Result<LoginReply, ApiError> {
+        let auth = &self.settings;
+        if body.username != auth.admin_user || !same_secret(&body.password, &auth.admin_password) {
+            tracing::warn!(user = %body.username, "failed sign-in");
+            return Err(ApiError::BadLogin);
+        }
+        let token = cloudcam_core::random_hex(32);
+        let session = Session {
+            user: body.username.clone(),
+        };
+        set_json(
+            &*self.state,
+            &token_key(&token),
+            &session,
+            Some(Duration::from_secs(auth.token_ttl_s)),
+        )
+        .await?;
+        tracing::info!(user = %session.user, "signed in");
+        Ok(LoginReply {
+            token,
+            user: session.user,
+            expires_in: auth.token_ttl_s,
+        })
+    }
+
+    pub async fn logout(&self, authed: &Authed) -> Result<(), ApiError> {
+        self.state.del(&token_key(&authed.token)).await?;
+        Ok(())
+    }
+
+    async fn verify(&self, token: &str) -> Result<Option<Session>, ApiError> {
+        Ok(get_json(&*self.state, &token_key(token)).await?)
+    }
 }
 
 /// A request that carried a valid token: `Authorization: Bearer <token>`, or `?token=` for the
@@ -95,14 +122,15 @@ impl FromRequest for Authed {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let app = req.app_data::<web::Data<AppState>>().cloned();
+        let sessions = req.app_data::<web::Data<Sessions>>().cloned();
         let token = token_of(req);
         Box::pin(async move {
-            let (Some(app), Some(token)) = (app, token) else {
+            let (Some(sessions), Some(token)) = (sessions, token) else {
                 return Err(ApiError::Unauthorized);
             };
-            let session: Option<Session> = get_json(&*app.state, &token_key(&token)).await?;
-            session
+            sessions
+                .verify(&token)
+                .await?
                 .map(|session| Authed { session, token })
                 .ok_or(ApiError::Unauthorized)
         })

@@ -1,360 +1,328 @@
-//! Cameras: their records in the shared state, their desired state on the bus, and the REST
-//! handlers of `/api/v1/cameras`.
+//! The camera service: adding, changing and removing cameras, what the API shows of them, and
+//! the one place a camera's desired state is published.
+//!
+//! Writes are exact across any number of signal instances: the user-edited record is written
+//! with compare-and-set (its version is the API's ETag), and every writer of a camera — a user's
+//! change, the demand pass, a gateway failover, a delete — holds the camera's lease while it
+//! changes its part and publishes. [`Cameras::publish_held`] always builds the spec from what is
+//! stored *now*, so no writer republishes a record it loaded earlier and a deleted camera is
+//! never brought back.
 
-use crate::app::AppState;
-use crate::auth::Authed;
-use crate::error::{ApiError, Body};
-use actix_web::{HttpResponse, web};
-use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key, status_key};
-use cloudcam_core::state::{get_json, set_json};
+use crate::error::ApiError;
+use crate::model::{
+    CameraInfo, CameraRecord, CameraView, CreateCamera, Mountpoint, ServedBy, Stored, UpdateCamera,
+    check_name, check_retention, parse_source,
+};
+use crate::pool::Pool;
+use crate::store::{Allocator, CameraStore, DemandStore};
+use cloudcam_core::bus::Bus;
+use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key};
+use cloudcam_core::state::StateStore;
 use cloudcam_core::workers::WorkerInfo;
 use cloudcam_proto::v1;
-use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-const PREFIX: &str = "cloudcam:camera:";
+/// How often an unconditional update retries after losing a race with another writer.
+const UPDATE_ATTEMPTS: usize = 20;
 
-fn record_key(id: &str) -> String {
-    format!("{PREFIX}{id}")
+#[derive(Clone)]
+pub struct Cameras {
+    pub store: CameraStore,
+    demand: DemandStore,
+    alloc: Allocator,
+    pool: Arc<Pool>,
+    bus: Arc<dyn Bus>,
+    state: Arc<dyn StateStore>,
 }
 
-/// A camera's Janus mountpoint. The secret and pin never leave the signal service.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Mountpoint {
-    pub id: u64,
-    pub port: u16,
-    pub secret: String,
-    pub pin: String,
-    /// The gateway of the Janus pool it is on (empty in records from before the pool: the first).
-    #[serde(default)]
-    pub gateway: String,
+/// A camera with what hangs off its record.
+pub struct Camera {
+    pub stored: Stored,
+    pub mountpoint: Option<Mountpoint>,
 }
 
-/// What anyone signed in may see of a camera: no password, no mountpoint secrets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CameraInfo {
-    pub id: String,
-    pub name: String,
-    /// Source URL without credentials.
-    pub url: String,
-    pub username: Option<String>,
-    pub has_password: bool,
-    pub recording: bool,
-    /// How long recordings are kept, in hours; 0 keeps them forever.
-    #[serde(default)]
-    pub retention_hours: f64,
-    /// Pulled even when nobody watches (first frame at once); otherwise on demand.
-    #[serde(default)]
-    pub always_on: bool,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-}
-
-/// What signal keeps about a camera (its password lives apart, under `secret_key`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CameraRecord {
-    #[serde(flatten)]
-    pub info: CameraInfo,
-    pub generation: u64,
-    /// Bumped when the source URL or credentials change.
-    #[serde(default)]
-    pub source_generation: u64,
-    pub mountpoint: Mountpoint,
-    /// Viewers as last published in the desired state (see `demand`).
-    #[serde(default)]
-    pub live_demand: u32,
-}
-
-/// A camera as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct CameraView {
-    #[serde(flatten)]
-    pub info: CameraInfo,
-    pub status: CameraStatus,
-    pub served_by: ServedBy,
-}
-
-/// Which machines serve a camera now.
-#[derive(Debug, Serialize)]
-pub struct ServedBy {
-    /// The ingest worker that owns it (empty until one reports).
-    pub ingest: String,
-    /// The Janus gateway its mountpoint is on.
-    pub gateway: String,
-    /// The recorder recording it, if any.
-    pub recorder: Option<String>,
-    /// Whether viewers keep it pulled right now.
-    pub live_demand: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateCamera {
-    pub name: String,
-    pub url: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    #[serde(default)]
-    pub recording: bool,
-    #[serde(default)]
-    pub retention_hours: f64,
-    #[serde(default)]
-    pub always_on: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateCamera {
-    pub name: Option<String>,
-    pub url: Option<String>,
-    /// An empty string removes the credentials.
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub recording: Option<bool>,
-    pub retention_hours: Option<f64>,
-    pub always_on: Option<bool>,
-}
-
-/// A validated source: URL without user info, plus any credentials it carried.
-#[derive(Debug, PartialEq)]
-pub struct Source {
-    pub url: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
-
-/// Accepts `rtsp://` and `rtsps://` URLs with a host; moves embedded credentials out.
-pub fn parse_source(raw: &str) -> Result<Source, ApiError> {
-    let bad = |msg: String| ApiError::BadRequest("invalid_url", msg);
-    let mut url =
-        url::Url::parse(raw.trim()).map_err(|e| bad(format!("url is not a valid URL: {e}")))?;
-    if !matches!(url.scheme(), "rtsp" | "rtsps") {
-        return Err(bad(format!(
-            "url must start with rtsp:// or rtsps://, not {}://",
-            url.scheme()
-        )));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(bad("url has no host".into()));
-    }
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let username = (!url.username().is_empty()).then(|| decode(url.username()));
-    let password = url.password().map(decode);
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    Ok(Source {
-        url: url.to_string(),
-        username,
-        password,
-    })
-}
-
-fn check_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::BadRequest(
-            "invalid_name",
-            "name must have 1 to 100 characters".into(),
-        ));
-    }
-    Ok(name.to_string())
-}
-
-fn check_retention(hours: f64) -> Result<f64, ApiError> {
-    if !hours.is_finite() || !(0.0..=24.0 * 3650.0).contains(&hours) {
-        return Err(ApiError::BadRequest(
-            "invalid_retention",
-            "retention_hours must be between 0 (keep forever) and 87600".into(),
-        ));
-    }
-    Ok(hours)
-}
-
-impl CameraRecord {
-    /// The desired state published for ingest workers.
-    pub fn spec(&self, app: &AppState) -> v1::CameraSpec {
-        let gateway = app.pool.gateway(&self.mountpoint.gateway);
-        v1::CameraSpec {
-            schema_version: cloudcam_proto::SCHEMA_VERSION,
-            camera_id: self.info.id.clone(),
-            name: self.info.name.clone(),
-            source_url: self.info.url.clone(),
-            credentials_ref: if self.info.username.is_some() {
-                secret_key(&self.info.id)
-            } else {
-                String::new()
-            },
-            recording: self.info.recording,
-            retention_hours: (self.info.retention_hours.ceil()) as u32,
-            retention_seconds: (self.info.retention_hours * 3600.0).round() as u64,
-            live_demand: self.live_demand,
-            always_on: self.info.always_on,
-            rtp_targets: vec![v1::RtpTarget {
-                host: gateway.settings.rtp_host.clone(),
-                video_port: u32::from(self.mountpoint.port),
-                gateway: gateway.settings.name.clone(),
-            }],
-            generation: self.generation,
-            source_generation: self.source_generation,
+impl Cameras {
+    pub fn new(state: Arc<dyn StateStore>, bus: Arc<dyn Bus>, pool: Arc<Pool>) -> Self {
+        Self {
+            store: CameraStore::new(state.clone()),
+            demand: DemandStore::new(state.clone()),
+            alloc: Allocator::new(state.clone(), pool.ports()),
+            pool,
+            bus,
+            state,
         }
     }
-}
 
-pub async fn load(app: &AppState, id: &str) -> Result<CameraRecord, ApiError> {
-    get_json(&*app.state, &record_key(id))
-        .await?
-        .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))
-}
-
-pub async fn all(app: &AppState) -> Result<Vec<CameraRecord>, ApiError> {
-    let mut out = Vec::new();
-    for (key, raw) in app.state.scan_prefix(PREFIX).await? {
-        match serde_json::from_slice::<CameraRecord>(&raw) {
-            Ok(r) => out.push(r),
-            Err(e) => tracing::warn!(%key, error = %e, "skipping an unreadable camera record"),
-        }
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
-    out.sort_by(|a, b| (a.info.created_ms, &a.info.id).cmp(&(b.info.created_ms, &b.info.id)));
-    Ok(out)
-}
 
-async fn view(
-    app: &AppState,
-    r: CameraRecord,
-    workers: &[WorkerInfo],
-) -> Result<CameraView, ApiError> {
-    let status = get_json::<CameraStatus>(&*app.state, &status_key(&r.info.id))
-        .await?
-        .unwrap_or_else(CameraStatus::unknown);
-    let recorder = workers
-        .iter()
-        .find(|w| w.kind == "recorder" && w.cameras.contains(&r.info.id))
-        .map(|w| w.id.clone());
-    Ok(CameraView {
-        served_by: ServedBy {
-            ingest: status.worker_id.clone(),
-            gateway: app
-                .pool
-                .gateway(&r.mountpoint.gateway)
-                .settings
-                .name
-                .clone(),
-            recorder,
-            live_demand: r.live_demand,
-        },
-        info: r.info,
-        status,
-    })
-}
-
-/// One camera as the API shows it.
-async fn view_one(app: &AppState, r: CameraRecord) -> Result<CameraView, ApiError> {
-    let workers = cloudcam_core::workers::list(&*app.state).await?;
-    view(app, r, &workers).await
-}
-
-/// Stores the record and publishes its desired state (no credential or mountpoint change).
-pub async fn publish(app: &AppState, record: &CameraRecord) -> Result<(), ApiError> {
-    set_json(&*app.state, &record_key(&record.info.id), record, None).await?;
-    app.bus
-        .put_spec(&record.info.id, Some(&record.spec(app)))
-        .await?;
-    Ok(())
-}
-
-/// Stores the record, its credentials and its mountpoint, then publishes its desired state.
-async fn save(
-    app: &AppState,
-    record: &CameraRecord,
-    secret: Option<&CameraSecret>,
-) -> Result<(), ApiError> {
-    match secret {
-        Some(s) => set_json(&*app.state, &secret_key(&record.info.id), s, None).await?,
-        None => app.state.del(&secret_key(&record.info.id)).await?,
+    /// A camera and its mountpoint, or `camera_not_found`.
+    pub async fn load(&self, id: &str) -> Result<Camera, ApiError> {
+        let stored = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))?;
+        Ok(Camera {
+            mountpoint: self.store.mountpoint(id).await?,
+            stored,
+        })
     }
-    if let Err(e) = app.pool.ensure(&record.mountpoint).await {
-        // The reconciler retries; the camera is still saved and relayed once Janus is back.
-        tracing::warn!(camera = %record.info.id, error = %e, "cannot create the Janus mountpoint yet");
+
+    /// Every camera as the API shows it, oldest first. A fixed number of round trips to the
+    /// shared state, whatever the number of cameras or recordings.
+    pub async fn list(&self) -> Result<Vec<CameraView>, ApiError> {
+        let stored = self.store.all().await?;
+        self.views(stored).await
     }
-    publish(app, record).await
-}
 
-pub async fn list(app: web::Data<AppState>, _: Authed) -> Result<HttpResponse, ApiError> {
-    let workers = cloudcam_core::workers::list(&*app.state).await?;
-    let mut views = Vec::new();
-    for r in all(&app).await? {
-        views.push(view(&app, r, &workers).await?);
+    pub async fn get(&self, id: &str) -> Result<CameraView, ApiError> {
+        let stored = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))?;
+        Ok(self.views(vec![stored]).await?.remove(0))
     }
-    Ok(HttpResponse::Ok().json(views))
-}
 
-pub async fn get(
-    app: web::Data<AppState>,
-    _: Authed,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let r = load(&app, &id).await?;
-    Ok(HttpResponse::Ok().json(view_one(&app, r).await?))
-}
+    async fn views(&self, stored: Vec<Stored>) -> Result<Vec<CameraView>, ApiError> {
+        let ids: Vec<String> = stored.iter().map(|s| s.record.info.id.clone()).collect();
+        let (statuses, mountpoints, errors, wanted, workers) = tokio::try_join!(
+            self.store.statuses(&ids),
+            self.store.mountpoints(&ids),
+            self.store.mountpoint_errors(&ids),
+            self.demand.wanted(),
+            cloudcam_core::workers::list(&*self.state),
+        )?;
+        let recorders: HashMap<&str, &WorkerInfo> = workers
+            .iter()
+            .filter(|w| w.kind == "recorder")
+            .flat_map(|w| w.cameras.iter().map(move |c| (c.as_str(), w)))
+            .collect();
+        Ok(stored
+            .into_iter()
+            .zip(
+                statuses
+                    .into_iter()
+                    .zip(mountpoints.into_iter().zip(errors)),
+            )
+            .map(|(s, (status, (mp, error)))| {
+                let id = s.record.info.id.clone();
+                let gateway = mp
+                    .map(|mp| self.pool.gateway(&mp.gateway).settings.name.clone())
+                    .unwrap_or_default();
+                let status = status.unwrap_or_else(CameraStatus::unknown);
+                CameraView {
+                    served_by: ServedBy {
+                        ingest: status.worker_id.clone(),
+                        gateway,
+                        gateway_error: error,
+                        recorder: recorders.get(id.as_str()).map(|w| w.id.clone()),
+                        live_demand: u32::from(wanted.contains_key(&id)),
+                    },
+                    version: s.version,
+                    info: s.record.info,
+                    status,
+                }
+            })
+            .collect())
+    }
 
-pub async fn create(
-    app: web::Data<AppState>,
-    _: Authed,
-    body: Body<CreateCamera>,
-) -> Result<HttpResponse, ApiError> {
-    let body = body.0;
-    let name = check_name(&body.name)?;
-    let source = parse_source(&body.url)?;
-    let username = body.username.or(source.username).filter(|u| !u.is_empty());
-    let password = body.password.or(source.password);
-    let secret = username.clone().map(|username| CameraSecret {
-        username,
-        password: password.clone().unwrap_or_default(),
-    });
-    let now = cloudcam_core::now_ms();
-    let _guard = app.alloc_lock.lock().await;
-    let mountpoint = app.pool.allocate(&all(&app).await?)?;
-    let record = CameraRecord {
-        info: CameraInfo {
-            id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
-            name,
-            url: source.url,
-            has_password: secret.as_ref().is_some_and(|s| !s.password.is_empty()),
+    pub async fn create(&self, body: CreateCamera) -> Result<CameraView, ApiError> {
+        let name = check_name(&body.name)?;
+        let source = parse_source(&body.url)?;
+        let retention_hours = check_retention(body.retention_hours)?;
+        let username = body.username.or(source.username).filter(|u| !u.is_empty());
+        let password = body.password.or(source.password);
+        let secret = username.clone().map(|username| CameraSecret {
             username,
-            recording: body.recording,
-            retention_hours: check_retention(body.retention_hours)?,
-            always_on: body.always_on,
-            created_ms: now,
-            updated_ms: now,
-        },
-        generation: 1,
-        source_generation: 1,
-        mountpoint,
-        live_demand: 0,
-    };
-    save(&app, &record, secret.as_ref()).await?;
-    tracing::info!(camera = %record.info.id, name = %record.info.name, url = %record.info.url, "camera added");
-    Ok(HttpResponse::Created().json(view_one(&app, record).await?))
+            password: password.clone().unwrap_or_default(),
+        });
+        let now = cloudcam_core::now_ms();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let record = CameraRecord {
+            info: CameraInfo {
+                id: id.clone(),
+                name,
+                url: source.url,
+                has_password: secret.as_ref().is_some_and(|s| !s.password.is_empty()),
+                username,
+                recording: body.recording,
+                retention_hours,
+                always_on: body.always_on,
+                created_ms: now,
+                updated_ms: now,
+            },
+            generation: 1,
+            source_generation: 1,
+        };
+        let existing: Vec<Mountpoint> = self
+            .store
+            .mountpoints(&self.store.ids().await?)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let gateway = self
+            .pool
+            .place_new(&existing.iter().collect::<Vec<_>>())
+            .settings
+            .name
+            .clone();
+        let port = self.alloc.claim_port(&id).await?;
+        let mountpoint = Mountpoint {
+            id: self.alloc.next_id().await?,
+            port,
+            secret: cloudcam_core::random_hex(16),
+            pin: cloudcam_core::random_hex(8),
+            gateway,
+        };
+        let made = async {
+            self.store.set_secret(&id, secret.as_ref()).await?;
+            self.store.set_mountpoint(&id, &mountpoint).await?;
+            if self.store.insert(&record).await?.is_none() {
+                return Err(ApiError::Conflict(format!("camera {id} exists already")));
+            }
+            Ok::<_, ApiError>(())
+        }
+        .await;
+        if let Err(e) = made {
+            let _ = self.alloc.release_port(&id, port).await;
+            let _ = self.store.forget(&id).await;
+            return Err(e);
+        }
+        self.ensure_mountpoint(&id, &mountpoint).await;
+        self.publish(&id).await?;
+        tracing::info!(camera = %id, name = %record.info.name, url = %record.info.url, "camera added");
+        self.get(&id).await
+    }
+
+    /// Creates the mountpoint on its gateway now, noting for the camera why it cannot be; the
+    /// reconciler retries either way.
+    async fn ensure_mountpoint(&self, id: &str, mp: &Mountpoint) {
+        let error = match self.pool.ensure(mp).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(camera = %id, error = %e, "cannot create the Janus mountpoint yet");
+                Some(e.to_string())
+            }
+        };
+        let _ = self.store.set_mountpoint_error(id, error.as_deref()).await;
+    }
+
+    /// Applies a change. With `if_match`, only to that version (else `precondition_failed`);
+    /// without, retried until it lands on the latest version, so concurrent changes of
+    /// different fields all stay.
+    pub async fn update(
+        &self,
+        id: &str,
+        body: UpdateCamera,
+        if_match: Option<u64>,
+    ) -> Result<CameraView, ApiError> {
+        let lease = self.store.lease(id).await?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let stored = self
+                .store
+                .get(id)
+                .await?
+                .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))?;
+            if let Some(v) = if_match
+                && v != stored.version
+            {
+                return Err(ApiError::PreconditionFailed(stored.version));
+            }
+            let secret = self.store.secret(id).await?;
+            let (record, new_secret) = apply(stored.record.clone(), secret.clone(), &body)?;
+            if self.store.replace(stored.version, &record).await?.is_none() {
+                if if_match.is_some() {
+                    let now = self.store.get(id).await?.map(|s| s.version).unwrap_or(0);
+                    return Err(ApiError::PreconditionFailed(now));
+                }
+                continue;
+            }
+            if new_secret != secret {
+                self.store.set_secret(id, new_secret.as_ref()).await?;
+            }
+            self.publish_held(id).await?;
+            drop(lease);
+            tracing::info!(camera = %id, "camera changed");
+            return self.get(id).await;
+        }
+        Err(ApiError::Busy(format!("camera {id} is being changed")))
+    }
+
+    pub async fn delete(&self, id: &str, if_match: Option<u64>) -> Result<(), ApiError> {
+        let _lease = self.store.lease(id).await?;
+        let camera = self.load(id).await?;
+        if let Some(v) = if_match
+            && v != camera.stored.version
+        {
+            return Err(ApiError::PreconditionFailed(camera.stored.version));
+        }
+        if !self.store.remove(id, if_match).await? {
+            return Err(ApiError::PreconditionFailed(0));
+        }
+        self.publish_held(id).await?;
+        if let Some(mp) = camera.mountpoint
+            && let Err(e) = self.pool.remove(&mp).await
+        {
+            tracing::warn!(camera = %id, error = %e, "cannot remove the Janus mountpoint");
+        }
+        tracing::info!(camera = %id, "camera deleted");
+        Ok(())
+    }
+
+    /// Publishes the camera's desired state as stored now, holding its lease.
+    pub async fn publish(&self, id: &str) -> Result<(), ApiError> {
+        let _lease = self.store.lease(id).await?;
+        self.publish_held(id).await
+    }
+
+    /// Publishes the camera's desired state as stored now; the caller holds its lease. A
+    /// camera without a record gets a tombstone and whatever a racing writer left is dropped.
+    pub async fn publish_held(&self, id: &str) -> Result<(), ApiError> {
+        let Some(stored) = self.store.get(id).await? else {
+            self.bus.put_spec(id, None).await?;
+            self.store.forget(id).await?;
+            return Ok(());
+        };
+        let mountpoint = self.store.mountpoint(id).await?;
+        let wanted = self.demand.is_wanted(id).await?;
+        let has_secret = stored.record.info.username.is_some();
+        let spec = spec(
+            &stored.record,
+            mountpoint.as_ref(),
+            wanted,
+            has_secret,
+            &self.pool,
+        );
+        self.bus.put_spec(id, Some(&spec)).await?;
+        Ok(())
+    }
+
+    /// Moves a camera's mountpoint to `gateway` (which has created it) and repoints its RTP;
+    /// nothing happens to a camera deleted meanwhile.
+    pub async fn move_mountpoint(&self, id: &str, to: &Mountpoint) -> Result<bool, ApiError> {
+        let _lease = self.store.lease(id).await?;
+        if self.store.get(id).await?.is_none() {
+            return Ok(false);
+        }
+        self.store.set_mountpoint(id, to).await?;
+        self.publish_held(id).await?;
+        Ok(true)
+    }
 }
 
-pub async fn update(
-    app: web::Data<AppState>,
-    _: Authed,
-    id: web::Path<String>,
-    body: Body<UpdateCamera>,
-) -> Result<HttpResponse, ApiError> {
-    let body = body.0;
-    let mut record = load(&app, &id).await?;
-    let before: (String, Option<CameraSecret>) = (
-        record.info.url.clone(),
-        get_json(&*app.state, &secret_key(&record.info.id)).await?,
-    );
-    let mut secret = before.1.clone();
+/// Applies a change to a record and its credentials.
+fn apply(
+    mut record: CameraRecord,
+    secret: Option<CameraSecret>,
+    body: &UpdateCamera,
+) -> Result<(CameraRecord, Option<CameraSecret>), ApiError> {
+    let before = (record.info.url.clone(), secret.clone());
+    let mut secret = secret;
     if let Some(name) = &body.name {
         record.info.name = check_name(name)?;
     }
@@ -405,46 +373,142 @@ pub async fn update(
     if (record.info.url.clone(), secret.clone()) != before {
         record.source_generation += 1;
     }
-    save(&app, &record, secret.as_ref()).await?;
-    tracing::info!(camera = %record.info.id, "camera changed");
-    Ok(HttpResponse::Ok().json(view_one(&app, record).await?))
+    Ok((record, secret))
 }
 
-pub async fn delete(
-    app: web::Data<AppState>,
-    _: Authed,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let record = load(&app, &id).await?;
-    app.bus.put_spec(&record.info.id, None).await?;
-    app.state.del(&record_key(&record.info.id)).await?;
-    app.state.del(&secret_key(&record.info.id)).await?;
-    app.state.del(&status_key(&record.info.id)).await?;
-    if let Err(e) = app.pool.remove(&record.mountpoint).await {
-        tracing::warn!(camera = %record.info.id, error = %e, "cannot remove the Janus mountpoint");
+/// The desired state published for ingest workers and recorders.
+fn spec(
+    record: &CameraRecord,
+    mountpoint: Option<&Mountpoint>,
+    wanted: bool,
+    has_secret: bool,
+    pool: &Pool,
+) -> v1::CameraSpec {
+    let rtp_targets = mountpoint
+        .map(|mp| {
+            let gateway = pool.gateway(&mp.gateway);
+            vec![v1::RtpTarget {
+                host: gateway.settings.rtp_host.clone(),
+                video_port: u32::from(mp.port),
+                gateway: gateway.settings.name.clone(),
+            }]
+        })
+        .unwrap_or_default();
+    let info = &record.info;
+    v1::CameraSpec {
+        schema_version: cloudcam_proto::SCHEMA_VERSION,
+        camera_id: info.id.clone(),
+        name: info.name.clone(),
+        source_url: info.url.clone(),
+        credentials_ref: if has_secret {
+            secret_key(&info.id)
+        } else {
+            String::new()
+        },
+        recording: info.recording,
+        retention_hours: (info.retention_hours.ceil()) as u32,
+        retention_seconds: (info.retention_hours * 3600.0).round() as u64,
+        live_demand: u32::from(wanted),
+        always_on: info.always_on,
+        rtp_targets,
+        generation: record.generation,
+        source_generation: record.source_generation,
     }
-    tracing::info!(camera = %record.info.id, "camera deleted");
-    Ok(HttpResponse::NoContent().finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::JanusSettings;
+    use cloudcam_core::bus::MemoryBus;
+    use cloudcam_core::state::MemoryState;
 
-    #[test]
-    fn credentials_are_moved_out_of_the_url() {
-        let s = parse_source("rtsp://bob:s%40cret@cam.local:554/stream1").unwrap();
-        assert_eq!(s.url, "rtsp://cam.local:554/stream1");
-        assert_eq!(s.username.as_deref(), Some("bob"));
-        assert_eq!(s.password.as_deref(), Some("s@cret"));
+    fn service() -> (Cameras, Arc<MemoryBus>) {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryState::new());
+        let bus = Arc::new(MemoryBus::new());
+        // No Janus answers here: creation notes the gateway error and goes on.
+        let janus = JanusSettings {
+            url: "http://127.0.0.1:9/janus".into(),
+            ..Default::default()
+        };
+        let pool = Arc::new(Pool::new(janus));
+        (Cameras::new(state, bus.clone(), pool), bus)
     }
 
-    #[test]
-    fn only_rtsp_urls_are_accepted() {
-        for bad in ["http://cam/x", "cam.local", "rtsp://", "file:///etc/passwd"] {
-            let err = parse_source(bad).unwrap_err();
-            assert_eq!(err.code(), "invalid_url", "{bad}");
+    fn camera(name: &str) -> CreateCamera {
+        CreateCamera {
+            name: name.into(),
+            url: "rtsp://u:p@cam.local/s".into(),
+            username: None,
+            password: None,
+            recording: false,
+            retention_hours: 0.0,
+            always_on: false,
         }
-        assert!(parse_source("rtsps://cam:322/x").is_ok());
+    }
+
+    #[tokio::test]
+    async fn concurrent_changes_of_different_fields_all_stay() {
+        let (cams, _) = service();
+        let id = cams.create(camera("a")).await.unwrap().info.id;
+        let rename = UpdateCamera {
+            name: Some("b".into()),
+            ..Default::default()
+        };
+        let record = UpdateCamera {
+            recording: Some(true),
+            ..Default::default()
+        };
+        let (x, y) = tokio::join!(
+            cams.update(&id, rename, None),
+            cams.update(&id, record, None)
+        );
+        x.unwrap();
+        y.unwrap();
+        let got = cams.get(&id).await.unwrap();
+        assert_eq!((got.info.name.as_str(), got.info.recording), ("b", true));
+        assert_eq!(got.version, 3);
+    }
+
+    #[tokio::test]
+    async fn a_stale_version_is_refused() {
+        let (cams, _) = service();
+        let created = cams.create(camera("a")).await.unwrap();
+        let change = || UpdateCamera {
+            name: Some("n".into()),
+            ..Default::default()
+        };
+        cams.update(&created.info.id, change(), Some(created.version))
+            .await
+            .unwrap();
+        let err = cams
+            .update(&created.info.id, change(), Some(created.version))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "precondition_failed");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_camera_is_not_brought_back_by_a_late_writer() {
+        let (cams, bus) = service();
+        let id = cams.create(camera("a")).await.unwrap().info.id;
+        let mp = cams.store.mountpoint(&id).await.unwrap().unwrap();
+        cams.delete(&id, None).await.unwrap();
+        // The demand pass and a failover that loaded the camera before the delete.
+        cams.publish(&id).await.unwrap();
+        assert!(!cams.move_mountpoint(&id, &mp).await.unwrap());
+        assert!(cams.store.mountpoint(&id).await.unwrap().is_none());
+        assert_eq!(cams.get(&id).await.unwrap_err().code(), "camera_not_found");
+        assert!(
+            bus.latest_spec(&id).is_none(),
+            "the last word is a tombstone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_mountpoint_is_shown_with_the_camera() {
+        let (cams, _) = service();
+        let view = cams.create(camera("a")).await.unwrap();
+        assert!(view.served_by.gateway_error.is_some());
     }
 }

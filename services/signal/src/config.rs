@@ -2,7 +2,6 @@
 
 use cloudcam_core::bus::KafkaSettings;
 use cloudcam_core::config::{RedisSettings, Validate};
-use cloudcam_ingest::CameraSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -16,13 +15,6 @@ pub struct SignalConfig {
     pub redis: RedisSettings,
     /// Where recordings and snapshots are (S3, or a local directory).
     pub media: cloudcam_core::media::MediaSettings,
-    /// Recorder settings of the embedded recorder (single-process mode only).
-    pub recorder: cloudcam_recorder::RecorderSettings,
-    /// Camera settings of the embedded ingest worker, used only in the single-process mode
-    /// (no Kafka configured).
-    pub ingest: CameraSettings,
-    /// RTSP re-stream server of the embedded ingest worker (single-process mode only).
-    pub restream_listen: String,
     /// Largest accepted JSON body.
     pub max_body_bytes: usize,
     /// A camera nobody watches (and that does not record) stops being pulled this long after
@@ -42,9 +34,6 @@ impl Default for SignalConfig {
             kafka: KafkaSettings::default(),
             redis: RedisSettings::default(),
             media: Default::default(),
-            recorder: Default::default(),
-            ingest: CameraSettings::default(),
-            restream_listen: "127.0.0.1:9554".into(),
             max_body_bytes: 64 * 1024,
             demand_grace_ms: 30_000,
             viewer_ttl_ms: 30_000,
@@ -92,6 +81,10 @@ pub struct JanusSettings {
     pub rtp_port_max: u16,
     /// How often mountpoints are checked and re-created on the gateway.
     pub reconcile_interval_ms: u64,
+    /// The streaming plugin's `admin_key` (the same on every gateway). With it a health pass
+    /// lists the private mountpoints and creates only the missing ones; without it every
+    /// pass asks Janus to create each mountpoint and reads "already exists" from the error.
+    pub admin_key: String,
 }
 
 /// One gateway of the Janus pool.
@@ -135,6 +128,7 @@ impl Default for JanusSettings {
             rtp_port_min: 30000,
             rtp_port_max: 30999,
             reconcile_interval_ms: 3000,
+            admin_key: String::new(),
         }
     }
 }
@@ -163,7 +157,7 @@ impl Validate for SignalConfig {
                 ));
             }
         }
-        self.ingest.validate()
+        Ok(())
     }
 }
 

@@ -1,151 +1,147 @@
 //! Live demand: viewer sessions in the shared state (with expiry, so they outlive a signal
 //! restart and vanish with a dead instance), and the camera's desired state following them.
-//! The first viewer publishes `live_demand` at once; it returns to 0 only `demand_grace_ms`
-//! after the last viewer left. Every signal instance runs the same idempotent pass.
+//! The first viewer makes a camera wanted and publishes at once; it is released only
+//! `demand_grace_ms` after the last viewer left. Every signal instance runs the same
+//! idempotent pass, which reads only the viewer and demand sets (never every camera).
 
-use crate::app::AppState;
-use crate::cameras;
+use crate::cameras::Cameras;
+use crate::error::ApiError;
+use crate::store::DemandStore;
+use cloudcam_core::state::StateStore;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-const VIEWER_PREFIX: &str = "cloudcam:viewer:";
-
-fn viewer_key(camera_id: &str, view_id: &str) -> String {
-    format!("{VIEWER_PREFIX}{camera_id}:{view_id}")
-}
-
-/// When a camera last had a viewer (ms since the epoch).
-fn seen_key(camera_id: &str) -> String {
-    format!("cloudcam:demand:{camera_id}")
+#[derive(Clone)]
+pub struct Demand {
+    store: DemandStore,
+    cameras: Cameras,
+    grace_ms: i64,
+    viewer_ttl: Duration,
 }
 
 /// One open view, registered for as long as it lives; dropping it ends the registration.
 pub struct Viewing {
     refresher: tokio::task::JoinHandle<()>,
-    app: Arc<AppState>,
+    store: DemandStore,
     camera_id: String,
-    key: String,
+    view_id: String,
 }
 
-impl Viewing {
-    /// Registers the view and makes sure the camera is wanted (publishing at once if not).
-    pub async fn start(app: Arc<AppState>, camera_id: &str, view_id: &str) -> Self {
-        let key = viewer_key(camera_id, view_id);
-        let ttl = Duration::from_millis(app.config.viewer_ttl_ms);
-        let (state, k) = (app.state.clone(), key.clone());
-        let refresher = tokio::spawn(async move {
-            loop {
-                if let Err(e) = state.set(&k, b"1", Some(ttl)).await {
-                    tracing::warn!(key = %k, error = %e, "cannot refresh a viewer session");
+impl Demand {
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        cameras: Cameras,
+        grace: Duration,
+        viewer_ttl: Duration,
+    ) -> Self {
+        Self {
+            store: DemandStore::new(state),
+            cameras,
+            grace_ms: grace.as_millis() as i64,
+            viewer_ttl,
+        }
+    }
+
+    /// Registers a view and makes sure the camera is wanted (publishing at once if not).
+    pub async fn start_view(&self, camera_id: &str, view_id: &str) -> Viewing {
+        let (store, ttl) = (self.store.clone(), self.viewer_ttl);
+        let (c, v) = (camera_id.to_string(), view_id.to_string());
+        if let Err(e) = store.view(&c, &v, ttl).await {
+            tracing::warn!(camera = %c, error = %e, "cannot register a viewer session");
+        }
+        let refresher = tokio::spawn({
+            let (store, c, v) = (store.clone(), c.clone(), v.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    if let Err(e) = store.view(&c, &v, ttl).await {
+                        tracing::warn!(camera = %c, error = %e, "cannot refresh a viewer session");
+                    }
                 }
-                tokio::time::sleep(ttl / 3).await;
             }
         });
-        let _ = app.state.set(&key, b"1", Some(ttl)).await;
-        if let Err(e) = want(&app, camera_id).await {
+        if let Err(e) = self.want(camera_id).await {
             tracing::warn!(camera = %camera_id, error = %e, "cannot publish live demand");
         }
-        Self {
+        Viewing {
             refresher,
-            app,
-            camera_id: camera_id.to_string(),
-            key,
+            store,
+            camera_id: c,
+            view_id: v,
         }
+    }
+
+    /// The camera has a viewer: it is wanted from now (published unless it was already).
+    async fn want(&self, camera_id: &str) -> Result<(), ApiError> {
+        let was = self.store.is_wanted(camera_id).await?;
+        self.store.want(camera_id).await?;
+        if !was {
+            self.cameras.publish(camera_id).await?;
+            tracing::info!(camera = %camera_id, "first viewer: camera wanted");
+        }
+        Ok(())
+    }
+
+    /// One pass: live demand follows the registered viewers, with the grace period on the way
+    /// down.
+    pub async fn pass(&self) -> Result<(), ApiError> {
+        let watched: HashSet<String> = self.store.watched().await?.into_iter().collect();
+        let wanted = self.store.wanted().await?;
+        let now = cloudcam_core::now_ms();
+        for id in &watched {
+            if wanted.contains_key(id) {
+                self.store.want(id).await?;
+            } else if self.cameras.store.get(id).await?.is_some() {
+                self.want(id).await?;
+            }
+        }
+        for (id, seen) in wanted {
+            if watched.contains(&id) || now - seen < self.grace_ms {
+                continue;
+            }
+            let _lease = self.cameras.store.lease(&id).await?;
+            // A viewer may have come back while this pass ran.
+            let fresh = self.store.wanted_since(&id).await?;
+            if fresh.is_some_and(|s| cloudcam_core::now_ms() - s < self.grace_ms) {
+                continue;
+            }
+            self.store.release(&id).await?;
+            self.cameras.publish_held(&id).await?;
+            tracing::info!(camera = %id, "no viewer for the grace period: camera released");
+        }
+        Ok(())
+    }
+
+    /// Runs [`Demand::pass`] once a second.
+    pub fn spawn(self) {
+        actix_rt::spawn(async move {
+            let mut failing = false;
+            loop {
+                match self.pass().await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, "cannot reconcile live demand");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 }
 
 impl Drop for Viewing {
     fn drop(&mut self) {
         self.refresher.abort();
-        let (app, key) = (self.app.clone(), std::mem::take(&mut self.key));
+        let store = self.store.clone();
         let camera_id = std::mem::take(&mut self.camera_id);
+        let view_id = std::mem::take(&mut self.view_id);
         tokio::spawn(async move {
             // The grace period runs from the moment the viewer left.
-            let _ = seen(&app, &camera_id).await;
-            let _ = app.state.del(&key).await;
+            let _ = store.seen(&camera_id).await;
+            let _ = store.unview(&camera_id, &view_id).await;
         });
     }
-}
-
-/// Notes that the camera has (or just had) a viewer.
-async fn seen(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiError> {
-    let grace = Duration::from_millis(app.config.demand_grace_ms);
-    app.state
-        .set(
-            &seen_key(camera_id),
-            cloudcam_core::now_ms().to_string().as_bytes(),
-            Some(grace * 2 + Duration::from_secs(60)),
-        )
-        .await?;
-    Ok(())
-}
-
-/// Publishes live demand for a camera that has none yet.
-async fn want(app: &AppState, camera_id: &str) -> Result<(), crate::error::ApiError> {
-    let mut record = cameras::load(app, camera_id).await?;
-    watched(app, &mut record).await
-}
-
-/// The camera has a viewer: notes when, and publishes live demand unless it has it already.
-async fn watched(
-    app: &AppState,
-    record: &mut cameras::CameraRecord,
-) -> Result<(), crate::error::ApiError> {
-    seen(app, &record.info.id).await?;
-    if record.live_demand == 0 {
-        record.live_demand = 1;
-        cameras::publish(app, record).await?;
-        tracing::info!(camera = %record.info.id, "first viewer: camera wanted");
-    }
-    Ok(())
-}
-
-/// One pass: live demand follows the registered viewers, with the grace period on the way down.
-async fn reconcile(app: &AppState) -> Result<(), crate::error::ApiError> {
-    let mut with_viewers: HashSet<String> = HashSet::new();
-    for (key, _) in app.state.scan_prefix(VIEWER_PREFIX).await? {
-        if let Some((camera, _view)) = key[VIEWER_PREFIX.len()..].split_once(':') {
-            with_viewers.insert(camera.to_string());
-        }
-    }
-    let grace = app.config.demand_grace_ms as i64;
-    let now = cloudcam_core::now_ms();
-    for mut record in cameras::all(app).await? {
-        let id = record.info.id.clone();
-        if with_viewers.contains(&id) {
-            watched(app, &mut record).await?;
-        } else if record.live_demand > 0 {
-            let seen = app
-                .state
-                .get(&seen_key(&id))
-                .await?
-                .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok())
-                .unwrap_or(0);
-            if now - seen >= grace {
-                record.live_demand = 0;
-                cameras::publish(app, &record).await?;
-                tracing::info!(camera = %id, "no viewer for the grace period: camera released");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs [`reconcile`] once a second.
-pub fn spawn(app: Arc<AppState>) {
-    actix_rt::spawn(async move {
-        let mut failing = false;
-        loop {
-            match reconcile(&app).await {
-                Ok(()) => failing = false,
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "cannot reconcile live demand");
-                    failing = true;
-                }
-                Err(_) => {}
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
 }

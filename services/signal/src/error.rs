@@ -2,7 +2,20 @@
 //! `{"error": {"code": "...", "message": "..."}}` naming the problem.
 
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
-use serde_json::json;
+
+/// The body of every error response.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code (`invalid_url`, `camera_not_found`, …).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,14 +31,30 @@ pub enum ApiError {
     NotFound(String),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` named another version than the stored one (which is given).
+    #[error("the camera changed meanwhile (now at version {0}); reload it and try again")]
+    PreconditionFailed(u64),
+    #[error("{0}; try again")]
+    Busy(String),
     #[error("shared state unavailable: {0}")]
-    State(#[from] cloudcam_core::state::StateError),
+    State(cloudcam_core::state::StateError),
     #[error("event bus unavailable: {0}")]
     Bus(#[from] cloudcam_core::bus::BusError),
     #[error("media store: {0}")]
     Media(String),
     #[error("video gateway error: {0}")]
     Janus(#[from] crate::janus::JanusError),
+}
+
+impl From<cloudcam_core::state::StateError> for ApiError {
+    fn from(e: cloudcam_core::state::StateError) -> Self {
+        match e {
+            cloudcam_core::state::StateError::Busy(what) => Self::Busy(what),
+            other => Self::State(other),
+        }
+    }
 }
 
 impl ApiError {
@@ -37,6 +66,9 @@ impl ApiError {
             Self::CameraNotFound(_) => "camera_not_found",
             Self::NotFound(_) => "not_found",
             Self::TooLarge(_) => "body_too_large",
+            Self::Conflict(_) => "conflict",
+            Self::PreconditionFailed(_) => "precondition_failed",
+            Self::Busy(_) => "busy",
             Self::State(_) => "state_unavailable",
             Self::Bus(_) => "bus_unavailable",
             Self::Janus(_) => "gateway_error",
@@ -52,6 +84,9 @@ impl ResponseError for ApiError {
             Self::Unauthorized | Self::BadLogin => StatusCode::UNAUTHORIZED,
             Self::CameraNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::State(_) | Self::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Janus(_) | Self::Media(_) => StatusCode::BAD_GATEWAY,
         }
@@ -61,8 +96,12 @@ impl ResponseError for ApiError {
         if self.status_code().is_server_error() {
             tracing::error!(code = self.code(), error = %self, "request failed");
         }
-        HttpResponse::build(self.status_code())
-            .json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+            },
+        })
     }
 }
 

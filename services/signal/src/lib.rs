@@ -1,18 +1,62 @@
 //! cloudcam signal: the public edge. REST API (`/api/v1`), WebSocket signalling between browsers
 //! and Janus, camera status relay, the web UI, and the Janus pool. Browsers never talk to
 //! Janus's API: [`viewer`] does on their behalf after [`auth`] has checked who they are.
+//!
+//! Layers: [`api`] and [`ws`] are the HTTP and WebSocket edge; [`cameras`], [`demand`],
+//! [`gateways`], [`recordings`] and [`auth`] are the domain services, each taking its stores
+//! ([`store`]) and clients ([`pool`], the bus) explicitly; [`app`] only wires them.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cameras;
 pub mod config;
 pub mod demand;
 pub mod error;
+pub mod gateways;
 pub mod janus;
 pub mod metrics;
+pub mod model;
 pub mod pool;
 pub mod protocol;
 pub mod recordings;
+pub mod store;
 pub mod viewer;
 pub mod web;
 pub mod ws;
+
+use std::sync::Arc;
+
+/// Builds signal on the given backends, starts its background passes and binds its HTTP
+/// server: the one composition both `cloudcam-signal` and the single-machine binary use.
+pub fn serve(
+    cfg: &config::SignalConfig,
+    bus: Arc<dyn cloudcam_core::bus::Bus>,
+    state: Arc<dyn cloudcam_core::state::StateStore>,
+    media: Arc<dyn object_store::ObjectStore>,
+) -> anyhow::Result<actix_web::dev::Server> {
+    use actix_web::{App, HttpServer, web};
+    // Clips are cut with GStreamer.
+    gstreamer::init()?;
+    metrics::describe();
+    let app = Arc::new(app::AppState::new(cfg, bus, state, media));
+    app.spawn_background()?;
+    let data = web::Data::from(app.clone());
+    let sessions = web::Data::new(app.sessions.clone());
+    let max_body = cfg.max_body_bytes;
+    let readiness = app.readiness();
+    let server = HttpServer::new(move || {
+        let readiness = readiness.clone();
+        App::new()
+            .app_data(data.clone())
+            .app_data(sessions.clone())
+            .wrap(actix_web::middleware::from_fn(metrics::http_timer))
+            .wrap(actix_web::middleware::Logger::new("%U %s %Dms").exclude("/metrics"))
+            .configure(move |c| api::routes(c, max_body, readiness))
+    })
+    .bind(&cfg.listen)?;
+    for addr in server.addrs() {
+        tracing::info!("listening on http://{addr}/");
+    }
+    Ok(server.run())
+}

@@ -2,26 +2,49 @@
 //! pin) placed on the healthy gateway with the fewest, and re-created — on the same gateway after
 //! a restart, or on another when one stays down. Only this module and [`crate::viewer`] talk to
 //! Janus.
+//!
+//! Exactness: with the streaming plugin's `admin_key` configured, `list` shows private
+//! mountpoints too, so a pass creates only what is missing. Janus answers 456 both for "id
+//! already exists" and for "could not create" (an RTP port that cannot be bound, say): the
+//! error text tells them apart, and only the first counts as present. A mountpoint that cannot
+//! be created is reported for its camera; it does not mark the gateway down.
 
-use crate::cameras::{CameraRecord, Mountpoint};
 use crate::config::{GatewaySettings, JanusSettings};
-use crate::error::ApiError;
 use crate::janus::{Janus, JanusError};
+use crate::model::Mountpoint;
 use serde::Serialize;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Janus's streaming plugin answers this when a mountpoint id is taken.
-const ALREADY_EXISTS: i64 = 456;
+/// Janus's streaming plugin answers this when it cannot create a mountpoint (for any reason).
+const CANT_CREATE: i64 = 456;
 /// … and this when it does not exist.
 const NO_SUCH_MOUNTPOINT: i64 = 455;
+
+/// Whether a failed create means the mountpoint is there already.
+fn exists(e: &JanusError) -> bool {
+    matches!(e, JanusError::Plugin { code, reason } if *code == CANT_CREATE && reason.contains("already exists"))
+}
+
+/// What one reconcile pass did for the mountpoints of a gateway.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Mountpoints created now.
+    pub created: usize,
+    /// Mountpoints in place (found, or created now), by mountpoint id.
+    pub present: HashSet<u64>,
+    /// Mountpoints Janus refused to create, with its reason.
+    pub failed: HashMap<u64, String>,
+}
 
 /// One gateway and what its health checks found.
 pub struct Gateway {
     pub settings: GatewaySettings,
     pub janus: Janus,
+    /// The streaming plugin's admin key (lists private mountpoints), if configured.
+    admin_key: String,
     health: Mutex<Health>,
 }
 
@@ -33,7 +56,7 @@ struct Health {
 }
 
 /// What the API shows of a gateway.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GatewayView {
     pub name: String,
     pub up: bool,
@@ -88,7 +111,7 @@ impl Gateway {
     }
 
     fn create_body(&self, mp: &Mountpoint) -> serde_json::Value {
-        json!({
+        let mut body = json!({
             "request": "create",
             "type": "rtp",
             "id": mp.id,
@@ -109,31 +132,58 @@ impl Gateway {
                 "fmtp": "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1",
                 "bufferkf": true
             }]
-        })
+        });
+        if !self.admin_key.is_empty() {
+            body["admin_key"] = json!(self.admin_key);
+        }
+        body
     }
 
-    /// Creates every mountpoint of `cameras` the gateway is missing; returns how many it created.
-    async fn reconcile(&self, cameras: &[&CameraRecord]) -> Result<usize, JanusError> {
-        let h = self.janus.open().await?;
-        let result = async {
-            let listed = h.request(json!({"request": "list"})).await?;
-            let present: HashSet<u64> = listed
+    /// The ids of the mountpoints the gateway has, if it can tell (private ones are listed
+    /// only with the admin key).
+    async fn listed(&self, h: &crate::janus::Handle) -> Result<Option<HashSet<u64>>, JanusError> {
+        if self.admin_key.is_empty() {
+            return Ok(None);
+        }
+        let listed = h
+            .request(json!({"request": "list", "admin_key": self.admin_key}))
+            .await?;
+        Ok(Some(
+            listed
                 .get("list")
                 .and_then(|l| l.as_array())
                 .map(|l| l.iter().filter_map(|m| m.get("id")?.as_u64()).collect())
-                .unwrap_or_default();
-            // Private mountpoints are not listed: a refused create means present.
-            let mut created = 0;
-            for cam in cameras {
-                if !present.contains(&cam.mountpoint.id) {
-                    match h.request(self.create_body(&cam.mountpoint)).await {
-                        Ok(_) => created += 1,
-                        Err(JanusError::Plugin { code, .. }) if code == ALREADY_EXISTS => {}
-                        Err(e) => return Err(e),
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Creates every one of `mountpoints` the gateway is missing. Fails only when the gateway
+    /// itself does not answer; a refused create is reported in the outcome.
+    async fn reconcile(&self, mountpoints: &[&Mountpoint]) -> Result<Outcome, JanusError> {
+        let h = self.janus.open().await?;
+        let result = async {
+            let listed = self.listed(&h).await?;
+            let mut out = Outcome::default();
+            for mp in mountpoints {
+                if listed.as_ref().is_some_and(|l| l.contains(&mp.id)) {
+                    out.present.insert(mp.id);
+                    continue;
+                }
+                match h.request(self.create_body(mp)).await {
+                    Ok(_) => {
+                        out.created += 1;
+                        out.present.insert(mp.id);
                     }
+                    Err(e) if exists(&e) => {
+                        out.present.insert(mp.id);
+                    }
+                    Err(JanusError::Plugin { reason, .. }) => {
+                        out.failed.insert(mp.id, reason);
+                    }
+                    Err(e) => return Err(e),
                 }
             }
-            Ok(created)
+            Ok(out)
         }
         .await;
         let _ = h.destroy().await;
@@ -154,6 +204,7 @@ impl Pool {
             .map(|g| Gateway {
                 janus: Janus::new(&g.url),
                 settings: g,
+                admin_key: settings.admin_key.clone(),
                 // Assumed up until a check says otherwise, so cameras can be placed at start.
                 health: Mutex::new(Health {
                     up: true,
@@ -173,46 +224,29 @@ impl Pool {
             .unwrap_or(&self.gateways[0])
     }
 
-    /// Whether `record`'s mountpoint is on `gateway`.
-    fn hosts(&self, gateway: &Gateway, record: &CameraRecord) -> bool {
-        std::ptr::eq(self.gateway(&record.mountpoint.gateway), gateway)
+    /// Whether `mp` is on `gateway`.
+    fn hosts(&self, gateway: &Gateway, mp: &Mountpoint) -> bool {
+        std::ptr::eq(self.gateway(&mp.gateway), gateway)
     }
 
-    /// The healthy gateway with the fewest of `existing`'s mountpoints, other than `not`.
-    pub fn place(&self, existing: &[CameraRecord], not: Option<&str>) -> Option<&Gateway> {
-        let load = |g: &Gateway| existing.iter().filter(|r| self.hosts(g, r)).count();
+    /// The healthy gateway with the fewest of `existing`, other than `not`.
+    pub fn place(&self, existing: &[&Mountpoint], not: Option<&str>) -> Option<&Gateway> {
+        let load = |g: &Gateway| existing.iter().filter(|mp| self.hosts(g, mp)).count();
         self.gateways
             .iter()
             .filter(|g| g.is_up() && Some(g.settings.name.as_str()) != not)
             .min_by_key(|g| load(g))
     }
 
-    /// A new mountpoint: the next free id, the lowest free port, on the least loaded healthy
-    /// gateway (the first gateway when none is healthy; the reconciler moves it later).
-    pub fn allocate(&self, existing: &[CameraRecord]) -> Result<Mountpoint, ApiError> {
-        let used: HashSet<u16> = existing.iter().map(|r| r.mountpoint.port).collect();
-        let port = (self.settings.rtp_port_min..=self.settings.rtp_port_max)
-            .find(|p| !used.contains(p))
-            .ok_or_else(|| {
-                ApiError::BadRequest(
-                    "no_capacity",
-                    "every mountpoint port of the Janus pool is in use".into(),
-                )
-            })?;
-        let id = existing
-            .iter()
-            .map(|r| r.mountpoint.id)
-            .max()
-            .unwrap_or(1000)
-            + 1;
-        let gateway = self.place(existing, None).unwrap_or(&self.gateways[0]);
-        Ok(Mountpoint {
-            id,
-            port,
-            secret: cloudcam_core::random_hex(16),
-            pin: cloudcam_core::random_hex(8),
-            gateway: gateway.settings.name.clone(),
-        })
+    /// Where a new mountpoint goes: the least loaded healthy gateway (the first when none is
+    /// healthy; the reconciler moves it later).
+    pub fn place_new(&self, existing: &[&Mountpoint]) -> &Gateway {
+        self.place(existing, None).unwrap_or(&self.gateways[0])
+    }
+
+    /// The RTP port range mountpoints are allocated from.
+    pub fn ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.settings.rtp_port_min..=self.settings.rtp_port_max
     }
 
     /// Creates the mountpoint on its gateway unless it is there already.
@@ -223,7 +257,7 @@ impl Pool {
         let _ = h.destroy().await;
         match res {
             Ok(_) => Ok(()),
-            Err(JanusError::Plugin { code, .. }) if code == ALREADY_EXISTS => Ok(()),
+            Err(e) if exists(&e) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -242,23 +276,31 @@ impl Pool {
     }
 
     /// Health-checks every gateway, re-creating the mountpoints each is missing (after a
-    /// restart, say). Returns the mountpoints created.
-    pub async fn reconcile(&self, cameras: &[CameraRecord]) -> usize {
+    /// restart, say). Returns what each answering gateway did.
+    pub async fn reconcile(&self, mountpoints: &[&Mountpoint]) -> Vec<Outcome> {
         let checks = self.gateways.iter().map(|g| async move {
-            let mine: Vec<&CameraRecord> = cameras
+            let mine: Vec<&Mountpoint> = mountpoints
                 .iter()
-                .filter(|r| self.hosts(g, r))
+                .copied()
+                .filter(|mp| self.hosts(g, mp))
                 .collect();
             let res = g.reconcile(&mine).await;
-            g.record(res.as_ref().map(|_| mine.len()));
-            if let Ok(n) = res
-                && n > 0
-            {
-                tracing::info!(gateway = %g.settings.name, created = n, "janus mountpoints re-created");
+            g.record(res.as_ref().map(|o| o.present.len()));
+            match res {
+                Ok(o) => {
+                    if o.created > 0 {
+                        tracing::info!(gateway = %g.settings.name, created = o.created, "janus mountpoints created");
+                    }
+                    Some(o)
+                }
+                Err(_) => None,
             }
-            res.unwrap_or(0)
         });
-        futures::future::join_all(checks).await.into_iter().sum()
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Whether any gateway passed its last check.
@@ -272,5 +314,29 @@ impl Pool {
 
     pub fn views(&self) -> Vec<GatewayView> {
         self.gateways.iter().map(Gateway::view).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Janus 1.1.2's answers to `create`, recorded: an id that is taken, and an RTP port that
+    /// another socket holds. Both are 456.
+    const TAKEN_ID: &str = "A stream with the provided ID already exists";
+    const PORT_TAKEN: &str = "Can't add 'rtp' stream, error creating data source stream";
+
+    #[test]
+    fn only_a_taken_id_counts_as_present() {
+        let err = |reason: &str| JanusError::Plugin {
+            code: 456,
+            reason: reason.into(),
+        };
+        assert!(exists(&err(TAKEN_ID)));
+        assert!(!exists(&err(PORT_TAKEN)));
+        assert!(!exists(&JanusError::Plugin {
+            code: 455,
+            reason: TAKEN_ID.into()
+        }));
     }
 }

@@ -6,40 +6,55 @@
 //! pass), and remuxing the access units between them into one MP4 (`mp4mux`). Its bounds are
 //! the range rounded out to keyframes, and a clip stops at the first gap in the recording.
 
-use crate::app::AppState;
-use crate::auth::Authed;
 use crate::error::ApiError;
-use actix_web::{HttpResponse, web};
+use crate::store::CameraStore;
 use cloudcam_core::media::{Segment, segments, snapshot_key, spans};
+use cloudcam_core::state::StateStore;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use serde::Deserialize;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// Segments closer than this count as one continuous span.
 const CONTINUOUS_MS: i64 = 500;
 /// Longest clip served at once.
-const MAX_CLIP_MS: i64 = 3600 * 1000;
+pub const MAX_CLIP_MS: i64 = 3600 * 1000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Range {
-    /// Milliseconds since the epoch.
-    pub from: i64,
-    pub to: i64,
-    /// The WebSocket-style token, for `<video src>` and downloads.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// Serve as an attachment.
-    #[serde(default)]
-    pub download: Option<bool>,
+/// A camera's recordings over a range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingsView {
+    pub segments: Vec<Segment>,
+    /// Continuous recorded stretches (small gaps bridged).
+    pub spans: Vec<Span>,
 }
 
-fn check(range: &Range) -> Result<(), ApiError> {
-    if range.to <= range.from {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Span {
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+/// A cut clip: one MP4 and its actual bounds (ms since the epoch).
+pub struct Clip {
+    pub mp4: Vec<u8>,
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct Recordings {
+    state: Arc<dyn StateStore>,
+    media: Arc<dyn object_store::ObjectStore>,
+    cameras: CameraStore,
+}
+
+fn check(from: i64, to: i64) -> Result<(), ApiError> {
+    if to <= from {
         return Err(ApiError::BadRequest(
             "invalid_range",
             "`to` must be after `from` (both in ms since the epoch)".into(),
@@ -48,103 +63,134 @@ fn check(range: &Range) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn list(
-    app: web::Data<AppState>,
-    _: Authed,
-    id: web::Path<String>,
-    range: web::Query<Range>,
-) -> Result<HttpResponse, ApiError> {
-    check(&range)?;
-    crate::cameras::load(&app, &id).await?;
-    let segs = segments(&*app.state, &id, range.from, range.to).await?;
-    let spans: Vec<_> = spans(&segs, CONTINUOUS_MS)
-        .into_iter()
-        .map(|(s, e)| serde_json::json!({"start_ms": s, "end_ms": e}))
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({"segments": segs, "spans": spans})))
-}
-
-pub async fn clip(
-    app: web::Data<AppState>,
-    _: Authed,
-    id: web::Path<String>,
-    range: web::Query<Range>,
-) -> Result<HttpResponse, ApiError> {
-    check(&range)?;
-    if range.to - range.from > MAX_CLIP_MS {
-        return Err(ApiError::BadRequest(
-            "invalid_range",
-            "a clip is at most one hour long".into(),
-        ));
-    }
-    crate::cameras::load(&app, &id).await?;
-    let all = segments(&*app.state, &id, range.from, range.to).await?;
-    // One continuous span, starting with the segment that holds `from`.
-    let mut span: Vec<Segment> = Vec::new();
-    for s in all {
-        if span
-            .last()
-            .is_some_and(|l| s.start_ms - l.end_ms > CONTINUOUS_MS)
-        {
-            break;
+impl Recordings {
+    pub fn new(state: Arc<dyn StateStore>, media: Arc<dyn object_store::ObjectStore>) -> Self {
+        Self {
+            cameras: CameraStore::new(state.clone()),
+            state,
+            media,
         }
-        span.push(s);
     }
-    if span.is_empty() {
-        return Err(ApiError::NotFound(format!(
-            "no recording of camera {id} between {} and {}",
-            range.from, range.to
-        )));
+
+    async fn exists(&self, id: &str) -> Result<(), ApiError> {
+        match self.cameras.get(id).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::CameraNotFound(id.to_string())),
+        }
     }
-    let dir = tempdir()?;
-    let result = async {
+
+    pub async fn list(&self, id: &str, from: i64, to: i64) -> Result<RecordingsView, ApiError> {
+        check(from, to)?;
+        self.exists(id).await?;
+        let segs = segments(&*self.state, id, from, to).await?;
+        let spans = spans(&segs, CONTINUOUS_MS)
+            .into_iter()
+            .map(|(start_ms, end_ms)| Span { start_ms, end_ms })
+            .collect();
+        Ok(RecordingsView {
+            segments: segs,
+            spans,
+        })
+    }
+
+    pub async fn clip(&self, id: &str, from: i64, to: i64) -> Result<Clip, ApiError> {
+        check(from, to)?;
+        if to - from > MAX_CLIP_MS {
+            return Err(ApiError::BadRequest(
+                "invalid_range",
+                "a clip is at most one hour long".into(),
+            ));
+        }
+        self.exists(id).await?;
+        let all = segments(&*self.state, id, from, to).await?;
+        // One continuous span, starting with the segment that holds `from`.
+        let mut span: Vec<Segment> = Vec::new();
+        for s in all {
+            if span
+                .last()
+                .is_some_and(|l| s.start_ms - l.end_ms > CONTINUOUS_MS)
+            {
+                break;
+            }
+            span.push(s);
+        }
+        if span.is_empty() {
+            return Err(ApiError::NotFound(format!(
+                "no recording of camera {id} between {from} and {to}"
+            )));
+        }
+        let dir = tempdir()?;
+        let result = self.cut(&dir, &span, from, to).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        result
+    }
+
+    async fn cut(
+        &self,
+        dir: &Path,
+        span: &[Segment],
+        from: i64,
+        to: i64,
+    ) -> Result<Clip, ApiError> {
+        let media = |e: &dyn std::fmt::Display| ApiError::Media(e.to_string());
         for (i, s) in span.iter().enumerate() {
-            let bytes = app
-                .store
+            let bytes = self
+                .media
                 .get(&ObjectPath::from(s.key.as_str()))
                 .await
-                .map_err(|e| ApiError::Media(e.to_string()))?
+                .map_err(|e| media(&e))?
                 .bytes()
                 .await
-                .map_err(|e| ApiError::Media(e.to_string()))?;
+                .map_err(|e| media(&e))?;
             tokio::fs::write(dir.join(format!("seg{i:06}.mp4")), &bytes)
                 .await
-                .map_err(|e| ApiError::Media(e.to_string()))?;
+                .map_err(|e| media(&e))?;
         }
         let base = span[0].start_ms;
         let (from_ns, to_ns) = (
-            ((range.from - base).max(0) * 1_000_000) as u64,
-            ((range.to - base) * 1_000_000) as u64,
+            ((from - base).max(0) * 1_000_000) as u64,
+            ((to - base) * 1_000_000) as u64,
         );
-        let d = dir.clone();
+        let d = dir.to_path_buf();
         let cut = tokio::task::spawn_blocking(move || remux(&d, from_ns, to_ns))
             .await
-            .map_err(|e| ApiError::Media(e.to_string()))?
-            .map_err(|e| ApiError::Media(e.to_string()))?;
-        let body = tokio::fs::read(dir.join("clip.mp4"))
+            .map_err(|e| media(&e))?
+            .map_err(|e| media(&e))?;
+        let mp4 = tokio::fs::read(dir.join("clip.mp4"))
             .await
-            .map_err(|e| ApiError::Media(e.to_string()))?;
-        let start = base + (cut.0 / 1_000_000) as i64;
-        let end = base + (cut.1 / 1_000_000) as i64;
-        let mut res = HttpResponse::Ok();
-        res.content_type("video/mp4")
-            .insert_header(("X-Cloudcam-Clip-Start-Ms", start.to_string()))
-            .insert_header(("X-Cloudcam-Clip-End-Ms", end.to_string()))
-            .insert_header((
-                "Access-Control-Expose-Headers",
-                "X-Cloudcam-Clip-Start-Ms, X-Cloudcam-Clip-End-Ms",
-            ));
-        if range.download == Some(true) {
-            res.insert_header((
-                "Content-Disposition",
-                format!("attachment; filename=\"{id}-{start}-{end}.mp4\""),
-            ));
-        }
-        Ok(res.body(body))
+            .map_err(|e| media(&e))?;
+        Ok(Clip {
+            mp4,
+            start_ms: base + (cut.0 / 1_000_000) as i64,
+            end_ms: base + (cut.1 / 1_000_000) as i64,
+        })
     }
-    .await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-    result
+
+    /// The camera's latest snapshot (JPEG).
+    pub async fn snapshot(&self, id: &str) -> Result<bytes::Bytes, ApiError> {
+        self.exists(id).await?;
+        match self.media.get(&ObjectPath::from(snapshot_key(id))).await {
+            Ok(r) => r.bytes().await.map_err(|e| ApiError::Media(e.to_string())),
+            Err(object_store::Error::NotFound { .. }) => Err(ApiError::NotFound(format!(
+                "camera {id} has no snapshot yet"
+            ))),
+            Err(e) => Err(ApiError::Media(e.to_string())),
+        }
+    }
+
+    /// Asks the owning ingest worker for a fresh snapshot (taken within a second or so, plus
+    /// up to one GOP to reach a keyframe).
+    pub async fn request_snapshot(&self, id: &str) -> Result<(), ApiError> {
+        self.exists(id).await?;
+        self.state
+            .set(
+                &cloudcam_core::media::snapshot_request_key(id),
+                b"1",
+                Some(Duration::from_secs(30)),
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 fn tempdir() -> Result<PathBuf, ApiError> {
@@ -259,46 +305,4 @@ fn remux(dir: &Path, from_ns: u64, to_ns: u64) -> anyhow::Result<(u64, u64)> {
     });
     run_to_eos(&cut)?;
     Ok((start - first, end - first))
-}
-
-pub async fn snapshot(
-    app: web::Data<AppState>,
-    _: Authed,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    crate::cameras::load(&app, &id).await?;
-    match app.store.get(&ObjectPath::from(snapshot_key(&id))).await {
-        Ok(r) => {
-            let bytes = r
-                .bytes()
-                .await
-                .map_err(|e| ApiError::Media(e.to_string()))?;
-            Ok(HttpResponse::Ok()
-                .content_type("image/jpeg")
-                .insert_header(("Cache-Control", "no-store"))
-                .body(bytes))
-        }
-        Err(object_store::Error::NotFound { .. }) => Err(ApiError::NotFound(format!(
-            "camera {id} has no snapshot yet"
-        ))),
-        Err(e) => Err(ApiError::Media(e.to_string())),
-    }
-}
-
-/// Asks the owning ingest worker for a fresh snapshot (taken within a second or so, plus up to
-/// one GOP to reach a keyframe).
-pub async fn request_snapshot(
-    app: web::Data<AppState>,
-    _: Authed,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    crate::cameras::load(&app, &id).await?;
-    app.state
-        .set(
-            &cloudcam_core::media::snapshot_request_key(&id),
-            b"1",
-            Some(Duration::from_secs(30)),
-        )
-        .await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({"requested": true})))
 }

@@ -1,8 +1,8 @@
 //! One browser view of one camera: a Janus session on the camera's mountpoint, driven by
 //! commands from the browser's WebSocket and reporting back through a callback.
 
-use crate::cameras::CameraRecord;
 use crate::janus::{Handle, Janus, Jsep, Reply};
+use crate::model::Mountpoint;
 use crate::protocol::ServerMessage;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -15,15 +15,26 @@ pub enum Command {
     Stop,
 }
 
+/// What a view watches.
+pub struct View {
+    pub camera_id: String,
+    pub mountpoint: Mountpoint,
+    pub view_id: String,
+}
+
 /// Runs the view until the browser stops it, the command channel closes (WebSocket gone) or
 /// Janus ends it; the Janus session is always destroyed on the way out.
 pub async fn run(
     janus: Janus,
-    camera: CameraRecord,
-    view_id: String,
+    view: View,
     mut commands: mpsc::UnboundedReceiver<Command>,
     send: impl Fn(ServerMessage),
 ) {
+    let View {
+        camera_id,
+        mountpoint,
+        view_id,
+    } = view;
     let fail = |code: &str, message: String| {
         send(ServerMessage::Error {
             view_id: Some(view_id.clone()),
@@ -31,18 +42,17 @@ pub async fn run(
             message,
         })
     };
-    let _counted = crate::metrics::ViewerGuard::new(&camera.info.id);
+    let _counted = crate::metrics::ViewerGuard::new(&camera_id);
     let handle = match janus.open().await {
         Ok(h) => h,
         Err(e) => return fail("gateway_error", e.to_string()),
     };
-    let watch =
-        json!({"request": "watch", "id": camera.mountpoint.id, "pin": camera.mountpoint.pin});
+    let watch = json!({"request": "watch", "id": mountpoint.id, "pin": mountpoint.pin});
     if let Err(e) = handle.message(watch, None).await {
         let _ = handle.destroy().await;
         return fail("gateway_error", e.to_string());
     }
-    let ended = drive(&handle, &camera, &view_id, &mut commands, &send).await;
+    let ended = drive(&handle, &camera_id, &view_id, &mut commands, &send).await;
     if let Err(e) = handle.message(json!({"request": "stop"}), None).await {
         tracing::debug!(view = %view_id, error = %e, "janus stop failed");
     }
@@ -54,13 +64,13 @@ pub async fn run(
         state: "ended".into(),
         reason: ended,
     });
-    tracing::info!(view = %view_id, camera = %camera.info.id, "view closed");
+    tracing::info!(view = %view_id, camera = %camera_id, "view closed");
 }
 
 /// The view's event loop; returns why it ended.
 async fn drive(
     handle: &Handle,
-    camera: &CameraRecord,
+    camera_id: &str,
     view_id: &str,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     send: &impl Fn(ServerMessage),
@@ -99,7 +109,7 @@ async fn drive(
                         Reply::Event { jsep: Some(jsep), .. } if jsep.kind == "offer" => {
                             send(ServerMessage::Offer {
                                 view_id: view_id.to_string(),
-                                camera_id: camera.info.id.clone(),
+                                camera_id: camera_id.to_string(),
                                 sdp: jsep.sdp,
                             });
                         }

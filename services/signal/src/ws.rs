@@ -4,7 +4,6 @@
 
 use crate::app::AppState;
 use crate::auth::Authed;
-use crate::cameras;
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::viewer::{self, Command};
 use actix::prelude::*;
@@ -106,8 +105,16 @@ impl WsSession {
         self.views.insert(view_id.clone(), tx);
         tracing::info!(user = %self.user, camera = %camera_id, view = %view_id, "view opened");
         actix::spawn(async move {
-            let camera = match cameras::load(&app, &camera_id).await {
-                Ok(c) => c,
+            let mountpoint = match app.cameras.load(&camera_id).await {
+                Ok(c) => c.mountpoint.ok_or_else(|| {
+                    crate::error::ApiError::NotFound(format!(
+                        "camera {camera_id} has no mountpoint yet"
+                    ))
+                }),
+                Err(e) => Err(e),
+            };
+            let mountpoint = match mountpoint {
+                Ok(mp) => mp,
                 Err(e) => {
                     addr.do_send(Outgoing(ServerMessage::Error {
                         view_id: Some(view_id),
@@ -117,13 +124,15 @@ impl WsSession {
                     return;
                 }
             };
-            let _viewing = crate::demand::Viewing::start(app.clone(), &camera_id, &view_id).await;
-            let janus = app.pool.gateway(&camera.mountpoint.gateway).janus.clone();
+            let _viewing = app.demand.start_view(&camera_id, &view_id).await;
+            let janus = app.pool().gateway(&mountpoint.gateway).janus.clone();
             let send_addr = addr.clone();
-            viewer::run(janus, camera, view_id, rx, move |m| {
-                send_addr.do_send(Outgoing(m))
-            })
-            .await;
+            let view = viewer::View {
+                camera_id,
+                mountpoint,
+                view_id,
+            };
+            viewer::run(janus, view, rx, move |m| send_addr.do_send(Outgoing(m))).await;
         });
     }
 }

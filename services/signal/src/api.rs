@@ -1,0 +1,357 @@
+//! The REST API's HTTP layer: thin handlers that decode a request, call a domain service and
+//! encode its answer, the routes, and the OpenAPI 3.1 document generated from the handlers'
+//! types (served at `/api/v1/openapi.json`). Errors become HTTP in one place, [`ApiError`].
+
+use crate::app::AppState;
+use crate::auth::{Authed, Login, LoginReply, Sessions};
+use crate::error::{ApiError, Body, ErrorBody, json_error};
+use crate::model::{CameraView, CreateCamera, UpdateCamera};
+use crate::pool::GatewayView;
+use crate::recordings::RecordingsView;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use cloudcam_core::workers::WorkerInfo;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Registers the API, WebSocket, health and web UI routes.
+pub fn routes(
+    cfg: &mut web::ServiceConfig,
+    max_body: usize,
+    readiness: cloudcam_core::ops::Readiness,
+) {
+    cloudcam_core::ops::routes(cfg, readiness);
+    let json = web::JsonConfig::default()
+        .limit(max_body)
+        .error_handler(move |err, _| json_error(err, max_body));
+    cfg.app_data(json)
+        .app_data(web::PathConfig::default())
+        .service(
+            web::scope("/api/v1")
+                .route("/openapi.json", web::get().to(openapi))
+                .route("/login", web::post().to(login))
+                .route("/logout", web::post().to(logout))
+                .route("/cameras", web::get().to(list_cameras))
+                .route("/cameras", web::post().to(create_camera))
+                .route("/cameras/{id}", web::get().to(get_camera))
+                .route("/cameras/{id}", web::patch().to(update_camera))
+                .route("/cameras/{id}", web::delete().to(delete_camera))
+                .route("/cameras/{id}/recordings", web::get().to(recordings))
+                .route("/cameras/{id}/clip", web::get().to(clip))
+                .route("/cameras/{id}/snapshot", web::get().to(snapshot))
+                .route("/cameras/{id}/snapshot", web::post().to(request_snapshot))
+                .route("/workers", web::get().to(workers))
+                .route("/ws", web::get().to(crate::ws::connect))
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(ApiError::NotFound("no such API endpoint".into()))
+                })),
+        )
+        .route("/", web::get().to(crate::web::index))
+        .route("/app.js", web::get().to(crate::web::script))
+        .route("/style.css", web::get().to(crate::web::style));
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cloudcam API",
+        description = "Cameras, live view signalling, recordings and workers. Every endpoint but \
+                       `/login` and this document needs `Authorization: Bearer <token>`; errors \
+                       are `ErrorBody`."
+    ),
+    paths(
+        login, logout, list_cameras, create_camera, get_camera, update_camera, delete_camera,
+        recordings, clip, snapshot, request_snapshot, workers
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// `ETag` of a camera version, and the version an `If-Match` names.
+fn etag(version: u64) -> (header::HeaderName, String) {
+    (header::ETAG, format!("\"{version}\""))
+}
+
+fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let raw = raw.to_str().unwrap_or_default().trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    raw.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| {
+            ApiError::BadRequest(
+                "invalid_if_match",
+                "If-Match must be a camera's ETag (a quoted version number) or *".into(),
+            )
+        })
+}
+
+/// Sign in; returns a bearer token.
+#[utoipa::path(post, path = "/api/v1/login", request_body = Login,
+    responses((status = 200, body = LoginReply), (status = 401, body = ErrorBody)))]
+async fn login(
+    sessions: web::Data<Sessions>,
+    Body(body): Body<Login>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(sessions.login(&body).await?))
+}
+
+/// Sign out: the token stops working at once.
+#[utoipa::path(post, path = "/api/v1/logout", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn logout(sessions: web::Data<Sessions>, authed: Authed) -> Result<HttpResponse, ApiError> {
+    sessions.logout(&authed).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Every camera, oldest first.
+#[utoipa::path(get, path = "/api/v1/cameras", security(("bearer" = [])),
+    responses((status = 200, body = [CameraView]), (status = 401, body = ErrorBody)))]
+async fn list_cameras(app: web::Data<AppState>, _: Authed) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.cameras.list().await?))
+}
+
+/// Add a camera (pulled on demand unless it records or is always on).
+#[utoipa::path(post, path = "/api/v1/cameras", security(("bearer" = [])), request_body = CreateCamera,
+    responses((status = 201, body = CameraView, headers(("ETag" = String))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn create_camera(
+    app: web::Data<AppState>,
+    _: Authed,
+    Body(body): Body<CreateCamera>,
+) -> Result<HttpResponse, ApiError> {
+    let view = app.cameras.create(body).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(etag(view.version))
+        .json(view))
+}
+
+/// One camera; its `ETag` is the record's version.
+#[utoipa::path(get, path = "/api/v1/cameras/{id}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id")),
+    responses((status = 200, body = CameraView, headers(("ETag" = String))),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_camera(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = app.cameras.get(&id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(view.version))
+        .json(view))
+}
+
+/// Change some fields of a camera. With `If-Match: "<version>"` only that version is changed
+/// (412 otherwise); without, the change applies to the latest version.
+#[utoipa::path(patch, path = "/api/v1/cameras/{id}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id"),
+        ("If-Match" = Option<String>, Header, description = "the ETag the change is based on")),
+    request_body = UpdateCamera,
+    responses((status = 200, body = CameraView, headers(("ETag" = String))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
+async fn update_camera(
+    app: web::Data<AppState>,
+    _: Authed,
+    req: HttpRequest,
+    id: web::Path<String>,
+    Body(body): Body<UpdateCamera>,
+) -> Result<HttpResponse, ApiError> {
+    let view = app.cameras.update(&id, body, if_match(&req)?).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(view.version))
+        .json(view))
+}
+
+/// Remove a camera (its recordings stay until their retention ends).
+#[utoipa::path(delete, path = "/api/v1/cameras/{id}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id"),
+        ("If-Match" = Option<String>, Header, description = "delete only this version")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody)))]
+async fn delete_camera(
+    app: web::Data<AppState>,
+    _: Authed,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    app.cameras.delete(&id, if_match(&req)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A time range, in ms since the epoch.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Range {
+    pub from: i64,
+    pub to: i64,
+    /// The token, for `<video src>` and downloads (browsers cannot set a header there).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Serve as an attachment.
+    #[serde(default)]
+    pub download: Option<bool>,
+}
+
+/// The camera's indexed segments and continuous spans in a range.
+#[utoipa::path(get, path = "/api/v1/cameras/{id}/recordings", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id"), Range),
+    responses((status = 200, body = RecordingsView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn recordings(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.recordings.list(&id, range.from, range.to).await?))
+}
+
+/// One MP4 of the range, rounded out to keyframes and cut at the first gap; its actual bounds
+/// are in `X-Cloudcam-Clip-Start-Ms` / `-End-Ms`.
+#[utoipa::path(get, path = "/api/v1/cameras/{id}/clip", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id"), Range),
+    responses((status = 200, content_type = "video/mp4", body = Vec<u8>),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn clip(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let clip = app.recordings.clip(&id, range.from, range.to).await?;
+    let (start, end) = (clip.start_ms, clip.end_ms);
+    let mut res = HttpResponse::Ok();
+    res.content_type("video/mp4")
+        .insert_header(("X-Cloudcam-Clip-Start-Ms", start.to_string()))
+        .insert_header(("X-Cloudcam-Clip-End-Ms", end.to_string()))
+        .insert_header((
+            "Access-Control-Expose-Headers",
+            "X-Cloudcam-Clip-Start-Ms, X-Cloudcam-Clip-End-Ms",
+        ));
+    if range.download == Some(true) {
+        res.insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{id}-{start}-{end}.mp4\""),
+        ));
+    }
+    Ok(res.body(clip.mp4))
+}
+
+/// The camera's latest snapshot.
+#[utoipa::path(get, path = "/api/v1/cameras/{id}/snapshot", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id")),
+    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn snapshot(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let jpeg = app.recordings.snapshot(&id).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(jpeg))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SnapshotRequested {
+    pub requested: bool,
+}
+
+/// Ask the owning ingest worker for a snapshot now.
+#[utoipa::path(post, path = "/api/v1/cameras/{id}/snapshot", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id")),
+    responses((status = 202, body = SnapshotRequested), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn request_snapshot(
+    app: web::Data<AppState>,
+    _: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    app.recordings.request_snapshot(&id).await?;
+    Ok(HttpResponse::Accepted().json(SnapshotRequested { requested: true }))
+}
+
+/// Live ingest workers and recorders, and the Janus gateways.
+#[derive(Serialize, ToSchema)]
+pub struct WorkersView {
+    pub workers: Vec<WorkerInfo>,
+    pub gateways: Vec<GatewayView>,
+}
+
+/// Live ingest workers and recorders (with their cameras) and the Janus gateways (with their
+/// health).
+#[utoipa::path(get, path = "/api/v1/workers", security(("bearer" = [])),
+    responses((status = 200, body = WorkersView), (status = 401, body = ErrorBody)))]
+async fn workers(app: web::Data<AppState>, _: Authed) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(WorkersView {
+        workers: cloudcam_core::workers::list(&*app.state).await?,
+        gateways: app.pool().views(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_names_every_route_and_its_schemas() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for path in [
+            "/api/v1/cameras",
+            "/api/v1/cameras/{id}",
+            "/api/v1/cameras/{id}/recordings",
+            "/api/v1/workers",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        let schemas = &doc["components"]["schemas"];
+        for s in ["CameraView", "CameraStatus", "ErrorBody", "WorkersView"] {
+            assert!(schemas[s].is_object(), "{s} missing");
+        }
+    }
+
+    #[test]
+    fn if_match_takes_an_etag() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((header::IF_MATCH, "\"7\""))
+            .to_http_request();
+        assert_eq!(if_match(&req).unwrap(), Some(7));
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((header::IF_MATCH, "seven"))
+            .to_http_request();
+        assert_eq!(if_match(&req).unwrap_err().code(), "invalid_if_match");
+    }
+}

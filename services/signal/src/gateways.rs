@@ -1,0 +1,106 @@
+//! The gateway pass: keeps every camera's mountpoint present on its gateway (a restarted
+//! gateway forgets them), reports for each camera a mountpoint Janus refuses to create, and
+//! moves the mountpoints of a gateway that stays down to the others.
+
+use crate::cameras::Cameras;
+use crate::error::ApiError;
+use crate::model::Mountpoint;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Gateways {
+    cameras: Cameras,
+    every: Duration,
+}
+
+impl Gateways {
+    pub fn new(cameras: Cameras, every: Duration) -> Self {
+        Self { cameras, every }
+    }
+
+    /// One pass over every camera's mountpoint: a fixed number of reads of the shared state,
+    /// one `list` per gateway, and a `create` only for what a gateway is missing.
+    pub async fn pass(&self) -> Result<(), ApiError> {
+        let store = &self.cameras.store;
+        let ids = store.ids().await?;
+        let (mountpoints, errors) =
+            tokio::try_join!(store.mountpoints(&ids), store.mountpoint_errors(&ids))?;
+        let cams: Vec<(String, Mountpoint)> = ids
+            .iter()
+            .cloned()
+            .zip(mountpoints)
+            .filter_map(|(id, mp)| Some((id, mp?)))
+            .collect();
+        let refs: Vec<&Mountpoint> = cams.iter().map(|(_, mp)| mp).collect();
+        let pool = self.cameras.pool();
+        let outcomes = pool.reconcile(&refs).await;
+        let known: HashMap<&str, Option<String>> =
+            ids.iter().map(String::as_str).zip(errors).collect();
+        for (id, mp) in &cams {
+            let now = if let Some(reason) = outcomes.iter().find_map(|o| o.failed.get(&mp.id)) {
+                Some(reason.clone())
+            } else if outcomes.iter().any(|o| o.present.contains(&mp.id)) {
+                None
+            } else {
+                // Its gateway did not answer: nothing new is known.
+                continue;
+            };
+            if known.get(id.as_str()).cloned().flatten() != now {
+                if let Some(reason) = &now {
+                    tracing::warn!(camera = %id, gateway = %mp.gateway, %reason, "janus cannot create the mountpoint");
+                }
+                store.set_mountpoint_error(id, now.as_deref()).await?;
+            }
+        }
+        self.failover(&cams).await;
+        Ok(())
+    }
+
+    /// Re-creates the mountpoints of every gateway down for longer than `failover_after_ms` on
+    /// the least loaded healthy gateway, and points the cameras' RTP there. Viewers of those
+    /// cameras see their view end and reconnect (the UI does so by itself) to the new gateway.
+    async fn failover(&self, cams: &[(String, Mountpoint)]) {
+        let pool = self.cameras.pool();
+        let after = pool.failover_after();
+        let mut placed: Vec<Mountpoint> = cams.iter().map(|(_, mp)| mp.clone()).collect();
+        for (i, (id, mp)) in cams.iter().enumerate() {
+            let from = pool.gateway(&mp.gateway);
+            if !from.failed_for(after) {
+                continue;
+            }
+            let refs: Vec<&Mountpoint> = placed.iter().collect();
+            let Some(to) = pool.place(&refs, Some(&from.settings.name)) else {
+                continue;
+            };
+            let moved = Mountpoint {
+                gateway: to.settings.name.clone(),
+                ..mp.clone()
+            };
+            if let Err(e) = pool.ensure(&moved).await {
+                tracing::warn!(camera = %id, gateway = %to.settings.name, error = %e, "cannot move the mountpoint");
+                continue;
+            }
+            match self.cameras.move_mountpoint(id, &moved).await {
+                Ok(true) => {
+                    tracing::info!(camera = %id, from = %from.settings.name, to = %moved.gateway, "mountpoint moved to another gateway");
+                    placed[i] = moved;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(camera = %id, error = %e, "cannot move the mountpoint"),
+            }
+        }
+    }
+
+    /// Runs [`Gateways::pass`] every `reconcile_interval_ms`.
+    pub fn spawn(self) {
+        actix_rt::spawn(async move {
+            loop {
+                if let Err(e) = self.pass().await {
+                    tracing::warn!(error = %e, "cannot reconcile the Janus mountpoints");
+                }
+                tokio::time::sleep(self.every).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,200 @@
+//! The camera domain's types: what a user edits (the record), what the Janus pool keeps apart
+//! from it (the mountpoint), what the API shows (views) and what requests carry, with their
+//! validation. No storage and no HTTP here.
+
+use crate::error::ApiError;
+use cloudcam_core::camera::CameraStatus;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A camera's Janus mountpoint, kept apart from the user-edited record (the gateway pool moves
+/// it). The secret and pin never leave the signal service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Mountpoint {
+    pub id: u64,
+    pub port: u16,
+    pub secret: String,
+    pub pin: String,
+    /// The gateway of the Janus pool it is on.
+    pub gateway: String,
+}
+
+/// What anyone signed in may see of a camera: no password, no mountpoint secrets.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CameraInfo {
+    pub id: String,
+    pub name: String,
+    /// Source URL without credentials.
+    pub url: String,
+    pub username: Option<String>,
+    pub has_password: bool,
+    pub recording: bool,
+    /// How long recordings are kept, in hours; 0 keeps them forever.
+    #[serde(default)]
+    pub retention_hours: f64,
+    /// Pulled even when nobody watches (first frame at once); otherwise on demand.
+    #[serde(default)]
+    pub always_on: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// What a user edits of a camera: stored as one versioned record (its password lives apart,
+/// under `secret_key`; fields written by loops — live demand, mountpoint, status — too).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CameraRecord {
+    #[serde(flatten)]
+    pub info: CameraInfo,
+    /// Bumped by every change a user makes.
+    pub generation: u64,
+    /// Bumped when the source URL or credentials change.
+    #[serde(default)]
+    pub source_generation: u64,
+}
+
+/// A stored record and the version it was read at (the API's ETag).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub version: u64,
+    pub record: CameraRecord,
+}
+
+/// A camera as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CameraView {
+    #[serde(flatten)]
+    pub info: CameraInfo,
+    /// The record's version: send it back in `If-Match` to change exactly this version.
+    pub version: u64,
+    pub status: CameraStatus,
+    pub served_by: ServedBy,
+}
+
+/// Which machines serve a camera now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServedBy {
+    /// The ingest worker that owns it (empty until one reports).
+    pub ingest: String,
+    /// The Janus gateway its mountpoint is on.
+    pub gateway: String,
+    /// Why the gateway could not create the camera's mountpoint (live view is unavailable
+    /// until it can); absent when the mountpoint is in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_error: Option<String>,
+    /// The recorder recording it, if any.
+    pub recorder: Option<String>,
+    /// 1 while viewers keep it pulled, else 0.
+    pub live_demand: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCamera {
+    pub name: String,
+    /// `rtsp://` or `rtsps://`; credentials in it are moved out and kept secret.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub recording: bool,
+    #[serde(default)]
+    pub retention_hours: f64,
+    #[serde(default)]
+    pub always_on: bool,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCamera {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    /// An empty string removes the credentials.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub recording: Option<bool>,
+    pub retention_hours: Option<f64>,
+    pub always_on: Option<bool>,
+}
+
+/// A validated source: URL without user info, plus any credentials it carried.
+#[derive(Debug, PartialEq)]
+pub struct Source {
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Accepts `rtsp://` and `rtsps://` URLs with a host; moves embedded credentials out.
+pub fn parse_source(raw: &str) -> Result<Source, ApiError> {
+    let bad = |msg: String| ApiError::BadRequest("invalid_url", msg);
+    let mut url =
+        url::Url::parse(raw.trim()).map_err(|e| bad(format!("url is not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "rtsp" | "rtsps") {
+        return Err(bad(format!(
+            "url must start with rtsp:// or rtsps://, not {}://",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("url has no host".into()));
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let username = (!url.username().is_empty()).then(|| decode(url.username()));
+    let password = url.password().map(decode);
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok(Source {
+        url: url.to_string(),
+        username,
+        password,
+    })
+}
+
+pub fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::BadRequest(
+            "invalid_name",
+            "name must have 1 to 100 characters".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+pub fn check_retention(hours: f64) -> Result<f64, ApiError> {
+    if !hours.is_finite() || !(0.0..=24.0 * 3650.0).contains(&hours) {
+        return Err(ApiError::BadRequest(
+            "invalid_retention",
+            "retention_hours must be between 0 (keep forever) and 87600".into(),
+        ));
+    }
+    Ok(hours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_moved_out_of_the_url() {
+        let s = parse_source("rtsp://bob:s%40cret@cam.local:554/stream1").unwrap();
+        assert_eq!(s.url, "rtsp://cam.local:554/stream1");
+        assert_eq!(s.username.as_deref(), Some("bob"));
+        assert_eq!(s.password.as_deref(), Some("s@cret"));
+    }
+
+    #[test]
+    fn only_rtsp_urls_are_accepted() {
+        for bad in ["http://cam/x", "cam.local", "rtsp://", "file:///etc/passwd"] {
+            let err = parse_source(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_url", "{bad}");
+        }
+        assert!(parse_source("rtsps://cam:322/x").is_ok());
+    }
+}
