@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs what cloudcam needs to build, run and test on Debian/Ubuntu, skipping what is already
-# there: Debian packages (GStreamer, Janus, Redis, Chromium, protoc, a JDK and Maven), the
-# Apache Kafka broker's jars (from Maven Central, into .cache/kafka/libs) and Garage (S3).
+# Installs what cloudcam needs on Debian/Ubuntu, skipping what is already there.
+#
+#   scripts/install-deps.sh run    what the single-machine mode (scripts/run.sh) uses:
+#                                  build tools, GStreamer and Janus
+#   scripts/install-deps.sh [all]  everything the tests use too: Redis, Chromium, Prometheus,
+#                                  a JDK and Maven, the Apache Kafka broker's jars (from Maven
+#                                  Central, into .cache/kafka/libs) and Garage (S3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-all}
 
 packages=(
   build-essential pkg-config cmake protobuf-compiler curl iproute2
@@ -11,9 +16,11 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-libav
   gstreamer1.0-x
-  janus redis-server chromium prometheus
-  default-jdk-headless maven
+  janus
 )
+if [ "$mode" != run ]; then
+  packages+=(redis-server chromium prometheus default-jdk-headless maven)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +37,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo_=sudo
   $sudo_ apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q "${missing[@]}"
+fi
+
+if [ "$mode" = run ]; then
+  echo "install-deps: everything the single-machine mode needs is installed"
+  exit 0
 fi
 
 kafka_libs=.cache/kafka/libs

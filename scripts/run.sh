@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs cloudcam on this machine with embedded defaults: Janus and a simulated camera (camsim)
-# as processes, and the signal service with an in-process ingest worker (no Kafka, no Redis).
+# as processes, and cloudcam-standalone (signal, an ingest worker and a recorder in one
+# process; no Kafka, no Redis).
 # The simulated camera is added on start, so the web UI shows it playing live. Recordings and
 # snapshots go to .cache/run/media.
 #
 #   CLOUDCAM_PORT (default 8080), CLOUDCAM_ADMIN_PASSWORD (default: generated and printed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
-cargo build --workspace --locked
+scripts/install-deps.sh run
+cargo build --locked -p cloudcam-standalone -p camsim
 
 port=${CLOUDCAM_PORT:-8080}
 janus_port=${CLOUDCAM_JANUS_PORT:-8088}
@@ -21,17 +22,19 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-scripts/janus-config.sh "$PWD/$run/janus" "$janus_port"
+janus_admin_key=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+JANUS_ADMIN_KEY="$janus_admin_key" scripts/janus-config.sh "$PWD/$run/janus" "$janus_port"
 janus -F "$PWD/$run/janus" > "$run/janus.log" 2>&1 & pids+=($!)
 target/debug/camsim --port "$camsim_port" \
   --stream "demo:width=1280,height=720,fps=25,gop=50" > "$run/camsim.log" 2>&1 & pids+=($!)
 
-CLOUDCAM_SIGNAL_LISTEN="0.0.0.0:$port" \
-CLOUDCAM_SIGNAL_AUTH__ADMIN_PASSWORD="$password" \
-CLOUDCAM_SIGNAL_JANUS__URL="http://127.0.0.1:$janus_port/janus" \
-CLOUDCAM_SIGNAL_MEDIA__LOCAL_DIR="$run/media" \
-CLOUDCAM_SIGNAL_RECORDER__SPOOL_DIR="$run/spool" \
-  target/debug/cloudcam-signal > "$run/signal.log" 2>&1 & pids+=($!)
+CLOUDCAM_STANDALONE_SIGNAL__LISTEN="0.0.0.0:$port" \
+CLOUDCAM_STANDALONE_SIGNAL__AUTH__ADMIN_PASSWORD="$password" \
+CLOUDCAM_STANDALONE_SIGNAL__JANUS__URL="http://127.0.0.1:$janus_port/janus" \
+CLOUDCAM_STANDALONE_SIGNAL__JANUS__ADMIN_KEY="$janus_admin_key" \
+CLOUDCAM_STANDALONE_SIGNAL__MEDIA__LOCAL_DIR="$run/media" \
+CLOUDCAM_STANDALONE_RECORDER__SPOOL_DIR="$run/spool" \
+  target/debug/cloudcam-standalone > "$run/cloudcam.log" 2>&1 & pids+=($!)
 
 api="http://127.0.0.1:$port/api/v1"
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done

@@ -1,5 +1,6 @@
 //! A small client of signal's REST API.
 
+use crate::contract::Contract;
 use crate::procs::wait_for;
 use crate::stack::{ADMIN_PASSWORD, ADMIN_USER};
 use anyhow::{Result, bail};
@@ -11,6 +12,8 @@ pub struct Api {
     pub base: String,
     pub token: String,
     pub http: reqwest::Client,
+    /// Every response is checked against signal's OpenAPI document.
+    pub contract: std::sync::Arc<Contract>,
 }
 
 impl Api {
@@ -27,36 +30,82 @@ impl Api {
         let Some(token) = res["token"].as_str() else {
             bail!("no token in {res}");
         };
+        let contract = std::sync::Arc::new(Contract::fetch(&http, base).await?);
+        contract.check("POST", "/api/v1/login", 200, &res)?;
         Ok(Self {
             base: base.to_string(),
             token: token.to_string(),
             http,
+            contract,
         })
     }
 
-    /// Any request, returning status and body (JSON, or `Null` when empty).
+    /// Any request, returning status and body (JSON, or `Null` when empty). The response is
+    /// checked against the API contract.
     pub async fn call(
         &self,
         method: &str,
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    /// [`Api::call`] with extra request headers (`If-Match`, say).
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Value)> {
+        let (status, _, value) = self.request(method, path, body, headers).await?;
+        Ok((status, value))
+    }
+
+    /// Any request, returning status, response headers and body, checked against the contract.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, reqwest::header::HeaderMap, Value)> {
         let mut req = self
             .http
             .request(method.parse()?, format!("{}/api/v1{path}", self.base))
             .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
         let res = req.send().await?;
+        let headers = res.headers().clone();
+        let json = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
         let status = res.status().as_u16();
         let text = res.text().await?;
+        if !json {
+            // Media (clips, snapshots) and empty bodies: nothing to check against a schema.
+            let value = if text.is_empty() {
+                Value::Null
+            } else {
+                Value::String(text)
+            };
+            return Ok((status, headers, value));
+        }
         let value = if text.is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        Ok((status, value))
+        self.contract
+            .check(method, &format!("/api/v1{path}"), status, &value)?;
+        Ok((status, headers, value))
     }
 
     pub async fn create_camera(&self, body: Value) -> Result<Value> {

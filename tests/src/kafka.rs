@@ -48,3 +48,43 @@ pub fn read_all(brokers: &str, topics: &[&str]) -> Result<Vec<Vec<u8>>> {
     }
     Ok(out)
 }
+
+/// The last message of every key in `topic`: `None` for a tombstone.
+pub fn latest_by_key(
+    brokers: &str,
+    topic: &str,
+) -> Result<std::collections::HashMap<String, Option<Vec<u8>>>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "cloudcam-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = Vec::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (low, high) =
+                consumer.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))?;
+            if high > low {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+                remaining.push((p.id(), high));
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !remaining.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic}");
+        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let msg = msg?;
+        let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
+        out.insert(key, msg.payload().map(<[u8]>::to_vec));
+        let (partition, offset) = (msg.partition(), msg.offset());
+        remaining.retain(|(p, high)| !(*p == partition && offset + 1 >= *high));
+    }
+    Ok(out)
+}

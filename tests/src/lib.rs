@@ -7,12 +7,14 @@
 
 pub mod api;
 pub mod browser;
+pub mod contract;
 pub mod cpu;
 pub mod fleet;
 pub mod kafka;
 pub mod media;
 pub mod procs;
 pub mod stack;
+pub mod ws;
 
 pub use api::Api;
 pub use browser::Browser;

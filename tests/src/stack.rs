@@ -17,12 +17,14 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// A built binary of the workspace.
+/// A built binary of the workspace: the debug build, or the profile named by
+/// `CLOUDCAM_BIN_PROFILE` (benchmarks measure `release`).
 pub fn binary(name: &str) -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
-    let path = target.join("debug").join(name);
+    let profile = std::env::var("CLOUDCAM_BIN_PROFILE").unwrap_or_else(|_| "debug".into());
+    let path = target.join(profile).join(name);
     if !path.exists() {
         bail!(
             "{} is missing: build the workspace first (cargo build --workspace)",
@@ -145,6 +147,7 @@ impl TestEnv {
         let admin_port = free_port();
         let dir = self.dir.join(name);
         let status = Command::new(workspace().join("scripts/janus-config.sh"))
+            .env("JANUS_ADMIN_KEY", JANUS_ADMIN_KEY)
             .arg(&dir)
             .arg(port.to_string())
             .arg(admin_port.to_string())
@@ -217,6 +220,20 @@ impl TestEnv {
         garage: Option<&Garage>,
         extra: &[(&str, &str)],
     ) -> Result<Signal> {
+        self.signal_named("signal", kafka, redis, gateways, garage, extra)
+            .await
+    }
+
+    /// [`TestEnv::signal_with`] whose log is `<name>.log` (for several signal instances).
+    pub async fn signal_named(
+        &self,
+        name: &str,
+        kafka: Option<&Kafka>,
+        redis: Option<&Redis>,
+        gateways: &[&Janus],
+        garage: Option<&Garage>,
+        extra: &[(&str, &str)],
+    ) -> Result<Signal> {
         let port = free_port();
         let rtp = free_udp_range(100);
         let mut env: Vec<(String, String)> = vec![
@@ -229,6 +246,10 @@ impl TestEnv {
             ),
             ("CLOUDCAM_SIGNAL_JANUS__URL".into(), gateways[0].url.clone()),
             (
+                "CLOUDCAM_SIGNAL_JANUS__ADMIN_KEY".into(),
+                JANUS_ADMIN_KEY.into(),
+            ),
+            (
                 "CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MIN".into(),
                 rtp.to_string(),
             ),
@@ -239,14 +260,6 @@ impl TestEnv {
             (
                 "CLOUDCAM_SIGNAL_JANUS__RECONCILE_INTERVAL_MS".into(),
                 "1000".into(),
-            ),
-            (
-                "CLOUDCAM_SIGNAL_INGEST__STALL_TIMEOUT_MS".into(),
-                "3000".into(),
-            ),
-            (
-                "CLOUDCAM_SIGNAL_INGEST__BACKOFF_MAX_MS".into(),
-                "2000".into(),
             ),
         ];
         if let Some(k) = kafka {
@@ -279,6 +292,7 @@ impl TestEnv {
             args = vec!["--config".to_string(), file.display().to_string()];
         }
         let mut signal = Signal {
+            name: name.to_string(),
             proc: None,
             base: format!("http://127.0.0.1:{port}"),
             env,
@@ -357,6 +371,10 @@ impl TestEnv {
         })
     }
 }
+
+/// The streaming plugin's admin key of every test gateway (signal lists private mountpoints
+/// with it).
+pub const JANUS_ADMIN_KEY: &str = "cloudcam-test-admin-key";
 
 pub const S3_ACCESS_KEY: &str = "GK0123456789abcdef01234567";
 pub const S3_SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -646,9 +664,8 @@ impl Redis {
         use redis::AsyncCommands;
         let client = redis::Client::open(self.url.as_str())?;
         let mut con = client.get_multiplexed_async_connection().await?;
-        let raw: String = con.get(format!("cloudcam:camera:{camera_id}")).await?;
-        let v: serde_json::Value = serde_json::from_str(&raw)?;
-        let mp = &v["mountpoint"];
+        let raw: String = con.get(format!("cloudcam:mountpoint:{camera_id}")).await?;
+        let mp: serde_json::Value = serde_json::from_str(&raw)?;
         Ok((
             mp["gateway"].as_str().unwrap_or_default().to_string(),
             mp["id"].as_u64().context("mountpoint id")?,
@@ -706,6 +723,47 @@ impl Janus {
         Ok(media["age_ms"].as_u64())
     }
 
+    /// Ids of every mountpoint on the gateway (private ones too: listed with the admin key).
+    pub async fn mountpoint_ids(&self) -> Result<Vec<u64>> {
+        let http = reqwest::Client::new();
+        let post = |url: String, body: serde_json::Value| {
+            let http = http.clone();
+            async move {
+                let v: serde_json::Value = http.post(url).json(&body).send().await?.json().await?;
+                Ok::<_, anyhow::Error>(v)
+            }
+        };
+        let created = post(
+            self.url.clone(),
+            serde_json::json!({"janus": "create", "transaction": "c"}),
+        )
+        .await?;
+        let sid = created["data"]["id"].as_u64().context("no Janus session")?;
+        let session = format!("{}/{sid}", self.url);
+        let attached = post(
+            session.clone(),
+            serde_json::json!({"janus": "attach", "plugin": "janus.plugin.streaming", "transaction": "a"}),
+        )
+        .await?;
+        let hid = attached["data"]["id"].as_u64().context("no Janus handle")?;
+        let reply = post(
+            format!("{session}/{hid}"),
+            serde_json::json!({"janus": "message", "transaction": "m",
+                "body": {"request": "list", "admin_key": JANUS_ADMIN_KEY}}),
+        )
+        .await;
+        let _ = post(
+            session,
+            serde_json::json!({"janus": "destroy", "transaction": "d"}),
+        )
+        .await;
+        let reply = reply?;
+        let list = reply["plugindata"]["data"]["list"]
+            .as_array()
+            .with_context(|| format!("no mountpoint list: {reply}"))?;
+        Ok(list.iter().filter_map(|m| m["id"].as_u64()).collect())
+    }
+
     /// Ids of the gateway's open sessions, from its admin API.
     pub async fn sessions(&self) -> Result<Vec<u64>> {
         let res: serde_json::Value = reqwest::Client::new()
@@ -723,6 +781,7 @@ impl Janus {
 }
 
 pub struct Signal {
+    name: String,
     pub proc: Option<Proc>,
     pub base: String,
     env: Vec<(String, String)>,
@@ -736,8 +795,8 @@ impl Signal {
         let mut cmd = Command::new(binary("cloudcam-signal")?);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        self.proc = Some(Proc::spawn("signal", &self.dir, &mut cmd)?);
-        wait_http(&format!("{}/healthz", self.base), "signal").await
+        self.proc = Some(Proc::spawn(&self.name, &self.dir, &mut cmd)?);
+        wait_http(&format!("{}/healthz", self.base), &self.name).await
     }
 
     /// SIGKILL.
