@@ -3,12 +3,12 @@
 use anyhow::Result;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
-/// Every message (key and value bytes, concatenated) currently in `topics`.
-pub fn read_all(brokers: &str, topics: &[&str]) -> Result<Vec<Vec<u8>>> {
+/// Reads every message currently in `topics`, from the start, handing each to `each`.
+fn read(brokers: &str, topics: &[&str], mut each: impl FnMut(&BorrowedMessage<'_>)) -> Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "cloudcam-test-reader")
@@ -32,7 +32,6 @@ pub fn read_all(brokers: &str, topics: &[&str]) -> Result<Vec<Vec<u8>>> {
         }
     }
     consumer.assign(&tpl)?;
-    let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !remaining.is_empty() {
         anyhow::ensure!(Instant::now() < deadline, "timed out reading {topics:?}");
@@ -40,12 +39,21 @@ pub fn read_all(brokers: &str, topics: &[&str]) -> Result<Vec<Vec<u8>>> {
             continue;
         };
         let msg = msg?;
-        let mut bytes = msg.key().unwrap_or_default().to_vec();
-        bytes.extend_from_slice(msg.payload().unwrap_or_default());
-        out.push(bytes);
+        each(&msg);
         let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
         remaining.retain(|(t, p, high)| !(t == &topic && *p == partition && offset + 1 >= *high));
     }
+    Ok(())
+}
+
+/// Every message (key and value bytes, concatenated) currently in `topics`.
+pub fn read_all(brokers: &str, topics: &[&str]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    read(brokers, topics, |msg| {
+        let mut bytes = msg.key().unwrap_or_default().to_vec();
+        bytes.extend_from_slice(msg.payload().unwrap_or_default());
+        out.push(bytes);
+    })?;
     Ok(out)
 }
 
@@ -54,37 +62,10 @@ pub fn latest_by_key(
     brokers: &str,
     topic: &str,
 ) -> Result<std::collections::HashMap<String, Option<Vec<u8>>>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "cloudcam-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = Vec::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            let (low, high) =
-                consumer.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10))?;
-            if high > low {
-                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
-                remaining.push((p.id(), high));
-            }
-        }
-    }
-    consumer.assign(&tpl)?;
     let mut out = std::collections::HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !remaining.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out reading {topic}");
-        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let msg = msg?;
+    read(brokers, &[topic], |msg| {
         let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
         out.insert(key, msg.payload().map(<[u8]>::to_vec));
-        let (partition, offset) = (msg.partition(), msg.offset());
-        remaining.retain(|(p, high)| !(*p == partition && offset + 1 >= *high));
-    }
+    })?;
     Ok(out)
 }

@@ -658,6 +658,30 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// Writes `count` indexed 10 s segments of `camera_id` from `t0_ms` straight into its
+    /// segment index (as a recorder would after a long time), in pipelined batches.
+    pub async fn fill_index(&self, camera_id: &str, t0_ms: i64, count: i64) -> Result<()> {
+        let mut con = redis::Client::open(self.url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        for batch in (0..count).collect::<Vec<_>>().chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for i in batch {
+                let start = t0_ms + i * 10_000;
+                let seg = serde_json::json!({"camera_id": camera_id,
+                    "key": format!("recordings/{camera_id}/{start}.mp4"),
+                    "start_ms": start, "end_ms": start + 10_000, "bytes": 1_000_000, "codec": "H264"});
+                pipe.cmd("ZADD")
+                    .arg(format!("cloudcam:segments:{camera_id}"))
+                    .arg(start)
+                    .arg(seg.to_string())
+                    .ignore();
+            }
+            let () = pipe.query_async(&mut con).await?;
+        }
+        Ok(())
+    }
+
     /// A camera's Janus mountpoint as signal keeps it: `(gateway, id, secret)`. Secrets never
     /// leave the services, so a test reads them where they live.
     pub async fn mountpoint(&self, camera_id: &str) -> Result<(String, u64, String)> {
@@ -682,9 +706,9 @@ pub struct Janus {
 }
 
 impl Janus {
-    /// Milliseconds since a mountpoint last received RTP, as Janus's streaming plugin reports
-    /// it (`None` before any packet arrived).
-    pub async fn media_age_ms(&self, mountpoint: u64, secret: &str) -> Result<Option<u64>> {
+    /// One streaming-plugin request in a session of its own (destroyed afterwards); the
+    /// plugin's reply.
+    async fn streaming(&self, body: serde_json::Value) -> Result<serde_json::Value> {
         let http = reqwest::Client::new();
         let post = |url: String, body: serde_json::Value| {
             let http = http.clone();
@@ -708,8 +732,7 @@ impl Janus {
         let hid = attached["data"]["id"].as_u64().context("no Janus handle")?;
         let reply = post(
             format!("{session}/{hid}"),
-            serde_json::json!({"janus": "message", "transaction": "m",
-                "body": {"request": "info", "id": mountpoint, "secret": secret}}),
+            serde_json::json!({"janus": "message", "transaction": "m", "body": body}),
         )
         .await;
         let _ = post(
@@ -717,48 +740,26 @@ impl Janus {
             serde_json::json!({"janus": "destroy", "transaction": "d"}),
         )
         .await;
-        let reply = reply?;
-        let media = &reply["plugindata"]["data"]["info"]["media"][0];
+        Ok(reply?["plugindata"]["data"].clone())
+    }
+
+    /// Milliseconds since a mountpoint last received RTP, as Janus's streaming plugin reports
+    /// it (`None` before any packet arrived).
+    pub async fn media_age_ms(&self, mountpoint: u64, secret: &str) -> Result<Option<u64>> {
+        let reply = self
+            .streaming(serde_json::json!({"request": "info", "id": mountpoint, "secret": secret}))
+            .await?;
+        let media = &reply["info"]["media"][0];
         anyhow::ensure!(media.is_object(), "no mountpoint {mountpoint}: {reply}");
         Ok(media["age_ms"].as_u64())
     }
 
     /// Ids of every mountpoint on the gateway (private ones too: listed with the admin key).
     pub async fn mountpoint_ids(&self) -> Result<Vec<u64>> {
-        let http = reqwest::Client::new();
-        let post = |url: String, body: serde_json::Value| {
-            let http = http.clone();
-            async move {
-                let v: serde_json::Value = http.post(url).json(&body).send().await?.json().await?;
-                Ok::<_, anyhow::Error>(v)
-            }
-        };
-        let created = post(
-            self.url.clone(),
-            serde_json::json!({"janus": "create", "transaction": "c"}),
-        )
-        .await?;
-        let sid = created["data"]["id"].as_u64().context("no Janus session")?;
-        let session = format!("{}/{sid}", self.url);
-        let attached = post(
-            session.clone(),
-            serde_json::json!({"janus": "attach", "plugin": "janus.plugin.streaming", "transaction": "a"}),
-        )
-        .await?;
-        let hid = attached["data"]["id"].as_u64().context("no Janus handle")?;
-        let reply = post(
-            format!("{session}/{hid}"),
-            serde_json::json!({"janus": "message", "transaction": "m",
-                "body": {"request": "list", "admin_key": JANUS_ADMIN_KEY}}),
-        )
-        .await;
-        let _ = post(
-            session,
-            serde_json::json!({"janus": "destroy", "transaction": "d"}),
-        )
-        .await;
-        let reply = reply?;
-        let list = reply["plugindata"]["data"]["list"]
+        let reply = self
+            .streaming(serde_json::json!({"request": "list", "admin_key": JANUS_ADMIN_KEY}))
+            .await?;
+        let list = reply["list"]
             .as_array()
             .with_context(|| format!("no mountpoint list: {reply}"))?;
         Ok(list.iter().filter_map(|m| m["id"].as_u64()).collect())
@@ -853,6 +854,15 @@ impl Camsim {
                 .json()
                 .await?,
         )
+    }
+
+    /// RTSP sessions playing `path` now (0 when camsim cannot tell).
+    pub async fn playing(&self, path: &str) -> u64 {
+        self.sessions()
+            .await
+            .ok()
+            .and_then(|s| s.get(path).copied())
+            .unwrap_or(0)
     }
 
     /// SIGKILL, as a camera losing power.

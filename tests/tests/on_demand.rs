@@ -8,20 +8,11 @@ use cloudcam_tests::{Api, Browser, wait_for};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-async fn sessions(camsim: &Camsim, path: &str) -> u64 {
-    camsim
-        .sessions()
-        .await
-        .ok()
-        .and_then(|s| s.get(path).copied())
-        .unwrap_or(0)
-}
-
 /// Asserts `path` has `expected` sessions at every look during `period`.
 async fn holds(camsim: &Camsim, path: &str, expected: u64, period: Duration, why: &str) {
     let until = Instant::now() + period;
     while Instant::now() < until {
-        let n = sessions(camsim, path).await;
+        let n = camsim.playing(path).await;
         assert_eq!(n, expected, "{why}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -81,7 +72,7 @@ async fn cameras_are_pulled_only_while_watched() -> anyhow::Result<()> {
         asked.elapsed().as_millis()
     );
     browser.wait_frames(0, 25, Duration::from_secs(10)).await?;
-    assert_eq!(sessions(&camsim, "lazy").await, 1);
+    assert_eq!(camsim.playing("lazy").await, 1);
 
     // The viewer leaves: the camera is kept for the grace period, then released.
     browser.goto("about:blank").await?;
@@ -95,7 +86,7 @@ async fn cameras_are_pulled_only_while_watched() -> anyhow::Result<()> {
     )
     .await;
     wait_for("the session to end", Duration::from_secs(10), || async {
-        (sessions(&camsim, "lazy").await == 0).then_some(())
+        (camsim.playing("lazy").await == 0).then_some(())
     })
     .await?;
     let released = left.elapsed();
@@ -127,7 +118,7 @@ async fn cameras_are_pulled_only_while_watched() -> anyhow::Result<()> {
     wait_for(
         "the camera to be released",
         Duration::from_secs(30),
-        || async { (sessions(&camsim, "lazy").await == 0).then_some(()) },
+        || async { (camsim.playing("lazy").await == 0).then_some(()) },
     )
     .await?;
     Ok(())

@@ -521,21 +521,46 @@ impl Bus for KafkaBus {
                 topic: EVENTS_TOPIC,
                 revoked: None,
             })?;
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(EVENTS_TOPIC), timeout)?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for topic in metadata.topics() {
-            for p in topic.partitions() {
-                let (_, high) = consumer.fetch_watermarks(EVENTS_TOPIC, p.id(), timeout)?;
-                tpl.add_partition_offset(EVENTS_TOPIC, p.id(), rdkafka::Offset::Offset(high))?;
+        // A topic created a moment ago may not have its partition leaders yet: retry briefly.
+        let mut attempt = 0;
+        let tpl = loop {
+            match event_ends(&consumer) {
+                Ok(tpl) => break tpl,
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "events topic not ready yet");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
             }
-        }
+        };
         consumer.assign(&tpl)?;
         pump(consumer, EVENTS_TOPIC, tx, |msg| {
             msg.payload().and_then(decode_event)
         });
         Ok(rx)
     }
+}
+
+/// Every partition of the events topic at its current end (each with a leader).
+fn event_ends<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+) -> Result<rdkafka::TopicPartitionList, BusError> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(EVENTS_TOPIC), timeout)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for topic in metadata.topics() {
+        if topic.partitions().is_empty() || topic.partitions().iter().any(|p| p.leader() < 0) {
+            return Err(BusError::Unavailable(format!(
+                "{EVENTS_TOPIC} has partitions without a leader"
+            )));
+        }
+        for p in topic.partitions() {
+            let (_, high) = consumer.fetch_watermarks(EVENTS_TOPIC, p.id(), timeout)?;
+            tpl.add_partition_offset(EVENTS_TOPIC, p.id(), rdkafka::Offset::Offset(high))?;
+        }
+    }
+    Ok(tpl)
 }
 
 /// Feeds what `map` makes of each message into `tx` until the receiver goes away. Consumer

@@ -326,6 +326,130 @@ mod tests {
     const TAKEN_ID: &str = "A stream with the provided ID already exists";
     const PORT_TAKEN: &str = "Can't add 'rtp' stream, error creating data source stream";
 
+    /// A fake Janus streaming plugin over HTTP: sessions, `list` (private mountpoints only with
+    /// the admin key), `create` answering as Janus 1.1.2 does for a taken id or port.
+    #[derive(Default)]
+    struct FakeJanus {
+        /// mountpoint id → port
+        mountpoints: Mutex<HashMap<u64, u64>>,
+        /// ports another socket holds
+        taken_ports: HashSet<u64>,
+        /// create requests per mountpoint id
+        creates: Mutex<HashMap<u64, usize>>,
+    }
+
+    async fn fake_janus(
+        fake: actix_web::web::Data<FakeJanus>,
+        body: actix_web::web::Json<serde_json::Value>,
+    ) -> actix_web::HttpResponse {
+        let ok = |data: serde_json::Value| {
+            actix_web::HttpResponse::Ok().json(json!({"janus": "success", "data": data}))
+        };
+        let plugin = |data: serde_json::Value| {
+            actix_web::HttpResponse::Ok().json(json!({"janus": "success",
+                "plugindata": {"plugin": "janus.plugin.streaming", "data": data}}))
+        };
+        match body["janus"].as_str() {
+            Some("create") => ok(json!({"id": 1})),
+            Some("attach") => ok(json!({"id": 2})),
+            Some("destroy") => ok(json!({})),
+            Some("message") => {
+                let req = &body["body"];
+                match req["request"].as_str() {
+                    Some("list") => {
+                        let list: Vec<_> = if req["admin_key"] == "k" {
+                            let mps = fake.mountpoints.lock().unwrap();
+                            mps.keys().map(|id| json!({"id": id})).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        plugin(json!({"streaming": "list", "list": list}))
+                    }
+                    Some("create") => {
+                        let id = req["id"].as_u64().unwrap();
+                        let port = req["media"][0]["port"].as_u64().unwrap();
+                        *fake.creates.lock().unwrap().entry(id).or_default() += 1;
+                        let mut mps = fake.mountpoints.lock().unwrap();
+                        if mps.contains_key(&id) {
+                            plugin(json!({"error_code": 456, "error": TAKEN_ID}))
+                        } else if fake.taken_ports.contains(&port) {
+                            plugin(json!({"error_code": 456, "error": PORT_TAKEN}))
+                        } else {
+                            mps.insert(id, port);
+                            plugin(json!({"streaming": "created"}))
+                        }
+                    }
+                    _ => plugin(json!({"error_code": 499, "error": "unexpected request"})),
+                }
+            }
+            _ => actix_web::HttpResponse::BadRequest().finish(),
+        }
+    }
+
+    fn pool_on(fake: FakeJanus, admin_key: &str) -> (Pool, actix_web::web::Data<FakeJanus>) {
+        let fake = actix_web::web::Data::new(fake);
+        let data = fake.clone();
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(data.clone())
+                .default_service(actix_web::web::post().to(fake_janus))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        actix_rt::spawn(server.run());
+        let settings = JanusSettings {
+            url: format!("http://{addr}/janus"),
+            admin_key: admin_key.into(),
+            ..Default::default()
+        };
+        (Pool::new(settings), fake)
+    }
+
+    fn mountpoint(id: u64, port: u16) -> Mountpoint {
+        Mountpoint {
+            id,
+            port,
+            secret: "s".into(),
+            pin: "p".into(),
+            gateway: "janus-1".into(),
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_pass_creates_only_what_is_missing_and_reports_what_janus_refuses() {
+        let (pool, fake) = pool_on(
+            FakeJanus {
+                taken_ports: HashSet::from([2]),
+                ..Default::default()
+            },
+            "k",
+        );
+        let (a, b) = (mountpoint(1001, 1), mountpoint(1002, 2));
+        for _ in 0..3 {
+            let outcomes = pool.reconcile(&[&a, &b]).await;
+            assert_eq!(outcomes.len(), 1, "the gateway answered");
+            assert!(outcomes[0].present.contains(&1001));
+            assert_eq!(outcomes[0].failed.get(&1002).map(String::as_str), Some(PORT_TAKEN));
+        }
+        assert!(pool.any_up(), "a refused create does not mark the gateway down");
+        let creates = fake.creates.lock().unwrap().clone();
+        assert_eq!(creates.get(&1001), Some(&1), "a listed mountpoint is not created again");
+        assert_eq!(creates.get(&1002), Some(&3), "a refused one is retried every pass");
+    }
+
+    #[actix_web::test]
+    async fn without_the_admin_key_a_taken_id_still_counts_as_present() {
+        let (pool, fake) = pool_on(FakeJanus::default(), "");
+        let a = mountpoint(1001, 1);
+        pool.ensure(&a).await.unwrap();
+        let outcomes = pool.reconcile(&[&a]).await;
+        assert!(outcomes[0].present.contains(&1001));
+        assert!(outcomes[0].failed.is_empty());
+        assert_eq!(fake.creates.lock().unwrap().get(&1001), Some(&2));
+    }
+
     #[test]
     fn only_a_taken_id_counts_as_present() {
         let err = |reason: &str| JanusError::Plugin {

@@ -164,24 +164,9 @@ async fn main() -> anyhow::Result<()> {
     let p2 = measure(format!("{n} cameras, empty index"), ids.clone()).await?;
 
     // A month of 10 s segments for 4 cameras, written straight into their sorted sets.
-    let client = redis::Client::open(redis.url.as_str())?;
-    let mut con = client.get_multiplexed_async_connection().await?;
     let t0 = now_ms() - per_camera * 10_000;
     for cam in ids.iter().take(4) {
-        for batch in (0..per_camera).collect::<Vec<_>>().chunks(10_000) {
-            let mut pipe = redis::pipe();
-            for i in batch {
-                let start = t0 + i * 10_000;
-                let seg = json!({"camera_id": cam, "key": format!("recordings/{cam}/{start}.mp4"),
-                    "start_ms": start, "end_ms": start + 10_000, "bytes": 1_000_000, "codec": "H264"});
-                pipe.cmd("ZADD")
-                    .arg(format!("cloudcam:segments:{cam}"))
-                    .arg(start)
-                    .arg(seg.to_string())
-                    .ignore();
-            }
-            let () = pipe.query_async(&mut con).await?;
-        }
+        redis.fill_index(cam, t0, per_camera).await?;
     }
     let p3 = measure(
         format!("{n} cameras, {} index entries", 4 * per_camera),

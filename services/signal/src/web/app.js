@@ -83,8 +83,8 @@ function render() {
       <div class="actions"><button class="watch">Watch</button><button class="recordings">Recordings</button><button class="record">${cam.recording ? "Stop recording" : "Record"}</button><button class="rename">Rename</button><button class="delete">Delete</button></div>`;
     card.querySelector(".name").textContent = cam.name;
     card.querySelector(".url").textContent = cam.url + (cam.username ? ` (as ${cam.username})` : "");
-    card.querySelector(".reason").textContent = st.reason;
     const by = cam.served_by || {};
+    card.querySelector(".reason").textContent = by.gateway_error ? `live view unavailable: ${by.gateway_error}` : st.reason;
     card.querySelector(".served").textContent = [
       by.ingest && `ingest ${by.ingest}`, by.gateway && `gateway ${by.gateway}`, by.recorder && `recorder ${by.recorder}`,
     ].filter(Boolean).join(" · ");
