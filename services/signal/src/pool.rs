@@ -431,12 +431,26 @@ mod tests {
             let outcomes = pool.reconcile(&[&a, &b]).await;
             assert_eq!(outcomes.len(), 1, "the gateway answered");
             assert!(outcomes[0].present.contains(&1001));
-            assert_eq!(outcomes[0].failed.get(&1002).map(String::as_str), Some(PORT_TAKEN));
+            assert_eq!(
+                outcomes[0].failed.get(&1002).map(String::as_str),
+                Some(PORT_TAKEN)
+            );
         }
-        assert!(pool.any_up(), "a refused create does not mark the gateway down");
+        assert!(
+            pool.any_up(),
+            "a refused create does not mark the gateway down"
+        );
         let creates = fake.creates.lock().unwrap().clone();
-        assert_eq!(creates.get(&1001), Some(&1), "a listed mountpoint is not created again");
-        assert_eq!(creates.get(&1002), Some(&3), "a refused one is retried every pass");
+        assert_eq!(
+            creates.get(&1001),
+            Some(&1),
+            "a listed mountpoint is not created again"
+        );
+        assert_eq!(
+            creates.get(&1002),
+            Some(&3),
+            "a refused one is retried every pass"
+        );
     }
 
     #[actix_web::test]
