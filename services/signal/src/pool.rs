@@ -370,13 +370,17 @@ mod tests {
                         let port = req["media"][0]["port"].as_u64().unwrap();
                         *fake.creates.lock().unwrap().entry(id).or_default() += 1;
                         let mut mps = fake.mountpoints.lock().unwrap();
-                        if mps.contains_key(&id) {
-                            plugin(json!({"error_code": 456, "error": TAKEN_ID}))
-                        } else if fake.taken_ports.contains(&port) {
-                            plugin(json!({"error_code": 456, "error": PORT_TAKEN}))
-                        } else {
-                            mps.insert(id, port);
-                            plugin(json!({"streaming": "created"}))
+                        if fake.taken_ports.contains(&port) && !mps.contains_key(&id) {
+                            return plugin(json!({"error_code": 456, "error": PORT_TAKEN}));
+                        }
+                        match mps.entry(id) {
+                            std::collections::hash_map::Entry::Occupied(_) => {
+                                plugin(json!({"error_code": 456, "error": TAKEN_ID}))
+                            }
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(port);
+                                plugin(json!({"streaming": "created"}))
+                            }
                         }
                     }
                     _ => plugin(json!({"error_code": 499, "error": "unexpected request"})),
