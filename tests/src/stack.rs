@@ -754,15 +754,26 @@ impl Janus {
         Ok(media["age_ms"].as_u64())
     }
 
-    /// Ids of every mountpoint on the gateway (private ones too: listed with the admin key).
-    pub async fn mountpoint_ids(&self) -> Result<Vec<u64>> {
+    /// Every mountpoint on the gateway as its `list` shows it (private ones too: listed with
+    /// the admin key), with `id` and `media[].age_ms`.
+    pub async fn mountpoints(&self) -> Result<Vec<serde_json::Value>> {
         let reply = self
             .streaming(serde_json::json!({"request": "list", "admin_key": JANUS_ADMIN_KEY}))
             .await?;
-        let list = reply["list"]
+        reply["list"]
             .as_array()
-            .with_context(|| format!("no mountpoint list: {reply}"))?;
-        Ok(list.iter().filter_map(|m| m["id"].as_u64()).collect())
+            .cloned()
+            .with_context(|| format!("no mountpoint list: {reply}"))
+    }
+
+    /// Ids of every mountpoint on the gateway.
+    pub async fn mountpoint_ids(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .mountpoints()
+            .await?
+            .iter()
+            .filter_map(|m| m["id"].as_u64())
+            .collect())
     }
 
     /// Ids of the gateway's open sessions, from its admin API.

@@ -63,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
     cloudcam_core::telemetry::init();
     let args = Args::parse();
     let cfg: StandaloneConfig = load("standalone", args.config.as_deref())?;
+    // The re-stream server is built before any pipeline.
+    gstreamer::init()?;
     let bus = cloudcam_core::bus::from_settings(&cfg.signal.kafka).await?;
     let state = state_from_settings(&cfg.signal.redis).await?;
     let media = cloudcam_core::media::from_settings(&cfg.signal.media)?;
