@@ -63,6 +63,8 @@ pub struct CameraActor {
     /// When the last snapshot was taken, and whether one is being taken.
     last_snapshot: Option<Instant>,
     snapshot_busy: bool,
+    /// The periodic tick and its period: every second while pulled, rarely while idle.
+    ticker: Option<(SpawnHandle, Duration)>,
 }
 
 impl CameraActor {
@@ -84,6 +86,7 @@ impl CameraActor {
             restream: None,
             last_snapshot: None,
             snapshot_busy: false,
+            ticker: None,
         }
     }
 
@@ -96,8 +99,24 @@ impl CameraActor {
         spec.live_demand > 0 || spec.recording || spec.always_on
     }
 
+    /// Ticks every `every` from now on (health, stall and timeout checks while pulled; the
+    /// status refresh while idle, where a second-by-second tick of thousands of idle cameras
+    /// would be the worker's main idle cost).
+    fn tick_every(&mut self, every: Duration, ctx: &mut Context<Self>) {
+        if self.ticker.is_some_and(|(_, now)| now == every) {
+            return;
+        }
+        if let Some((h, _)) = self.ticker.take() {
+            ctx.cancel_future(h);
+        }
+        let h = ctx.run_interval(every, |act, ctx| act.tick(ctx));
+        self.ticker = Some((h, every));
+    }
+
     /// Stops pulling the camera (nobody watches, it does not record) but keeps owning it.
     fn idle(&mut self, ctx: &mut Context<Self>) {
+        // Often enough that the status is refreshed (every `idle_refresh`) before it expires.
+        self.tick_every(self.shared.settings.idle_refresh() / 2, ctx);
         self.relay = None;
         self.run += 1;
         self.attempt = 0;
@@ -137,6 +156,7 @@ impl CameraActor {
 
     /// Fetches credentials, then starts a relay run.
     fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.tick_every(Duration::from_secs(1), ctx);
         self.retry = None;
         self.relay = None;
         self.run += 1;
@@ -293,8 +313,7 @@ impl CameraActor {
         if self.relay.is_none() {
             // An idle camera's status is kept fresh (it expires otherwise).
             if self.status.state == CameraState::Idle
-                && self.last_health.0.elapsed()
-                    >= Duration::from_millis(self.shared.settings.health_interval_ms)
+                && self.last_health.0.elapsed() >= self.shared.settings.idle_refresh()
             {
                 self.last_health.0 = Instant::now();
                 self.shared
@@ -393,7 +412,6 @@ impl Actor for CameraActor {
         for counter in [&*FRAMES, &*BYTES, &*RTP_PACKETS, &*RECONNECTS] {
             counter.with_label_values(&[self.id()]).inc_by(0);
         }
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
         if Self::wanted(&self.spec) {
             self.connect(ctx);
         } else {

@@ -102,6 +102,18 @@ impl Default for CameraSettings {
 }
 
 impl CameraSettings {
+    /// How long a stored status lives unless refreshed (a dead worker's cameras stop looking
+    /// live after it).
+    pub fn status_ttl(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms * 3 + 10_000)
+    }
+
+    /// How often an idle camera (owned, not pulled) re-stores its unchanged status: a third of
+    /// its lifetime, so thousands of idle cameras cost few writes.
+    pub fn idle_refresh(&self) -> Duration {
+        self.status_ttl() / 3
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !matches!(self.transport.as_str(), "tcp" | "udp" | "auto") {
             return Err(format!(

@@ -11,7 +11,6 @@ use cloudcam_core::state::StateStore;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Consumer group of the ingest workers over the desired-state topic.
 pub const GROUP: &str = "cloudcam-ingest";
@@ -28,7 +27,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     gstreamer::init()?;
-    let status_ttl = Duration::from_millis(settings.health_interval_ms * 3 + 10_000);
+    let status_ttl = settings.status_ttl();
     let shared = Shared {
         worker_id: worker_id.clone(),
         settings,
