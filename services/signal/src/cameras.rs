@@ -60,11 +60,7 @@ impl Cameras {
 
     /// A camera and its mountpoint, or `camera_not_found`.
     pub async fn load(&self, id: &str) -> Result<Camera, ApiError> {
-        let stored = self
-            .store
-            .get(id)
-            .await?
-            .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))?;
+        let stored = self.store.require(id).await?;
         Ok(Camera {
             mountpoint: self.store.mountpoint(id).await?,
             stored,
@@ -79,11 +75,7 @@ impl Cameras {
     }
 
     pub async fn get(&self, id: &str) -> Result<CameraView, ApiError> {
-        let stored = self
-            .store
-            .get(id)
-            .await?
-            .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))?;
+        let stored = self.store.require(id).await?;
         Ok(self.views(vec![stored]).await?.remove(0))
     }
 
@@ -223,11 +215,7 @@ impl Cameras {
     ) -> Result<CameraView, ApiError> {
         let lease = self.store.lease(id).await?;
         for _ in 0..UPDATE_ATTEMPTS {
-            let stored = self
-                .store
-                .get(id)
-                .await?
-                .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))?;
+            let stored = self.store.require(id).await?;
             if let Some(v) = if_match
                 && v != stored.version
             {

@@ -73,10 +73,7 @@ impl Recordings {
     }
 
     async fn exists(&self, id: &str) -> Result<(), ApiError> {
-        match self.cameras.get(id).await? {
-            Some(_) => Ok(()),
-            None => Err(ApiError::CameraNotFound(id.to_string())),
-        }
+        self.cameras.require(id).await.map(|_| ())
     }
 
     pub async fn list(&self, id: &str, from: i64, to: i64) -> Result<RecordingsView, ApiError> {

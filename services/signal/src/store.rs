@@ -95,6 +95,13 @@ impl CameraStore {
         }
     }
 
+    /// The camera's record, or `camera_not_found`.
+    pub async fn require(&self, id: &str) -> Result<Stored, ApiError> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| ApiError::CameraNotFound(id.to_string()))
+    }
+
     /// Replaces the record if it is still at `expected`; the new version, or `None` if another
     /// write came first.
     pub async fn replace(
