@@ -90,6 +90,22 @@ pub trait Bus: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), BusError> {
         Ok(())
     }
+    /// How many partitions the desired-state topic has: a camera lives in
+    /// [`camera_partition`]`(id, camera_partitions())`.
+    fn camera_partitions(&self) -> i32 {
+        1
+    }
+}
+
+/// The partition of the desired-state topic a camera's messages go to: a stable hash of its id
+/// (FNV-1a, so every publisher agrees on it whatever its language or build). The API draws
+/// new ids so that cameras fill the partitions in turn, which spreads even a small fleet
+/// evenly over the workers (Kafka assigns partitions, not cameras).
+pub fn camera_partition(camera_id: &str, partitions: i32) -> i32 {
+    let hash = camera_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    (hash % partitions.max(1) as u32) as i32
 }
 
 /// The ids among `owned` (camera id → (partition, handle)) that belong to `partitions`: what a
@@ -278,6 +294,8 @@ impl Default for KafkaSettings {
 pub struct KafkaBus {
     settings: KafkaSettings,
     producer: FutureProducer,
+    /// The desired-state topic's partition count, as the brokers report it.
+    camera_partitions: i32,
 }
 
 impl KafkaBus {
@@ -288,8 +306,31 @@ impl KafkaBus {
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "0")
             .create()?;
-        let bus = Self { settings, producer };
+        let mut bus = Self {
+            settings,
+            producer,
+            camera_partitions: 0,
+        };
         bus.ensure_topics().await?;
+        // The topic may predate this configuration: its own partition count is what counts.
+        let client = bus.producer.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(Some(CAMERAS_TOPIC), Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))??;
+        bus.camera_partitions = metadata
+            .topics()
+            .iter()
+            .map(|t| t.partitions().len() as i32)
+            .sum();
+        if bus.camera_partitions == 0 {
+            return Err(BusError::Unavailable(format!(
+                "{CAMERAS_TOPIC} has no partitions"
+            )));
+        }
         Ok(bus)
     }
 
@@ -419,7 +460,9 @@ impl ConsumerContext for BusContext {
 impl Bus for KafkaBus {
     async fn put_spec(&self, camera_id: &str, spec: Option<&CameraSpec>) -> Result<(), BusError> {
         let payload = spec.map(|s| s.encode_to_vec());
-        let mut record = FutureRecord::<str, Vec<u8>>::to(CAMERAS_TOPIC).key(camera_id);
+        let mut record = FutureRecord::<str, Vec<u8>>::to(CAMERAS_TOPIC)
+            .key(camera_id)
+            .partition(camera_partition(camera_id, self.camera_partitions));
         if let Some(p) = payload.as_ref() {
             record = record.payload(p);
         }
@@ -428,6 +471,10 @@ impl Bus for KafkaBus {
             .await
             .map_err(|(e, _)| BusError::Kafka(e))?;
         Ok(())
+    }
+
+    fn camera_partitions(&self) -> i32 {
+        self.camera_partitions
     }
 
     async fn publish_event(&self, event: &CameraEvent) -> Result<(), BusError> {
@@ -606,6 +653,18 @@ pub async fn from_settings(settings: &KafkaSettings) -> Result<Arc<dyn Bus>, Bus
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_camera_always_maps_to_the_same_partition() {
+        // FNV-1a of "a" is 0xe40c292c: fixed, so publishers built at different times agree.
+        assert_eq!(camera_partition("a", 12), (0xe40c_292c_u32 % 12) as i32);
+        assert_eq!(camera_partition("a", 1), 0);
+        assert_eq!(camera_partition("a", 0), 0);
+        let hit: std::collections::HashSet<i32> = (0..200)
+            .map(|i| camera_partition(&format!("cam{i}"), 12))
+            .collect();
+        assert_eq!(hit.len(), 12, "every partition reachable");
+    }
 
     #[tokio::test]
     async fn memory_bus_replays_then_streams() {

@@ -122,6 +122,20 @@ impl Cameras {
             .collect())
     }
 
+    /// A fresh camera id that falls in the partition whose turn it is, so that cameras fill
+    /// the partitions (and so the ingest workers) evenly. A draw hits a given partition with
+    /// probability 1/partitions; missing it 64 × partitions times in a row (then any id
+    /// does) has odds of e^-64.
+    async fn new_id(&self) -> Result<String, ApiError> {
+        let partitions = self.bus.camera_partitions();
+        let turn = self.alloc.next_partition(partitions).await?;
+        let draw = || uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        Ok((0..64 * partitions)
+            .map(|_| draw())
+            .find(|id| cloudcam_core::bus::camera_partition(id, partitions) == turn)
+            .unwrap_or_else(draw))
+    }
+
     pub async fn create(&self, body: CreateCamera) -> Result<CameraView, ApiError> {
         let name = check_name(&body.name)?;
         let source = parse_source(&body.url)?;
@@ -133,7 +147,7 @@ impl Cameras {
             password: password.clone().unwrap_or_default(),
         });
         let now = cloudcam_core::now_ms();
-        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let id = self.new_id().await?;
         let record = CameraRecord {
             info: CameraInfo {
                 id: id.clone(),

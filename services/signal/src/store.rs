@@ -28,6 +28,7 @@ const VIEWERS: &str = "cloudcam:viewers";
 const DEMAND: &str = "cloudcam:demand";
 const MOUNTPOINT_IDS: &str = "cloudcam:mountpoint-ids";
 const PORT_CURSOR: &str = "cloudcam:port-cursor";
+const PARTITION_CURSOR: &str = "cloudcam:partition-cursor";
 /// Mountpoint ids start above this (Janus's own samples use low ids).
 const FIRST_MOUNTPOINT_ID: u64 = 1000;
 /// How long one writer may hold a camera before the lease expires by itself.
@@ -341,6 +342,12 @@ impl Allocator {
 
     pub async fn next_id(&self) -> Result<u64, StateError> {
         Ok(FIRST_MOUNTPOINT_ID + self.state.incr(MOUNTPOINT_IDS).await? as u64)
+    }
+
+    /// Whose turn it is among the desired-state topic's `partitions` to get the next camera.
+    pub async fn next_partition(&self, partitions: i32) -> Result<i32, StateError> {
+        let turn = self.state.incr(PARTITION_CURSOR).await?;
+        Ok(turn.rem_euclid(i64::from(partitions.max(1))) as i32)
     }
 
     /// Claims a free port for `camera_id`, starting after the last one handed out.
