@@ -5,7 +5,8 @@
 use crate::app::AppState;
 use crate::auth::{Authed, Login, LoginReply, Sessions};
 use crate::error::{ApiError, Body, ErrorBody, json_error};
-use crate::model::{CameraView, CreateCamera, UpdateCamera};
+use crate::model::{CameraView, CreateCamera, Grant, Share, UpdateCamera};
+use crate::users::{ChangePassword, CreateUser, Role, UpdateUser, UserView};
 use crate::pool::GatewayView;
 use crate::recordings::RecordingsView;
 use actix_web::http::header;
@@ -31,11 +32,21 @@ pub fn routes(
                 .route("/openapi.json", web::get().to(openapi))
                 .route("/login", web::post().to(login))
                 .route("/logout", web::post().to(logout))
+                .route("/me", web::get().to(me))
+                .route("/me/password", web::post().to(change_password))
+                .route("/me/signout", web::post().to(sign_out_everywhere))
+                .route("/users", web::get().to(list_users))
+                .route("/users", web::post().to(create_user))
+                .route("/users/{name}", web::patch().to(update_user))
+                .route("/users/{name}/signout", web::post().to(sign_out_user))
                 .route("/cameras", web::get().to(list_cameras))
                 .route("/cameras", web::post().to(create_camera))
                 .route("/cameras/{id}", web::get().to(get_camera))
                 .route("/cameras/{id}", web::patch().to(update_camera))
                 .route("/cameras/{id}", web::delete().to(delete_camera))
+                .route("/cameras/{id}/shares", web::get().to(shares))
+                .route("/cameras/{id}/shares/{user}", web::put().to(share))
+                .route("/cameras/{id}/shares/{user}", web::delete().to(unshare))
                 .route("/cameras/{id}/recordings", web::get().to(recordings))
                 .route("/cameras/{id}/clip", web::get().to(clip))
                 .route("/cameras/{id}/snapshot", web::get().to(snapshot))
@@ -60,8 +71,10 @@ pub fn routes(
                        are `ErrorBody`."
     ),
     paths(
-        login, logout, list_cameras, create_camera, get_camera, update_camera, delete_camera,
-        recordings, clip, snapshot, request_snapshot, workers
+        login, logout, me, change_password, sign_out_everywhere, list_users, create_user,
+        update_user, sign_out_user, list_cameras, create_camera, get_camera, update_camera,
+        delete_camera, shares, share, unshare, recordings, clip, snapshot, request_snapshot,
+        workers
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -112,14 +125,166 @@ fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
         })
 }
 
-/// Sign in; returns a bearer token.
+/// Sign in; returns a bearer token. Failures are throttled per client address and per user
+/// name (429 with `Retry-After`).
 #[utoipa::path(post, path = "/api/v1/login", request_body = Login,
-    responses((status = 200, body = LoginReply), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LoginReply), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody, headers(("Retry-After" = String)))))]
 async fn login(
     sessions: web::Data<Sessions>,
+    req: HttpRequest,
     Body(body): Body<Login>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(sessions.login(&body).await?))
+    let client = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(sessions.login(&client, &body).await?))
+}
+
+/// Who the token belongs to.
+#[derive(Serialize, ToSchema)]
+pub struct MeView {
+    pub user: String,
+    pub role: Role,
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/v1/me", security(("bearer" = [])),
+    responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
+async fn me(authed: Authed) -> HttpResponse {
+    HttpResponse::Ok().json(MeView {
+        user: authed.caller.name,
+        role: authed.caller.role,
+    })
+}
+
+/// Change your own password; every token of yours stops working (sign in again).
+#[utoipa::path(post, path = "/api/v1/me/password", security(("bearer" = [])),
+    request_body = ChangePassword,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn change_password(
+    app: web::Data<AppState>,
+    authed: Authed,
+    Body(body): Body<ChangePassword>,
+) -> Result<HttpResponse, ApiError> {
+    app.users.change_password(&authed.caller.name, body).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Sign out everywhere: every token of yours stops working and your WebSockets close.
+#[utoipa::path(post, path = "/api/v1/me/signout", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+async fn sign_out_everywhere(
+    app: web::Data<AppState>,
+    authed: Authed,
+) -> Result<HttpResponse, ApiError> {
+    app.users.revoke(&authed.caller.name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Every user (administrators only).
+#[utoipa::path(get, path = "/api/v1/users", security(("bearer" = [])),
+    responses((status = 200, body = [UserView]), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn list_users(app: web::Data<AppState>, authed: Authed) -> Result<HttpResponse, ApiError> {
+    authed.caller.require_admin()?;
+    Ok(HttpResponse::Ok().json(app.users.list().await?))
+}
+
+/// Add a user (administrators only).
+#[utoipa::path(post, path = "/api/v1/users", security(("bearer" = [])), request_body = CreateUser,
+    responses((status = 201, body = UserView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn create_user(
+    app: web::Data<AppState>,
+    authed: Authed,
+    Body(body): Body<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
+    authed.caller.require_admin()?;
+    Ok(HttpResponse::Created().json(app.users.create(body).await?))
+}
+
+/// Change a user's role, disable them or reset their password (administrators only); disabling
+/// or a new password signs them out everywhere.
+#[utoipa::path(patch, path = "/api/v1/users/{name}", security(("bearer" = [])),
+    params(("name" = String, Path, description = "user name")), request_body = UpdateUser,
+    responses((status = 200, body = UserView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn update_user(
+    app: web::Data<AppState>,
+    authed: Authed,
+    name: web::Path<String>,
+    Body(body): Body<UpdateUser>,
+) -> Result<HttpResponse, ApiError> {
+    authed.caller.require_admin()?;
+    Ok(HttpResponse::Ok().json(app.users.update(&name, body).await?))
+}
+
+/// Sign a user out everywhere (administrators only).
+#[utoipa::path(post, path = "/api/v1/users/{name}/signout", security(("bearer" = [])),
+    params(("name" = String, Path, description = "user name")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn sign_out_user(
+    app: web::Data<AppState>,
+    authed: Authed,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authed.caller.require_admin()?;
+    app.users.revoke(&name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Who a camera is shared with, and what each may do (its managers only).
+#[utoipa::path(get, path = "/api/v1/cameras/{id}/shares", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id")),
+    responses((status = 200, body = [Share]), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn shares(
+    app: web::Data<AppState>,
+    authed: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.cameras.shares(&authed.caller, &id).await?))
+}
+
+/// Share a camera with a user: `live`, `playback` and/or `manage` (which brings the others).
+/// All false ends the share; the user's running views of it end within a second.
+#[utoipa::path(put, path = "/api/v1/cameras/{id}/shares/{user}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id"),
+        ("user" = String, Path, description = "user name")),
+    request_body = Grant,
+    responses((status = 200, body = [Share]), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn share(
+    app: web::Data<AppState>,
+    authed: Authed,
+    path: web::Path<(String, String)>,
+    Body(grant): Body<Grant>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, user) = path.into_inner();
+    Ok(HttpResponse::Ok().json(app.cameras.share(&authed.caller, &id, &user, grant).await?))
+}
+
+/// End a user's share of a camera.
+#[utoipa::path(delete, path = "/api/v1/cameras/{id}/shares/{user}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id"),
+        ("user" = String, Path, description = "user name")),
+    responses((status = 200, body = [Share]), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn unshare(
+    app: web::Data<AppState>,
+    authed: Authed,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, user) = path.into_inner();
+    let none = Grant::default();
+    Ok(HttpResponse::Ok().json(app.cameras.share(&authed.caller, &id, &user, none).await?))
 }
 
 /// Sign out: the token stops working at once.
@@ -133,8 +298,8 @@ async fn logout(sessions: web::Data<Sessions>, authed: Authed) -> Result<HttpRes
 /// Every camera, oldest first.
 #[utoipa::path(get, path = "/api/v1/cameras", security(("bearer" = [])),
     responses((status = 200, body = [CameraView]), (status = 401, body = ErrorBody)))]
-async fn list_cameras(app: web::Data<AppState>, _: Authed) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.cameras.list().await?))
+async fn list_cameras(app: web::Data<AppState>, authed: Authed) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.cameras.list(&authed.caller).await?))
 }
 
 /// Add a camera (pulled on demand unless it records or is always on).
@@ -143,10 +308,10 @@ async fn list_cameras(app: web::Data<AppState>, _: Authed) -> Result<HttpRespons
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create_camera(
     app: web::Data<AppState>,
-    _: Authed,
+    authed: Authed,
     Body(body): Body<CreateCamera>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = app.cameras.create(body).await?;
+    let view = app.cameras.create(&authed.caller, body).await?;
     Ok(HttpResponse::Created()
         .insert_header(etag(view.version))
         .json(view))
@@ -159,10 +324,10 @@ async fn create_camera(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_camera(
     app: web::Data<AppState>,
-    _: Authed,
+    authed: Authed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = app.cameras.get(&id).await?;
+    let view = app.cameras.get(&authed.caller, &id).await?;
     Ok(HttpResponse::Ok()
         .insert_header(etag(view.version))
         .json(view))
@@ -179,12 +344,15 @@ async fn get_camera(
         (status = 404, body = ErrorBody), (status = 412, body = ErrorBody)))]
 async fn update_camera(
     app: web::Data<AppState>,
-    _: Authed,
+    authed: Authed,
     req: HttpRequest,
     id: web::Path<String>,
     Body(body): Body<UpdateCamera>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = app.cameras.update(&id, body, if_match(&req)?).await?;
+    let view = app
+        .cameras
+        .update(&authed.caller, &id, body, if_match(&req)?)
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header(etag(view.version))
         .json(view))
@@ -198,11 +366,13 @@ async fn update_camera(
         (status = 412, body = ErrorBody)))]
 async fn delete_camera(
     app: web::Data<AppState>,
-    _: Authed,
+    authed: Authed,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    app.cameras.delete(&id, if_match(&req)?).await?;
+    app.cameras
+        .delete(&authed.caller, &id, if_match(&req)?)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -228,11 +398,15 @@ pub struct Range {
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn recordings(
     app: web::Data<AppState>,
-    _: Authed,
+    authed: Authed,
     id: web::Path<String>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(app.recordings.list(&id, range.from, range.to).await?))
+    let view = app
+        .recordings
+        .list(&authed.caller, &id, range.from, range.to)
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// One MP4 of the range, rounded out to keyframes and cut at the first gap; its actual bounds
@@ -244,11 +418,14 @@ async fn recordings(
         (status = 404, body = ErrorBody)))]
 async fn clip(
     app: web::Data<AppState>,
-    _: Authed,
+    authed: Authed,
     id: web::Path<String>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
-    let clip = app.recordings.clip(&id, range.from, range.to).await?;
+    let clip = app
+        .recordings
+        .clip(&authed.caller, &id, range.from, range.to)
+        .await?;
     let (start, end) = (clip.start_ms, clip.end_ms);
     let mut res = HttpResponse::Ok();
     res.content_type("video/mp4")
@@ -274,10 +451,10 @@ async fn clip(
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn snapshot(
     app: web::Data<AppState>,
-    _: Authed,
+    authed: Authed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let jpeg = app.recordings.snapshot(&id).await?;
+    let jpeg = app.recordings.snapshot(&authed.caller, &id).await?;
     Ok(HttpResponse::Ok()
         .content_type("image/jpeg")
         .insert_header(("Cache-Control", "no-store"))
@@ -296,10 +473,10 @@ pub struct SnapshotRequested {
         (status = 404, body = ErrorBody)))]
 async fn request_snapshot(
     app: web::Data<AppState>,
-    _: Authed,
+    authed: Authed,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    app.recordings.request_snapshot(&id).await?;
+    app.recordings.request_snapshot(&authed.caller, &id).await?;
     Ok(HttpResponse::Accepted().json(SnapshotRequested { requested: true }))
 }
 
@@ -311,10 +488,12 @@ pub struct WorkersView {
 }
 
 /// Live ingest workers and recorders (with their cameras) and the Janus gateways (with their
-/// health).
+/// health). Administrators only.
 #[utoipa::path(get, path = "/api/v1/workers", security(("bearer" = [])),
-    responses((status = 200, body = WorkersView), (status = 401, body = ErrorBody)))]
-async fn workers(app: web::Data<AppState>, _: Authed) -> Result<HttpResponse, ApiError> {
+    responses((status = 200, body = WorkersView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn workers(app: web::Data<AppState>, authed: Authed) -> Result<HttpResponse, ApiError> {
+    authed.caller.require_admin()?;
     Ok(HttpResponse::Ok().json(WorkersView {
         workers: cloudcam_core::workers::list(&*app.state).await?,
         gateways: app.pool().views(),

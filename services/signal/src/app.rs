@@ -10,6 +10,7 @@ use crate::gateways::Gateways;
 use crate::pool::Pool;
 use crate::recordings::Recordings;
 use crate::store::CameraStore;
+use crate::users::Users;
 use cloudcam_core::bus::Bus;
 use cloudcam_core::camera::CameraStatus;
 use cloudcam_core::state::StateStore;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub recordings: Recordings,
     pub gateways: Gateways,
     pub sessions: Sessions,
+    pub users: Users,
+    pub max_views_per_socket: usize,
     /// Live workers (for `GET /workers`).
     pub state: Arc<dyn StateStore>,
     pub bus: Arc<dyn Bus>,
@@ -40,7 +43,8 @@ impl AppState {
         media: Arc<dyn object_store::ObjectStore>,
     ) -> Self {
         let pool = Arc::new(Pool::new(config.janus.clone()));
-        let cameras = Cameras::new(state.clone(), bus.clone(), pool);
+        let users = Users::new(state.clone());
+        let cameras = Cameras::new(state.clone(), bus.clone(), pool, users.clone());
         Self {
             demand: Demand::new(
                 state.clone(),
@@ -53,7 +57,9 @@ impl AppState {
                 Duration::from_millis(config.janus.reconcile_interval_ms),
             ),
             recordings: Recordings::new(state.clone(), media.clone()),
-            sessions: Sessions::new(state.clone(), config.auth.clone()),
+            sessions: Sessions::new(state.clone(), users.clone(), config.auth.clone()),
+            users,
+            max_views_per_socket: config.max_views_per_socket,
             cameras,
             state,
             bus,

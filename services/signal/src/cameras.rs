@@ -10,9 +10,10 @@
 
 use crate::error::ApiError;
 use crate::model::{
-    CameraInfo, CameraRecord, CameraView, CreateCamera, Mountpoint, ServedBy, Stored, UpdateCamera,
-    check_name, check_retention, parse_source,
+    CameraInfo, CameraRecord, CameraView, CreateCamera, Grant, Mountpoint, Need, ServedBy, Share,
+    Stored, UpdateCamera, check_name, check_retention, parse_source,
 };
+use crate::users::{Caller, Role, Users};
 use crate::pool::Pool;
 use crate::store::{Allocator, CameraStore, DemandStore};
 use cloudcam_core::bus::Bus;
@@ -34,6 +35,7 @@ pub struct Cameras {
     pool: Arc<Pool>,
     bus: Arc<dyn Bus>,
     state: Arc<dyn StateStore>,
+    users: Users,
 }
 
 /// A camera with what hangs off its record.
@@ -43,7 +45,12 @@ pub struct Camera {
 }
 
 impl Cameras {
-    pub fn new(state: Arc<dyn StateStore>, bus: Arc<dyn Bus>, pool: Arc<Pool>) -> Self {
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        bus: Arc<dyn Bus>,
+        pool: Arc<Pool>,
+        users: Users,
+    ) -> Self {
         Self {
             store: CameraStore::new(state.clone()),
             demand: DemandStore::new(state.clone()),
@@ -51,7 +58,16 @@ impl Cameras {
             pool,
             bus,
             state,
+            users,
         }
+    }
+
+    /// The camera's record if `caller` may do what `need` asks with it: `camera_not_found`
+    /// when they cannot see it, `forbidden` when they see it but may not.
+    pub async fn authorize(&self, caller: &Caller, id: &str, need: Need) -> Result<Stored, ApiError> {
+        let stored = self.store.require(id).await?;
+        stored.record.authorize(caller, need)?;
+        Ok(stored)
     }
 
     pub fn pool(&self) -> &Pool {
@@ -67,20 +83,44 @@ impl Cameras {
         })
     }
 
-    /// Every camera as the API shows it, oldest first. A fixed number of round trips to the
-    /// shared state, whatever the number of cameras or recordings.
-    pub async fn list(&self) -> Result<Vec<CameraView>, ApiError> {
-        let stored = self.store.all().await?;
-        self.views(stored).await
+    /// Every camera `caller` may see, as the API shows it, oldest first. A fixed number of
+    /// round trips to the shared state, whatever the number of cameras or recordings; a user
+    /// other than an administrator reads only the cameras they own or share.
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<CameraView>, ApiError> {
+        let stored = if caller.is_admin() {
+            self.store.all().await?
+        } else {
+            self.store.user_records(&caller.name).await?
+        };
+        self.views(caller, stored).await
     }
 
-    pub async fn get(&self, id: &str) -> Result<CameraView, ApiError> {
-        let stored = self.store.require(id).await?;
-        Ok(self.views(vec![stored]).await?.remove(0))
+    /// What `caller` may do with each camera they can see; `None` for an administrator (who
+    /// may do everything with every camera).
+    pub async fn grants(&self, caller: &Caller) -> Result<Option<HashMap<String, Grant>>, ApiError> {
+        if caller.is_admin() {
+            return Ok(None);
+        }
+        let stored = self.store.user_records(&caller.name).await?;
+        Ok(Some(
+            stored
+                .into_iter()
+                .filter_map(|s| s.record.grant_for(caller).map(|g| (s.record.info.id, g)))
+                .collect(),
+        ))
     }
 
-    async fn views(&self, stored: Vec<Stored>) -> Result<Vec<CameraView>, ApiError> {
-        let ids: Vec<String> = stored.iter().map(|s| s.record.info.id.clone()).collect();
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<CameraView, ApiError> {
+        let stored = self.authorize(caller, id, Need::See).await?;
+        Ok(self.views(caller, vec![stored]).await?.remove(0))
+    }
+
+    async fn views(&self, caller: &Caller, stored: Vec<Stored>) -> Result<Vec<CameraView>, ApiError> {
+        let stored: Vec<(Stored, Grant)> = stored
+            .into_iter()
+            .filter_map(|s| s.record.grant_for(caller).map(|g| (s, g)))
+            .collect();
+        let ids: Vec<String> = stored.iter().map(|(s, _)| s.record.info.id.clone()).collect();
         let (statuses, mountpoints, errors, wanted, workers) = tokio::try_join!(
             self.store.statuses(&ids),
             self.store.mountpoints(&ids),
@@ -100,7 +140,7 @@ impl Cameras {
                     .into_iter()
                     .zip(mountpoints.into_iter().zip(errors)),
             )
-            .map(|(s, (status, (mp, error)))| {
+            .map(|((s, access), (status, (mp, error)))| {
                 let id = s.record.info.id.clone();
                 let gateway = mp
                     .map(|mp| self.pool.gateway(&mp.gateway).settings.name.clone())
@@ -115,6 +155,7 @@ impl Cameras {
                         live_demand: u32::from(wanted.contains_key(&id)),
                     },
                     version: s.version,
+                    access,
                     info: s.record.info,
                     status,
                 }
@@ -136,7 +177,12 @@ impl Cameras {
             .unwrap_or_else(draw))
     }
 
-    pub async fn create(&self, body: CreateCamera) -> Result<CameraView, ApiError> {
+    pub async fn create(&self, caller: &Caller, body: CreateCamera) -> Result<CameraView, ApiError> {
+        if caller.role == Role::Viewer {
+            return Err(ApiError::Forbidden(
+                "a viewer cannot add cameras; ask an administrator for the member role".into(),
+            ));
+        }
         let name = check_name(&body.name)?;
         let source = parse_source(&body.url)?;
         let retention_hours = check_retention(body.retention_hours)?;
@@ -160,9 +206,11 @@ impl Cameras {
                 always_on: body.always_on,
                 created_ms: now,
                 updated_ms: now,
+                owner: caller.name.clone(),
             },
             generation: 1,
             source_generation: 1,
+            shares: Default::default(),
         };
         let existing: Vec<Mountpoint> = self
             .store
@@ -188,6 +236,7 @@ impl Cameras {
         let made = async {
             self.store.set_secret(&id, secret.as_ref()).await?;
             self.store.set_mountpoint(&id, &mountpoint).await?;
+            self.store.index_for_user(&caller.name, &id).await?;
             if self.store.insert(&record).await?.is_none() {
                 return Err(ApiError::Conflict(format!("camera {id} exists already")));
             }
@@ -201,8 +250,8 @@ impl Cameras {
         }
         self.ensure_mountpoint(&id, &mountpoint).await;
         self.publish(&id).await?;
-        tracing::info!(camera = %id, name = %record.info.name, url = %record.info.url, "camera added");
-        self.get(&id).await
+        tracing::info!(camera = %id, name = %record.info.name, url = %record.info.url, owner = %caller.name, "camera added");
+        self.get(caller, &id).await
     }
 
     /// Creates the mountpoint on its gateway now, noting for the camera why it cannot be; the
@@ -223,13 +272,15 @@ impl Cameras {
     /// different fields all stay.
     pub async fn update(
         &self,
+        caller: &Caller,
         id: &str,
         body: UpdateCamera,
         if_match: Option<u64>,
     ) -> Result<CameraView, ApiError> {
+        self.authorize(caller, id, Need::Manage).await?;
         let lease = self.store.lease(id).await?;
         for _ in 0..UPDATE_ATTEMPTS {
-            let stored = self.store.require(id).await?;
+            let stored = self.authorize(caller, id, Need::Manage).await?;
             if let Some(v) = if_match
                 && v != stored.version
             {
@@ -249,15 +300,22 @@ impl Cameras {
             }
             self.publish_held(id).await?;
             drop(lease);
-            tracing::info!(camera = %id, "camera changed");
-            return self.get(id).await;
+            tracing::info!(camera = %id, user = %caller.name, "camera changed");
+            return self.get(caller, id).await;
         }
         Err(ApiError::Busy(format!("camera {id} is being changed")))
     }
 
-    pub async fn delete(&self, id: &str, if_match: Option<u64>) -> Result<(), ApiError> {
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<(), ApiError> {
+        self.authorize(caller, id, Need::Manage).await?;
         let _lease = self.store.lease(id).await?;
         let camera = self.load(id).await?;
+        camera.stored.record.authorize(caller, Need::Manage)?;
         if let Some(v) = if_match
             && v != camera.stored.version
         {
@@ -267,13 +325,68 @@ impl Cameras {
             return Err(ApiError::PreconditionFailed(0));
         }
         self.publish_held(id).await?;
+        let record = &camera.stored.record;
+        for user in std::iter::once(&record.info.owner).chain(record.shares.keys()) {
+            self.store.unindex_for_user(user, id).await?;
+        }
         if let Some(mp) = camera.mountpoint
             && let Err(e) = self.pool.remove(&mp).await
         {
             tracing::warn!(camera = %id, error = %e, "cannot remove the Janus mountpoint");
         }
-        tracing::info!(camera = %id, "camera deleted");
+        tracing::info!(camera = %id, user = %caller.name, "camera deleted");
         Ok(())
+    }
+
+    /// Who the camera is shared with (its managers may ask).
+    pub async fn shares(&self, caller: &Caller, id: &str) -> Result<Vec<Share>, ApiError> {
+        let stored = self.authorize(caller, id, Need::Manage).await?;
+        Ok(stored
+            .record
+            .shares
+            .into_iter()
+            .map(|(user, grant)| Share { user, grant })
+            .collect())
+    }
+
+    /// Grants `user` what `grant` says on the camera; an empty grant ends the share. A user
+    /// whose share ends loses their running views of it within a second.
+    pub async fn share(
+        &self,
+        caller: &Caller,
+        id: &str,
+        user: &str,
+        grant: Grant,
+    ) -> Result<Vec<Share>, ApiError> {
+        self.authorize(caller, id, Need::Manage).await?;
+        let target = self.users.require(user).await?;
+        let grant = grant.normalized();
+        let _lease = self.store.lease(id).await?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let stored = self.authorize(caller, id, Need::Manage).await?;
+            if stored.record.info.owner == target.name {
+                return Err(ApiError::BadRequest(
+                    "invalid_share",
+                    format!("{user} owns camera {id}"),
+                ));
+            }
+            let mut record = stored.record.clone();
+            if grant.is_empty() {
+                record.shares.remove(&target.name);
+            } else {
+                record.shares.insert(target.name.clone(), grant);
+                self.store.index_for_user(&target.name, id).await?;
+            }
+            if self.store.replace(stored.version, &record).await?.is_none() {
+                continue;
+            }
+            if grant.is_empty() {
+                self.store.unindex_for_user(&target.name, id).await?;
+            }
+            tracing::info!(camera = %id, by = %caller.name, user = %target.name, ?grant, "camera shared");
+            return self.shares(caller, id).await;
+        }
+        Err(ApiError::Busy(format!("camera {id} is being changed")))
     }
 
     /// Publishes the camera's desired state as stored now, holding its lease.
@@ -317,6 +430,17 @@ impl Cameras {
     }
 }
 
+/// A URL's scheme, host and port (the default port where none is given).
+fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
+    let u = url::Url::parse(url).ok()?;
+    let port = u.port().or(match u.scheme() {
+        "rtsp" => Some(554),
+        "rtsps" => Some(322),
+        _ => None,
+    });
+    Some((u.scheme().to_string(), u.host_str()?.to_lowercase(), port))
+}
+
 /// Applies a change to a record and its credentials.
 fn apply(
     mut record: CameraRecord,
@@ -330,6 +454,14 @@ fn apply(
     }
     if let Some(url) = &body.url {
         let source = parse_source(url)?;
+        // Stored credentials go only to the camera they were given for: a URL pointing at
+        // another scheme, host or port drops them unless this request brings them again.
+        if origin(&source.url) != origin(&record.info.url)
+            && source.username.is_none()
+            && body.username.is_none()
+        {
+            secret = None;
+        }
         record.info.url = source.url;
         if let Some(u) = source.username {
             secret = Some(CameraSecret {

@@ -23,6 +23,9 @@ pub struct SignalConfig {
     /// A viewer session expires unless refreshed within this time (a signal instance that died
     /// stops counting its viewers after it).
     pub viewer_ttl_ms: u64,
+    /// Live views one WebSocket may have open at once (each holds a Janus session and ICE
+    /// ports).
+    pub max_views_per_socket: usize,
 }
 
 impl Default for SignalConfig {
@@ -37,6 +40,7 @@ impl Default for SignalConfig {
             max_body_bytes: 64 * 1024,
             demand_grace_ms: 30_000,
             viewer_ttl_ms: 30_000,
+            max_views_per_socket: 4,
         }
     }
 }

@@ -27,6 +27,14 @@ pub enum ApiError {
     BadLogin,
     #[error("no camera with id {0}")]
     CameraNotFound(String),
+    #[error("no user named {0}")]
+    UserNotFound(String),
+    /// The caller sees the resource but may not do this with it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed sign-ins; retry after this many seconds.
+    #[error("too many failed sign-ins; try again in {0} s")]
+    Throttled(u64),
     #[error("{0}")]
     NotFound(String),
     #[error("request body is larger than {0} bytes")]
@@ -64,6 +72,9 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::BadLogin => "bad_credentials",
             Self::CameraNotFound(_) => "camera_not_found",
+            Self::UserNotFound(_) => "user_not_found",
+            Self::Forbidden(_) => "forbidden",
+            Self::Throttled(_) => "too_many_attempts",
             Self::NotFound(_) => "not_found",
             Self::TooLarge(_) => "body_too_large",
             Self::Conflict(_) => "conflict",
@@ -82,7 +93,11 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(..) => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::BadLogin => StatusCode::UNAUTHORIZED,
-            Self::CameraNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::CameraNotFound(_) | Self::UserNotFound(_) | Self::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -96,7 +111,11 @@ impl ResponseError for ApiError {
         if self.status_code().is_server_error() {
             tracing::error!(code = self.code(), error = %self, "request failed");
         }
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut res = HttpResponse::build(self.status_code());
+        if let Self::Throttled(secs) = self {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        res.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code().into(),
                 message: self.to_string(),

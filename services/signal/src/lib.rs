@@ -3,7 +3,7 @@
 //! Janus's API: [`viewer`] does on their behalf after [`auth`] has checked who they are.
 //!
 //! Layers: [`api`] and [`ws`] are the HTTP and WebSocket edge; [`cameras`], [`demand`],
-//! [`gateways`], [`recordings`] and [`auth`] are the domain services, each taking its stores
+//! [`gateways`], [`recordings`], [`users`] and [`auth`] are the domain services, each taking its stores
 //! ([`store`]) and clients ([`pool`], the bus) explicitly; [`app`] only wires them.
 
 pub mod api;
@@ -21,6 +21,7 @@ pub mod pool;
 pub mod protocol;
 pub mod recordings;
 pub mod store;
+pub mod users;
 pub mod viewer;
 pub mod web;
 pub mod ws;
@@ -28,8 +29,9 @@ pub mod ws;
 use std::sync::Arc;
 
 /// Builds signal on the given backends, starts its background passes and binds its HTTP
-/// server: the one composition both `cloudcam-signal` and the single-machine binary use.
-pub fn serve(
+/// server: the one composition both `cloudcam-signal` and the single-machine binary use. The
+/// configured administrator is created first unless that user exists.
+pub async fn serve(
     cfg: &config::SignalConfig,
     bus: Arc<dyn cloudcam_core::bus::Bus>,
     state: Arc<dyn cloudcam_core::state::StateStore>,
@@ -40,6 +42,10 @@ pub fn serve(
     gstreamer::init()?;
     metrics::describe();
     let app = Arc::new(app::AppState::new(cfg, bus, state, media));
+    app.users
+        .bootstrap(&cfg.auth.admin_user, &cfg.auth.admin_password)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the administrator: {e}"))?;
     app.spawn_background()?;
     let data = web::Data::from(app.clone());
     let sessions = web::Data::new(app.sessions.clone());
@@ -51,7 +57,12 @@ pub fn serve(
             .app_data(data.clone())
             .app_data(sessions.clone())
             .wrap(actix_web::middleware::from_fn(metrics::http_timer))
-            .wrap(actix_web::middleware::Logger::new("%U %s %Dms").exclude("/metrics"))
+            // The path only: a query may carry a token.
+            .wrap(
+                actix_web::middleware::Logger::new("%{path}xi %s %Dms")
+                    .custom_request_replace("path", |req| req.path().to_owned())
+                    .exclude("/metrics"),
+            )
             .configure(move |c| api::routes(c, max_body, readiness))
     })
     .bind(&cfg.listen)?;

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
     let state = state_from_settings(&cfg.redis).await?;
     let media = cloudcam_core::media::from_settings(&cfg.media)?;
-    let server = cloudcam_signal::serve(&cfg, bus, state, media)?;
+    let server = cloudcam_signal::serve(&cfg, bus, state, media).await?;
     server.await?;
     Ok(())
 }

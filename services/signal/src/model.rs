@@ -3,8 +3,10 @@
 //! validation. No storage and no HTTP here.
 
 use crate::error::ApiError;
+use crate::users::Caller;
 use cloudcam_core::camera::CameraStatus;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// A camera's Janus mountpoint, kept apart from the user-edited record (the gateway pool moves
@@ -37,6 +39,81 @@ pub struct CameraInfo {
     pub always_on: bool,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The user who added it (empty for cameras from before users existed: only
+    /// administrators see those).
+    #[serde(default)]
+    pub owner: String,
+}
+
+/// What a caller may do with one camera. The owner and administrators may do everything; a
+/// share grants a user some of it. `manage` (edit, delete, share) includes the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Watch it live.
+    #[serde(default)]
+    pub live: bool,
+    /// Its recordings, clips and snapshots.
+    #[serde(default)]
+    pub playback: bool,
+    /// Edit, delete and share it.
+    #[serde(default)]
+    pub manage: bool,
+}
+
+impl Grant {
+    pub const ALL: Self = Self {
+        live: true,
+        playback: true,
+        manage: true,
+    };
+
+    /// `manage` brings the others along.
+    pub fn normalized(self) -> Self {
+        if self.manage { Self::ALL } else { self }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !(self.live || self.playback || self.manage)
+    }
+}
+
+/// One user's share of a camera.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Share {
+    pub user: String,
+    #[serde(flatten)]
+    pub grant: Grant,
+}
+
+/// What a request needs of a camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Only to know it exists (list, details, status).
+    See,
+    Live,
+    Playback,
+    Manage,
+}
+
+impl Need {
+    fn met_by(self, g: Grant) -> bool {
+        match self {
+            Self::See => !g.is_empty(),
+            Self::Live => g.live,
+            Self::Playback => g.playback,
+            Self::Manage => g.manage,
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::See => "see",
+            Self::Live => "watch",
+            Self::Playback => "play back",
+            Self::Manage => "manage",
+        }
+    }
 }
 
 /// What a user edits of a camera: stored as one versioned record (its password lives apart,
@@ -50,6 +127,39 @@ pub struct CameraRecord {
     /// Bumped when the source URL or credentials change.
     #[serde(default)]
     pub source_generation: u64,
+    /// Who else may do what with it, by user name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shares: BTreeMap<String, Grant>,
+}
+
+impl CameraRecord {
+    /// What `caller` may do with this camera; `None` when they may not even see it.
+    pub fn grant_for(&self, caller: &Caller) -> Option<Grant> {
+        if caller.is_admin() || (!self.info.owner.is_empty() && self.info.owner == caller.name) {
+            return Some(Grant::ALL);
+        }
+        self.shares
+            .get(&caller.name)
+            .copied()
+            .filter(|g| !g.is_empty())
+    }
+
+    /// Checks `caller` may do what `need` asks. A camera they cannot see is not found (its
+    /// existence is not revealed); one they see but may not do this with is forbidden.
+    pub fn authorize(&self, caller: &Caller, need: Need) -> Result<Grant, ApiError> {
+        let Some(grant) = self.grant_for(caller) else {
+            return Err(ApiError::CameraNotFound(self.info.id.clone()));
+        };
+        if need.met_by(grant) {
+            Ok(grant)
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "you may not {} camera {}",
+                need.verb(),
+                self.info.id
+            )))
+        }
+    }
 }
 
 /// A stored record and the version it was read at (the API's ETag).
@@ -66,6 +176,8 @@ pub struct CameraView {
     pub info: CameraInfo,
     /// The record's version: send it back in `If-Match` to change exactly this version.
     pub version: u64,
+    /// What the caller may do with it.
+    pub access: Grant,
     pub status: CameraStatus,
     pub served_by: ServedBy,
 }

@@ -7,6 +7,8 @@
 //! the range rounded out to keyframes, and a clip stops at the first gap in the recording.
 
 use crate::error::ApiError;
+use crate::model::Need;
+use crate::users::Caller;
 use crate::store::CameraStore;
 use cloudcam_core::media::{Segment, segments, snapshot_key, spans};
 use cloudcam_core::state::StateStore;
@@ -53,14 +55,15 @@ pub struct Recordings {
     cameras: CameraStore,
 }
 
-fn check(from: i64, to: i64) -> Result<(), ApiError> {
-    if to <= from {
+/// Checks a range and returns its length (no arithmetic on it can overflow).
+fn check(from: i64, to: i64) -> Result<i64, ApiError> {
+    if from < 0 || to <= from {
         return Err(ApiError::BadRequest(
             "invalid_range",
-            "`to` must be after `from` (both in ms since the epoch)".into(),
+            "`from` must be ≥ 0 and `to` after it (both in ms since the epoch)".into(),
         ));
     }
-    Ok(())
+    Ok(to - from)
 }
 
 impl Recordings {
@@ -72,13 +75,21 @@ impl Recordings {
         }
     }
 
-    async fn exists(&self, id: &str) -> Result<(), ApiError> {
-        self.cameras.require(id).await.map(|_| ())
+    /// Recordings, clips and snapshots need the `playback` grant.
+    async fn allowed(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        let stored = self.cameras.require(id).await?;
+        stored.record.authorize(caller, Need::Playback).map(|_| ())
     }
 
-    pub async fn list(&self, id: &str, from: i64, to: i64) -> Result<RecordingsView, ApiError> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<RecordingsView, ApiError> {
         check(from, to)?;
-        self.exists(id).await?;
+        self.allowed(caller, id).await?;
         let segs = segments(&*self.state, id, from, to).await?;
         let spans = spans(&segs, CONTINUOUS_MS)
             .into_iter()
@@ -90,15 +101,14 @@ impl Recordings {
         })
     }
 
-    pub async fn clip(&self, id: &str, from: i64, to: i64) -> Result<Clip, ApiError> {
-        check(from, to)?;
-        if to - from > MAX_CLIP_MS {
+    pub async fn clip(&self, caller: &Caller, id: &str, from: i64, to: i64) -> Result<Clip, ApiError> {
+        if check(from, to)? > MAX_CLIP_MS {
             return Err(ApiError::BadRequest(
                 "invalid_range",
                 "a clip is at most one hour long".into(),
             ));
         }
-        self.exists(id).await?;
+        self.allowed(caller, id).await?;
         let all = segments(&*self.state, id, from, to).await?;
         // One continuous span, starting with the segment that holds `from`.
         let mut span: Vec<Segment> = Vec::new();
@@ -164,8 +174,8 @@ impl Recordings {
     }
 
     /// The camera's latest snapshot (JPEG).
-    pub async fn snapshot(&self, id: &str) -> Result<bytes::Bytes, ApiError> {
-        self.exists(id).await?;
+    pub async fn snapshot(&self, caller: &Caller, id: &str) -> Result<bytes::Bytes, ApiError> {
+        self.allowed(caller, id).await?;
         match self.media.get(&ObjectPath::from(snapshot_key(id))).await {
             Ok(r) => r.bytes().await.map_err(|e| ApiError::Media(e.to_string())),
             Err(object_store::Error::NotFound { .. }) => Err(ApiError::NotFound(format!(
@@ -177,8 +187,8 @@ impl Recordings {
 
     /// Asks the owning ingest worker for a fresh snapshot (taken within a second or so, plus
     /// up to one GOP to reach a keyframe).
-    pub async fn request_snapshot(&self, id: &str) -> Result<(), ApiError> {
-        self.exists(id).await?;
+    pub async fn request_snapshot(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        self.allowed(caller, id).await?;
         self.state
             .set(
                 &cloudcam_core::media::snapshot_request_key(id),

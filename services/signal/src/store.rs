@@ -12,6 +12,7 @@
 //! | mountpoint ids | `cloudcam:mountpoint-ids` | counter (never reused) |
 //! | RTP port claims | `cloudcam:port:<port>` | value set NX, holding the camera id |
 //! | one writer per camera | `cloudcam:lease:camera:<id>` | value set NX with expiry |
+//! | a user's cameras (owned or shared) | `cloudcam:user-cameras:<user>` | set of ids |
 //!
 //! No listing scans keys: every one reads a set or a sorted set, then fetches by key.
 
@@ -46,6 +47,10 @@ fn mountpoint_key(id: &str) -> String {
 
 fn mountpoint_error_key(id: &str) -> String {
     format!("cloudcam:mountpoint-error:{id}")
+}
+
+fn user_cameras_key(user: &str) -> String {
+    format!("cloudcam:user-cameras:{user}")
 }
 
 fn port_key(port: u16) -> String {
@@ -143,6 +148,31 @@ impl CameraStore {
             self.state.del(&key).await?;
         }
         self.state.zrem(DEMAND, &[id.to_string()]).await
+    }
+
+    /// Notes that `user` owns or shares the camera, so their listing finds it without reading
+    /// every camera.
+    pub async fn index_for_user(&self, user: &str, id: &str) -> Result<(), StateError> {
+        self.state.set_add(&user_cameras_key(user), id).await
+    }
+
+    pub async fn unindex_for_user(&self, user: &str, id: &str) -> Result<(), StateError> {
+        self.state.set_remove(&user_cameras_key(user), id).await
+    }
+
+    /// The cameras `user` owns or shares that exist, oldest first; ids of cameras deleted
+    /// meanwhile are dropped from the index.
+    pub async fn user_records(&self, user: &str) -> Result<Vec<Stored>, StateError> {
+        let ids = self.state.set_members(&user_cameras_key(user)).await?;
+        let records = self.records(&ids).await?;
+        if records.len() < ids.len() {
+            let present: std::collections::HashSet<&str> =
+                records.iter().map(|s| s.record.info.id.as_str()).collect();
+            for id in ids.iter().filter(|id| !present.contains(id.as_str())) {
+                self.unindex_for_user(user, id).await?;
+            }
+        }
+        Ok(records)
     }
 
     pub async fn ids(&self) -> Result<Vec<String>, StateError> {

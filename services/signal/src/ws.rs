@@ -1,9 +1,15 @@
 //! The WebSocket session of a signed-in browser (actix-web-actors): frames and decodes
 //! [`protocol`](crate::protocol) messages, runs one [`viewer`](crate::viewer) task per open
 //! view, and relays camera status changes.
+//!
+//! Every message is authorized for the socket's user: `watch` needs the camera's `live` grant,
+//! and only statuses of cameras the user may see are relayed. Twice a second the session checks
+//! its token again (signed out, password changed, user disabled: the socket closes) and what
+//! the user may still do (a view of a camera whose share ended is stopped).
 
 use crate::app::AppState;
-use crate::auth::Authed;
+use crate::auth::{Authed, Caller};
+use crate::model::{Grant, Need};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::viewer::{self, Command};
 use actix::prelude::*;
@@ -17,6 +23,26 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 const PING_EVERY: Duration = Duration::from_secs(10);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a session re-checks its token and its user's grants.
+const RECHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether a browser's `Origin` is this service itself (cross-site pages may not open a socket
+/// with a user's token). Clients that are not browsers send no `Origin`.
+fn same_origin(req: &HttpRequest) -> bool {
+    let Some(origin) = req.headers().get("origin") else {
+        return true;
+    };
+    let host = req.connection_info().host().to_string();
+    origin
+        .to_str()
+        .ok()
+        .and_then(|o| url::Url::parse(o).ok())
+        .is_some_and(|u| {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            u.host_str()
+                .is_some_and(|h| format!("{h}{port}").eq_ignore_ascii_case(&host))
+        })
+}
 
 pub async fn connect(
     req: HttpRequest,
@@ -24,9 +50,19 @@ pub async fn connect(
     app: web::Data<AppState>,
     authed: Authed,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if !same_origin(&req) {
+        return Err(crate::error::ApiError::Forbidden(
+            "WebSocket connections are accepted only from this service's own pages".into(),
+        )
+        .into());
+    }
+    let grants = app.cameras.grants(&authed.caller).await?;
     let session = WsSession {
+        max_views: app.max_views_per_socket,
         app: app.into_inner(),
-        user: authed.session.user,
+        caller: authed.caller,
+        token: authed.token,
+        grants,
         views: HashMap::new(),
         last_heard: Instant::now(),
     };
@@ -38,10 +74,26 @@ pub async fn connect(
 #[rtype(result = "()")]
 struct Outgoing(ServerMessage);
 
+/// The result of a re-check: the caller the token stands for now (`None`: it is void) and
+/// their grants.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Rechecked(Option<(Caller, Option<HashMap<String, Grant>>)>);
+
+/// An open view: its camera and its viewer task's commands.
+struct OpenView {
+    camera_id: String,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
 pub struct WsSession {
     app: std::sync::Arc<AppState>,
-    user: String,
-    views: HashMap<String, mpsc::UnboundedSender<Command>>,
+    caller: Caller,
+    token: String,
+    /// What the user may do per camera; `None` for an administrator (everything).
+    grants: Option<HashMap<String, Grant>>,
+    views: HashMap<String, OpenView>,
+    max_views: usize,
     last_heard: Instant,
 }
 
@@ -76,17 +128,59 @@ impl WsSession {
                 self.command(&view_id, Command::Candidate(candidate), ctx)
             }
             ClientMessage::Stop { view_id } => {
-                if let Some(tx) = self.views.remove(&view_id) {
-                    let _ = tx.send(Command::Stop);
+                if let Some(v) = self.views.remove(&view_id) {
+                    let _ = v.tx.send(Command::Stop);
                 }
+            }
+        }
+    }
+
+    fn may(&self, camera_id: &str, need: impl Fn(&Grant) -> bool) -> bool {
+        self.grants
+            .as_ref()
+            .is_none_or(|g| g.get(camera_id).is_some_and(need))
+    }
+
+    /// Applies a re-check: closes the socket if its token is void, stops views the user may no
+    /// longer watch.
+    fn rechecked(&mut self, result: Rechecked, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some((caller, grants)) = result.0 else {
+            tracing::info!(user = %self.caller.name, "token revoked: closing the websocket");
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Policy,
+                description: Some("signed out".into()),
+            }));
+            ctx.stop();
+            return;
+        };
+        self.caller = caller;
+        self.grants = grants;
+        let ended: Vec<String> = self
+            .views
+            .iter()
+            .filter(|(_, v)| !self.may(&v.camera_id, |g| g.live))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for view_id in ended {
+            if let Some(v) = self.views.remove(&view_id) {
+                let _ = v.tx.send(Command::Stop);
+                tracing::info!(user = %self.caller.name, camera = %v.camera_id, "view ended: no longer shared");
+                Self::send(
+                    ctx,
+                    &ServerMessage::ViewState {
+                        view_id,
+                        state: "ended".into(),
+                        reason: "this camera is no longer shared with you".into(),
+                    },
+                );
             }
         }
     }
 
     fn command(&mut self, view_id: &str, cmd: Command, ctx: &mut ws::WebsocketContext<Self>) {
         match self.views.get(view_id) {
-            Some(tx) => {
-                let _ = tx.send(cmd);
+            Some(v) => {
+                let _ = v.tx.send(cmd);
             }
             None => Self::error(
                 ctx,
@@ -98,14 +192,36 @@ impl WsSession {
     }
 
     fn watch(&mut self, camera_id: String, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.views.len() >= self.max_views {
+            return Self::error(
+                ctx,
+                None,
+                "too_many_views",
+                format!(
+                    "at most {} views may be open on one connection; stop one first",
+                    self.max_views
+                ),
+            );
+        }
         let app = self.app.clone();
+        let caller = self.caller.clone();
         let addr = ctx.address();
         let view_id = cloudcam_core::random_hex(8);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.views.insert(view_id.clone(), tx);
-        tracing::info!(user = %self.user, camera = %camera_id, view = %view_id, "view opened");
+        self.views.insert(
+            view_id.clone(),
+            OpenView {
+                camera_id: camera_id.clone(),
+                tx,
+            },
+        );
+        tracing::info!(user = %self.caller.name, camera = %camera_id, view = %view_id, "view opened");
         actix::spawn(async move {
-            let mountpoint = match app.cameras.load(&camera_id).await {
+            let camera = match app.cameras.authorize(&caller, &camera_id, Need::Live).await {
+                Ok(_) => app.cameras.load(&camera_id).await,
+                Err(e) => Err(e),
+            };
+            let mountpoint = match camera {
                 Ok(c) => c.mountpoint.ok_or_else(|| {
                     crate::error::ApiError::NotFound(format!(
                         "camera {camera_id} has no mountpoint yet"
@@ -145,13 +261,28 @@ impl Actor for WsSession {
         Self::send(
             ctx,
             &ServerMessage::Hello {
-                user: self.user.clone(),
+                user: self.caller.name.clone(),
             },
         );
         ctx.add_stream(BroadcastStream::new(self.app.statuses.subscribe()));
+        ctx.run_interval(RECHECK_EVERY, |act, ctx| {
+            let (app, token, addr) = (act.app.clone(), act.token.clone(), ctx.address());
+            actix::spawn(async move {
+                let result = match app.sessions.verify(&token).await {
+                    Ok(Some(caller)) => match app.cameras.grants(&caller).await {
+                        Ok(grants) => Rechecked(Some((caller, grants))),
+                        // The shared state is away: keep what the session knows.
+                        Err(_) => return,
+                    },
+                    Ok(None) => Rechecked(None),
+                    Err(_) => return,
+                };
+                addr.do_send(result);
+            });
+        });
         ctx.run_interval(PING_EVERY, |act, ctx| {
             if act.last_heard.elapsed() > CLIENT_TIMEOUT {
-                tracing::info!(user = %act.user, "websocket timed out");
+                tracing::info!(user = %act.caller.name, "websocket timed out");
                 ctx.stop();
             } else {
                 ctx.ping(b"");
@@ -162,9 +293,17 @@ impl Actor for WsSession {
     fn stopped(&mut self, _: &mut Self::Context) {
         crate::metrics::WEBSOCKETS.dec();
         // Dropping the senders ends every viewer task, which destroys its Janus session.
-        for (_, tx) in self.views.drain() {
-            let _ = tx.send(Command::Stop);
+        for (_, v) in self.views.drain() {
+            let _ = v.tx.send(Command::Stop);
         }
+    }
+}
+
+impl Handler<Rechecked> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Rechecked, ctx: &mut Self::Context) {
+        self.rechecked(msg, ctx);
     }
 }
 
@@ -196,7 +335,9 @@ impl StreamHandler<Result<(String, cloudcam_core::camera::CameraStatus), Broadca
         item: Result<(String, cloudcam_core::camera::CameraStatus), BroadcastStreamRecvError>,
         ctx: &mut Self::Context,
     ) {
-        if let Ok((camera_id, status)) = item {
+        if let Ok((camera_id, status)) = item
+            && self.may(&camera_id, |g| !g.is_empty())
+        {
             Self::send(ctx, &ServerMessage::CameraStatus { camera_id, status });
         }
     }

@@ -96,7 +96,9 @@ async fn main() -> anyhow::Result<()> {
         stopped(stop_rx),
     ));
     tracing::info!("single machine: signal, an ingest worker and a recorder in this process");
-    cloudcam_signal::serve(&cfg.signal, bus, state, media)?.await?;
+    cloudcam_signal::serve(&cfg.signal, bus, state, media)
+        .await?
+        .await?;
     let _ = stop_tx.send(true);
     let _ = recorder.await;
     let _ = ingest.await;
