@@ -566,7 +566,17 @@ mod tests {
             ..Default::default()
         };
         let pool = Arc::new(Pool::new(janus));
-        (Cameras::new(state, bus.clone(), pool), bus)
+        (
+            Cameras::new(state.clone(), bus.clone(), pool, Users::new(state)),
+            bus,
+        )
+    }
+
+    fn admin() -> Caller {
+        Caller {
+            name: "admin".into(),
+            role: Role::Admin,
+        }
     }
 
     fn camera(name: &str) -> CreateCamera {
@@ -584,7 +594,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_changes_of_different_fields_all_stay() {
         let (cams, _) = service();
-        let id = cams.create(camera("a")).await.unwrap().info.id;
+        let id = cams.create(&admin(), camera("a")).await.unwrap().info.id;
         let rename = UpdateCamera {
             name: Some("b".into()),
             ..Default::default()
@@ -594,12 +604,12 @@ mod tests {
             ..Default::default()
         };
         let (x, y) = tokio::join!(
-            cams.update(&id, rename, None),
-            cams.update(&id, record, None)
+            cams.update(&admin(), &id, rename, None),
+            cams.update(&admin(), &id, record, None)
         );
         x.unwrap();
         y.unwrap();
-        let got = cams.get(&id).await.unwrap();
+        let got = cams.get(&admin(), &id).await.unwrap();
         assert_eq!((got.info.name.as_str(), got.info.recording), ("b", true));
         assert_eq!(got.version, 3);
     }
@@ -607,12 +617,12 @@ mod tests {
     #[tokio::test]
     async fn a_stale_version_is_refused() {
         let (cams, _) = service();
-        let created = cams.create(camera("a")).await.unwrap();
+        let created = cams.create(&admin(), camera("a")).await.unwrap();
         let change = || UpdateCamera {
             name: Some("n".into()),
             ..Default::default()
         };
-        cams.update(&created.info.id, change(), Some(created.version))
+        cams.update(&admin(), &created.info.id, change(), Some(created.version))
             .await
             .unwrap();
         let err = cams
@@ -625,14 +635,14 @@ mod tests {
     #[tokio::test]
     async fn a_deleted_camera_is_not_brought_back_by_a_late_writer() {
         let (cams, bus) = service();
-        let id = cams.create(camera("a")).await.unwrap().info.id;
+        let id = cams.create(&admin(), camera("a")).await.unwrap().info.id;
         let mp = cams.store.mountpoint(&id).await.unwrap().unwrap();
-        cams.delete(&id, None).await.unwrap();
+        cams.delete(&admin(), &id, None).await.unwrap();
         // The demand pass and a failover that loaded the camera before the delete.
         cams.publish(&id).await.unwrap();
         assert!(!cams.move_mountpoint(&id, &mp).await.unwrap());
         assert!(cams.store.mountpoint(&id).await.unwrap().is_none());
-        assert_eq!(cams.get(&id).await.unwrap_err().code(), "camera_not_found");
+        assert_eq!(cams.get(&admin(), &id).await.unwrap_err().code(), "camera_not_found");
         assert!(
             bus.latest_spec(&id).is_none(),
             "the last word is a tombstone"
@@ -642,7 +652,60 @@ mod tests {
     #[tokio::test]
     async fn a_failed_mountpoint_is_shown_with_the_camera() {
         let (cams, _) = service();
-        let view = cams.create(camera("a")).await.unwrap();
+        let view = cams.create(&admin(), camera("a")).await.unwrap();
         assert!(view.served_by.gateway_error.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_user_sees_only_what_is_theirs_or_shared() {
+        let (cams, _) = service();
+        let member = Caller {
+            name: "m".into(),
+            role: Role::Member,
+        };
+        let viewer = Caller {
+            name: "v".into(),
+            role: Role::Viewer,
+        };
+        for (name, role) in [("m", Role::Member), ("v", Role::Viewer)] {
+            cams.users
+                .create(crate::users::CreateUser {
+                    name: name.into(),
+                    password: "long enough".into(),
+                    role,
+                })
+                .await
+                .unwrap();
+        }
+        let a = cams.create(&member, camera("a")).await.unwrap().info.id;
+        let b = cams.create(&member, camera("b")).await.unwrap().info.id;
+        assert_eq!(cams.create(&viewer, camera("c")).await.unwrap_err().code(), "forbidden");
+        assert!(cams.list(&viewer).await.unwrap().is_empty());
+        assert_eq!(cams.get(&viewer, &a).await.unwrap_err().code(), "camera_not_found");
+        let live = Grant {
+            live: true,
+            ..Default::default()
+        };
+        let e = cams.share(&viewer, &a, "v", live).await.unwrap_err();
+        assert_eq!(e.code(), "camera_not_found");
+        cams.share(&member, &a, "v", live).await.unwrap();
+        let listed: Vec<String> = cams
+            .list(&viewer)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.info.id)
+            .collect();
+        assert_eq!(listed, vec![a.clone()]);
+        assert_eq!(cams.get(&viewer, &a).await.unwrap().access, live);
+        assert_eq!(cams.get(&viewer, &b).await.unwrap_err().code(), "camera_not_found");
+        let e = cams
+            .update(&viewer, &a, UpdateCamera::default(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "forbidden");
+        assert_eq!(cams.list(&member).await.unwrap().len(), 2);
+        cams.share(&member, &a, "v", Grant::default()).await.unwrap();
+        assert!(cams.list(&viewer).await.unwrap().is_empty());
     }
 }

@@ -137,11 +137,21 @@ impl Default for JanusSettings {
     }
 }
 
+/// The example password of `config/signal.toml`: known to everyone, so never accepted.
+const REFERENCE_PASSWORD: &str = "change-me-please";
+
 impl Validate for SignalConfig {
     fn validate(&self) -> Result<(), String> {
         self.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("listen {:?}: {e}", self.listen))?;
+        if self.auth.admin_password == REFERENCE_PASSWORD {
+            return Err(
+                "auth.admin_password is the reference configuration's example: set your own \
+                 (CLOUDCAM_SIGNAL_AUTH__ADMIN_PASSWORD)"
+                    .into(),
+            );
+        }
         if self.auth.admin_user.is_empty() || self.auth.admin_password.len() < 8 {
             return Err(
                 "auth.admin_user must be set and auth.admin_password must have at least 8 characters"
@@ -170,11 +180,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reference_config_parses_and_validates() {
+    fn reference_config_parses_and_validates_once_given_a_password() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/signal.toml");
-        let cfg: SignalConfig =
-            cloudcam_core::config::load("signal-reference-test", Some(path.as_ref()))
-                .expect("config/signal.toml loads");
+        // As shipped, its example password is refused.
+        let err = cloudcam_core::config::load::<SignalConfig>(
+            "signal-reference-test",
+            Some(path.as_ref()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("reference configuration's example"), "{err}");
+        let dir = std::env::temp_dir().join(format!("cloudcam-ref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let own = dir.join("signal.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        std::fs::write(&own, text.replace(REFERENCE_PASSWORD, "a-password-of-mine")).unwrap();
+        let cfg: SignalConfig = cloudcam_core::config::load("signal-reference-test", Some(&own))
+            .expect("config/signal.toml loads");
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(cfg.listen, SignalConfig::default().listen);
         assert_eq!(
             cfg.janus.rtp_port_max,
