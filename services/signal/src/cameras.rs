@@ -603,9 +603,10 @@ mod tests {
             recording: Some(true),
             ..Default::default()
         };
+        let who = admin();
         let (x, y) = tokio::join!(
-            cams.update(&admin(), &id, rename, None),
-            cams.update(&admin(), &id, record, None)
+            cams.update(&who, &id, rename, None),
+            cams.update(&who, &id, record, None)
         );
         x.unwrap();
         y.unwrap();
@@ -626,7 +627,7 @@ mod tests {
             .await
             .unwrap();
         let err = cams
-            .update(&created.info.id, change(), Some(created.version))
+            .update(&admin(), &created.info.id, change(), Some(created.version))
             .await
             .unwrap_err();
         assert_eq!(err.code(), "precondition_failed");
