@@ -235,10 +235,15 @@ impl TestEnv {
         extra: &[(&str, &str)],
     ) -> Result<Signal> {
         let port = free_port();
+        let internal = free_port();
         let rtp = free_udp_range(100);
         let mut env: Vec<(String, String)> = vec![
             ("RUST_LOG".into(), "info".into()),
             ("CLOUDCAM_SIGNAL_LISTEN".into(), format!("127.0.0.1:{port}")),
+            (
+                "CLOUDCAM_SIGNAL_INTERNAL_LISTEN".into(),
+                format!("127.0.0.1:{internal}"),
+            ),
             ("CLOUDCAM_SIGNAL_AUTH__ADMIN_USER".into(), ADMIN_USER.into()),
             (
                 "CLOUDCAM_SIGNAL_AUTH__ADMIN_PASSWORD".into(),
@@ -295,6 +300,7 @@ impl TestEnv {
             name: name.to_string(),
             proc: None,
             base: format!("http://127.0.0.1:{port}"),
+            internal: format!("http://127.0.0.1:{internal}"),
             env,
             args,
             dir: self.dir.clone(),
@@ -796,6 +802,8 @@ pub struct Signal {
     name: String,
     pub proc: Option<Proc>,
     pub base: String,
+    /// The internal listener: `/metrics`, `/readyz`.
+    pub internal: String,
     env: Vec<(String, String)>,
     args: Vec<String>,
     dir: PathBuf,

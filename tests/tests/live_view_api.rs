@@ -139,7 +139,7 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
         assert!(!r.contains(PASSWORD), "password in an API response: {r}");
     }
     let metrics = reqwest::get(&ingest.metrics).await?.text().await?
-        + &reqwest::get(format!("{}/metrics", signal.base))
+        + &reqwest::get(format!("{}/metrics", signal.internal))
             .await?
             .text()
             .await?;

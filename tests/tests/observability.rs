@@ -63,7 +63,7 @@ async fn metrics_move_and_every_dashboard_query_returns_data() -> anyhow::Result
     let recorder = env
         .recorder("recorder-1", &p.kafka, &p.redis, &garage, 2)
         .await?;
-    let signal_metrics = format!("{}/metrics", p.signal.base);
+    let signal_metrics = format!("{}/metrics", p.signal.internal);
     let prometheus = env
         .prometheus(&[
             ("signal", &signal_metrics),
@@ -165,7 +165,7 @@ async fn metrics_move_and_every_dashboard_query_returns_data() -> anyhow::Result
     )
     .await?;
     for url in [
-        &p.signal.base.clone(),
+        &p.signal.internal.clone(),
         &p.ingest.metrics.replace("/metrics", ""),
     ] {
         let (status, body) = readyz(&format!("{url}/readyz")).await?;

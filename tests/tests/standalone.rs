@@ -29,6 +29,10 @@ async fn one_process_relays_and_records_a_camera() -> anyhow::Result<()> {
             format!("127.0.0.1:{port}"),
         )
         .env(
+            "CLOUDCAM_STANDALONE_SIGNAL__INTERNAL_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
             "CLOUDCAM_STANDALONE_SIGNAL__AUTH__ADMIN_PASSWORD",
             ADMIN_PASSWORD,
         )

@@ -113,11 +113,13 @@ async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig, readiness: Readiness) {
     cfg.app_data(web::Data::new(readiness))
         .route("/metrics", web::get().to(metrics))
-        .route(
-            "/healthz",
-            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
-        )
+        .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
+}
+
+/// Liveness: the process answers.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
 }
 
 /// Serves [`routes`] on `listen` for a worker; must run inside an actix system.

@@ -6,22 +6,19 @@ use crate::app::AppState;
 use crate::auth::{Authed, Login, LoginReply, Sessions};
 use crate::error::{ApiError, Body, ErrorBody, json_error};
 use crate::model::{CameraView, CreateCamera, Grant, Share, UpdateCamera};
-use crate::users::{ChangePassword, CreateUser, Role, UpdateUser, UserView};
 use crate::pool::GatewayView;
 use crate::recordings::RecordingsView;
+use crate::users::{ChangePassword, CreateUser, Role, UpdateUser, UserView};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cloudcam_core::workers::WorkerInfo;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-/// Registers the API, WebSocket, health and web UI routes.
-pub fn routes(
-    cfg: &mut web::ServiceConfig,
-    max_body: usize,
-    readiness: cloudcam_core::ops::Readiness,
-) {
-    cloudcam_core::ops::routes(cfg, readiness);
+/// Registers the API, WebSocket, liveness and web UI routes (metrics and readiness are on the
+/// internal listener).
+pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
+    cfg.route("/healthz", web::get().to(cloudcam_core::ops::healthz));
     let json = web::JsonConfig::default()
         .limit(max_body)
         .error_handler(move |err, _| json_error(err, max_body));

@@ -67,7 +67,11 @@ struct Failures {
 
 /// Arbitrary input made safe for a log line: no control characters, at most 64 characters.
 pub fn loggable(input: &str) -> String {
-    let mut s: String = input.chars().take(64).flat_map(char::escape_debug).collect();
+    let mut s: String = input
+        .chars()
+        .take(64)
+        .flat_map(char::escape_debug)
+        .collect();
     if input.chars().count() > 64 {
         s.push('…');
     }

@@ -13,9 +13,9 @@ use crate::model::{
     CameraInfo, CameraRecord, CameraView, CreateCamera, Grant, Mountpoint, Need, ServedBy, Share,
     Stored, UpdateCamera, check_name, check_retention, parse_source,
 };
-use crate::users::{Caller, Role, Users};
 use crate::pool::Pool;
 use crate::store::{Allocator, CameraStore, DemandStore};
+use crate::users::{Caller, Role, Users};
 use cloudcam_core::bus::Bus;
 use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key};
 use cloudcam_core::state::StateStore;
@@ -64,7 +64,12 @@ impl Cameras {
 
     /// The camera's record if `caller` may do what `need` asks with it: `camera_not_found`
     /// when they cannot see it, `forbidden` when they see it but may not.
-    pub async fn authorize(&self, caller: &Caller, id: &str, need: Need) -> Result<Stored, ApiError> {
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        id: &str,
+        need: Need,
+    ) -> Result<Stored, ApiError> {
         let stored = self.store.require(id).await?;
         stored.record.authorize(caller, need)?;
         Ok(stored)
@@ -97,7 +102,10 @@ impl Cameras {
 
     /// What `caller` may do with each camera they can see; `None` for an administrator (who
     /// may do everything with every camera).
-    pub async fn grants(&self, caller: &Caller) -> Result<Option<HashMap<String, Grant>>, ApiError> {
+    pub async fn grants(
+        &self,
+        caller: &Caller,
+    ) -> Result<Option<HashMap<String, Grant>>, ApiError> {
         if caller.is_admin() {
             return Ok(None);
         }
@@ -115,12 +123,19 @@ impl Cameras {
         Ok(self.views(caller, vec![stored]).await?.remove(0))
     }
 
-    async fn views(&self, caller: &Caller, stored: Vec<Stored>) -> Result<Vec<CameraView>, ApiError> {
+    async fn views(
+        &self,
+        caller: &Caller,
+        stored: Vec<Stored>,
+    ) -> Result<Vec<CameraView>, ApiError> {
         let stored: Vec<(Stored, Grant)> = stored
             .into_iter()
             .filter_map(|s| s.record.grant_for(caller).map(|g| (s, g)))
             .collect();
-        let ids: Vec<String> = stored.iter().map(|(s, _)| s.record.info.id.clone()).collect();
+        let ids: Vec<String> = stored
+            .iter()
+            .map(|(s, _)| s.record.info.id.clone())
+            .collect();
         let (statuses, mountpoints, errors, wanted, workers) = tokio::try_join!(
             self.store.statuses(&ids),
             self.store.mountpoints(&ids),
@@ -177,7 +192,11 @@ impl Cameras {
             .unwrap_or_else(draw))
     }
 
-    pub async fn create(&self, caller: &Caller, body: CreateCamera) -> Result<CameraView, ApiError> {
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        body: CreateCamera,
+    ) -> Result<CameraView, ApiError> {
         if caller.role == Role::Viewer {
             return Err(ApiError::Forbidden(
                 "a viewer cannot add cameras; ask an administrator for the member role".into(),
@@ -643,7 +662,10 @@ mod tests {
         cams.publish(&id).await.unwrap();
         assert!(!cams.move_mountpoint(&id, &mp).await.unwrap());
         assert!(cams.store.mountpoint(&id).await.unwrap().is_none());
-        assert_eq!(cams.get(&admin(), &id).await.unwrap_err().code(), "camera_not_found");
+        assert_eq!(
+            cams.get(&admin(), &id).await.unwrap_err().code(),
+            "camera_not_found"
+        );
         assert!(
             bus.latest_spec(&id).is_none(),
             "the last word is a tombstone"
@@ -680,9 +702,15 @@ mod tests {
         }
         let a = cams.create(&member, camera("a")).await.unwrap().info.id;
         let b = cams.create(&member, camera("b")).await.unwrap().info.id;
-        assert_eq!(cams.create(&viewer, camera("c")).await.unwrap_err().code(), "forbidden");
+        assert_eq!(
+            cams.create(&viewer, camera("c")).await.unwrap_err().code(),
+            "forbidden"
+        );
         assert!(cams.list(&viewer).await.unwrap().is_empty());
-        assert_eq!(cams.get(&viewer, &a).await.unwrap_err().code(), "camera_not_found");
+        assert_eq!(
+            cams.get(&viewer, &a).await.unwrap_err().code(),
+            "camera_not_found"
+        );
         let live = Grant {
             live: true,
             ..Default::default()
@@ -699,14 +727,19 @@ mod tests {
             .collect();
         assert_eq!(listed, vec![a.clone()]);
         assert_eq!(cams.get(&viewer, &a).await.unwrap().access, live);
-        assert_eq!(cams.get(&viewer, &b).await.unwrap_err().code(), "camera_not_found");
+        assert_eq!(
+            cams.get(&viewer, &b).await.unwrap_err().code(),
+            "camera_not_found"
+        );
         let e = cams
             .update(&viewer, &a, UpdateCamera::default(), None)
             .await
             .unwrap_err();
         assert_eq!(e.code(), "forbidden");
         assert_eq!(cams.list(&member).await.unwrap().len(), 2);
-        cams.share(&member, &a, "v", Grant::default()).await.unwrap();
+        cams.share(&member, &a, "v", Grant::default())
+            .await
+            .unwrap();
         assert!(cams.list(&viewer).await.unwrap().is_empty());
     }
 }

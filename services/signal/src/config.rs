@@ -7,8 +7,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignalConfig {
-    /// Address of the HTTP server (API, WebSocket, web UI, metrics).
+    /// Address of the public HTTP server (API, WebSocket, web UI, `/healthz`).
     pub listen: String,
+    /// Address of the internal one (`/metrics`, `/readyz`, `/healthz`): for Prometheus and
+    /// the orchestrator, not for the internet.
+    pub internal_listen: String,
     pub auth: AuthSettings,
     pub janus: JanusSettings,
     pub kafka: KafkaSettings,
@@ -32,6 +35,7 @@ impl Default for SignalConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            internal_listen: "127.0.0.1:9100".into(),
             auth: AuthSettings::default(),
             janus: JanusSettings::default(),
             kafka: KafkaSettings::default(),
@@ -145,6 +149,9 @@ impl Validate for SignalConfig {
         self.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("listen {:?}: {e}", self.listen))?;
+        self.internal_listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("internal_listen {:?}: {e}", self.internal_listen))?;
         if self.auth.admin_password == REFERENCE_PASSWORD {
             return Err(
                 "auth.admin_password is the reference configuration's example: set your own \

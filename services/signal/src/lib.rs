@@ -30,7 +30,8 @@ use std::sync::Arc;
 
 /// Builds signal on the given backends, starts its background passes and binds its HTTP
 /// server: the one composition both `cloudcam-signal` and the single-machine binary use. The
-/// configured administrator is created first unless that user exists.
+/// configured administrator is created first unless that user exists. Must run inside an
+/// actix system (the internal listener is spawned on it).
 pub async fn serve(
     cfg: &config::SignalConfig,
     bus: Arc<dyn cloudcam_core::bus::Bus>,
@@ -50,9 +51,8 @@ pub async fn serve(
     let data = web::Data::from(app.clone());
     let sessions = web::Data::new(app.sessions.clone());
     let max_body = cfg.max_body_bytes;
-    let readiness = app.readiness();
+    cloudcam_core::ops::serve_metrics(&cfg.internal_listen, app.readiness())?;
     let server = HttpServer::new(move || {
-        let readiness = readiness.clone();
         App::new()
             .app_data(data.clone())
             .app_data(sessions.clone())
@@ -61,10 +61,9 @@ pub async fn serve(
             // The path only: a query may carry a token.
             .wrap(
                 actix_web::middleware::Logger::new("%{path}xi %s %Dms")
-                    .custom_request_replace("path", |req| req.path().to_owned())
-                    .exclude("/metrics"),
+                    .custom_request_replace("path", |req| req.path().to_owned()),
             )
-            .configure(move |c| api::routes(c, max_body, readiness))
+            .configure(move |c| api::routes(c, max_body))
     })
     .bind(&cfg.listen)?;
     for addr in server.addrs() {

@@ -61,16 +61,37 @@ pub async fn http_timer(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let res = next.call(req).await?;
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
     HTTP_DURATION
-        .with_label_values(&[method.as_str(), &route, res.status().as_str()])
+        .with_label_values(&[method, &route, res.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     Ok(res)
+}
+
+/// The method label: one of the standard methods, else `other`, so requests with made-up
+/// methods (anyone can send them, unauthenticated) add no series.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, label)| label)
 }
 
 /// Counts one open view of a camera for as long as it lives.
@@ -86,5 +107,17 @@ impl ViewerGuard {
 impl Drop for ViewerGuard {
     fn drop(&mut self) {
         VIEWERS.with_label_values(&[&self.0]).dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let made_up = actix_web::http::Method::from_bytes(b"XYZZY").unwrap();
+        assert_eq!(method_label(&made_up), "other");
+        assert_eq!(method_label(&actix_web::http::Method::PATCH), "PATCH");
     }
 }

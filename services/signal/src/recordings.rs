@@ -8,8 +8,8 @@
 
 use crate::error::ApiError;
 use crate::model::Need;
-use crate::users::Caller;
 use crate::store::CameraStore;
+use crate::users::Caller;
 use cloudcam_core::media::{Segment, segments, snapshot_key, spans};
 use cloudcam_core::state::StateStore;
 use gstreamer as gst;
@@ -101,7 +101,13 @@ impl Recordings {
         })
     }
 
-    pub async fn clip(&self, caller: &Caller, id: &str, from: i64, to: i64) -> Result<Clip, ApiError> {
+    pub async fn clip(
+        &self,
+        caller: &Caller,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Clip, ApiError> {
         if check(from, to)? > MAX_CLIP_MS {
             return Err(ApiError::BadRequest(
                 "invalid_range",

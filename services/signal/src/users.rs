@@ -50,7 +50,9 @@ impl Caller {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("only an administrator may do this".into()))
+            Err(ApiError::Forbidden(
+                "only an administrator may do this".into(),
+            ))
         }
     }
 }
@@ -249,7 +251,10 @@ impl Users {
         };
         let raw = serde_json::to_vec(&user).expect("serializable");
         if !self.state.set_nx(&user_key(&user.name), &raw, None).await? {
-            return Err(ApiError::Conflict(format!("user {} exists already", user.name)));
+            return Err(ApiError::Conflict(format!(
+                "user {} exists already",
+                user.name
+            )));
         }
         self.state.set_add(REGISTRY, &user.name).await?;
         tracing::info!(user = %user.name, role = ?user.role, "user created");
@@ -333,8 +338,20 @@ mod tests {
         let admin = users.authenticate("admin", "correct horse").await.unwrap();
         let admin = admin.expect("signs in");
         assert!(admin.password_hash.starts_with("$argon2id$"));
-        assert!(users.authenticate("admin", "wrong one!").await.unwrap().is_none());
-        assert!(users.authenticate("nobody", "whatever1").await.unwrap().is_none());
+        assert!(
+            users
+                .authenticate("admin", "wrong one!")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            users
+                .authenticate("nobody", "whatever1")
+                .await
+                .unwrap()
+                .is_none()
+        );
         users
             .update(
                 "admin",
@@ -347,10 +364,22 @@ mod tests {
             .unwrap();
         let after = users.require("admin").await.unwrap();
         assert_eq!(after.epoch, admin.epoch + 1);
-        assert!(users.authenticate("admin", "correct horse").await.unwrap().is_none());
+        assert!(
+            users
+                .authenticate("admin", "correct horse")
+                .await
+                .unwrap()
+                .is_none()
+        );
         // Bootstrapping again does not reset the changed password.
         users.bootstrap("admin", "correct horse").await.unwrap();
-        assert!(users.authenticate("admin", "battery staple").await.unwrap().is_some());
+        assert!(
+            users
+                .authenticate("admin", "battery staple")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
