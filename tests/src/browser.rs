@@ -45,7 +45,9 @@ const STATS_JS: &str = r#"(async () => {
 /// A viewer that uses only the REST token and the WebSocket protocol (not the web UI): it opens
 /// the WebSocket, sends `watch`, answers the offer and trickles candidates.
 const API_VIEWER_JS: &str = r#"(async (token, cameraId) => {
-  const ws = new WebSocket(`ws://${location.host}/api/v1/ws?token=${encodeURIComponent(token)}`);
+  // A browser cannot send the token with a WebSocket: it asks for a signed URL.
+  const signed = (await (await fetch('/api/v1/signed-urls', { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ path: '/api/v1/ws' }) })).json()).url;
+  const ws = new WebSocket(`ws://${location.host}${signed}`);
   await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error('websocket refused')); });
   const pc = new RTCPeerConnection();
   const view = { pc, ws, viewId: null, messages: [] };

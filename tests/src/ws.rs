@@ -6,6 +6,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -15,11 +16,20 @@ pub struct WsClient {
 }
 
 impl WsClient {
+    /// Connects with the token in the `Authorization` header (what a client that is not a
+    /// browser does).
     pub async fn connect(base: &str, token: &str) -> Result<Self> {
-        let url = format!(
-            "{}/api/v1/ws?token={token}",
-            base.replacen("http://", "ws://", 1)
-        );
+        let url = format!("{}/api/v1/ws", base.replacen("http://", "ws://", 1));
+        let mut req = url.into_client_request()?;
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let (socket, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Self { socket })
+    }
+
+    /// Connects to `path_and_query` (a signed URL, say) with no header, as a browser would.
+    pub async fn connect_url(base: &str, path_and_query: &str) -> Result<Self> {
+        let url = format!("{}{path_and_query}", base.replacen("http://", "ws://", 1));
         let (socket, _) = tokio_tungstenite::connect_async(url).await?;
         Ok(Self { socket })
     }

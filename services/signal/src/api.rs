@@ -3,7 +3,7 @@
 //! types (served at `/api/v1/openapi.json`). Errors become HTTP in one place, [`ApiError`].
 
 use crate::app::AppState;
-use crate::auth::{Authed, Login, LoginReply, Sessions};
+use crate::auth::{Authed, Login, LoginReply, Sessions, SignRequest, SignedUrl};
 use crate::error::{ApiError, Body, ErrorBody, json_error};
 use crate::model::{CameraView, CreateCamera, Grant, Share, UpdateCamera};
 use crate::pool::GatewayView;
@@ -29,6 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/openapi.json", web::get().to(openapi))
                 .route("/login", web::post().to(login))
                 .route("/logout", web::post().to(logout))
+                .route("/signed-urls", web::post().to(sign_url))
                 .route("/me", web::get().to(me))
                 .route("/me/password", web::post().to(change_password))
                 .route("/me/signout", web::post().to(sign_out_everywhere))
@@ -68,7 +69,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                        are `ErrorBody`."
     ),
     paths(
-        login, logout, me, change_password, sign_out_everywhere, list_users, create_user,
+        login, logout, sign_url, me, change_password, sign_out_everywhere, list_users, create_user,
         update_user, sign_out_user, list_cameras, create_camera, get_camera, update_camera,
         delete_camera, shares, share, unshare, recordings, clip, snapshot, request_snapshot,
         workers
@@ -290,6 +291,20 @@ async fn unshare(
 async fn logout(sessions: web::Data<Sessions>, authed: Authed) -> Result<HttpResponse, ApiError> {
     sessions.logout(&authed).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// A URL for a resource a browser fetches without headers (a snapshot `<img>`, a clip
+/// download, the WebSocket), valid for minutes and only for the caller and that path.
+#[utoipa::path(post, path = "/api/v1/signed-urls", security(("bearer" = [])),
+    request_body = SignRequest,
+    responses((status = 200, body = SignedUrl), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn sign_url(
+    sessions: web::Data<Sessions>,
+    authed: Authed,
+    body: web::Json<SignRequest>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(sessions.sign(&authed.caller, &body.path).await?))
 }
 
 /// Every camera, oldest first.

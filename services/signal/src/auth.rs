@@ -4,6 +4,11 @@
 //! reveals none. A token names its user's session epoch; the user's record decides, on every
 //! request, whether the user is still enabled and the epoch still current, and what role the
 //! caller has.
+//!
+//! Where a browser cannot send a header (an `<img>`, a download link, the WebSocket), it asks
+//! for a signed URL instead ([`Sessions::sign`]): the path of one resource, the user, their
+//! session epoch and an expiry minutes away, under an HMAC-SHA256 with a key every signal
+//! instance shares (created once in the shared state). Tokens are never accepted in a query.
 
 use crate::config::AuthSettings;
 use crate::error::ApiError;
@@ -11,6 +16,7 @@ pub use crate::users::Caller;
 use crate::users::{Role, Users};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::Method, web};
 use cloudcam_core::state::{StateStore, get_json, set_json};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -25,6 +31,23 @@ const FREE_FAILURES: u32 = 5;
 const MAX_DELAY_S: u64 = 300;
 /// Failures are forgotten after this long without one.
 const FAILURE_WINDOW: Duration = Duration::from_secs(900);
+
+/// The URL-signing key every signal instance uses.
+const SIGNING_KEY: &str = "cloudcam:url-signing-key";
+
+/// Paths a signed URL may be made for: what a browser fetches without headers.
+fn signable(path: &str) -> bool {
+    if path == "/api/v1/ws" {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/api/v1/cameras/") else {
+        return false;
+    };
+    matches!(
+        rest.split_once('/'),
+        Some((id, "snapshot" | "clip")) if !id.is_empty() && !id.contains('/')
+    )
+}
 
 fn token_key(token: &str) -> String {
     format!(
@@ -78,12 +101,38 @@ pub fn loggable(input: &str) -> String {
     s
 }
 
+/// What a signed URL request names.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The path to sign: `/api/v1/ws`, `/api/v1/cameras/{id}/snapshot` or
+    /// `/api/v1/cameras/{id}/clip`.
+    pub path: String,
+}
+
+/// A URL that works without a header until it expires (minutes).
+#[derive(Serialize, ToSchema)]
+pub struct SignedUrl {
+    /// The path with its signature (`?user=…&exp=…&sig=…`); append further query parameters
+    /// (`&from=…&to=…` for a clip) after it.
+    pub url: String,
+    pub expires_at_ms: i64,
+}
+
 /// Sign-in and the tokens it hands out.
 #[derive(Clone)]
 pub struct Sessions {
     state: Arc<dyn StateStore>,
     users: Users,
     settings: AuthSettings,
+    signing_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
+}
+
+/// What a request authenticated with: a session token, or a signed URL for one user and epoch.
+#[derive(Clone)]
+pub enum Credential {
+    Token(String),
+    Signed { user: String, epoch: u64 },
 }
 
 impl Sessions {
@@ -92,7 +141,75 @@ impl Sessions {
             state,
             users,
             settings,
+            signing_key: Default::default(),
         }
+    }
+
+    async fn key(&self) -> Result<&[u8], ApiError> {
+        let key =
+            self.signing_key
+                .get_or_try_init(|| async {
+                    let fresh = cloudcam_core::random_hex(32).into_bytes();
+                    self.state.set_nx(SIGNING_KEY, &fresh, None).await?;
+                    self.state.get(SIGNING_KEY).await?.ok_or_else(|| {
+                        ApiError::Busy("the URL-signing key is being created".into())
+                    })
+                })
+                .await?;
+        Ok(key)
+    }
+
+    fn mac(key: &[u8], user: &str, epoch: u64, path: &str, exp: i64) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(format!("{user}\n{epoch}\n{path}\n{exp}").as_bytes());
+        mac
+    }
+
+    /// A URL for `path` that authenticates as `caller` for the configured minutes. What the
+    /// caller may do there is decided when it is used, as for a token.
+    pub async fn sign(&self, caller: &Caller, path: &str) -> Result<SignedUrl, ApiError> {
+        if !signable(path) {
+            return Err(ApiError::BadRequest(
+                "not_signable",
+                "only /api/v1/ws and a camera's snapshot or clip can be signed".into(),
+            ));
+        }
+        let user = self.users.require(&caller.name).await?;
+        let exp = cloudcam_core::now_ms() + self.settings.signed_url_ttl_s as i64 * 1000;
+        let sig = hex::encode(
+            Self::mac(self.key().await?, &user.name, user.epoch, path, exp)
+                .finalize()
+                .into_bytes(),
+        );
+        let name: String = url::form_urlencoded::byte_serialize(user.name.as_bytes()).collect();
+        Ok(SignedUrl {
+            url: format!("{path}?user={name}&exp={exp}&sig={sig}"),
+            expires_at_ms: exp,
+        })
+    }
+
+    /// The user and epoch a signed URL stands for, if its signature holds and it has not
+    /// expired.
+    async fn verify_signed(
+        &self,
+        path: &str,
+        user: &str,
+        exp: i64,
+        sig: &str,
+    ) -> Result<Option<Credential>, ApiError> {
+        if exp < cloudcam_core::now_ms() || !signable(path) {
+            return Ok(None);
+        }
+        let (Ok(sig), Some(u)) = (hex::decode(sig), self.users.get(user).await?) else {
+            return Ok(None);
+        };
+        let valid = Self::mac(self.key().await?, user, u.epoch, path, exp)
+            .verify_slice(&sig)
+            .is_ok();
+        Ok(valid.then(|| Credential::Signed {
+            user: u.name,
+            epoch: u.epoch,
+        }))
     }
 
     /// Signs in from `client` (its address). Answers 429 with `Retry-After` while the address
@@ -154,15 +271,26 @@ impl Sessions {
     }
 
     pub async fn logout(&self, authed: &Authed) -> Result<(), ApiError> {
-        self.state.del(&token_key(&authed.token)).await?;
+        if let Credential::Token(token) = &authed.credential {
+            self.state.del(&token_key(token)).await?;
+        }
         Ok(())
     }
 
-    /// The caller a token stands for now, if it is still valid: the token exists, its user is
-    /// enabled and its epoch current.
-    pub async fn verify(&self, token: &str) -> Result<Option<Caller>, ApiError> {
-        let Some(session) = get_json::<Session>(&*self.state, &token_key(token)).await? else {
-            return Ok(None);
+    /// The caller a credential stands for now, if it is still valid: the token exists (a
+    /// signed URL was checked when it was used), its user is enabled and its epoch current.
+    pub async fn verify(&self, credential: &Credential) -> Result<Option<Caller>, ApiError> {
+        let session = match credential {
+            Credential::Token(token) => {
+                match get_json::<Session>(&*self.state, &token_key(token)).await? {
+                    Some(s) => s,
+                    None => return Ok(None),
+                }
+            }
+            Credential::Signed { user, epoch } => Session {
+                user: user.clone(),
+                epoch: *epoch,
+            },
         };
         Ok(self
             .users
@@ -176,29 +304,46 @@ impl Sessions {
     }
 }
 
-/// A request that carried a valid token: `Authorization: Bearer <token>`, or `?token=` on a
-/// request that changes nothing (a browser cannot set headers on a WebSocket, `<img>` or
-/// download).
+/// A request that carried a valid credential: `Authorization: Bearer <token>`, or a signed
+/// URL on a request that changes nothing.
 pub struct Authed {
     pub caller: Caller,
-    pub token: String,
+    pub credential: Credential,
 }
 
-fn token_of(req: &HttpRequest) -> Option<String> {
+/// What a request presents: a bearer token, or a signed URL's user, expiry and signature.
+#[derive(Debug, PartialEq)]
+enum Presented {
+    Bearer(String),
+    Signed { user: String, exp: i64, sig: String },
+}
+
+fn presented(req: &HttpRequest) -> Option<Presented> {
     if let Some(h) = req
         .headers()
         .get("authorization")
         .and_then(|h| h.to_str().ok())
         && let Some(t) = h.strip_prefix("Bearer ")
     {
-        return Some(t.trim().to_string());
+        return Some(Presented::Bearer(t.trim().to_string()));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return None;
     }
-    url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
+    let (mut user, mut exp, mut sig) = (None, None, None);
+    for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        match &*k {
+            "user" => user = Some(v.into_owned()),
+            "exp" => exp = v.parse().ok(),
+            "sig" => sig = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Some(Presented::Signed {
+        user: user?,
+        exp: exp?,
+        sig: sig?,
+    })
 }
 
 impl FromRequest for Authed {
@@ -207,15 +352,23 @@ impl FromRequest for Authed {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let sessions = req.app_data::<web::Data<Sessions>>().cloned();
-        let token = token_of(req);
+        let presented = presented(req);
+        let path = req.path().to_owned();
         Box::pin(async move {
-            let (Some(sessions), Some(token)) = (sessions, token) else {
+            let (Some(sessions), Some(presented)) = (sessions, presented) else {
                 return Err(ApiError::Unauthorized);
             };
+            let credential = match presented {
+                Presented::Bearer(token) => Credential::Token(token),
+                Presented::Signed { user, exp, sig } => sessions
+                    .verify_signed(&path, &user, exp, &sig)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?,
+            };
             sessions
-                .verify(&token)
+                .verify(&credential)
                 .await?
-                .map(|caller| Authed { caller, token })
+                .map(|caller| Authed { caller, credential })
                 .ok_or(ApiError::Unauthorized)
         })
     }
@@ -232,14 +385,37 @@ mod tests {
     }
 
     #[test]
-    fn query_tokens_only_for_requests_that_change_nothing() {
-        let get = actix_web::test::TestRequest::get()
+    fn no_query_tokens_and_signatures_only_for_requests_that_change_nothing() {
+        let token = actix_web::test::TestRequest::get()
             .uri("/api/v1/ws?token=abc")
             .to_http_request();
-        assert_eq!(token_of(&get).as_deref(), Some("abc"));
-        let delete = actix_web::test::TestRequest::delete()
-            .uri("/api/v1/cameras/x?token=abc")
+        assert_eq!(presented(&token), None);
+        let signed = "/api/v1/cameras/x/snapshot?user=bob&exp=5&sig=ab";
+        let get = actix_web::test::TestRequest::get()
+            .uri(signed)
             .to_http_request();
-        assert_eq!(token_of(&delete), None);
+        assert_eq!(
+            presented(&get),
+            Some(Presented::Signed {
+                user: "bob".into(),
+                exp: 5,
+                sig: "ab".into()
+            })
+        );
+        let delete = actix_web::test::TestRequest::delete()
+            .uri(signed)
+            .to_http_request();
+        assert_eq!(presented(&delete), None);
+    }
+
+    #[test]
+    fn only_header_less_resources_can_be_signed() {
+        assert!(signable("/api/v1/ws"));
+        assert!(signable("/api/v1/cameras/abc/snapshot"));
+        assert!(signable("/api/v1/cameras/abc/clip"));
+        assert!(!signable("/api/v1/cameras/abc"));
+        assert!(!signable("/api/v1/cameras//clip"));
+        assert!(!signable("/api/v1/cameras/a/b/clip"));
+        assert!(!signable("/api/v1/users"));
     }
 }

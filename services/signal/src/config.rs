@@ -57,6 +57,8 @@ pub struct AuthSettings {
     pub admin_password: String,
     /// Lifetime of a session token.
     pub token_ttl_s: u64,
+    /// Lifetime of a signed URL (snapshot, clip, WebSocket).
+    pub signed_url_ttl_s: u64,
 }
 
 impl Default for AuthSettings {
@@ -65,6 +67,7 @@ impl Default for AuthSettings {
             admin_user: "admin".into(),
             admin_password: String::new(),
             token_ttl_s: 12 * 3600,
+            signed_url_ttl_s: 300,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! the user may still do (a view of a camera whose share ended is stopped).
 
 use crate::app::AppState;
-use crate::auth::{Authed, Caller};
+use crate::auth::{Authed, Caller, Credential};
 use crate::model::{Grant, Need};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::viewer::{self, Command};
@@ -61,7 +61,7 @@ pub async fn connect(
         max_views: app.max_views_per_socket,
         app: app.into_inner(),
         caller: authed.caller,
-        token: authed.token,
+        credential: authed.credential,
         grants,
         views: HashMap::new(),
         last_heard: Instant::now(),
@@ -89,7 +89,7 @@ struct OpenView {
 pub struct WsSession {
     app: std::sync::Arc<AppState>,
     caller: Caller,
-    token: String,
+    credential: Credential,
     /// What the user may do per camera; `None` for an administrator (everything).
     grants: Option<HashMap<String, Grant>>,
     views: HashMap<String, OpenView>,
@@ -266,9 +266,9 @@ impl Actor for WsSession {
         );
         ctx.add_stream(BroadcastStream::new(self.app.statuses.subscribe()));
         ctx.run_interval(RECHECK_EVERY, |act, ctx| {
-            let (app, token, addr) = (act.app.clone(), act.token.clone(), ctx.address());
+            let (app, credential, addr) = (act.app.clone(), act.credential.clone(), ctx.address());
             actix::spawn(async move {
-                let result = match app.sessions.verify(&token).await {
+                let result = match app.sessions.verify(&credential).await {
                     Ok(Some(caller)) => match app.cameras.grants(&caller).await {
                         Ok(grants) => Rechecked(Some((caller, grants))),
                         // The shared state is away: keep what the session knows.

@@ -14,8 +14,9 @@ use std::time::Duration;
 /// Opens a view, resolves with the milliseconds from `watch` to the third decoded frame, then
 /// stops the view and closes its PeerConnection.
 const MEASURE_JS: &str = r#"(async (token, cameraId) => {
+  const signed = window.benchWs ? null : (await (await fetch('/api/v1/signed-urls', { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ path: '/api/v1/ws' }) })).json()).url;
   const ws = window.benchWs || await new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://${location.host}/api/v1/ws?token=${encodeURIComponent(token)}`);
+    const ws = new WebSocket(`ws://${location.host}${signed}`);
     ws.onopen = () => { window.benchWs = ws; resolve(ws); };
     ws.onerror = () => reject(new Error('websocket refused'));
   });

@@ -1,9 +1,11 @@
-// cloudcam web UI: sign in, list cameras with live status, add/rename/delete cameras, watch one
-// live over WebRTC. All signalling goes through signal's WebSocket; the page never talks to Janus.
+// cloudcam web UI: sign in, list cameras with live status, add/rename/delete/share cameras, watch
+// one live over WebRTC, users (administrators). All signalling goes through signal's WebSocket;
+// the page never talks to Janus. The token travels only in the Authorization header: where the
+// browser cannot send one (<img>, <video>, the WebSocket) it uses a short-lived signed URL.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: localStorage.getItem("cloudcam.token"), cameras: new Map(), ws: null, view: null, snapshotEpoch: 0, rec: null };
+const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), ws: null, view: null, snapshotEpoch: 0, rec: null, signed: new Map() };
 // Snapshots on the camera list refresh every 30 s.
 setInterval(() => { state.snapshotEpoch += 1; if (state.token && !$("main-view").hidden) render(); }, 30000);
 
@@ -18,15 +20,29 @@ async function api(method, path, body) {
   return data;
 }
 
+// A signed URL for `path` (cached until a minute before it expires).
+async function signed(path) {
+  const hit = state.signed.get(path);
+  if (hit && hit.expires_at_ms - 60000 > Date.now()) return hit.url;
+  const fresh = await api("POST", "/signed-urls", { path });
+  state.signed.set(path, fresh);
+  return fresh.url;
+}
+
 function show(signedIn) {
   $("login-view").hidden = signedIn;
   $("main-view").hidden = !signedIn;
   $("logout").hidden = !signedIn;
+  $("account").hidden = !signedIn;
+  $("users-open").hidden = !signedIn || !state.me || state.me.role !== "admin";
+  $("add-form").hidden = !signedIn || !state.me || state.me.role === "viewer";
 }
 
 function signOut() {
   localStorage.removeItem("cloudcam.token");
   state.token = null;
+  state.me = null;
+  state.signed.clear();
   if (state.ws) state.ws.close();
   show(false);
 }
@@ -80,7 +96,22 @@ function render() {
     card.innerHTML = `<img class="snapshot" alt="" hidden><div class="name"></div><div class="url"></div>
       <div><span class="badge ${st.state}">${st.state.replace("_", " ")}</span>${cam.recording ? '<span class="badge rec">REC</span>' : ""}<span class="meta">${extra}</span></div>
       <div class="reason"></div><div class="served"></div>
-      <div class="actions"><button class="watch">Watch</button><button class="recordings">Recordings</button><button class="record">${cam.recording ? "Stop recording" : "Record"}</button><button class="rename">Rename</button><button class="delete">Delete</button></div>`;
+      <div class="actions"></div>`;
+    // Only what the user may do with this camera.
+    const can = cam.access;
+    const actions = card.querySelector(".actions");
+    const button = (cls, label, allowed) => {
+      if (!allowed) return;
+      const b = document.createElement("button");
+      b.className = cls; b.textContent = label;
+      actions.appendChild(b);
+    };
+    button("watch", "Watch", can.live);
+    button("recordings", "Recordings", can.playback);
+    button("record", cam.recording ? "Stop recording" : "Record", can.manage);
+    button("rename", "Rename", can.manage);
+    button("share", "Share", can.manage);
+    button("delete", "Delete", can.manage);
     card.querySelector(".name").textContent = cam.name;
     card.querySelector(".url").textContent = cam.url + (cam.username ? ` (as ${cam.username})` : "");
     const by = cam.served_by || {};
@@ -88,39 +119,49 @@ function render() {
     card.querySelector(".served").textContent = [
       by.ingest && `ingest ${by.ingest}`, by.gateway && `gateway ${by.gateway}`, by.recorder && `recorder ${by.recorder}`,
     ].filter(Boolean).join(" · ");
-    card.querySelector(".watch").addEventListener("click", (e) => { e.stopPropagation(); watch(cam.id); });
-    card.querySelector(".recordings").addEventListener("click", (e) => { e.stopPropagation(); openRecordings(cam.id); });
-    card.querySelector(".record").addEventListener("click", async (e) => {
-      e.stopPropagation();
+    const on = (cls, fn) => {
+      const b = card.querySelector(`.${cls}`);
+      if (b) b.addEventListener("click", (e) => { e.stopPropagation(); fn(); });
+    };
+    on("watch", () => watch(cam.id));
+    on("recordings", () => openRecordings(cam.id));
+    on("record", async () => {
       try { state.cameras.set(cam.id, await api("PATCH", `/cameras/${cam.id}`, { recording: !cam.recording })); render(); } catch (err) { alert(err.message); }
     });
-    const img = card.querySelector(".snapshot");
-    img.onload = () => { img.hidden = false; };
-    img.src = `/api/v1/cameras/${cam.id}/snapshot?token=${encodeURIComponent(state.token)}&t=${state.snapshotEpoch}`;
-    card.querySelector(".rename").addEventListener("click", async (e) => {
-      e.stopPropagation();
+    if (can.playback) {
+      const img = card.querySelector(".snapshot");
+      img.onload = () => { img.hidden = false; };
+      signed(`/api/v1/cameras/${cam.id}/snapshot`).then((u) => { img.src = `${u}&t=${state.snapshotEpoch}`; }).catch(() => {});
+    }
+    on("rename", async () => {
       const name = prompt("New name", cam.name);
       if (!name) return;
       try { state.cameras.set(cam.id, await api("PATCH", `/cameras/${cam.id}`, { name })); render(); } catch (err) { alert(err.message); }
     });
-    card.querySelector(".delete").addEventListener("click", async (e) => {
-      e.stopPropagation();
+    on("share", () => openShares(cam.id));
+    on("delete", async () => {
       if (!confirm(`Delete ${cam.name}?`)) return;
       try { await api("DELETE", `/cameras/${cam.id}`); state.cameras.delete(cam.id); render(); } catch (err) { alert(err.message); }
     });
-    card.addEventListener("click", () => watch(cam.id));
+    if (can.live) card.addEventListener("click", () => watch(cam.id));
     grid.appendChild(card);
   }
 }
 
-function connectWs() {
+async function connectWs() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/api/v1/ws?token=${encodeURIComponent(state.token)}`);
+  state.signed.delete("/api/v1/ws");
+  const ws = new WebSocket(`${proto}://${location.host}${await signed("/api/v1/ws")}`);
   state.ws = ws;
   ws.onmessage = (ev) => onServerMessage(JSON.parse(ev.data));
   ws.onclose = () => {
     if (state.ws !== ws || !state.token) return;
-    setTimeout(() => { if (state.token) { connectWs(); if (state.view) watch(state.view.cameraId); } }, 1000);
+    setTimeout(async () => {
+      if (!state.token) return;
+      try { await api("GET", "/me"); } catch (_) { return; }
+      await connectWs();
+      if (state.view) watch(state.view.cameraId);
+    }, 1000);
   };
   return new Promise((resolve) => { ws.onopen = resolve; });
 }
@@ -156,6 +197,10 @@ async function onServerMessage(msg) {
       }
       break;
     case "error":
+      if (msg.code === "forbidden" || msg.code === "camera_not_found" || msg.code === "too_many_views") {
+        if (view && !view.viewId) { view.ended = true; $("player-state").textContent = msg.message; }
+        break;
+      }
       if (view && (msg.view_id === view.viewId || (!view.viewId && msg.view_id))) retry(view, msg.message);
       break;
   }
@@ -206,8 +251,7 @@ $("player-close").addEventListener("click", () => closeView(true));
 
 // Recordings: a day's timeline of recorded spans; click to play from there; export a clip.
 const DAY_MS = 24 * 3600 * 1000;
-const clipUrl = (id, from, to, download) =>
-  `/api/v1/cameras/${id}/clip?from=${Math.round(from)}&to=${Math.round(to)}&token=${encodeURIComponent(state.token)}${download ? "&download=true" : ""}`;
+const clipQuery = (from, to, download) => `from=${Math.round(from)}&to=${Math.round(to)}${download ? "&download=true" : ""}`;
 const localInput = (ms) => { const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000); return d.toISOString().slice(0, 19); };
 
 function openRecordings(cameraId) {
@@ -269,8 +313,10 @@ $("timeline").addEventListener("click", (e) => {
   const to = Math.min(span.end_ms, from + 10 * 60000);
   $("rec-info").textContent = `Playing from ${new Date(from).toLocaleTimeString()}`;
   const video = $("playback");
-  video.src = clipUrl(rec.cameraId, from, to, false);
-  video.play().catch(() => {});
+  signed(`/api/v1/cameras/${rec.cameraId}/clip`).then((u) => {
+    video.src = `${u}&${clipQuery(from, to, false)}`;
+    video.play().catch(() => {});
+  });
 });
 
 $("export-form").addEventListener("submit", async (e) => {
@@ -280,7 +326,8 @@ $("export-form").addEventListener("submit", async (e) => {
   const to = new Date($("export-to").value).getTime();
   $("export-result").textContent = "exporting…";
   try {
-    const res = await fetch(clipUrl(rec.cameraId, from, to, true));
+    const res = await fetch(`/api/v1/cameras/${rec.cameraId}/clip?${clipQuery(from, to, true)}`,
+      { headers: { Authorization: `Bearer ${state.token}` } });
     if (!res.ok) throw new Error((await res.json()).error.message);
     const start = Number(res.headers.get("X-Cloudcam-Clip-Start-Ms"));
     const end = Number(res.headers.get("X-Cloudcam-Clip-End-Ms"));
@@ -292,11 +339,108 @@ $("export-form").addEventListener("submit", async (e) => {
   } catch (err) { $("export-result").textContent = `export failed: ${err.message}`; }
 });
 
+// Sharing: who else may watch, play back or manage a camera.
+async function openShares(cameraId) {
+  const cam = state.cameras.get(cameraId);
+  state.sharing = cameraId;
+  $("share-title").textContent = `Share ${cam ? cam.name : cameraId}`;
+  $("share-error").textContent = "";
+  $("shares").hidden = false;
+  try { renderShares(await api("GET", `/cameras/${cameraId}/shares`)); } catch (err) { $("share-error").textContent = err.message; }
+}
+
+function renderShares(shares) {
+  const list = $("share-list");
+  list.replaceChildren();
+  for (const s of shares) {
+    const li = document.createElement("li");
+    const grants = ["live", "playback", "manage"].filter((g) => s[g]).join(", ");
+    li.textContent = `${s.user}: ${grants} `;
+    const rm = document.createElement("button");
+    rm.textContent = "Remove"; rm.className = "unshare";
+    rm.addEventListener("click", async () => {
+      try { renderShares(await api("DELETE", `/cameras/${state.sharing}/shares/${encodeURIComponent(s.user)}`)); } catch (err) { $("share-error").textContent = err.message; }
+    });
+    li.appendChild(rm);
+    list.appendChild(li);
+  }
+  if (!shares.length) list.textContent = "Not shared with anyone.";
+}
+
+$("share-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("share-error").textContent = "";
+  const grant = { live: $("share-live").checked, playback: $("share-playback").checked, manage: $("share-manage").checked };
+  try {
+    renderShares(await api("PUT", `/cameras/${state.sharing}/shares/${encodeURIComponent($("share-user").value)}`, grant));
+    e.target.reset();
+  } catch (err) { $("share-error").textContent = err.message; }
+});
+$("share-close").addEventListener("click", () => { $("shares").hidden = true; state.sharing = null; });
+
+// Users (administrators): create, change role, disable, reset password, sign out everywhere.
+async function openUsers() {
+  $("users").hidden = false;
+  $("user-error").textContent = "";
+  try { renderUsers(await api("GET", "/users")); } catch (err) { $("user-error").textContent = err.message; }
+}
+
+function renderUsers(users) {
+  const body = $("user-list");
+  body.replaceChildren();
+  for (const u of users) {
+    const tr = document.createElement("tr");
+    tr.dataset.user = u.name;
+    tr.innerHTML = `<td class="uname"></td><td>${u.role}</td><td>${u.disabled ? "disabled" : "active"}</td><td class="actions"></td>`;
+    tr.querySelector(".uname").textContent = u.name;
+    const act = async (label, fn) => {
+      const b = document.createElement("button");
+      b.textContent = label;
+      b.addEventListener("click", async () => {
+        try { await fn(); renderUsers(await api("GET", "/users")); } catch (err) { $("user-error").textContent = err.message; }
+      });
+      tr.querySelector(".actions").appendChild(b);
+    };
+    const self = state.me && state.me.user === u.name;
+    if (!self) act(u.disabled ? "Enable" : "Disable", () => api("PATCH", `/users/${encodeURIComponent(u.name)}`, { disabled: !u.disabled }));
+    act("Reset password", async () => {
+      const password = prompt(`New password for ${u.name} (at least 8 characters)`);
+      if (password) await api("PATCH", `/users/${encodeURIComponent(u.name)}`, { password });
+    });
+    if (!self) act("Sign out everywhere", () => api("POST", `/users/${encodeURIComponent(u.name)}/signout`));
+    body.appendChild(tr);
+  }
+}
+
+$("user-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("user-error").textContent = "";
+  try {
+    await api("POST", "/users", { name: $("user-name").value, password: $("user-password").value, role: $("user-role").value });
+    e.target.reset();
+    renderUsers(await api("GET", "/users"));
+  } catch (err) { $("user-error").textContent = err.message; }
+});
+$("users-open").addEventListener("click", openUsers);
+$("users-close").addEventListener("click", () => { $("users").hidden = true; });
+
+// Your own password: changing it signs out every session of yours, this one included.
+$("password-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("password-error").textContent = "";
+  try {
+    await api("POST", "/me/password", { current: $("password-current").value, new: $("password-new").value });
+    signOut();
+    $("login-error").textContent = "Password changed: sign in again.";
+  } catch (err) { $("password-error").textContent = err.message; }
+});
+
 async function start() {
   try {
+    state.me = await api("GET", "/me");
     const cams = await api("GET", "/cameras");
     state.cameras = new Map(cams.map((c) => [c.id, c]));
-    $("whoami").textContent = "";
+    $("whoami").textContent = `${state.me.user} (${state.me.role})`;
     show(true);
     render();
     await connectWs();
