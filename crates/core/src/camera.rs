@@ -167,18 +167,48 @@ impl CameraStatus {
 }
 
 /// Credentials of a camera. Kept only in the state store under [`secret_key`]; its `Debug`
-/// output never shows the password.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// output never shows the password or a secret parameter's value.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CameraSecret {
+    /// RTSP authentication (empty: none).
+    #[serde(default)]
     pub username: String,
+    #[serde(default)]
     pub password: String,
+    /// Query parameters of the source URL that carry credentials (`?user=…&password=…`, as
+    /// many vendors' URLs do): kept out of the URL everyone sees, added back only where the
+    /// camera is pulled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<(String, String)>,
+}
+
+impl CameraSecret {
+    /// The URL to pull: `url` with the secret query parameters added back.
+    pub fn location(&self, url: &str) -> String {
+        match url::Url::parse(url) {
+            Ok(mut u) if !self.query.is_empty() => {
+                u.query_pairs_mut().extend_pairs(&self.query);
+                u.to_string()
+            }
+            _ => url.to_string(),
+        }
+    }
+
+    /// Every secret value (to redact from messages).
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.password.as_str())
+            .chain(self.query.iter().map(|(_, v)| v.as_str()))
+            .filter(|v| !v.is_empty())
+    }
 }
 
 impl std::fmt::Debug for CameraSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let params: Vec<&str> = self.query.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("CameraSecret")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("query", &params)
             .finish()
     }
 }
@@ -202,8 +232,23 @@ mod tests {
         let s = CameraSecret {
             username: "admin".into(),
             password: "hunter2".into(),
+            query: vec![("pwd".into(), "swordfish".into())],
         };
         assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s:?}").contains("swordfish"));
+    }
+
+    #[test]
+    fn secret_parameters_are_added_back_where_the_camera_is_pulled() {
+        let s = CameraSecret {
+            query: vec![("user".into(), "a b".into()), ("pwd".into(), "x&y".into())],
+            ..Default::default()
+        };
+        assert_eq!(
+            s.location("rtsp://cam:554/live?channel=1"),
+            "rtsp://cam:554/live?channel=1&user=a+b&pwd=x%26y"
+        );
+        assert_eq!(s.values().collect::<Vec<_>>(), ["a b", "x&y"]);
     }
 
     #[test]

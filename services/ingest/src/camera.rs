@@ -60,6 +60,8 @@ pub struct CameraActor {
     last_packets: u64,
     retry: Option<SpawnHandle>,
     restream: Option<crate::restream::Mount>,
+    /// The camera's secret values (password, secret URL parameters), redacted from reasons.
+    secrets: Vec<String>,
     /// When the last snapshot was taken, and whether one is being taken.
     last_snapshot: Option<Instant>,
     snapshot_busy: bool,
@@ -84,6 +86,7 @@ impl CameraActor {
             last_packets: 0,
             retry: None,
             restream: None,
+            secrets: Vec::new(),
             last_snapshot: None,
             snapshot_busy: false,
             ticker: None,
@@ -212,6 +215,10 @@ impl CameraActor {
         self.counters = Arc::new(Counters::default());
         self.last_packets = 0;
         self.started_at = Instant::now();
+        self.secrets = secret
+            .iter()
+            .flat_map(|s| s.values().map(str::to_owned))
+            .collect();
         let source = Source {
             url: self.spec.source_url.clone(),
             secret,
@@ -238,7 +245,7 @@ impl CameraActor {
         self.relay = None;
         self.run += 1;
         self.attempt += 1;
-        let reason = redact(&reason, &self.spec);
+        let reason = redact(&reason, &self.spec, &self.secrets);
         self.set_state(state, reason);
         let delay = self.shared.settings.backoff(self.attempt);
         if let Some(h) = self.retry.take() {
@@ -390,15 +397,21 @@ impl CameraActor {
     }
 }
 
-/// Removes anything credential-like from a reason before it leaves the actor.
-fn redact(reason: &str, spec: &CameraSpec) -> String {
-    // Source URLs carry no credentials (signal strips them); this guards against a camera
-    // echoing a URL with user info back in an error.
+/// Removes anything credential-like from a reason before it leaves the actor: the camera's
+/// secret values (a GStreamer error names the location it pulled, secret parameters included)
+/// and, as a guard, a password in the source URL's user info (signal strips those).
+fn redact(reason: &str, spec: &CameraSpec, secrets: &[String]) -> String {
     let mut out = reason.to_string();
     if let Ok(url) = url::Url::parse(&spec.source_url)
         && let Some(pw) = url.password()
     {
         out = out.replace(pw, "***");
+    }
+    for value in secrets {
+        out = out.replace(value.as_str(), "***");
+        // As it appears inside a URL.
+        let encoded: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        out = out.replace(&encoded, "***");
     }
     out
 }

@@ -87,8 +87,12 @@ impl Relay {
         on_event: EventSink,
     ) -> Result<Self, PipelineError> {
         let pipeline = gst::Pipeline::new();
+        let location = source
+            .secret
+            .as_ref()
+            .map_or_else(|| source.url.clone(), |s| s.location(&source.url));
         let src = gst::ElementFactory::make("rtspsrc")
-            .property("location", &source.url)
+            .property("location", &location)
             .property("latency", settings.latency_ms)
             .property("tcp-timeout", settings.connect_timeout_ms * 1000)
             .property("drop-on-latency", true)
@@ -96,7 +100,7 @@ impl Relay {
         if settings.transport != "auto" {
             src.set_property_from_str("protocols", &settings.transport);
         }
-        if let Some(secret) = &source.secret {
+        if let Some(secret) = source.secret.as_ref().filter(|s| !s.username.is_empty()) {
             src.set_property("user-id", &secret.username);
             src.set_property("user-pw", &secret.password);
         }

@@ -207,10 +207,13 @@ impl Cameras {
         let retention_hours = check_retention(body.retention_hours)?;
         let username = body.username.or(source.username).filter(|u| !u.is_empty());
         let password = body.password.or(source.password);
-        let secret = username.clone().map(|username| CameraSecret {
-            username,
-            password: password.clone().unwrap_or_default(),
-        });
+        let secret =
+            (username.is_some() || !source.secret_query.is_empty()).then(|| CameraSecret {
+                username: username.clone().unwrap_or_default(),
+                password: password.clone().unwrap_or_default(),
+                query: source.secret_query,
+            });
+        let (username, has_password) = shown(secret.as_ref());
         let now = cloudcam_core::now_ms();
         let id = self.new_id().await?;
         let record = CameraRecord {
@@ -218,7 +221,7 @@ impl Cameras {
                 id: id.clone(),
                 name,
                 url: source.url,
-                has_password: secret.as_ref().is_some_and(|s| !s.password.is_empty()),
+                has_password,
                 username,
                 recording: body.recording,
                 retention_hours,
@@ -460,6 +463,15 @@ fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
     Some((u.scheme().to_string(), u.host_str()?.to_lowercase(), port))
 }
 
+/// What the camera's record shows of its credentials: the user name, and whether a secret
+/// (a password or a credential parameter of the URL) is stored.
+fn shown(secret: Option<&CameraSecret>) -> (Option<String>, bool) {
+    (
+        secret.map(|s| s.username.clone()).filter(|u| !u.is_empty()),
+        secret.is_some_and(|s| s.values().next().is_some()),
+    )
+}
+
 /// Applies a change to a record and its credentials.
 fn apply(
     mut record: CameraRecord,
@@ -477,30 +489,30 @@ fn apply(
         // another scheme, host or port drops them unless this request brings them again.
         if origin(&source.url) != origin(&record.info.url)
             && source.username.is_none()
+            && source.secret_query.is_empty()
             && body.username.is_none()
         {
             secret = None;
         }
         record.info.url = source.url;
         if let Some(u) = source.username {
-            secret = Some(CameraSecret {
-                username: u,
-                password: source.password.unwrap_or_default(),
-            });
+            let s = secret.get_or_insert_with(Default::default);
+            s.username = u;
+            s.password = source.password.unwrap_or_default();
+        }
+        if !source.secret_query.is_empty() {
+            secret.get_or_insert_with(Default::default).query = source.secret_query;
         }
     }
     if let Some(u) = &body.username {
-        secret = if u.is_empty() {
-            None
-        } else {
-            Some(CameraSecret {
-                username: u.clone(),
-                password: secret.map(|s| s.password).unwrap_or_default(),
-            })
-        };
+        let s = secret.get_or_insert_with(Default::default);
+        s.username.clone_from(u);
+        if u.is_empty() {
+            s.password.clear();
+        }
     }
     if let Some(p) = &body.password {
-        match secret.as_mut() {
+        match secret.as_mut().filter(|s| !s.username.is_empty()) {
             Some(s) => s.password.clone_from(p),
             None => {
                 return Err(ApiError::BadRequest(
@@ -509,6 +521,13 @@ fn apply(
                 ));
             }
         }
+    }
+    // Nothing left to keep.
+    if secret
+        .as_ref()
+        .is_some_and(|s| s.username.is_empty() && s.query.is_empty())
+    {
+        secret = None;
     }
     if let Some(rec) = body.recording {
         record.info.recording = rec;
@@ -519,8 +538,7 @@ fn apply(
     if let Some(hours) = body.retention_hours {
         record.info.retention_hours = check_retention(hours)?;
     }
-    record.info.username = secret.as_ref().map(|s| s.username.clone());
-    record.info.has_password = secret.as_ref().is_some_and(|s| !s.password.is_empty());
+    (record.info.username, record.info.has_password) = shown(secret.as_ref());
     record.info.updated_ms = cloudcam_core::now_ms();
     record.generation += 1;
     if (record.info.url.clone(), secret.clone()) != before {

@@ -230,15 +230,48 @@ pub struct UpdateCamera {
     pub always_on: Option<bool>,
 }
 
-/// A validated source: URL without user info, plus any credentials it carried.
+/// A validated source: URL without user info or credential parameters, plus any credentials
+/// it carried.
 #[derive(Debug, PartialEq)]
 pub struct Source {
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Query parameters that carry credentials, in their order.
+    pub secret_query: Vec<(String, String)>,
 }
 
-/// Accepts `rtsp://` and `rtsps://` URLs with a host; moves embedded credentials out.
+/// Query parameter names that carry credentials in vendors' RTSP URLs (`?user=…&password=…`,
+/// `?usr=…&pwd=…`, `?loginuse=…&loginpas=…`, tokens and keys), compared without case.
+const SECRET_PARAMS: &[&str] = &[
+    "user",
+    "username",
+    "usr",
+    "login",
+    "loginuse",
+    "account",
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "pw",
+    "loginpas",
+    "secret",
+    "token",
+    "auth",
+    "key",
+    "apikey",
+    "api_key",
+    "sig",
+    "signature",
+];
+
+fn is_secret_param(name: &str) -> bool {
+    SECRET_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// Accepts `rtsp://` and `rtsps://` URLs with a host; moves embedded credentials (user info and
+/// credential-carrying query parameters) out.
 pub fn parse_source(raw: &str) -> Result<Source, ApiError> {
     let bad = |msg: String| ApiError::BadRequest("invalid_url", msg);
     let mut url =
@@ -261,10 +294,22 @@ pub fn parse_source(raw: &str) -> Result<Source, ApiError> {
     let password = url.password().map(decode);
     let _ = url.set_username("");
     let _ = url.set_password(None);
+    let (secret_query, public): (Vec<_>, Vec<_>) = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| is_secret_param(k));
+    if !secret_query.is_empty() {
+        if public.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(&public);
+        }
+    }
     Ok(Source {
         url: url.to_string(),
         username,
         password,
+        secret_query,
     })
 }
 
@@ -292,6 +337,21 @@ pub fn check_retention(hours: f64) -> Result<f64, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_parameters_are_moved_out_of_the_query() {
+        let s = parse_source("rtsp://cam:554/live?channel=1&user=bob&PWD=s%26x&subtype=0").unwrap();
+        assert_eq!(s.url, "rtsp://cam:554/live?channel=1&subtype=0");
+        assert_eq!(
+            s.secret_query,
+            [("user".into(), "bob".into()), ("PWD".into(), "s&x".into())]
+        );
+        let s = parse_source("rtsp://cam/live?password=x").unwrap();
+        assert_eq!(s.url, "rtsp://cam/live");
+        let s = parse_source("rtsp://cam/live?channel=1").unwrap();
+        assert_eq!(s.url, "rtsp://cam/live?channel=1");
+        assert!(s.secret_query.is_empty());
+    }
 
     #[test]
     fn credentials_are_moved_out_of_the_url() {
