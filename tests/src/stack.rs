@@ -266,6 +266,8 @@ impl TestEnv {
                 "CLOUDCAM_SIGNAL_JANUS__RECONCILE_INTERVAL_MS".into(),
                 "1000".into(),
             ),
+            // Test clients open views they never answer (a watch alone registers a viewer).
+            ("CLOUDCAM_SIGNAL_OFFER_TIMEOUT_MS".into(), "600000".into()),
         ];
         if let Some(k) = kafka {
             env.push(("CLOUDCAM_SIGNAL_KAFKA__BROKERS".into(), k.brokers.clone()));

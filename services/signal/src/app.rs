@@ -27,6 +27,7 @@ pub struct AppState {
     pub sessions: Sessions,
     pub users: Users,
     pub max_views_per_socket: usize,
+    pub offer_timeout: Duration,
     /// Live workers (for `GET /workers`).
     pub state: Arc<dyn StateStore>,
     pub bus: Arc<dyn Bus>,
@@ -51,6 +52,7 @@ impl AppState {
                 cameras.clone(),
                 Duration::from_millis(config.demand_grace_ms),
                 Duration::from_millis(config.viewer_ttl_ms),
+                config.max_views_per_user,
             ),
             gateways: Gateways::new(
                 cameras.clone(),
@@ -60,6 +62,7 @@ impl AppState {
             sessions: Sessions::new(state.clone(), users.clone(), config.auth.clone()),
             users,
             max_views_per_socket: config.max_views_per_socket,
+            offer_timeout: Duration::from_millis(config.offer_timeout_ms),
             cameras,
             state,
             bus,

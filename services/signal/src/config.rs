@@ -29,6 +29,12 @@ pub struct SignalConfig {
     /// Live views one WebSocket may have open at once (each holds a Janus session and ICE
     /// ports).
     pub max_views_per_socket: usize,
+    /// Live views one user may have open at once, over all their connections and every
+    /// signal instance.
+    pub max_views_per_user: usize,
+    /// A view whose offer the browser has not answered by then is closed (its Janus session
+    /// and ports freed).
+    pub offer_timeout_ms: u64,
 }
 
 impl Default for SignalConfig {
@@ -45,6 +51,8 @@ impl Default for SignalConfig {
             demand_grace_ms: 30_000,
             viewer_ttl_ms: 30_000,
             max_views_per_socket: 4,
+            max_views_per_user: 16,
+            offer_timeout_ms: 20_000,
         }
     }
 }

@@ -18,6 +18,7 @@ pub struct Demand {
     cameras: Cameras,
     grace_ms: i64,
     viewer_ttl: Duration,
+    max_views_per_user: usize,
 }
 
 /// One open view, registered for as long as it lives; dropping it ends the registration.
@@ -26,6 +27,7 @@ pub struct Viewing {
     store: DemandStore,
     camera_id: String,
     view_id: String,
+    user: String,
 }
 
 impl Demand {
@@ -34,28 +36,40 @@ impl Demand {
         cameras: Cameras,
         grace: Duration,
         viewer_ttl: Duration,
+        max_views_per_user: usize,
     ) -> Self {
         Self {
             store: DemandStore::new(state),
             cameras,
             grace_ms: grace.as_millis() as i64,
             viewer_ttl,
+            max_views_per_user,
         }
     }
 
-    /// Registers a view and makes sure the camera is wanted (publishing at once if not).
-    pub async fn start_view(&self, camera_id: &str, view_id: &str) -> Viewing {
+    /// Registers a view of `user` and makes sure the camera is wanted (publishing at once if
+    /// not). Refused when the user has the most live views allowed open already, on any signal
+    /// instance.
+    pub async fn start_view(
+        &self,
+        camera_id: &str,
+        view_id: &str,
+        user: &str,
+    ) -> Result<Viewing, ApiError> {
         let (store, ttl) = (self.store.clone(), self.viewer_ttl);
-        let (c, v) = (camera_id.to_string(), view_id.to_string());
-        if let Err(e) = store.view(&c, &v, ttl).await {
-            tracing::warn!(camera = %c, error = %e, "cannot register a viewer session");
+        let (c, v, u) = (camera_id.to_string(), view_id.to_string(), user.to_string());
+        // Registered first, then counted: two views opened at once cannot both slip under.
+        store.view(&c, &v, &u, ttl).await?;
+        if store.user_views(&u).await? > self.max_views_per_user as u64 {
+            store.unview(&c, &v, &u).await?;
+            return Err(ApiError::TooManyViews(self.max_views_per_user));
         }
         let refresher = tokio::spawn({
-            let (store, c, v) = (store.clone(), c.clone(), v.clone());
+            let (store, c, v, u) = (store.clone(), c.clone(), v.clone(), u.clone());
             async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
-                    if let Err(e) = store.view(&c, &v, ttl).await {
+                    if let Err(e) = store.view(&c, &v, &u, ttl).await {
                         tracing::warn!(camera = %c, error = %e, "cannot refresh a viewer session");
                     }
                 }
@@ -64,12 +78,13 @@ impl Demand {
         if let Err(e) = self.want(camera_id).await {
             tracing::warn!(camera = %camera_id, error = %e, "cannot publish live demand");
         }
-        Viewing {
+        Ok(Viewing {
             refresher,
             store,
             camera_id: c,
             view_id: v,
-        }
+            user: u,
+        })
     }
 
     /// The camera has a viewer: it is wanted from now (published unless it was already).
@@ -138,10 +153,11 @@ impl Drop for Viewing {
         let store = self.store.clone();
         let camera_id = std::mem::take(&mut self.camera_id);
         let view_id = std::mem::take(&mut self.view_id);
+        let user = std::mem::take(&mut self.user);
         tokio::spawn(async move {
             // The grace period runs from the moment the viewer left.
             let _ = store.seen(&camera_id).await;
-            let _ = store.unview(&camera_id, &view_id).await;
+            let _ = store.unview(&camera_id, &view_id, &user).await;
         });
     }
 }

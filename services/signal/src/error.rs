@@ -37,6 +37,9 @@ pub enum ApiError {
     Throttled(u64),
     #[error("{0}")]
     NotFound(String),
+    /// The caller has this many live views open already.
+    #[error("at most {0} live views may be open at once; stop one first")]
+    TooManyViews(usize),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl ApiError {
             Self::UserNotFound(_) => "user_not_found",
             Self::Forbidden(_) => "forbidden",
             Self::Throttled(_) => "too_many_attempts",
+            Self::TooManyViews(_) => "too_many_views",
             Self::NotFound(_) => "not_found",
             Self::TooLarge(_) => "body_too_large",
             Self::Conflict(_) => "conflict",
@@ -97,7 +101,7 @@ impl ResponseError for ApiError {
                 StatusCode::NOT_FOUND
             }
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Throttled(_) | Self::TooManyViews(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -108,9 +112,6 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if self.status_code().is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "request failed");
-        }
         let mut res = HttpResponse::build(self.status_code());
         if let Self::Throttled(secs) = self {
             res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
@@ -118,9 +119,25 @@ impl ResponseError for ApiError {
         res.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code().into(),
-                message: self.to_string(),
+                message: self.client_message(),
             },
         })
+    }
+}
+
+impl ApiError {
+    /// What a client is told. A failure of a dependency is logged in full here and told
+    /// without its detail, which names internal addresses (Redis, Kafka, Janus, S3 URLs).
+    pub fn client_message(&self) -> String {
+        let generic = match self {
+            Self::State(_) => "the shared state is unavailable; try again",
+            Self::Bus(_) => "the event bus is unavailable; try again",
+            Self::Janus(_) => "the video gateway failed; try again",
+            Self::Media(_) => "the media store failed; try again",
+            _ => return self.to_string(),
+        };
+        tracing::error!(code = self.code(), error = %self, "request failed");
+        generic.into()
     }
 }
 

@@ -9,14 +9,21 @@ pub const STREAMING: &str = "janus.plugin.streaming";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JanusError {
+    /// Without the request's URL (it names the gateway's internal address and session).
     #[error("cannot reach Janus: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
     #[error("Janus error {code}: {reason}")]
     Janus { code: i64, reason: String },
     #[error("streaming plugin error {code}: {reason}")]
     Plugin { code: i64, reason: String },
     #[error("unexpected Janus reply: {0}")]
     Unexpected(String),
+}
+
+impl From<reqwest::Error> for JanusError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Http(e.without_url())
+    }
 }
 
 /// Every reply and event of the Janus API that cloudcam looks at, tagged by `janus`.

@@ -26,6 +26,11 @@ use std::time::Duration;
 
 const IDS: &str = "cloudcam:cameras";
 const VIEWERS: &str = "cloudcam:viewers";
+
+/// A user's open live views (members: view ids; scores: expiry), for the per-user bound.
+fn user_views_key(user: &str) -> String {
+    format!("cloudcam:user-views:{user}")
+}
 const DEMAND: &str = "cloudcam:demand";
 const MOUNTPOINT_IDS: &str = "cloudcam:mountpoint-ids";
 const PORT_CURSOR: &str = "cloudcam:port-cursor";
@@ -286,18 +291,39 @@ impl DemandStore {
         &self,
         camera_id: &str,
         view_id: &str,
+        user: &str,
         ttl: Duration,
     ) -> Result<(), StateError> {
         let expires = cloudcam_core::now_ms() + ttl.as_millis() as i64;
         self.state
             .zadd(VIEWERS, &format!("{camera_id}/{view_id}"), expires)
+            .await?;
+        self.state
+            .zadd(&user_views_key(user), view_id, expires)
             .await
     }
 
-    pub async fn unview(&self, camera_id: &str, view_id: &str) -> Result<(), StateError> {
+    pub async fn unview(
+        &self,
+        camera_id: &str,
+        view_id: &str,
+        user: &str,
+    ) -> Result<(), StateError> {
         self.state
             .zrem(VIEWERS, &[format!("{camera_id}/{view_id}")])
+            .await?;
+        self.state
+            .zrem(&user_views_key(user), &[view_id.to_string()])
             .await
+    }
+
+    /// Live views a user has open on any signal instance (expired ones are dropped first).
+    pub async fn user_views(&self, user: &str) -> Result<u64, StateError> {
+        let key = user_views_key(user);
+        self.state
+            .zrem_range_by_score(&key, i64::MIN, cloudcam_core::now_ms())
+            .await?;
+        self.state.zcard(&key).await
     }
 
     /// Cameras with at least one live view (expired views are dropped on the way).
@@ -436,9 +462,15 @@ mod tests {
     #[tokio::test]
     async fn demand_follows_views_and_releases() {
         let d = DemandStore::new(Arc::new(MemoryState::new()));
-        d.view("cam", "v1", Duration::from_secs(30)).await.unwrap();
-        d.view("gone", "v2", Duration::ZERO).await.unwrap();
+        d.view("cam", "v1", "ann", Duration::from_secs(30))
+            .await
+            .unwrap();
+        d.view("gone", "v2", "ann", Duration::ZERO).await.unwrap();
         assert_eq!(d.watched().await.unwrap(), vec!["cam".to_string()]);
+        // Per user: only the view that has not expired counts.
+        assert_eq!(d.user_views("ann").await.unwrap(), 1);
+        d.unview("cam", "v1", "ann").await.unwrap();
+        assert_eq!(d.user_views("ann").await.unwrap(), 0);
         d.seen("cam").await.unwrap();
         assert!(!d.is_wanted("cam").await.unwrap());
         d.want("cam").await.unwrap();

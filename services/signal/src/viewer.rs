@@ -1,11 +1,14 @@
 //! One browser view of one camera: a Janus session on the camera's mountpoint, driven by
 //! commands from the browser's WebSocket and reporting back through a callback.
 
+use crate::error::ApiError;
 use crate::janus::{Handle, Janus, Jsep, Reply};
 use crate::model::Mountpoint;
 use crate::protocol::ServerMessage;
 use serde_json::{Value, json};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// What the browser asks of a running view.
 #[derive(Debug)]
@@ -20,6 +23,8 @@ pub struct View {
     pub camera_id: String,
     pub mountpoint: Mountpoint,
     pub view_id: String,
+    /// The view ends if its offer is not answered by then.
+    pub offer_timeout: Duration,
 }
 
 /// Runs the view until the browser stops it, the command channel closes (WebSocket gone) or
@@ -27,13 +32,14 @@ pub struct View {
 pub async fn run(
     janus: Janus,
     view: View,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: mpsc::Receiver<Command>,
     send: impl Fn(ServerMessage),
 ) {
     let View {
         camera_id,
         mountpoint,
         view_id,
+        offer_timeout,
     } = view;
     let fail = |code: &str, message: String| {
         send(ServerMessage::Error {
@@ -45,14 +51,22 @@ pub async fn run(
     let _counted = crate::metrics::ViewerGuard::new(&camera_id);
     let handle = match janus.open().await {
         Ok(h) => h,
-        Err(e) => return fail("gateway_error", e.to_string()),
+        Err(e) => return fail("gateway_error", ApiError::from(e).client_message()),
     };
     let watch = json!({"request": "watch", "id": mountpoint.id, "pin": mountpoint.pin});
     if let Err(e) = handle.message(watch, None).await {
         let _ = handle.destroy().await;
-        return fail("gateway_error", e.to_string());
+        return fail("gateway_error", ApiError::from(e).client_message());
     }
-    let ended = drive(&handle, &camera_id, &view_id, &mut commands, &send).await;
+    let ended = drive(
+        &handle,
+        &camera_id,
+        &view_id,
+        offer_timeout,
+        &mut commands,
+        &send,
+    )
+    .await;
     if let Err(e) = handle.message(json!({"request": "stop"}), None).await {
         tracing::debug!(view = %view_id, error = %e, "janus stop failed");
     }
@@ -72,9 +86,18 @@ async fn drive(
     handle: &Handle,
     camera_id: &str,
     view_id: &str,
-    commands: &mut mpsc::UnboundedReceiver<Command>,
+    offer_timeout: Duration,
+    commands: &mut mpsc::Receiver<Command>,
     send: &impl Fn(ServerMessage),
 ) -> String {
+    // Set when an offer goes out, cleared by the answer.
+    let mut answer_by: Option<Instant> = None;
+    let unanswered = |by: Option<Instant>| async move {
+        match by {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
     let state = |s: &str, reason: &str| {
         send(ServerMessage::ViewState {
             view_id: view_id.to_string(),
@@ -88,6 +111,7 @@ async fn drive(
             cmd = commands.recv() => match cmd {
                 None | Some(Command::Stop) => return "stopped by the viewer".into(),
                 Some(Command::Answer(sdp)) => {
+                    answer_by = None;
                     let jsep = Jsep { kind: "answer".into(), sdp };
                     if let Err(e) = handle.message(json!({"request": "start"}), Some(&jsep)).await {
                         return format!("gateway refused the answer: {e}");
@@ -99,6 +123,9 @@ async fn drive(
                     }
                 }
             },
+            () = unanswered(answer_by) => {
+                return "the offer was not answered in time".into();
+            }
             events = &mut poll => {
                 let events = match events {
                     Ok(ev) => ev,
@@ -107,6 +134,7 @@ async fn drive(
                 for ev in events {
                     match ev {
                         Reply::Event { jsep: Some(jsep), .. } if jsep.kind == "offer" => {
+                            answer_by = Some(Instant::now() + offer_timeout);
                             send(ServerMessage::Offer {
                                 view_id: view_id.to_string(),
                                 camera_id: camera_id.to_string(),

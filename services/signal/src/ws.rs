@@ -25,6 +25,8 @@ const PING_EVERY: Duration = Duration::from_secs(10);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a session re-checks its token and its user's grants.
 const RECHECK_EVERY: Duration = Duration::from_millis(500);
+/// Commands (answer, candidates, stop) one view may have waiting.
+const COMMAND_QUEUE: usize = 64;
 
 /// Whether a browser's `Origin` is this service itself (cross-site pages may not open a socket
 /// with a user's token). Clients that are not browsers send no `Origin`.
@@ -83,7 +85,7 @@ struct Rechecked(Option<(Caller, Option<HashMap<String, Grant>>)>);
 /// An open view: its camera and its viewer task's commands.
 struct OpenView {
     camera_id: String,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
 }
 
 pub struct WsSession {
@@ -129,7 +131,7 @@ impl WsSession {
             }
             ClientMessage::Stop { view_id } => {
                 if let Some(v) = self.views.remove(&view_id) {
-                    let _ = v.tx.send(Command::Stop);
+                    let _ = v.tx.try_send(Command::Stop);
                 }
             }
         }
@@ -163,7 +165,7 @@ impl WsSession {
             .collect();
         for view_id in ended {
             if let Some(v) = self.views.remove(&view_id) {
-                let _ = v.tx.send(Command::Stop);
+                let _ = v.tx.try_send(Command::Stop);
                 tracing::info!(user = %self.caller.name, camera = %v.camera_id, "view ended: no longer shared");
                 Self::send(
                     ctx,
@@ -180,7 +182,14 @@ impl WsSession {
     fn command(&mut self, view_id: &str, cmd: Command, ctx: &mut ws::WebsocketContext<Self>) {
         match self.views.get(view_id) {
             Some(v) => {
-                let _ = v.tx.send(cmd);
+                if v.tx.try_send(cmd).is_err() {
+                    Self::error(
+                        ctx,
+                        Some(view_id.into()),
+                        "view_busy",
+                        format!("view {view_id} has too many commands waiting; slow down"),
+                    );
+                }
             }
             None => Self::error(
                 ctx,
@@ -207,7 +216,7 @@ impl WsSession {
         let caller = self.caller.clone();
         let addr = ctx.address();
         let view_id = cloudcam_core::random_hex(8);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         self.views.insert(
             view_id.clone(),
             OpenView {
@@ -235,18 +244,33 @@ impl WsSession {
                     addr.do_send(Outgoing(ServerMessage::Error {
                         view_id: Some(view_id),
                         code: e.code().into(),
-                        message: e.to_string(),
+                        message: e.client_message(),
                     }));
                     return;
                 }
             };
-            let _viewing = app.demand.start_view(&camera_id, &view_id).await;
+            let _viewing = match app
+                .demand
+                .start_view(&camera_id, &view_id, &caller.name)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    addr.do_send(Outgoing(ServerMessage::Error {
+                        view_id: Some(view_id),
+                        code: e.code().into(),
+                        message: e.client_message(),
+                    }));
+                    return;
+                }
+            };
             let janus = app.pool().gateway(&mountpoint.gateway).janus.clone();
             let send_addr = addr.clone();
             let view = viewer::View {
                 camera_id,
                 mountpoint,
                 view_id,
+                offer_timeout: app.offer_timeout,
             };
             viewer::run(janus, view, rx, move |m| send_addr.do_send(Outgoing(m))).await;
         });
@@ -294,7 +318,7 @@ impl Actor for WsSession {
         crate::metrics::WEBSOCKETS.dec();
         // Dropping the senders ends every viewer task, which destroys its Janus session.
         for (_, v) in self.views.drain() {
-            let _ = v.tx.send(Command::Stop);
+            let _ = v.tx.try_send(Command::Stop);
         }
     }
 }
