@@ -17,11 +17,16 @@ pub struct Api {
 }
 
 impl Api {
+    /// Signs in as the test administrator.
     pub async fn login(base: &str) -> Result<Self> {
+        Self::login_as(base, ADMIN_USER, ADMIN_PASSWORD).await
+    }
+
+    pub async fn login_as(base: &str, user: &str, password: &str) -> Result<Self> {
         let http = reqwest::Client::new();
         let res: Value = http
             .post(format!("{base}/api/v1/login"))
-            .json(&json!({"username": ADMIN_USER, "password": ADMIN_PASSWORD}))
+            .json(&json!({"username": user, "password": password}))
             .send()
             .await?
             .error_for_status()?

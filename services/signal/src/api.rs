@@ -12,6 +12,7 @@ use crate::users::{ChangePassword, CreateUser, Role, UpdateUser, UserView};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cloudcam_core::workers::WorkerInfo;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -395,9 +396,14 @@ async fn delete_camera(
 pub struct Range {
     pub from: i64,
     pub to: i64,
-    /// The token, for `<video src>` and downloads (browsers cannot set a header there).
+    /// A signed URL's user, expiry and signature (see `POST /api/v1/signed-urls`), for
+    /// `<video src>` and downloads (browsers cannot set a header there).
     #[serde(default)]
-    pub token: Option<String>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub exp: Option<i64>,
+    #[serde(default)]
+    pub sig: Option<String>,
     /// Serve as an attachment.
     #[serde(default)]
     pub download: Option<bool>,
@@ -453,7 +459,14 @@ async fn clip(
             format!("attachment; filename=\"{id}-{start}-{end}.mp4\""),
         ));
     }
-    Ok(res.body(clip.mp4))
+    // Streamed from its file; the scratch directory goes when the stream is dropped (sent, or
+    // the client went away).
+    let guard = clip.guard;
+    let body = tokio_util::io::ReaderStream::new(clip.file).map(move |chunk| {
+        let _ = &guard;
+        chunk
+    });
+    Ok(res.no_chunking(clip.len).streaming(body))
 }
 
 /// The camera's latest snapshot.

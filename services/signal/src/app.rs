@@ -58,7 +58,7 @@ impl AppState {
                 cameras.clone(),
                 Duration::from_millis(config.janus.reconcile_interval_ms),
             ),
-            recordings: Recordings::new(state.clone(), media.clone()),
+            recordings: Recordings::new(state.clone(), media.clone(), config.max_clip_exports),
             sessions: Sessions::new(state.clone(), users.clone(), config.auth.clone()),
             users,
             max_views_per_socket: config.max_views_per_socket,

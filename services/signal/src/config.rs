@@ -35,6 +35,9 @@ pub struct SignalConfig {
     /// A view whose offer the browser has not answered by then is closed (its Janus session
     /// and ports freed).
     pub offer_timeout_ms: u64,
+    /// Clip exports one signal instance runs at once (each downloads and remuxes up to an
+    /// hour of video); more are answered 503 `busy`.
+    pub max_clip_exports: usize,
 }
 
 impl Default for SignalConfig {
@@ -53,6 +56,7 @@ impl Default for SignalConfig {
             max_views_per_socket: 4,
             max_views_per_user: 16,
             offer_timeout_ms: 20_000,
+            max_clip_exports: 2,
         }
     }
 }

@@ -5,6 +5,11 @@
 //! stream (`splitmuxsrc`), finding the keyframes around the requested range (a parse-only
 //! pass), and remuxing the access units between them into one MP4 (`mp4mux`). Its bounds are
 //! the range rounded out to keyframes, and a clip stops at the first gap in the recording.
+//!
+//! Clips are cut in a scratch directory per export (`<tmp>/cloudcam-clips/<pid>-…`) and
+//! streamed from disk; the directory goes when the response ends or the client goes away, and
+//! directories of processes that died are swept when signal starts. At most a configured
+//! number of exports run at once.
 
 use crate::error::ApiError;
 use crate::model::Need;
@@ -41,11 +46,15 @@ pub struct Span {
     pub end_ms: i64,
 }
 
-/// A cut clip: one MP4 and its actual bounds (ms since the epoch).
+/// A cut clip: one MP4 on disk and its actual bounds (ms since the epoch). The file (and its
+/// export slot) lives as long as this value.
 pub struct Clip {
-    pub mp4: Vec<u8>,
+    pub file: tokio::fs::File,
+    pub len: u64,
     pub start_ms: i64,
     pub end_ms: i64,
+    /// Dropped with the clip: removes its scratch directory, frees its export slot.
+    pub guard: (tempfile::TempDir, tokio::sync::OwnedSemaphorePermit),
 }
 
 #[derive(Clone)]
@@ -53,6 +62,32 @@ pub struct Recordings {
     state: Arc<dyn StateStore>,
     media: Arc<dyn object_store::ObjectStore>,
     cameras: CameraStore,
+    exports: Arc<tokio::sync::Semaphore>,
+    max_exports: usize,
+    scratch: PathBuf,
+}
+
+/// Where clips are cut.
+fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join("cloudcam-clips")
+}
+
+/// Removes the scratch directories of processes that no longer run (a signal killed while
+/// exporting); returns how many.
+fn sweep(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Checks a range and returns its length (no arithmetic on it can overflow).
@@ -67,11 +102,26 @@ fn check(from: i64, to: i64) -> Result<i64, ApiError> {
 }
 
 impl Recordings {
-    pub fn new(state: Arc<dyn StateStore>, media: Arc<dyn object_store::ObjectStore>) -> Self {
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        media: Arc<dyn object_store::ObjectStore>,
+        max_exports: usize,
+    ) -> Self {
+        let scratch = scratch_root();
+        let swept = sweep(&scratch);
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed clip scratch directories left by earlier processes"
+            );
+        }
         Self {
             cameras: CameraStore::new(state.clone()),
             state,
             media,
+            exports: Arc::new(tokio::sync::Semaphore::new(max_exports)),
+            max_exports,
+            scratch,
         }
     }
 
@@ -115,6 +165,12 @@ impl Recordings {
             ));
         }
         self.allowed(caller, id).await?;
+        let permit = self.exports.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Busy(format!(
+                "{} clip exports are running on this instance",
+                self.max_exports
+            ))
+        })?;
         let all = segments(&*self.state, id, from, to).await?;
         // One continuous span, starting with the segment that holds `from`.
         let mut span: Vec<Segment> = Vec::new();
@@ -132,19 +188,35 @@ impl Recordings {
                 "no recording of camera {id} between {from} and {to}"
             )));
         }
-        let dir = tempdir()?;
-        let result = self.cut(&dir, &span, from, to).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        result
+        let media = |e: &dyn std::fmt::Display| ApiError::Media(e.to_string());
+        std::fs::create_dir_all(&self.scratch).map_err(|e| media(&e))?;
+        // Removed when dropped: on an error below, or with the clip once it is sent.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .tempdir_in(&self.scratch)
+            .map_err(|e| media(&e))?;
+        let (start_ms, end_ms) = self.cut(dir.path(), &span, from, to).await?;
+        let file = tokio::fs::File::open(dir.path().join("clip.mp4"))
+            .await
+            .map_err(|e| media(&e))?;
+        let len = file.metadata().await.map_err(|e| media(&e))?.len();
+        Ok(Clip {
+            file,
+            len,
+            start_ms,
+            end_ms,
+            guard: (dir, permit),
+        })
     }
 
+    /// Cuts `clip.mp4` in `dir`; returns its actual bounds.
     async fn cut(
         &self,
         dir: &Path,
         span: &[Segment],
         from: i64,
         to: i64,
-    ) -> Result<Clip, ApiError> {
+    ) -> Result<(i64, i64), ApiError> {
         let media = |e: &dyn std::fmt::Display| ApiError::Media(e.to_string());
         for (i, s) in span.iter().enumerate() {
             let bytes = self
@@ -169,14 +241,10 @@ impl Recordings {
             .await
             .map_err(|e| media(&e))?
             .map_err(|e| media(&e))?;
-        let mp4 = tokio::fs::read(dir.join("clip.mp4"))
-            .await
-            .map_err(|e| media(&e))?;
-        Ok(Clip {
-            mp4,
-            start_ms: base + (cut.0 / 1_000_000) as i64,
-            end_ms: base + (cut.1 / 1_000_000) as i64,
-        })
+        Ok((
+            base + (cut.0 / 1_000_000) as i64,
+            base + (cut.1 / 1_000_000) as i64,
+        ))
     }
 
     /// The camera's latest snapshot (JPEG).
@@ -204,12 +272,6 @@ impl Recordings {
             .await?;
         Ok(())
     }
-}
-
-fn tempdir() -> Result<PathBuf, ApiError> {
-    let dir = std::env::temp_dir().join(format!("cloudcam-clip-{}", cloudcam_core::random_hex(8)));
-    std::fs::create_dir_all(&dir).map_err(|e| ApiError::Media(e.to_string()))?;
-    Ok(dir)
 }
 
 /// Runs a pipeline to its end (or fails after a minute).
@@ -318,4 +380,33 @@ fn remux(dir: &Path, from_ns: u64, to_ns: u64) -> anyhow::Result<(u64, u64)> {
     });
     run_to_eos(&cut)?;
     Ok((start - first, end - first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_only_what_dead_processes_left() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = root.path().join("999999999-abc");
+        let ours = root.path().join(format!("{}-def", std::process::id()));
+        for d in [&dead, &ours] {
+            std::fs::create_dir_all(d.join("x")).unwrap();
+        }
+        assert_eq!(sweep(root.path()), 1);
+        assert!(!dead.exists());
+        assert!(ours.exists());
+    }
+
+    #[test]
+    fn ranges_are_checked_without_overflow() {
+        assert_eq!(check(0, i64::MAX).unwrap(), i64::MAX);
+        assert_eq!(check(-1, 5).unwrap_err().code(), "invalid_range");
+        assert_eq!(
+            check(i64::MIN, i64::MAX).unwrap_err().code(),
+            "invalid_range"
+        );
+        assert_eq!(check(5, 5).unwrap_err().code(), "invalid_range");
+    }
 }
