@@ -20,3 +20,4 @@ pub use api::Api;
 pub use browser::Browser;
 pub use procs::{Proc, free_port, wait_for};
 pub use stack::TestEnv;
+pub use ws::WsClient;

@@ -60,6 +60,19 @@ impl WsClient {
         .context("no matching WebSocket message in time")?
     }
 
+    /// Whether signal closes the socket within `timeout` (messages until then are dropped).
+    pub async fn closed_within(&mut self, timeout: Duration) -> bool {
+        let closed = tokio::time::timeout(timeout, async {
+            while let Some(msg) = self.socket.next().await {
+                if matches!(msg, Err(_) | Ok(Message::Close(_))) {
+                    return;
+                }
+            }
+        })
+        .await;
+        closed.is_ok()
+    }
+
     /// Opens a view of `camera_id`; returns its view id once signal offers it.
     pub async fn watch(&mut self, camera_id: &str) -> Result<String> {
         self.send(serde_json::json!({"type": "watch", "camera_id": camera_id}))

@@ -367,7 +367,7 @@ impl Cameras {
             .record
             .shares
             .into_iter()
-            .map(|(user, grant)| Share { user, grant })
+            .map(|(user, grant)| Share::new(user, grant))
             .collect())
     }
 

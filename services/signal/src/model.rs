@@ -82,8 +82,20 @@ impl Grant {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Share {
     pub user: String,
-    #[serde(flatten)]
-    pub grant: Grant,
+    pub live: bool,
+    pub playback: bool,
+    pub manage: bool,
+}
+
+impl Share {
+    pub fn new(user: String, grant: Grant) -> Self {
+        Self {
+            user,
+            live: grant.live,
+            playback: grant.playback,
+            manage: grant.manage,
+        }
+    }
 }
 
 /// What a request needs of a camera.
