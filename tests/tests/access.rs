@@ -115,7 +115,7 @@ async fn each_account_sees_and_does_only_what_it_may() -> anyhow::Result<()> {
     let (status, list) = v.call("GET", "/cameras", None).await?;
     assert_eq!(status, 200);
     let ids: Vec<String> = list.as_array().unwrap().iter().map(id_of).collect();
-    assert_eq!(ids, [a.clone()], "V lists {list}");
+    assert_eq!(ids, std::slice::from_ref(&a), "V lists {list}");
     assert_eq!(
         list[0]["access"],
         json!({"live": true, "playback": false, "manage": false})

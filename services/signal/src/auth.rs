@@ -206,7 +206,7 @@ impl Sessions {
         let valid = Self::mac(self.key().await?, user, u.epoch, path, exp)
             .verify_slice(&sig)
             .is_ok();
-        Ok(valid.then(|| Credential::Signed {
+        Ok(valid.then_some(Credential::Signed {
             user: u.name,
             epoch: u.epoch,
         }))

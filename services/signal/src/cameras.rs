@@ -427,7 +427,8 @@ impl Cameras {
         };
         let mountpoint = self.store.mountpoint(id).await?;
         let wanted = self.demand.is_wanted(id).await?;
-        let has_secret = stored.record.info.username.is_some();
+        let info = &stored.record.info;
+        let has_secret = info.username.is_some() || info.has_password;
         let spec = spec(
             &stored.record,
             mountpoint.as_ref(),
