@@ -9,6 +9,8 @@
 # JANUS_NAT_1_1=<address browsers reach> and JANUS_RTP_PORT_RANGE match the published UDP ports,
 # JANUS_ICE_IFACE names the interface ICE may use. JANUS_ADMIN_KEY sets the streaming plugin's
 # admin_key (give signal the same as janus.admin_key): it lets signal list private mountpoints.
+# JANUS_API_SECRET sets the API's api_secret (signal's janus.api_secret): requests without it
+# are refused.
 set -euo pipefail
 dir=$1 http_port=$2 admin_port=${3:-0}
 libdir=$(dirname "$(ls -d /usr/lib/*/janus/plugins | head -1)")
@@ -20,6 +22,8 @@ http_ip=${JANUS_HTTP_IP:-127.0.0.1}
 port_range=${JANUS_RTP_PORT_RANGE:-40000-44999}
 nat_1_1=""
 [ -n "${JANUS_NAT_1_1:-}" ] && nat_1_1="nat_1_1_mapping = \"$JANUS_NAT_1_1\""
+api_secret=""
+[ -n "${JANUS_API_SECRET:-}" ] && api_secret="api_secret = \"$JANUS_API_SECRET\""
 mkdir -p "$dir"
 disable_plugins=$(cd "$libdir/plugins" && ls libjanus_*.so | grep -v streaming | paste -sd, -)
 disable_transports=$(cd "$libdir/transports" && ls libjanus_*.so | grep -v http | paste -sd, -)
@@ -32,6 +36,7 @@ general: {
   loggers_folder = "$libdir/loggers"
   debug_level = 4
   session_timeout = 60
+  $api_secret
 }
 media: {
   rtp_port_range = "$port_range"

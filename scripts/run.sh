@@ -23,7 +23,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT INT TERM
 
 janus_admin_key=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-JANUS_ADMIN_KEY="$janus_admin_key" scripts/janus-config.sh "$PWD/$run/janus" "$janus_port"
+janus_api_secret=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+JANUS_ADMIN_KEY="$janus_admin_key" JANUS_API_SECRET="$janus_api_secret" \
+  scripts/janus-config.sh "$PWD/$run/janus" "$janus_port"
 janus -F "$PWD/$run/janus" > "$run/janus.log" 2>&1 & pids+=($!)
 target/debug/camsim --port "$camsim_port" \
   --stream "demo:width=1280,height=720,fps=25,gop=50" > "$run/camsim.log" 2>&1 & pids+=($!)
@@ -32,6 +34,7 @@ CLOUDCAM_STANDALONE_SIGNAL__LISTEN="0.0.0.0:$port" \
 CLOUDCAM_STANDALONE_SIGNAL__AUTH__ADMIN_PASSWORD="$password" \
 CLOUDCAM_STANDALONE_SIGNAL__JANUS__URL="http://127.0.0.1:$janus_port/janus" \
 CLOUDCAM_STANDALONE_SIGNAL__JANUS__ADMIN_KEY="$janus_admin_key" \
+CLOUDCAM_STANDALONE_SIGNAL__JANUS__API_SECRET="$janus_api_secret" \
 CLOUDCAM_STANDALONE_SIGNAL__MEDIA__LOCAL_DIR="$run/media" \
 CLOUDCAM_STANDALONE_RECORDER__SPOOL_DIR="$run/spool" \
   target/debug/cloudcam-standalone > "$run/cloudcam.log" 2>&1 & pids+=($!)

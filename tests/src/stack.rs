@@ -128,12 +128,14 @@ impl TestEnv {
                 "",
                 "--appendonly",
                 "no",
+                "--requirepass",
+                REDIS_PASSWORD,
             ]),
         )?;
         wait_tcp("Redis", port, Duration::from_secs(20)).await?;
         Ok(Redis {
             proc,
-            url: format!("redis://127.0.0.1:{port}/"),
+            url: format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/"),
         })
     }
 
@@ -148,6 +150,7 @@ impl TestEnv {
         let dir = self.dir.join(name);
         let status = Command::new(workspace().join("scripts/janus-config.sh"))
             .env("JANUS_ADMIN_KEY", JANUS_ADMIN_KEY)
+            .env("JANUS_API_SECRET", JANUS_API_SECRET)
             .arg(&dir)
             .arg(port.to_string())
             .arg(admin_port.to_string())
@@ -164,7 +167,7 @@ impl TestEnv {
             async move {
                 let res = http
                     .post(&url)
-                    .json(&serde_json::json!({"janus": "ping", "transaction": "t"}))
+                    .json(&serde_json::json!({"janus": "ping", "transaction": "t", "apisecret": JANUS_API_SECRET}))
                     .send()
                     .await
                     .ok()?;
@@ -255,6 +258,10 @@ impl TestEnv {
                 JANUS_ADMIN_KEY.into(),
             ),
             (
+                "CLOUDCAM_SIGNAL_JANUS__API_SECRET".into(),
+                JANUS_API_SECRET.into(),
+            ),
+            (
                 "CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MIN".into(),
                 rtp.to_string(),
             ),
@@ -266,8 +273,11 @@ impl TestEnv {
                 "CLOUDCAM_SIGNAL_JANUS__RECONCILE_INTERVAL_MS".into(),
                 "1000".into(),
             ),
-            // Test clients open views they never answer (a watch alone registers a viewer).
+            // Test clients open views they never answer (a watch alone registers a viewer),
+            // many on one socket; the bounds have their own test (hardening).
             ("CLOUDCAM_SIGNAL_OFFER_TIMEOUT_MS".into(), "600000".into()),
+            ("CLOUDCAM_SIGNAL_MAX_VIEWS_PER_SOCKET".into(), "64".into()),
+            ("CLOUDCAM_SIGNAL_MAX_VIEWS_PER_USER".into(), "256".into()),
         ];
         if let Some(k) = kafka {
             env.push(("CLOUDCAM_SIGNAL_KAFKA__BROKERS".into(), k.brokers.clone()));
@@ -330,6 +340,7 @@ impl TestEnv {
                 "CLOUDCAM_INGEST_METRICS_LISTEN",
                 format!("127.0.0.1:{port}"),
             )
+            .env("CLOUDCAM_INGEST_RESTREAM_AUTH__PASSWORD", RESTREAM_PASSWORD)
             .env("CLOUDCAM_INGEST_KAFKA__BROKERS", &kafka.brokers)
             .env("CLOUDCAM_INGEST_REDIS__URL", &redis.url)
             .env("CLOUDCAM_INGEST_CAMERA__STALL_TIMEOUT_MS", "3000")
@@ -383,6 +394,13 @@ impl TestEnv {
 /// The streaming plugin's admin key of every test gateway (signal lists private mountpoints
 /// with it).
 pub const JANUS_ADMIN_KEY: &str = "cloudcam-test-admin-key";
+/// The re-stream credential ingest workers require and recorders present, in tests (user
+/// `cloudcam`).
+pub const RESTREAM_PASSWORD: &str = "cloudcam-test-restream";
+/// Redis in tests requires this password (as compose's does).
+pub const REDIS_PASSWORD: &str = "cloudcam-test-redis-password";
+/// The Janus HTTP API's `api_secret` in tests: requests without it are refused.
+pub const JANUS_API_SECRET: &str = "cloudcam-test-api-secret";
 
 pub const S3_ACCESS_KEY: &str = "GK0123456789abcdef01234567";
 pub const S3_SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -439,6 +457,10 @@ impl TestEnv {
             .env(
                 "CLOUDCAM_RECORDER_METRICS_LISTEN",
                 format!("127.0.0.1:{port}"),
+            )
+            .env(
+                "CLOUDCAM_RECORDER_RECORDER__RESTREAM_AUTH__PASSWORD",
+                RESTREAM_PASSWORD,
             )
             .env("CLOUDCAM_RECORDER_KAFKA__BROKERS", &kafka.brokers)
             .env("CLOUDCAM_RECORDER_REDIS__URL", &redis.url)
@@ -718,8 +740,9 @@ impl Janus {
     /// plugin's reply.
     async fn streaming(&self, body: serde_json::Value) -> Result<serde_json::Value> {
         let http = reqwest::Client::new();
-        let post = |url: String, body: serde_json::Value| {
+        let post = |url: String, mut body: serde_json::Value| {
             let http = http.clone();
+            body["apisecret"] = serde_json::json!(JANUS_API_SECRET);
             async move {
                 let v: serde_json::Value = http.post(url).json(&body).send().await?.json().await?;
                 Ok::<_, anyhow::Error>(v)

@@ -6,7 +6,9 @@
 //! bounded metric labels; checked clip ranges; metrics and readiness only on the internal
 //! listener; errors without internal addresses; clip scratch left by a dead process swept.
 
-use cloudcam_tests::stack::{ADMIN_PASSWORD, ADMIN_USER, TestEnv, binary, workspace};
+use cloudcam_tests::stack::{
+    ADMIN_PASSWORD, ADMIN_USER, REDIS_PASSWORD, TestEnv, binary, workspace,
+};
 use cloudcam_tests::{Api, WsClient, wait_for};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -129,6 +131,35 @@ async fn every_defence_holds_from_outside() -> anyhow::Result<()> {
     assert!(
         !stale.exists(),
         "the dead process's clip scratch is still there"
+    );
+
+    // The internal plane authenticates: Janus's API wants its api_secret, Redis its password
+    // (the platform above runs with both).
+    let reply: Value = reqwest::Client::new()
+        .post(&janus.url)
+        .json(&json!({"janus": "create", "transaction": "t"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        reply["janus"], "error",
+        "Janus created a session without the secret: {reply}"
+    );
+    assert_eq!(reply["error"]["code"], 403, "{reply}");
+    let open = redis.url.replace(&format!(":{REDIS_PASSWORD}@"), "");
+    let mut con = redis::Client::open(open.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let refused: redis::RedisResult<Option<String>> = redis::cmd("GET")
+        .arg("cloudcam:users")
+        .query_async(&mut con)
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("NOAUTH")),
+        "Redis answered without its password: {refused:?}"
     );
     let base = &signal.base;
     let http = reqwest::Client::new();

@@ -58,13 +58,36 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
     )
     .await?;
 
-    // The worker re-serves the camera over RTSP (no credentials needed there: it is the
-    // worker's own stream), for recorders and any RTSP client.
+    // The worker re-serves the camera over RTSP for recorders and any RTSP client that has
+    // the deployment's re-stream credential; without it the answer is 401.
     let restream = live["status"]["restream_url"]
         .as_str()
         .unwrap_or("")
         .to_string();
     assert!(restream.starts_with("rtsp://127.0.0.1:"), "{live}");
+    let hostport = restream
+        .trim_start_matches("rtsp://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut conn = tokio::net::TcpStream::connect(&hostport).await?;
+    tokio::io::AsyncWriteExt::write_all(
+        &mut conn,
+        format!("DESCRIBE {restream} RTSP/1.0\r\nCSeq: 1\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut reply = [0u8; 64];
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut conn, &mut reply),
+    )
+    .await??;
+    let reply = String::from_utf8_lossy(&reply[..n]).to_string();
+    assert!(
+        reply.starts_with("RTSP/1.0 401"),
+        "the re-stream answered an unauthenticated DESCRIBE: {reply}"
+    );
     // An RTSP client retries a refused session, as the recorders do (the first DESCRIBE right
     // after the camera went live is occasionally dropped by the server: a known flake).
     cloudcam_tests::wait_for(
@@ -79,6 +102,8 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
                         "rtspsrc",
                         &format!("location={restream}"),
                         "protocols=tcp",
+                        "user-id=cloudcam",
+                        &format!("user-pw={}", cloudcam_tests::stack::RESTREAM_PASSWORD),
                         "!",
                     ])
                     .args([

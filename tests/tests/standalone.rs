@@ -3,7 +3,7 @@
 //! directory, and serves the same API and contract as the fleet.
 
 use cloudcam_tests::procs::{Proc, free_port, free_udp_range};
-use cloudcam_tests::stack::{ADMIN_PASSWORD, JANUS_ADMIN_KEY, TestEnv, binary};
+use cloudcam_tests::stack::{ADMIN_PASSWORD, JANUS_ADMIN_KEY, JANUS_API_SECRET, TestEnv, binary};
 use cloudcam_tests::{Api, wait_for};
 use serde_json::json;
 use std::process::Command;
@@ -40,6 +40,10 @@ async fn one_process_relays_and_records_a_camera() -> anyhow::Result<()> {
         .env(
             "CLOUDCAM_STANDALONE_SIGNAL__JANUS__ADMIN_KEY",
             JANUS_ADMIN_KEY,
+        )
+        .env(
+            "CLOUDCAM_STANDALONE_SIGNAL__JANUS__API_SECRET",
+            JANUS_API_SECRET,
         )
         .env(
             "CLOUDCAM_STANDALONE_SIGNAL__JANUS__RTP_PORT_MIN",

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -40,6 +40,63 @@ pub fn load<T: DeserializeOwned + Validate>(
     let cfg: T = builder.build()?.try_deserialize()?;
     cfg.validate().map_err(ConfigError::Invalid)?;
     Ok(cfg)
+}
+
+/// The credential of the workers' RTSP re-streams (RTSP digest): ingest requires it, recorders
+/// present it. One per deployment; its `Debug` output never shows the password.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestreamAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl Default for RestreamAuth {
+    fn default() -> Self {
+        Self {
+            user: "cloudcam".into(),
+            password: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RestreamAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestreamAuth")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Validate for RestreamAuth {
+    fn validate(&self) -> Result<(), String> {
+        if self.user.is_empty() || self.password.len() < 12 {
+            return Err(
+                "restream_auth.user must be set and restream_auth.password must have at least 12 \
+                 characters (the deployment's re-stream credential, the same for ingest and \
+                 recorders)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A copy of the configuration file at `path` with `from` replaced by `to` (for tests of
+/// reference configurations whose secrets are deliberately left empty or refused).
+pub fn edited_copy(path: &Path, from: &str, to: &str) -> std::io::Result<PathBuf> {
+    let text = std::fs::read_to_string(path)?;
+    assert!(text.contains(from), "{from:?} is not in {}", path.display());
+    let dir = std::env::temp_dir().join(format!(
+        "cloudcam-config-{}-{}",
+        std::process::id(),
+        crate::random_hex(4)
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join(path.file_name().unwrap_or_default());
+    std::fs::write(&copy, text.replace(from, to))?;
+    Ok(copy)
 }
 
 /// Redis connection settings (the `[redis]` section).

@@ -260,9 +260,14 @@ impl CameraActor {
 
     /// Takes a snapshot when one is due or was requested (checked once a second while live).
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
-        let (Some(store), Some(mount)) = (self.shared.store.clone(), self.restream.as_ref()) else {
+        let (Some(store), Some(mount), Some(server)) = (
+            self.shared.store.clone(),
+            self.restream.as_ref(),
+            self.shared.restream.as_ref(),
+        ) else {
             return;
         };
+        let auth = server.auth().clone();
         if self.snapshot_busy || self.status.state != CameraState::Live {
             return;
         }
@@ -285,7 +290,7 @@ impl CameraActor {
             }
             let _ = state.del(&req_key).await;
             let jpeg = tokio::task::spawn_blocking(move || {
-                crate::snapshot::take(&url, Duration::from_secs(10))
+                crate::snapshot::take(&url, &auth, Duration::from_secs(10))
             })
             .await;
             match jpeg {

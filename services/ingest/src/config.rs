@@ -17,6 +17,8 @@ pub struct IngestConfig {
     pub restream_listen: String,
     /// Host name put in re-stream URLs; empty means the host of `restream_listen`.
     pub restream_advertise: String,
+    /// The credential re-stream clients (recorders) must present.
+    pub restream_auth: cloudcam_core::config::RestreamAuth,
     pub kafka: KafkaSettings,
     pub redis: RedisSettings,
     /// Where snapshots go (S3, or a local directory).
@@ -31,6 +33,7 @@ impl Default for IngestConfig {
             metrics_listen: "127.0.0.1:9101".into(),
             restream_listen: "127.0.0.1:9554".into(),
             restream_advertise: String::new(),
+            restream_auth: Default::default(),
             kafka: KafkaSettings::default(),
             redis: RedisSettings::default(),
             media: Default::default(),
@@ -44,6 +47,7 @@ impl Validate for IngestConfig {
         self.metrics_listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
+        self.restream_auth.validate()?;
         self.camera.validate()
     }
 }
@@ -174,9 +178,21 @@ mod reference {
     #[test]
     fn reference_config_parses_and_validates() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/ingest.toml");
-        let cfg: IngestConfig =
-            cloudcam_core::config::load("ingest-reference-test", Some(path.as_ref()))
-                .expect("config/ingest.toml loads");
+        // As shipped, it has no re-stream password, and is refused.
+        let err = cloudcam_core::config::load::<IngestConfig>(
+            "ingest-reference-test",
+            Some(path.as_ref()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("restream_auth"), "{err}");
+        let own = cloudcam_core::config::edited_copy(
+            path.as_ref(),
+            "password = \"\"",
+            "password = \"a-long-restream-password\"",
+        )
+        .unwrap();
+        let cfg: IngestConfig = cloudcam_core::config::load("ingest-reference-test", Some(&own))
+            .expect("config/ingest.toml loads");
         assert_eq!(
             cfg.camera.stall_timeout_ms,
             CameraSettings::default().stall_timeout_ms

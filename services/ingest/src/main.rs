@@ -32,8 +32,11 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = cloudcam_core::ops::shutdown_signal();
     gstreamer::init()?;
-    let restream =
-        cloudcam_ingest::restream::Restream::start(&cfg.restream_listen, &cfg.restream_advertise)?;
+    let restream = cloudcam_ingest::restream::Restream::start(
+        &cfg.restream_listen,
+        &cfg.restream_advertise,
+        cfg.restream_auth.clone(),
+    )?;
     cloudcam_ingest::run(
         worker_id,
         cfg.camera,

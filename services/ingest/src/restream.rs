@@ -6,6 +6,7 @@
 //! factory reads that port only while somebody watches (shared media), and re-payloads the
 //! H.264 without decoding it.
 
+use cloudcam_core::config::RestreamAuth;
 use gstreamer as gst;
 use gstreamer_rtsp_server::prelude::*;
 use gstreamer_rtsp_server::{self as rtsp_server};
@@ -23,8 +24,12 @@ pub enum RestreamError {
 pub struct Restream {
     mounts: rtsp_server::RTSPMountPoints,
     public_base: String,
+    auth: RestreamAuth,
     _server: rtsp_server::RTSPServer,
 }
+
+/// The role the re-stream credential grants: access to every camera's media.
+const ROLE: &str = "recorder";
 
 /// A camera's mount: where its relay sends RTP, and the URL clients pull.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,13 +41,20 @@ pub struct Mount {
 }
 
 impl Restream {
-    /// Listens on `listen` (`host:port`) and advertises `rtsp://<advertise or host>:<port>`.
-    /// Runs its own GLib main loop thread.
-    pub fn start(listen: &str, advertise: &str) -> Result<Self, RestreamError> {
+    /// Listens on `listen` (`host:port`) and advertises `rtsp://<advertise or host>:<port>`;
+    /// clients must authenticate with `auth` (RTSP digest). Runs its own GLib main loop thread.
+    pub fn start(listen: &str, advertise: &str, auth: RestreamAuth) -> Result<Self, RestreamError> {
         let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8554"));
         let server = rtsp_server::RTSPServer::new();
         server.set_address(host);
         server.set_service(port);
+        let rtsp_auth = rtsp_server::RTSPAuth::new();
+        rtsp_auth.set_supported_methods(gstreamer_rtsp::RTSPAuthMethod::Digest);
+        let token = rtsp_server::RTSPToken::builder()
+            .field(rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
+            .build();
+        rtsp_auth.add_digest(&auth.user, &auth.password, &token);
+        server.set_auth(Some(&rtsp_auth));
         let mounts = server
             .mount_points()
             .expect("a new server has mount points");
@@ -67,6 +79,7 @@ impl Restream {
         Ok(Self {
             mounts,
             public_base: format!("rtsp://{public_host}:{bound}"),
+            auth,
             _server: server,
         })
     }
@@ -114,8 +127,19 @@ impl Restream {
             mount.rtp_port
         ));
         factory.set_shared(true);
+        factory.add_role_from_structure(
+            &gst::Structure::builder(ROLE)
+                .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                .build(),
+        );
         self.mounts
             .add_factory(&format!("/cam/{camera_id}"), factory);
+    }
+
+    /// The credential clients present (the worker's own snapshots pull with it too).
+    pub fn auth(&self) -> &RestreamAuth {
+        &self.auth
     }
 
     pub fn unmount(&self, camera_id: &str) {

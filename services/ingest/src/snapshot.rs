@@ -8,18 +8,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Takes one JPEG from `url` (blocking; call from a blocking task).
-pub fn take(url: &str, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+/// Takes one JPEG from `url`, authenticating with `auth` (blocking; call from a blocking task).
+pub fn take(
+    url: &str,
+    auth: &cloudcam_core::config::RestreamAuth,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
     let pipeline = gst::parse::launch(
         "rtspsrc name=src protocols=tcp latency=0 ! rtph264depay ! h264parse name=parse \
          ! avdec_h264 ! videoconvert ! jpegenc quality=85 ! appsink name=sink max-buffers=1 sync=false",
     )?
     .downcast::<gst::Pipeline>()
     .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    pipeline
-        .by_name("src")
-        .expect("named src")
-        .set_property("location", url);
+    let src = pipeline.by_name("src").expect("named src");
+    src.set_property("location", url);
+    src.set_property("user-id", &auth.user);
+    src.set_property("user-pw", &auth.password);
     // Drop everything before the first keyframe: the decoder then never sees a partial GOP.
     let seen_key = Arc::new(AtomicBool::new(false));
     let pad = pipeline

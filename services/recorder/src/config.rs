@@ -23,6 +23,7 @@ impl Validate for RecorderConfig {
         self.metrics_listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
+        self.recorder.restream_auth.validate()?;
         self.recorder.validate()
     }
 }
@@ -41,6 +42,8 @@ pub struct RecorderSettings {
     pub retention_interval_ms: u64,
     /// A re-stream silent this long is reconnected.
     pub stall_timeout_ms: u64,
+    /// The credential the ingest workers' re-streams require.
+    pub restream_auth: cloudcam_core::config::RestreamAuth,
 }
 
 impl Default for RecorderSettings {
@@ -51,6 +54,7 @@ impl Default for RecorderSettings {
             spool_max_bytes: 2 * 1024 * 1024 * 1024,
             retention_interval_ms: 60_000,
             stall_timeout_ms: 10_000,
+            restream_auth: Default::default(),
         }
     }
 }
@@ -94,8 +98,21 @@ mod tests {
     #[test]
     fn reference_config_parses_and_validates() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/recorder.toml");
+        // As shipped, it has no re-stream password, and is refused.
+        let err = cloudcam_core::config::load::<RecorderConfig>(
+            "recorder-reference-test",
+            Some(path.as_ref()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("restream_auth"), "{err}");
+        let own = cloudcam_core::config::edited_copy(
+            path.as_ref(),
+            "password = \"\"",
+            "password = \"a-long-restream-password\"",
+        )
+        .unwrap();
         let cfg: RecorderConfig =
-            cloudcam_core::config::load("recorder-reference-test", Some(path.as_ref()))
+            cloudcam_core::config::load("recorder-reference-test", Some(&own))
                 .expect("config/recorder.toml loads");
         assert_eq!(cfg.recorder.segment_seconds, 10);
     }

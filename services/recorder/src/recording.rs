@@ -152,9 +152,12 @@ impl RecordingActor {
         std::fs::create_dir_all(&dir)?;
         let pattern = dir.join(format!("{}-{run}-%06d.mp4", cloudcam_core::now_ms()));
         let pipeline = gst::Pipeline::new();
+        let auth = &self.shared.settings.restream_auth;
         let src = gst::ElementFactory::make("rtspsrc")
             .property("location", url)
             .property("latency", 200u32)
+            .property("user-id", &auth.user)
+            .property("user-pw", &auth.password)
             .build()?;
         src.set_property_from_str("protocols", "tcp");
         let mux = gst::ElementFactory::make("splitmuxsink")

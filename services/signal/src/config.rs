@@ -108,6 +108,9 @@ pub struct JanusSettings {
     /// lists the private mountpoints and creates only the missing ones; without it every
     /// pass asks Janus to create each mountpoint and reads "already exists" from the error.
     pub admin_key: String,
+    /// The gateways' `api_secret` (the same on every gateway): Janus refuses API requests
+    /// without it.
+    pub api_secret: String,
 }
 
 /// One gateway of the Janus pool.
@@ -152,6 +155,7 @@ impl Default for JanusSettings {
             rtp_port_max: 30999,
             reconcile_interval_ms: 3000,
             admin_key: String::new(),
+            api_secret: String::new(),
         }
     }
 }

@@ -101,10 +101,12 @@ impl PluginData {
 pub struct Janus {
     http: reqwest::Client,
     url: String,
+    /// The gateway's `api_secret` (empty: none), sent with every request.
+    api_secret: String,
 }
 
 impl Janus {
-    pub fn new(url: &str) -> Self {
+    pub fn new(url: &str, api_secret: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(40))
             .build()
@@ -112,11 +114,15 @@ impl Janus {
         Self {
             http,
             url: url.trim_end_matches('/').to_string(),
+            api_secret: api_secret.to_string(),
         }
     }
 
     async fn post(&self, path: &str, mut body: Value) -> Result<Reply, JanusError> {
         body["transaction"] = json!(cloudcam_core::random_hex(8));
+        if !self.api_secret.is_empty() {
+            body["apisecret"] = json!(self.api_secret);
+        }
         let reply: Reply = self
             .http
             .post(format!("{}{path}", self.url))
@@ -219,12 +225,15 @@ impl Handle {
 
     /// Waits (long poll, up to ~30 s) for the session's next events.
     pub async fn poll(&self) -> Result<Vec<Reply>, JanusError> {
-        let res = self
+        let mut req = self
             .janus
             .http
-            .get(format!("{}/{}?maxev=10", self.janus.url, self.session))
-            .send()
-            .await?;
+            .get(format!("{}/{}", self.janus.url, self.session))
+            .query(&[("maxev", "10")]);
+        if !self.janus.api_secret.is_empty() {
+            req = req.query(&[("apisecret", &self.janus.api_secret)]);
+        }
+        let res = req.send().await?;
         let value: Value = res.json().await?;
         let items = match value {
             Value::Array(items) => items,

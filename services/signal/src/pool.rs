@@ -202,7 +202,7 @@ impl Pool {
             .pool()
             .into_iter()
             .map(|g| Gateway {
-                janus: Janus::new(&g.url),
+                janus: Janus::new(&g.url, &settings.api_secret),
                 settings: g,
                 admin_key: settings.admin_key.clone(),
                 // Assumed up until a check says otherwise, so cameras can be placed at start.

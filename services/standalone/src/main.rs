@@ -62,7 +62,11 @@ impl Validate for StandaloneConfig {
 async fn main() -> anyhow::Result<()> {
     cloudcam_core::telemetry::init();
     let args = Args::parse();
-    let cfg: StandaloneConfig = load("standalone", args.config.as_deref())?;
+    let mut cfg: StandaloneConfig = load("standalone", args.config.as_deref())?;
+    // The embedded worker and recorder share a re-stream credential nobody else needs.
+    if cfg.recorder.restream_auth.password.is_empty() {
+        cfg.recorder.restream_auth.password = cloudcam_core::random_hex(16);
+    }
     // The re-stream server is built before any pipeline.
     gstreamer::init()?;
     let bus = cloudcam_core::bus::from_settings(&cfg.signal.kafka).await?;
@@ -85,7 +89,11 @@ async fn main() -> anyhow::Result<()> {
         bus.clone(),
         stopped(stop_rx.clone()),
     ));
-    let restream = cloudcam_ingest::restream::Restream::start(&cfg.restream_listen, "")?;
+    let restream = cloudcam_ingest::restream::Restream::start(
+        &cfg.restream_listen,
+        "",
+        cfg.recorder.restream_auth.clone(),
+    )?;
     let ingest = actix_rt::spawn(cloudcam_ingest::run(
         cloudcam_ingest::config::default_worker_id(),
         cfg.ingest.clone(),

@@ -93,7 +93,7 @@ function render() {
     card.dataset.state = cam.status.state;
     const st = cam.status;
     const extra = st.state === "live" ? ` · ${st.width}×${st.height} · ${st.fps} fps` : "";
-    card.innerHTML = `<img class="snapshot" alt="" hidden><div class="name"></div><div class="url"></div>
+    card.innerHTML = `<img class="snapshot" alt=""><div class="name"></div><div class="url"></div>
       <div><span class="badge ${st.state}">${st.state.replace("_", " ")}</span>${cam.recording ? '<span class="badge rec">REC</span>' : ""}<span class="meta">${extra}</span></div>
       <div class="reason"></div><div class="served"></div>
       <div class="actions"></div>`;
@@ -128,10 +128,14 @@ function render() {
     on("record", async () => {
       try { state.cameras.set(cam.id, await api("PATCH", `/cameras/${cam.id}`, { recording: !cam.recording })); render(); } catch (err) { alert(err.message); }
     });
+    // The image keeps its space while it loads (no layout shift under the pointer); a
+    // camera without playback rights shows none.
+    const img = card.querySelector(".snapshot");
     if (can.playback) {
-      const img = card.querySelector(".snapshot");
-      img.onload = () => { img.hidden = false; };
+      img.onload = () => { img.classList.add("loaded"); };
       signed(`/api/v1/cameras/${cam.id}/snapshot`).then((u) => { img.src = `${u}&t=${state.snapshotEpoch}`; }).catch(() => {});
+    } else {
+      img.remove();
     }
     on("rename", async () => {
       const name = prompt("New name", cam.name);
