@@ -4,6 +4,7 @@
 #   bench_relay_cpu  ingest CPU per camera vs a gst-launch relay of the same N streams
 #   bench_recorder   recorder CPU per camera vs gst-launch splitmuxsink; segment availability
 #   bench_failover   ingest failover after SIGKILL, rejoin and join times vs the session timeout
+#   bench_access     GET /cameras of a viewer (10 shared of 1,000) vs the administrator; sign-in cost
 #   bench_control_plane  GET /cameras, a day's recordings, creation rate, idle CPU at 10 and
 #                    1,000 cameras and with ~1 M segment-index entries (release build)
 #   scripts/bench.sh [TRIES] [N_CAMERAS] [SECONDS]
@@ -17,3 +18,4 @@ cargo run --locked -q -p cloudcam-tests --bin bench_recorder -- "${2:-8}" "${3:-
 cargo run --locked -q -p cloudcam-tests --bin bench_failover -- 5 12
 cargo build --workspace --locked -q --release
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_control_plane
+CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_access

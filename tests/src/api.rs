@@ -113,6 +113,25 @@ impl Api {
         Ok((status, headers, value))
     }
 
+    /// p50 and p99 in ms of `n` sequential GETs of `path` (the body read in full).
+    pub async fn latency(&self, path: &str, n: usize) -> Result<(f64, f64)> {
+        let mut ms = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = std::time::Instant::now();
+            let res = self
+                .http
+                .get(format!("{}/api/v1{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await?;
+            anyhow::ensure!(res.status().is_success(), "GET {path}: {}", res.status());
+            let _ = res.bytes().await?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
+    }
+
     pub async fn create_camera(&self, body: Value) -> Result<Value> {
         let (status, v) = self.call("POST", "/cameras", Some(body)).await?;
         if status != 201 {
@@ -144,4 +163,9 @@ impl Api {
             Err(e) => bail!("{e}; last seen: {}", last.lock().unwrap()["status"]),
         }
     }
+}
+
+/// The `p` quantile (0..=1) of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -34,29 +34,6 @@ struct Point {
     redis_cpu: f64,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// p50 and p99 in ms of `n` sequential GETs of `path`.
-async fn latency(api: &Api, path: &str, n: usize) -> anyhow::Result<(f64, f64)> {
-    let mut ms = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let res = api
-            .http
-            .get(format!("{}/api/v1{path}", api.base))
-            .bearer_auth(&api.token)
-            .send()
-            .await?;
-        anyhow::ensure!(res.status().is_success(), "GET {path}: {}", res.status());
-        let _ = res.bytes().await?;
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -132,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
                 },
             )
             .await?;
-            let (list_p50, list_p99) = latency(&api, "/cameras", 100).await?;
+            let (list_p50, list_p99) = api.latency("/cameras", 100).await?;
             let now = now_ms();
             let day = format!(
                 "/cameras/{}/recordings?from={}&to={}",
@@ -140,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
                 now - 15 * 86_400_000,
                 now - 14 * 86_400_000
             );
-            let (day_p50, day_p99) = latency(&api, &day, 100).await?;
+            let (day_p50, day_p99) = api.latency(&day, 100).await?;
             let (s, i_a, i_b, r) = tokio::join!(
                 cpu_percent(signal_pid, idle),
                 cpu_percent(i1_pid, idle),

@@ -54,11 +54,6 @@ const MEASURE_JS: &str = r#"(async (token, cameraId) => {
   return ms;
 })"#;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let tries: usize = std::env::args()
@@ -120,7 +115,10 @@ async fn main() -> anyhow::Result<()> {
             samples.push(ms);
         }
         samples.sort_by(f64::total_cmp);
-        let (p50, p95) = (percentile(&samples, 0.5), percentile(&samples, 0.95));
+        let (p50, p95) = (
+            cloudcam_tests::api::percentile(&samples, 0.5),
+            cloudcam_tests::api::percentile(&samples, 0.95),
+        );
         println!(
             "{label}: watch → video playing (3rd frame) over {tries} tries: median {p50:.0} ms, p95 {p95:.0} ms, min {:.0} ms, max {:.0} ms",
             samples[0],
