@@ -240,8 +240,12 @@ impl TestEnv {
         let port = free_port();
         let internal = free_port();
         let rtp = free_udp_range(100);
+        // Clip scratch directories land under the test's directory.
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
         let mut env: Vec<(String, String)> = vec![
             ("RUST_LOG".into(), "info".into()),
+            ("TMPDIR".into(), tmp.display().to_string()),
             ("CLOUDCAM_SIGNAL_LISTEN".into(), format!("127.0.0.1:{port}")),
             (
                 "CLOUDCAM_SIGNAL_INTERNAL_LISTEN".into(),

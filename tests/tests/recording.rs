@@ -142,6 +142,37 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
     );
     let clip = env.dir.join("clip.mp4");
     std::fs::write(&clip, res.bytes().await?)?;
+    // The clip was cut in a scratch directory that went with the response; so does that of a
+    // clip whose client goes away without reading it.
+    let scratch = env.dir.join("tmp/cloudcam-clips");
+    assert!(scratch.exists(), "no clip scratch at {}", scratch.display());
+    let scratch_empty = || async {
+        let left = std::fs::read_dir(&scratch).ok()?.count();
+        (left == 0).then_some(())
+    };
+    wait_for(
+        "the clip's scratch to go",
+        Duration::from_secs(10),
+        scratch_empty,
+    )
+    .await?;
+    let abandoned = api
+        .http
+        .get(format!(
+            "{}/api/v1/cameras/{id}/clip?from={from}&to={to}",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await?;
+    assert_eq!(abandoned.status(), 200);
+    drop(abandoned);
+    wait_for(
+        "an abandoned clip's scratch to go",
+        Duration::from_secs(10),
+        scratch_empty,
+    )
+    .await?;
     let d = decode(&clip)?;
     assert!(d.starts_with_keyframe);
     let want = (end - start) as f64;

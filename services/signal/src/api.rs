@@ -179,7 +179,9 @@ async fn sign_out_everywhere(
     app: web::Data<AppState>,
     authed: Authed,
 ) -> Result<HttpResponse, ApiError> {
-    app.users.revoke(&authed.caller.name).await?;
+    app.users
+        .revoke(&authed.caller, &authed.caller.name)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -188,8 +190,7 @@ async fn sign_out_everywhere(
     responses((status = 200, body = [UserView]), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
 async fn list_users(app: web::Data<AppState>, authed: Authed) -> Result<HttpResponse, ApiError> {
-    authed.caller.require_admin()?;
-    Ok(HttpResponse::Ok().json(app.users.list().await?))
+    Ok(HttpResponse::Ok().json(app.users.list(&authed.caller).await?))
 }
 
 /// Add a user (administrators only).
@@ -202,8 +203,7 @@ async fn create_user(
     authed: Authed,
     Body(body): Body<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
-    authed.caller.require_admin()?;
-    Ok(HttpResponse::Created().json(app.users.create(body).await?))
+    Ok(HttpResponse::Created().json(app.users.create(&authed.caller, body).await?))
 }
 
 /// Change a user's role, disable them or reset their password (administrators only); disabling
@@ -219,8 +219,7 @@ async fn update_user(
     name: web::Path<String>,
     Body(body): Body<UpdateUser>,
 ) -> Result<HttpResponse, ApiError> {
-    authed.caller.require_admin()?;
-    Ok(HttpResponse::Ok().json(app.users.update(&name, body).await?))
+    Ok(HttpResponse::Ok().json(app.users.update(&authed.caller, &name, body).await?))
 }
 
 /// Sign a user out everywhere (administrators only).
@@ -233,8 +232,7 @@ async fn sign_out_user(
     authed: Authed,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authed.caller.require_admin()?;
-    app.users.revoke(&name).await?;
+    app.users.revoke(&authed.caller, &name).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

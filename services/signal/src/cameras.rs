@@ -711,11 +711,14 @@ mod tests {
         };
         for (name, role) in [("m", Role::Member), ("v", Role::Viewer)] {
             cams.users
-                .create(crate::users::CreateUser {
-                    name: name.into(),
-                    password: "long enough".into(),
-                    role,
-                })
+                .create(
+                    &admin(),
+                    crate::users::CreateUser {
+                        name: name.into(),
+                        password: "long enough".into(),
+                        role,
+                    },
+                )
                 .await
                 .unwrap();
         }

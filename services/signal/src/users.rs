@@ -197,7 +197,7 @@ impl Users {
         if self.get(name).await?.is_some() {
             return Ok(());
         }
-        self.create(CreateUser {
+        self.insert(CreateUser {
             name: name.into(),
             password: password.into(),
             role: Role::Admin,
@@ -223,7 +223,9 @@ impl Users {
             .ok_or_else(|| ApiError::UserNotFound(name.into()))
     }
 
-    pub async fn list(&self) -> Result<Vec<UserView>, ApiError> {
+    /// Every user (administrators only).
+    pub async fn list(&self, caller: &Caller) -> Result<Vec<UserView>, ApiError> {
+        caller.require_admin()?;
         let mut names = self.state.set_members(REGISTRY).await?;
         names.sort();
         let keys: Vec<String> = names.iter().map(|n| user_key(n)).collect();
@@ -238,7 +240,13 @@ impl Users {
         Ok(out)
     }
 
-    pub async fn create(&self, body: CreateUser) -> Result<UserView, ApiError> {
+    /// Adds a user (administrators only).
+    pub async fn create(&self, caller: &Caller, body: CreateUser) -> Result<UserView, ApiError> {
+        caller.require_admin()?;
+        self.insert(body).await
+    }
+
+    async fn insert(&self, body: CreateUser) -> Result<UserView, ApiError> {
         check_user_name(&body.name)?;
         check_password(&body.password)?;
         let user = User {
@@ -261,8 +269,30 @@ impl Users {
         Ok(UserView::from(&user))
     }
 
-    /// An administrator's change. A new password or disabling revokes the user's tokens.
-    pub async fn update(&self, name: &str, body: UpdateUser) -> Result<UserView, ApiError> {
+    /// An administrator's change. A new password or disabling revokes the user's tokens. An
+    /// administrator cannot disable themselves or drop their own role (another one can), so
+    /// the last administrator cannot lock everyone out.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        name: &str,
+        body: UpdateUser,
+    ) -> Result<UserView, ApiError> {
+        caller.require_admin()?;
+        if caller.name == name
+            && (body.disabled == Some(true) || body.role.is_some_and(|r| r != Role::Admin))
+        {
+            return Err(ApiError::BadRequest(
+                "self_lockout",
+                "you cannot disable yourself or give up your own administrator role; another \
+                 administrator can"
+                    .into(),
+            ));
+        }
+        self.apply(name, body).await
+    }
+
+    async fn apply(&self, name: &str, body: UpdateUser) -> Result<UserView, ApiError> {
         let mut user = self.require(name).await?;
         if let Some(role) = body.role {
             user.role = role;
@@ -292,7 +322,7 @@ impl Users {
         if !verify_password(Some(user.password_hash.clone()), body.current).await {
             return Err(ApiError::Forbidden("the current password is wrong".into()));
         }
-        self.update(
+        self.apply(
             name,
             UpdateUser {
                 password: Some(body.new),
@@ -303,8 +333,11 @@ impl Users {
         .map(|_| ())
     }
 
-    /// Signs the user out everywhere.
-    pub async fn revoke(&self, name: &str) -> Result<(), ApiError> {
+    /// Signs the user out everywhere (themselves, or anyone for an administrator).
+    pub async fn revoke(&self, caller: &Caller, name: &str) -> Result<(), ApiError> {
+        if caller.name != name {
+            caller.require_admin()?;
+        }
         let mut user = self.require(name).await?;
         user.epoch += 1;
         self.put(&user).await?;
@@ -353,7 +386,7 @@ mod tests {
                 .is_none()
         );
         users
-            .update(
+            .apply(
                 "admin",
                 UpdateUser {
                     password: Some("battery staple".into()),
@@ -390,13 +423,46 @@ mod tests {
             password: password.into(),
             role: Role::Viewer,
         };
-        let e = users.create(bad("Bob", "long enough")).await.unwrap_err();
+        let admin = Caller {
+            name: "root".into(),
+            role: Role::Admin,
+        };
+        let e = users
+            .create(&admin, bad("Bob", "long enough"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "invalid_user_name");
-        let e = users.create(bad("bob", "short")).await.unwrap_err();
+        let e = users.create(&admin, bad("bob", "short")).await.unwrap_err();
         assert_eq!(e.code(), "weak_password");
-        users.create(bad("bob", "long enough")).await.unwrap();
-        let e = users.create(bad("bob", "long enough")).await.unwrap_err();
+        users
+            .create(&admin, bad("bob", "long enough"))
+            .await
+            .unwrap();
+        let e = users
+            .create(&admin, bad("bob", "long enough"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "conflict");
-        assert_eq!(users.list().await.unwrap().len(), 1);
+        assert_eq!(users.list(&admin).await.unwrap().len(), 1);
+        // Only administrators manage users; nobody locks themselves out.
+        let bob = Caller {
+            name: "bob".into(),
+            role: Role::Viewer,
+        };
+        let e = users
+            .create(&bob, bad("eve", "long enough"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "forbidden");
+        assert_eq!(users.list(&bob).await.unwrap_err().code(), "forbidden");
+        users.revoke(&bob, "bob").await.unwrap();
+        let e = users.revoke(&bob, "root").await.unwrap_err();
+        assert_eq!(e.code(), "forbidden");
+        let demote = UpdateUser {
+            role: Some(Role::Member),
+            ..Default::default()
+        };
+        let e = users.update(&admin, "root", demote).await.unwrap_err();
+        assert_eq!(e.code(), "self_lockout");
     }
 }

@@ -76,6 +76,9 @@ $("add-form").addEventListener("submit", async (e) => {
   body.retention_hours = Number($("add-retention").value || 0);
   try {
     const cam = await api("POST", "/cameras", body);
+    // Its first status may have come over the WebSocket before this reply.
+    const known = state.cameras.get(cam.id);
+    if (known) cam.status = known.status;
     state.cameras.set(cam.id, cam);
     e.target.reset();
     render();
@@ -178,6 +181,11 @@ async function onServerMessage(msg) {
     case "camera_status": {
       const cam = state.cameras.get(msg.camera_id);
       if (cam) { cam.status = msg.status; render(); }
+      // A camera this page does not know yet (just added, here or elsewhere, or shared with
+      // this user): fetch it.
+      else api("GET", `/cameras/${msg.camera_id}`).then((c) => {
+        if (!state.cameras.has(c.id)) { state.cameras.set(c.id, c); render(); }
+      }).catch(() => {});
       if (view && view.cameraId === msg.camera_id && msg.status.state === "live" && view.ended) watch(view.cameraId);
       break;
     }
