@@ -55,7 +55,17 @@ pub trait StateStore: Send + Sync + 'static {
     /// Deletes `key` only while it still holds `value` (releasing a claim or a lock).
     async fn del_if_eq(&self, key: &str, value: &[u8]) -> Result<bool, StateError>;
     /// Adds one to the counter under `key` (0 when absent) and returns the new value.
-    async fn incr(&self, key: &str) -> Result<i64, StateError>;
+    async fn incr(&self, key: &str) -> Result<i64, StateError> {
+        self.incr_by(key, 1, None).await
+    }
+    /// Adds `delta` to the counter under `key` (0 when absent), atomically, and returns the new
+    /// value; a counter created by this call expires after `ttl`.
+    async fn incr_by(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StateError>;
 
     async fn set_add(&self, key: &str, member: &str) -> Result<(), StateError>;
     async fn set_remove(&self, key: &str, member: &str) -> Result<(), StateError>;
@@ -335,11 +345,23 @@ impl StateStore for MemoryState {
         Ok(same)
     }
 
-    async fn incr(&self, key: &str) -> Result<i64, StateError> {
+    async fn incr_by(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StateError> {
         let mut map = self.map.lock().expect("state lock");
+        let now = Instant::now();
+        if map
+            .get(key)
+            .is_some_and(|e| e.expires.is_some_and(|x| x <= now))
+        {
+            map.remove(key);
+        }
         let entry = map.entry(key.to_string()).or_insert_with(|| Entry {
             value: Value::Bytes(b"0".to_vec()),
-            expires: None,
+            expires: ttl.map(|t| now + t),
         });
         let Value::Bytes(b) = &mut entry.value else {
             return Err(StateError::WrongType(key.into()));
@@ -348,7 +370,7 @@ impl StateStore for MemoryState {
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
             .ok_or_else(|| StateError::WrongType(key.into()))?
-            + 1;
+            + delta;
         *b = n.to_string().into_bytes();
         Ok(n)
     }
@@ -490,6 +512,15 @@ redis.call('DEL', KEYS[1])
 return 1
 ";
 
+/// Adds to a counter; gives a counter it creates an expiry (ARGV[2] ms, when above 0).
+const INCR_BY: &str = r"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return n
+";
+
 /// Deletes a key only while it holds the given value.
 const DEL_IF_EQ: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -500,6 +531,7 @@ return 0
 pub struct RedisState {
     conn: redis::aio::ConnectionManager,
     put_versioned: redis::Script,
+    incr_by: redis::Script,
     del_versioned: redis::Script,
     del_if_eq: redis::Script,
 }
@@ -519,6 +551,7 @@ impl RedisState {
         Ok(Self {
             conn,
             put_versioned: redis::Script::new(PUT_VERSIONED),
+            incr_by: redis::Script::new(INCR_BY),
             del_versioned: redis::Script::new(DEL_VERSIONED),
             del_if_eq: redis::Script::new(DEL_IF_EQ),
         })
@@ -603,10 +636,19 @@ impl StateStore for RedisState {
         Ok(n > 0)
     }
 
-    async fn incr(&self, key: &str) -> Result<i64, StateError> {
-        Ok(redis::cmd("INCR")
-            .arg(key)
-            .query_async(&mut self.c())
+    async fn incr_by(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StateError> {
+        let ttl_ms = ttl.map_or(0, |t| t.as_millis().max(1) as i64);
+        Ok(self
+            .incr_by
+            .key(key)
+            .arg(delta)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.c())
             .await?)
     }
 
@@ -798,6 +840,12 @@ mod tests {
         assert_eq!(s.zcard("z").await.unwrap(), 1);
         assert_eq!(s.incr("n").await.unwrap(), 1);
         assert_eq!(s.incr("n").await.unwrap(), 2);
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(s.incr_by("t", 1, minute).await.unwrap(), 1);
+        assert_eq!(s.incr_by("t", -1, minute).await.unwrap(), 0);
+        // A counter that has expired starts again from 0.
+        assert_eq!(s.incr_by("gone", 3, Some(Duration::ZERO)).await.unwrap(), 3);
+        assert_eq!(s.incr_by("gone", 5, None).await.unwrap(), 5);
     }
 
     #[tokio::test]

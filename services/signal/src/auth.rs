@@ -26,10 +26,10 @@ use std::time::Duration;
 use utoipa::ToSchema;
 
 /// Failed sign-ins a client address or a user name gets before each further one makes it wait.
-const FREE_FAILURES: u32 = 5;
+const FREE_FAILURES: i64 = 5;
 /// The wait doubles per further failure up to this.
 const MAX_DELAY_S: u64 = 300;
-/// Failures are forgotten after this long without one.
+/// Failures are forgotten this long after the first of them.
 const FAILURE_WINDOW: Duration = Duration::from_secs(900);
 
 /// The URL-signing key every signal instance uses.
@@ -80,12 +80,27 @@ pub struct LoginReply {
     pub expires_in: u64,
 }
 
-/// Recent failed sign-ins of one client address or user name.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Failures {
-    count: u32,
-    /// No attempt is answered before this (ms since the epoch).
-    until_ms: i64,
+/// The wait after `failures` failed sign-ins (from the `FREE_FAILURES`th on): 1 s, doubling
+/// per further failure, up to `MAX_DELAY_S`.
+fn delay_after(failures: i64) -> Duration {
+    let doublings = (failures - FREE_FAILURES).clamp(0, 16) as u32;
+    Duration::from_secs((1u64 << doublings).min(MAX_DELAY_S))
+}
+
+/// One client address or user name being counted: its failure counter (an atomic counter
+/// with an expiry) and the key that holds when its next attempt may come (ms since the epoch).
+struct Throttle {
+    count: String,
+    until: String,
+}
+
+impl Throttle {
+    fn new(subject: &str) -> Self {
+        Self {
+            count: format!("cloudcam:signin-failures:{subject}"),
+            until: format!("cloudcam:signin-wait:{subject}"),
+        }
+    }
 }
 
 /// Arbitrary input made safe for a log line: no control characters, at most 64 characters.
@@ -214,21 +229,57 @@ impl Sessions {
 
     /// Signs in from `client` (its address). Answers 429 with `Retry-After` while the address
     /// or the user name is being throttled.
+    /// Seconds until `t` may try again, if it must wait.
+    async fn waiting(&self, t: &Throttle, now: i64) -> Result<Option<u64>, ApiError> {
+        let until = self
+            .state
+            .get(&t.until)
+            .await?
+            .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok());
+        Ok(until
+            .filter(|u| *u > now)
+            .map(|u| ((u - now) as u64).div_ceil(1000)))
+    }
+
     pub async fn login(&self, client: &str, body: &Login) -> Result<LoginReply, ApiError> {
-        let keys = [
-            format!("cloudcam:signin-failures:ip:{client}"),
-            format!(
-                "cloudcam:signin-failures:user:{}",
+        let subjects = [
+            Throttle::new(&format!("ip:{client}")),
+            Throttle::new(&format!(
+                "user:{}",
                 hex::encode(&Sha256::digest(body.username.as_bytes())[..16])
-            ),
+            )),
         ];
         let now = cloudcam_core::now_ms();
-        for key in &keys {
-            let f: Failures = get_json(&*self.state, key).await?.unwrap_or_default();
-            if f.until_ms > now {
-                return Err(ApiError::Throttled(
-                    ((f.until_ms - now) as u64).div_ceil(1000),
-                ));
+        // Each attempt is counted before its password is checked, as if it failed, so that
+        // attempts sent in parallel cannot all slip under the limit: past the free ones, only
+        // the one attempt that claims the wait key goes ahead per delay. A refused attempt and
+        // a success take their count back.
+        let mut counts = Vec::new();
+        for t in &subjects {
+            let mut wait = self.waiting(t, now).await?;
+            if wait.is_none() {
+                let n = self
+                    .state
+                    .incr_by(&t.count, 1, Some(FAILURE_WINDOW))
+                    .await?;
+                counts.push(n);
+                if n > FREE_FAILURES {
+                    let delay = delay_after(n - 1);
+                    let until = (now + delay.as_millis() as i64).to_string();
+                    if !self
+                        .state
+                        .set_nx(&t.until, until.as_bytes(), Some(delay))
+                        .await?
+                    {
+                        wait = Some(self.waiting(t, now).await?.unwrap_or(1));
+                    }
+                }
+            }
+            if let Some(wait) = wait {
+                for t in subjects.iter().take(counts.len()) {
+                    self.state.incr_by(&t.count, -1, None).await?;
+                }
+                return Err(ApiError::Throttled(wait.max(1)));
             }
         }
         let Some(user) = self
@@ -237,18 +288,22 @@ impl Sessions {
             .await?
         else {
             tracing::warn!(user = %loggable(&body.username), %client, "failed sign-in");
-            for key in &keys {
-                let mut f: Failures = get_json(&*self.state, key).await?.unwrap_or_default();
-                f.count += 1;
-                if f.count >= FREE_FAILURES {
-                    let delay = (1u64 << (f.count - FREE_FAILURES).min(16)).min(MAX_DELAY_S);
-                    f.until_ms = now + delay as i64 * 1000;
+            for (t, n) in subjects.iter().zip(&counts) {
+                if *n >= FREE_FAILURES {
+                    let delay = delay_after(*n);
+                    let until = now + delay.as_millis() as i64;
+                    self.state
+                        .set(&t.until, until.to_string().as_bytes(), Some(delay))
+                        .await?;
                 }
-                set_json(&*self.state, key, &f, Some(FAILURE_WINDOW)).await?;
             }
             return Err(ApiError::BadLogin);
         };
-        self.state.del(&keys[1]).await?;
+        // The user name's failures are forgotten; the address keeps its earlier ones (a valid
+        // account does not reset an address that guesses at others).
+        self.state.del(&subjects[1].count).await?;
+        self.state.del(&subjects[1].until).await?;
+        self.state.incr_by(&subjects[0].count, -1, None).await?;
         let token = cloudcam_core::random_hex(32);
         let session = Session {
             user: user.name.clone(),
@@ -406,6 +461,40 @@ mod tests {
             .uri(signed)
             .to_http_request();
         assert_eq!(presented(&delete), None);
+    }
+
+    #[tokio::test]
+    async fn parallel_guesses_do_not_slip_past_the_throttle() {
+        let state: Arc<dyn StateStore> = Arc::new(cloudcam_core::state::MemoryState::new());
+        let users = Users::new(state.clone());
+        users.bootstrap("admin", "the-right-one").await.unwrap();
+        let sessions = Sessions::new(state, users, AuthSettings::default());
+        let guess = |i: usize| {
+            let sessions = sessions.clone();
+            async move {
+                let body = Login {
+                    username: "admin".into(),
+                    password: format!("guess-{i}"),
+                };
+                // Each from its own address: only the user name's throttle applies.
+                sessions.login(&format!("10.0.0.{i}"), &body).await
+            }
+        };
+        let answers = futures::future::join_all((0..30).map(guess)).await;
+        let checked = answers
+            .iter()
+            .filter(|a| matches!(a, Err(ApiError::BadLogin)))
+            .count();
+        let throttled = answers
+            .iter()
+            .filter(|a| matches!(a, Err(ApiError::Throttled(_))))
+            .count();
+        // The free attempts, plus the one that claimed the first wait.
+        assert!(
+            checked <= FREE_FAILURES as usize + 1,
+            "{checked} guesses were checked"
+        );
+        assert_eq!(checked + throttled, 30);
     }
 
     #[test]
