@@ -134,13 +134,18 @@ impl Browser {
     }
 
     /// Opens the web UI at `base` and signs in as the bootstrap administrator.
+    /// Signs in to the web UI as the test administrator.
     pub async fn sign_in(&self, base: &str) -> Result<()> {
         use crate::stack::{ADMIN_PASSWORD, ADMIN_USER};
+        self.sign_in_as(base, ADMIN_USER, ADMIN_PASSWORD).await
+    }
+
+    pub async fn sign_in_as(&self, base: &str, user: &str, password: &str) -> Result<()> {
         self.goto(base).await?;
         self.wait_element("#login-user", Duration::from_secs(10))
             .await?;
-        self.fill("#login-user", ADMIN_USER).await?;
-        self.fill("#login-password", ADMIN_PASSWORD).await?;
+        self.fill("#login-user", user).await?;
+        self.fill("#login-password", password).await?;
         self.click("#login-submit").await?;
         self.wait_element("#main-view:not([hidden])", Duration::from_secs(10))
             .await

@@ -5,7 +5,7 @@
 //! WebSockets within a second.
 
 use cloudcam_tests::stack::TestEnv;
-use cloudcam_tests::{Api, WsClient};
+use cloudcam_tests::{Api, Browser, WsClient};
 use serde_json::{Value, json};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -229,6 +229,27 @@ async fn each_account_sees_and_does_only_what_it_may() -> anyhow::Result<()> {
     let (status, users) = admin.call("GET", "/users", None).await?;
     assert_eq!(status, 200);
     assert_eq!(users.as_array().unwrap().len(), 3, "{users}");
+
+    // The web UI shows V only A, and only what V may do with it: watch.
+    let browser = Browser::launch(&env.dir).await?;
+    browser.sign_in_as(base, "v", V_PASSWORD).await?;
+    browser
+        .wait_element(&format!(".camera[data-id='{a}']"), Duration::from_secs(10))
+        .await?;
+    let ui: Value = browser
+        .eval(
+            "({cards: document.querySelectorAll('.camera').length, \
+              buttons: [...document.querySelectorAll('.camera .actions button')].map(b => b.className), \
+              users: !document.getElementById('users-open').hidden, \
+              add: !document.getElementById('add-form').hidden})",
+        )
+        .await?;
+    assert_eq!(
+        ui,
+        json!({"cards": 1, "buttons": ["watch"], "users": false, "add": false}),
+        "what V's UI offers"
+    );
+    browser.close().await;
 
     // Revoking V's share ends V's running view of A within a second.
     let revoked = Instant::now();
