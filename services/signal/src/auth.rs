@@ -203,27 +203,34 @@ impl Sessions {
         })
     }
 
-    /// The user and epoch a signed URL stands for, if its signature holds and it has not
-    /// expired.
+    /// The caller a signed URL stands for (and its credential, for re-checks), if its
+    /// signature holds, it has not expired and its user is enabled. One read of the user.
     async fn verify_signed(
         &self,
         path: &str,
         user: &str,
         exp: i64,
         sig: &str,
-    ) -> Result<Option<Credential>, ApiError> {
+    ) -> Result<Option<(Caller, Credential)>, ApiError> {
         if exp < cloudcam_core::now_ms() || !signable(path) {
             return Ok(None);
         }
         let (Ok(sig), Some(u)) = (hex::decode(sig), self.users.get(user).await?) else {
             return Ok(None);
         };
-        let valid = Self::mac(self.key().await?, user, u.epoch, path, exp)
+        if Self::mac(self.key().await?, user, u.epoch, path, exp)
             .verify_slice(&sig)
-            .is_ok();
-        Ok(valid.then_some(Credential::Signed {
-            user: u.name,
-            epoch: u.epoch,
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let epoch = u.epoch;
+        Ok(current_caller(u, epoch).map(|caller| {
+            let credential = Credential::Signed {
+                user: caller.name.clone(),
+                epoch,
+            };
+            (caller, credential)
         }))
     }
 
@@ -351,12 +358,17 @@ impl Sessions {
             .users
             .get(&session.user)
             .await?
-            .filter(|u| !u.disabled && u.epoch == session.epoch)
-            .map(|u| Caller {
-                name: u.name,
-                role: u.role,
-            }))
+            .and_then(|u| current_caller(u, session.epoch)))
     }
+}
+
+/// The caller `user` is for a credential of `epoch`: none when the user is disabled or the
+/// epoch is no longer current.
+fn current_caller(user: crate::users::User, epoch: u64) -> Option<Caller> {
+    (!user.disabled && user.epoch == epoch).then_some(Caller {
+        name: user.name,
+        role: user.role,
+    })
 }
 
 /// A request that carried a valid credential: `Authorization: Bearer <token>`, or a signed
@@ -413,18 +425,20 @@ impl FromRequest for Authed {
             let (Some(sessions), Some(presented)) = (sessions, presented) else {
                 return Err(ApiError::Unauthorized);
             };
-            let credential = match presented {
-                Presented::Bearer(token) => Credential::Token(token),
+            let authed = match presented {
+                Presented::Bearer(token) => {
+                    let credential = Credential::Token(token);
+                    sessions
+                        .verify(&credential)
+                        .await?
+                        .map(|caller| Authed { caller, credential })
+                }
                 Presented::Signed { user, exp, sig } => sessions
                     .verify_signed(&path, &user, exp, &sig)
                     .await?
-                    .ok_or(ApiError::Unauthorized)?,
+                    .map(|(caller, credential)| Authed { caller, credential }),
             };
-            sessions
-                .verify(&credential)
-                .await?
-                .map(|caller| Authed { caller, credential })
-                .ok_or(ApiError::Unauthorized)
+            authed.ok_or(ApiError::Unauthorized)
         })
     }
 }

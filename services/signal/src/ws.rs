@@ -226,10 +226,11 @@ impl WsSession {
         );
         tracing::info!(user = %self.caller.name, camera = %camera_id, view = %view_id, "view opened");
         actix::spawn(async move {
-            let camera = match app.cameras.authorize(&caller, &camera_id, Need::Live).await {
-                Ok(_) => app.cameras.load(&camera_id).await,
-                Err(e) => Err(e),
-            };
+            // One read of the record, authorized as loaded.
+            let camera = app.cameras.load(&camera_id).await.and_then(|c| {
+                c.stored.record.authorize(&caller, Need::Live)?;
+                Ok(c)
+            });
             let mountpoint = match camera {
                 Ok(c) => c.mountpoint.ok_or_else(|| {
                     crate::error::ApiError::NotFound(format!(
