@@ -276,6 +276,9 @@ pub struct KafkaSettings {
     /// Consumer-group session timeout: how long a dead worker keeps its cameras.
     pub session_timeout_ms: u32,
     pub heartbeat_interval_ms: u32,
+    /// How long a message may wait for the brokers before its send fails (the callers keep it
+    /// and retry: signal's spec outbox, ingest's latest event per camera).
+    pub message_timeout_ms: u32,
 }
 
 impl Default for KafkaSettings {
@@ -286,6 +289,7 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             session_timeout_ms: 6000,
             heartbeat_interval_ms: 1000,
+            message_timeout_ms: 5000,
         }
     }
 }
@@ -303,8 +307,13 @@ impl KafkaBus {
     pub async fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &settings.brokers)
-            .set("message.timeout.ms", "30000")
+            .set(
+                "message.timeout.ms",
+                settings.message_timeout_ms.to_string(),
+            )
             .set("linger.ms", "0")
+            // Retries keep the order of a partition's messages (a camera's specs).
+            .set("enable.idempotence", "true")
             .create()?;
         let mut bus = Self {
             settings,
@@ -317,7 +326,7 @@ impl KafkaBus {
         let metadata = tokio::task::spawn_blocking(move || {
             client
                 .client()
-                .fetch_metadata(Some(CAMERAS_TOPIC), Duration::from_secs(10))
+                .fetch_metadata(Some(CAMERAS_TOPIC), Duration::from_secs(5))
         })
         .await
         .map_err(|e| BusError::Unavailable(e.to_string()))??;
@@ -343,7 +352,10 @@ impl KafkaBus {
             .set("cleanup.policy", "compact");
         let events = NewTopic::new(EVENTS_TOPIC, self.settings.camera_partitions, rf())
             .set("retention.ms", "86400000");
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        // Short, so a service started before its broker retries soon (see ops::Readiness).
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(5)))
+            .request_timeout(Some(Duration::from_secs(5)));
         for res in admin.create_topics([&cameras, &events], &opts).await? {
             match res {
                 Ok(_) => {}

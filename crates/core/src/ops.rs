@@ -3,19 +3,26 @@
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use futures::future::BoxFuture;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// The dependency checks behind `/readyz`, each named (`kafka`, `redis`, `janus`, `media`).
+/// Clones share their checks, so a service can serve `/readyz` before it has connected to
+/// anything: while [`Readiness::connect`] waits for a dependency, `/readyz` names it and why.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    probes: Vec<(&'static str, Probe)>,
+    probes: Arc<Mutex<Vec<(&'static str, Probe)>>>,
+    /// Dependencies still being connected to, with the last error.
+    waiting: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
 /// How long one dependency may take to answer before `/readyz` calls it down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest pause between two attempts to reach a dependency at start.
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl Readiness {
     pub fn new() -> Self {
@@ -23,14 +30,25 @@ impl Readiness {
     }
 
     /// Adds a named check; it passes when the future resolves to `Ok` within two seconds.
-    pub fn check<F, Fut>(mut self, name: &'static str, probe: F) -> Self
+    pub fn check<F, Fut>(self, name: &'static str, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.add(name, probe);
+        self
+    }
+
+    /// [`Readiness::check`] on a shared value (every clone sees the new check).
+    pub fn add<F, Fut>(&self, name: &'static str, probe: F)
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
         self.probes
+            .lock()
+            .expect("readiness lock")
             .push((name, Arc::new(move || Box::pin(probe()) as BoxFuture<_>)));
-        self
     }
 
     /// The checks every service needs: the bus (Kafka), the state store (Redis) and, where the
@@ -40,17 +58,28 @@ impl Readiness {
         state: Arc<dyn crate::state::StateStore>,
         store: Option<Arc<dyn object_store::ObjectStore>>,
     ) -> Self {
-        let mut r = Self::new()
-            .check("kafka", move || {
-                let bus = bus.clone();
-                async move { bus.ping().await.map_err(|e| e.to_string()) }
-            })
-            .check("redis", move || {
-                let state = state.clone();
-                async move { state.ping().await.map_err(|e| e.to_string()) }
-            });
+        let r = Self::new();
+        r.add_dependencies(bus, state, store);
+        r
+    }
+
+    /// Adds the checks of [`Readiness::dependencies`] to this one.
+    pub fn add_dependencies(
+        &self,
+        bus: Arc<dyn crate::bus::Bus>,
+        state: Arc<dyn crate::state::StateStore>,
+        store: Option<Arc<dyn object_store::ObjectStore>>,
+    ) {
+        self.add("kafka", move || {
+            let bus = bus.clone();
+            async move { bus.ping().await.map_err(|e| e.to_string()) }
+        });
+        self.add("redis", move || {
+            let state = state.clone();
+            async move { state.ping().await.map_err(|e| e.to_string()) }
+        });
         if let Some(store) = store {
-            r = r.check("media", move || {
+            self.add("media", move || {
                 let store = store.clone();
                 async move {
                     use object_store::ObjectStoreExt as _;
@@ -61,12 +90,51 @@ impl Readiness {
                 }
             });
         }
-        r
+    }
+
+    /// Calls `attempt` until it succeeds, pausing between tries (up to two seconds): a service
+    /// started before its dependency waits for it instead of exiting, and meanwhile `/readyz`
+    /// answers 503 naming `name` and the last error.
+    pub async fn connect<T, E, F, Fut>(&self, name: &'static str, mut attempt: F) -> T
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match attempt().await {
+                Ok(v) => {
+                    if self
+                        .waiting
+                        .lock()
+                        .expect("readiness lock")
+                        .remove(name)
+                        .is_some()
+                    {
+                        tracing::info!(dependency = name, "connected");
+                    }
+                    return v;
+                }
+                Err(e) => {
+                    let why = format!("waiting to connect: {e}");
+                    let mut waiting = self.waiting.lock().expect("readiness lock");
+                    if waiting.get(name) != Some(&why) {
+                        tracing::warn!(dependency = name, error = %e, "cannot connect yet; retrying");
+                    }
+                    waiting.insert(name, why);
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(CONNECT_BACKOFF_MAX);
+        }
     }
 
     /// Runs every check at once: `(ready, {name: "ok" | "error: …"})`.
     pub async fn run(&self) -> (bool, serde_json::Map<String, serde_json::Value>) {
-        let results = futures::future::join_all(self.probes.iter().map(|(name, probe)| {
+        let probes = self.probes.lock().expect("readiness lock").clone();
+        let waiting = self.waiting.lock().expect("readiness lock").clone();
+        let results = futures::future::join_all(probes.iter().map(|(name, probe)| {
             let fut = probe();
             async move {
                 let r = match tokio::time::timeout(PROBE_TIMEOUT, fut).await {
@@ -77,9 +145,11 @@ impl Readiness {
             }
         }))
         .await;
-        let ready = results.iter().all(|(_, r)| r.is_ok());
-        let checks = results
+        let ready = waiting.is_empty() && results.iter().all(|(_, r)| r.is_ok());
+        let checks = waiting
             .into_iter()
+            .map(|(name, why)| (name, Err(why)))
+            .chain(results)
             .map(|(name, r)| {
                 let v = match r {
                     Ok(()) => "ok".to_string(),
@@ -90,6 +160,22 @@ impl Readiness {
             .collect();
         (ready, checks)
     }
+}
+
+/// Connects to the bus (Kafka) and the state store (Redis) named by the settings, waiting for
+/// each while `/readyz` says which one it waits for.
+pub async fn connect_backends(
+    readiness: &Readiness,
+    kafka: &crate::bus::KafkaSettings,
+    redis: &crate::config::RedisSettings,
+) -> (Arc<dyn crate::bus::Bus>, Arc<dyn crate::state::StateStore>) {
+    let bus = readiness
+        .connect("kafka", || crate::bus::from_settings(kafka))
+        .await;
+    let state = readiness
+        .connect("redis", || crate::config::state_from_settings(redis))
+        .await;
+    (bus, state)
 }
 
 async fn metrics() -> HttpResponse {
@@ -141,6 +227,35 @@ pub fn serve_metrics(
     Ok(handle)
 }
 
+/// Runs `pass` every `every`, forever, on the current actix system; a failing pass is logged
+/// once until it succeeds again (say, while Redis or Kafka is away).
+pub fn spawn_pass<F, Fut, T, E>(what: &'static str, every: Duration, mut pass: F)
+where
+    F: FnMut() -> Fut + 'static,
+    Fut: Future<Output = Result<T, E>> + 'static,
+    E: std::fmt::Display,
+{
+    actix_rt::spawn(async move {
+        let mut failing = false;
+        loop {
+            match pass().await {
+                Ok(_) => {
+                    if failing {
+                        tracing::info!(pass = what, "recovered");
+                    }
+                    failing = false;
+                }
+                Err(e) if !failing => {
+                    tracing::warn!(pass = what, error = %e, "pass failed; retrying");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -182,5 +297,40 @@ mod tests {
                 .status()
                 .is_success()
         );
+    }
+
+    #[tokio::test]
+    async fn readyz_names_a_dependency_still_being_connected_to() {
+        let readiness = Readiness::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u32, String>>();
+        let r = readiness.clone();
+        let connected = tokio::spawn(async move {
+            r.connect("kafka", || {
+                let next = rx.try_recv().unwrap_or(Err("connection refused".into()));
+                async move { next }
+            })
+            .await
+        });
+        let waited = async {
+            loop {
+                let (ready, checks) = readiness.run().await;
+                if !checks.is_empty() {
+                    return (ready, checks);
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let (ready, checks) = tokio::time::timeout(Duration::from_secs(5), waited)
+            .await
+            .expect("the wait is reported");
+        assert!(!ready);
+        assert_eq!(
+            checks["kafka"],
+            "error: waiting to connect: connection refused"
+        );
+        tx.send(Ok(7)).unwrap();
+        assert_eq!(connected.await.unwrap(), 7);
+        let (ready, checks) = readiness.run().await;
+        assert!(ready && checks.is_empty(), "{checks:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! `cloudcam-ingest`: the ingest worker binary. See the library docs.
 
 use clap::Parser;
-use cloudcam_core::config::{load, state_from_settings};
+use cloudcam_core::config::load;
 use cloudcam_ingest::IngestConfig;
 use std::path::PathBuf;
 
@@ -19,16 +19,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg: IngestConfig = load("ingest", args.config.as_deref())?;
     let worker_id = cfg.worker_id();
-    let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
-    let state = state_from_settings(&cfg.redis).await?;
-
     let store = cloudcam_core::media::from_settings(&cfg.media)?;
-    let readiness = cloudcam_core::ops::Readiness::dependencies(
-        bus.clone(),
-        state.clone(),
-        Some(store.clone()),
-    );
-    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen, readiness)?;
+    // `/readyz` answers while the worker waits for Kafka and Redis.
+    let readiness = cloudcam_core::ops::Readiness::new();
+    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen, readiness.clone())?;
+    let (bus, state) =
+        cloudcam_core::ops::connect_backends(&readiness, &cfg.kafka, &cfg.redis).await;
+    readiness.add_dependencies(bus.clone(), state.clone(), Some(store.clone()));
 
     let shutdown = cloudcam_core::ops::shutdown_signal();
     gstreamer::init()?;

@@ -1,16 +1,19 @@
-//! The one place where a fact about a camera is logged, counted, published on the bus and
-//! written to the shared status — in that order, one camera event at a time, off the actors'
-//! thread.
+//! The one place where a fact about a camera is logged, counted, written to the shared status
+//! and published on the bus — in that order, off the actors' thread. Both queues keep only the
+//! latest per camera, so neither Redis nor Kafka being away makes them grow, and the stored
+//! status does not wait for the bus.
 
 use cloudcam_core::bus::Bus;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
 use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec};
 use cloudcam_core::state::{StateStore, set_json};
 use cloudcam_proto::v1;
+use futures::StreamExt as _;
 use prometheus::{GaugeVec, IntCounterVec};
-use std::sync::{Arc, LazyLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 static STATE_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_counter_vec(
@@ -88,88 +91,185 @@ pub fn describe() {
     cloudcam_core::metrics::describe();
 }
 
-enum Report {
-    State(String, CameraStatus, u32),
-    Health(String, CameraStatus),
-    /// Keeps the stored status from expiring; nothing new to publish.
-    Refresh(String, CameraStatus),
-    Gone(String),
+/// Events waiting to be published, the latest per camera and kind: while Kafka is away the
+/// queue holds at most two events per camera (its state and its health), never a backlog.
+#[derive(Default)]
+struct Outbox {
+    events: HashMap<(String, EventKind), v1::CameraEvent>,
+    /// Publishing order of the keys in `events` (each once).
+    order: VecDeque<(String, EventKind)>,
 }
 
-/// Cheap to clone; every clone feeds the same ordered queue.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum EventKind {
+    State,
+    Health,
+}
+
+impl Outbox {
+    /// Queues `event`, replacing an unpublished one of the same camera and kind in its place.
+    fn put(&mut self, key: (String, EventKind), event: v1::CameraEvent) {
+        if self.events.insert(key.clone(), event).is_none() {
+            self.order.push_back(key);
+        }
+    }
+
+    /// Up to `n` events to publish now, oldest first.
+    fn take(&mut self, n: usize) -> Vec<((String, EventKind), v1::CameraEvent)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(key) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(ev) = self.events.remove(&key) {
+                out.push((key, ev));
+            }
+        }
+        out
+    }
+
+    /// Puts back an event that could not be published, unless a newer one took its place.
+    fn retry(&mut self, key: (String, EventKind), event: v1::CameraEvent) {
+        if !self.events.contains_key(&key) {
+            self.events.insert(key.clone(), event);
+            self.order.push_front(key);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// Statuses waiting to be stored, the latest per camera.
+type Unstored = HashMap<String, CameraStatus>;
+
+/// Events published at once (never two of one camera and kind).
+const PUBLISH_BATCH: usize = 64;
+/// Statuses stored at once.
+const STORE_CONCURRENCY: usize = 16;
+
+static UNPUBLISHED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    cloudcam_core::metrics::register_gauge(
+        "cloudcam_ingest_events_unpublished",
+        "Camera events waiting for the bus (the latest per camera and kind)",
+    )
+});
+
+/// Cheap to clone; every clone feeds the same two queues: statuses to store (first) and events
+/// to publish (then), each keeping only the latest per camera.
 #[derive(Clone)]
 pub struct Reporter {
-    tx: mpsc::UnboundedSender<Report>,
+    unstored: Arc<Mutex<Unstored>>,
+    stored: Arc<Notify>,
+    outbox: Arc<Mutex<Outbox>>,
+    queued: Arc<Notify>,
 }
 
 impl Reporter {
-    /// Starts the reporting task. Statuses expire after `status_ttl` unless refreshed, so a
-    /// dead worker's cameras stop looking live.
+    /// Starts the storing and publishing tasks. Statuses expire after `status_ttl` unless
+    /// refreshed, so a dead worker's cameras stop looking live. A status is stored before its
+    /// event is published, so with the bus away statuses stay true.
     pub fn start(bus: Arc<dyn Bus>, state: Arc<dyn StateStore>, status_ttl: Duration) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
-        tokio::spawn(async move {
-            while let Some(report) = rx.recv().await {
-                let (camera_id, status, kind) = match report {
-                    Report::Refresh(camera_id, status) => {
+        let r = Self {
+            unstored: Arc::default(),
+            stored: Arc::default(),
+            outbox: Arc::default(),
+            queued: Arc::default(),
+        };
+        LazyLock::force(&UNPUBLISHED);
+        tokio::spawn(r.clone().store_loop(state, status_ttl));
+        tokio::spawn(r.clone().publish_loop(bus));
+        r
+    }
+
+    async fn store_loop(self, state: Arc<dyn StateStore>, status_ttl: Duration) {
+        loop {
+            self.stored.notified().await;
+            let batch = std::mem::take(&mut *self.unstored.lock().expect("reporter lock"));
+            futures::stream::iter(batch)
+                .for_each_concurrent(STORE_CONCURRENCY, |(camera_id, status)| {
+                    let state = state.clone();
+                    async move {
                         if let Err(e) =
                             set_json(&*state, &status_key(&camera_id), &status, Some(status_ttl))
                                 .await
                         {
                             tracing::warn!(camera = %camera_id, error = %e, "cannot store camera status");
                         }
-                        continue;
                     }
-                    Report::Gone(camera_id) => {
-                        for m in [&*FPS, &*UP, &*LAST_FRAME_AGE] {
-                            let _ = m.remove_label_values(&[&camera_id]);
-                        }
-                        for s in CameraState::ALL {
-                            let _ = STATE.remove_label_values(&[&camera_id, s.as_str()]);
-                        }
-                        continue;
-                    }
-                    Report::State(camera_id, status, attempt) => {
-                        let kind = v1::camera_event::Kind::State(v1::StateChanged {
-                            state: v1::CameraState::from(status.state) as i32,
-                            reason: status.reason.clone(),
-                            attempt,
-                            codec: status.codec.clone(),
-                            width: status.width,
-                            height: status.height,
-                            restream_url: status.restream_url.clone(),
-                        });
-                        (camera_id, status, kind)
-                    }
-                    Report::Health(camera_id, status) => {
-                        let kind = v1::camera_event::Kind::Health(v1::Health {
-                            fps: status.fps,
-                            bitrate_bps: status.bitrate_bps,
-                            last_frame_ms: status.last_frame_ms,
-                            reconnects: status.reconnects,
-                            frames: 0,
-                            bytes: 0,
-                        });
-                        (camera_id, status, kind)
-                    }
-                };
-                let event = v1::CameraEvent {
-                    schema_version: cloudcam_proto::SCHEMA_VERSION,
-                    camera_id: camera_id.clone(),
-                    timestamp_ms: status.updated_ms,
-                    worker_id: status.worker_id.clone(),
-                    kind: Some(kind),
-                };
-                if let Err(e) = bus.publish_event(&event).await {
-                    tracing::warn!(camera = %camera_id, error = %e, "cannot publish camera event");
-                }
-                if let Err(e) =
-                    set_json(&*state, &status_key(&camera_id), &status, Some(status_ttl)).await
-                {
-                    tracing::warn!(camera = %camera_id, error = %e, "cannot store camera status");
-                }
+                })
+                .await;
+        }
+    }
+
+    async fn publish_loop(self, bus: Arc<dyn Bus>) {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            let batch = self
+                .outbox
+                .lock()
+                .expect("reporter lock")
+                .take(PUBLISH_BATCH);
+            if batch.is_empty() {
+                UNPUBLISHED.set(0.0);
+                self.queued.notified().await;
+                continue;
             }
-        });
-        Self { tx }
+            let results = futures::future::join_all(batch.into_iter().map(|(key, event)| {
+                let bus = bus.clone();
+                async move {
+                    let r = bus.publish_event(&event).await;
+                    (key, event, r)
+                }
+            }))
+            .await;
+            let mut failed = None;
+            {
+                let mut outbox = self.outbox.lock().expect("reporter lock");
+                for (key, event, r) in results.into_iter().rev() {
+                    if let Err(e) = r {
+                        failed = Some(e);
+                        outbox.retry(key, event);
+                    }
+                }
+                UNPUBLISHED.set(outbox.len() as f64);
+            }
+            match failed {
+                Some(e) => {
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "cannot publish camera events; they wait (the latest per camera)");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                None => pause = Duration::from_millis(200),
+            }
+        }
+    }
+
+    /// Stores `status` (soon, coalesced per camera) and queues `kind` for the bus.
+    fn report(&self, camera_id: &str, status: &CameraStatus, kind: Option<v1::camera_event::Kind>) {
+        self.unstored
+            .lock()
+            .expect("reporter lock")
+            .insert(camera_id.to_string(), status.clone());
+        self.stored.notify_one();
+        let Some(kind) = kind else { return };
+        let key = match kind {
+            v1::camera_event::Kind::Health(_) => EventKind::Health,
+            _ => EventKind::State,
+        };
+        let event = v1::CameraEvent {
+            schema_version: cloudcam_proto::SCHEMA_VERSION,
+            camera_id: camera_id.to_string(),
+            timestamp_ms: status.updated_ms,
+            worker_id: status.worker_id.clone(),
+            kind: Some(kind),
+        };
+        self.outbox
+            .lock()
+            .expect("reporter lock")
+            .put((camera_id.to_string(), key), event);
+        self.queued.notify_one();
     }
 
     /// A camera changed state.
@@ -195,30 +295,94 @@ impl Reporter {
         } else {
             tracing::warn!(camera = %camera_id, state = status.state.as_str(), reason = %status.reason, attempt, "camera state");
         }
-        let _ = self.tx.send(Report::State(
-            camera_id.to_string(),
-            status.clone(),
+        let kind = v1::camera_event::Kind::State(v1::StateChanged {
+            state: v1::CameraState::from(status.state) as i32,
+            reason: status.reason.clone(),
             attempt,
-        ));
+            codec: status.codec.clone(),
+            width: status.width,
+            height: status.height,
+            restream_url: status.restream_url.clone(),
+        });
+        self.report(camera_id, status, Some(kind));
     }
 
     /// Periodic health of a live camera.
     pub fn health(&self, camera_id: &str, status: &CameraStatus) {
         FPS.with_label_values(&[camera_id]).set(status.fps);
-        let _ = self
-            .tx
-            .send(Report::Health(camera_id.to_string(), status.clone()));
+        let kind = v1::camera_event::Kind::Health(v1::Health {
+            fps: status.fps,
+            bitrate_bps: status.bitrate_bps,
+            last_frame_ms: status.last_frame_ms,
+            reconnects: status.reconnects,
+            frames: 0,
+            bytes: 0,
+        });
+        self.report(camera_id, status, Some(kind));
     }
 
     /// Re-stores an unchanged status before it expires.
     pub fn refresh(&self, camera_id: &str, status: &CameraStatus) {
-        let _ = self
-            .tx
-            .send(Report::Refresh(camera_id.to_string(), status.clone()));
+        self.report(camera_id, status, None);
     }
 
     /// The camera left this worker: drop its per-camera gauges.
     pub fn gone(&self, camera_id: &str) {
-        let _ = self.tx.send(Report::Gone(camera_id.to_string()));
+        for m in [&*FPS, &*UP, &*LAST_FRAME_AGE] {
+            let _ = m.remove_label_values(&[camera_id]);
+        }
+        for s in CameraState::ALL {
+            let _ = STATE.remove_label_values(&[camera_id, s.as_str()]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(camera: &str, ts: i64) -> v1::CameraEvent {
+        v1::CameraEvent {
+            camera_id: camera.into(),
+            timestamp_ms: ts,
+            ..Default::default()
+        }
+    }
+
+    fn key(camera: &str, kind: EventKind) -> (String, EventKind) {
+        (camera.to_string(), kind)
+    }
+
+    #[test]
+    fn the_outbox_keeps_the_latest_event_per_camera_and_kind_in_place() {
+        let mut o = Outbox::default();
+        for ts in 0..1000 {
+            o.put(key("a", EventKind::State), event("a", ts));
+            o.put(key("b", EventKind::Health), event("b", ts));
+        }
+        o.put(key("a", EventKind::Health), event("a", 5));
+        assert_eq!(o.len(), 3, "bounded by cameras, not by time away");
+        let taken = o.take(2);
+        assert_eq!(taken[0].0, key("a", EventKind::State));
+        assert_eq!(taken[0].1.timestamp_ms, 999);
+        assert_eq!(taken[1].0, key("b", EventKind::Health));
+        // A failed publish goes back first, unless a newer event replaced it meanwhile.
+        o.put(key("b", EventKind::Health), event("b", 1000));
+        o.retry(taken[1].0.clone(), taken[1].1.clone());
+        o.retry(taken[0].0.clone(), taken[0].1.clone());
+        let rest = o.take(10);
+        let got: Vec<_> = rest
+            .iter()
+            .map(|(k, e)| (k.clone(), e.timestamp_ms))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (key("a", EventKind::State), 999),
+                (key("a", EventKind::Health), 5),
+                (key("b", EventKind::Health), 1000),
+            ]
+        );
+        assert_eq!(o.len(), 0);
     }
 }

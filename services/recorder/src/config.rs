@@ -38,6 +38,10 @@ pub struct RecorderSettings {
     pub spool_dir: String,
     /// When the spool holds more than this, the oldest segments are dropped (and counted).
     pub spool_max_bytes: u64,
+    /// Recording pauses while the spool's filesystem has less free space than this (and
+    /// resumes by itself when there is room again), so a full disk never leaves half-made
+    /// segments.
+    pub spool_min_free_bytes: u64,
     /// How often retention is applied.
     pub retention_interval_ms: u64,
     /// A re-stream silent this long is reconnected.
@@ -52,6 +56,7 @@ impl Default for RecorderSettings {
             segment_seconds: 10,
             spool_dir: "spool".into(),
             spool_max_bytes: 2 * 1024 * 1024 * 1024,
+            spool_min_free_bytes: 256 * 1024 * 1024,
             retention_interval_ms: 60_000,
             stall_timeout_ms: 10_000,
             restream_auth: Default::default(),

@@ -33,6 +33,7 @@ pub fn shared(
         state.clone(),
         bus,
         settings.spool_max_bytes,
+        settings.spool_min_free_bytes,
         worker_id,
     )?;
     Ok(recording::Shared {

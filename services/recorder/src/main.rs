@@ -1,7 +1,7 @@
 //! `cloudcam-recorder`: the recorder binary. See the library docs.
 
 use clap::Parser;
-use cloudcam_core::config::{load, state_from_settings};
+use cloudcam_core::config::load;
 use cloudcam_recorder::RecorderConfig;
 use std::path::PathBuf;
 
@@ -23,17 +23,14 @@ async fn main() -> anyhow::Result<()> {
     } else {
         cfg.id.clone()
     };
-    let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
-    let state = state_from_settings(&cfg.redis).await?;
     let store = cloudcam_core::media::from_settings(&cfg.media)?;
-    let readiness = cloudcam_core::ops::Readiness::dependencies(
-        bus.clone(),
-        state.clone(),
-        Some(store.clone()),
-    );
+    // `/readyz` answers while the recorder waits for Kafka and Redis.
+    let readiness = cloudcam_core::ops::Readiness::new();
+    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen, readiness.clone())?;
+    let (bus, state) =
+        cloudcam_core::ops::connect_backends(&readiness, &cfg.kafka, &cfg.redis).await;
+    readiness.add_dependencies(bus.clone(), state.clone(), Some(store.clone()));
     let shared = cloudcam_recorder::shared(cfg.recorder.clone(), id, bus.clone(), state, store)?;
-
-    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen, readiness)?;
 
     let shutdown = cloudcam_core::ops::shutdown_signal();
     cloudcam_recorder::run(shared, bus, shutdown).await?;

@@ -82,7 +82,12 @@ pub struct RecordingActor {
     shared: Shared,
     run: u64,
     running: Option<Running>,
+    /// Why the camera is not being recorded although it should be (stored for the API).
+    problem: Option<String>,
 }
+
+/// How long a stored recording problem lives unless the recorder refreshes it (every tick).
+const PROBLEM_TTL: Duration = Duration::from_secs(5);
 
 impl RecordingActor {
     pub fn new(spec: CameraSpec, shared: Shared) -> Self {
@@ -91,7 +96,37 @@ impl RecordingActor {
             shared,
             run: 0,
             running: None,
+            problem: None,
         }
+    }
+
+    /// Stores (or clears) why the camera is not being recorded; kept fresh while it lasts.
+    fn report_problem(&mut self, problem: Option<String>) {
+        if problem.is_none() && self.problem.is_none() {
+            return;
+        }
+        match (&problem, &self.problem) {
+            (Some(p), old) if old.as_ref() != Some(p) => {
+                tracing::warn!(camera = %self.spec.camera_id, problem = %p, "not recording")
+            }
+            (None, Some(_)) => {
+                tracing::info!(camera = %self.spec.camera_id, "recording resumes")
+            }
+            _ => {}
+        }
+        self.problem = problem.clone();
+        let (state, key) = (
+            self.shared.state.clone(),
+            cloudcam_core::media::recording_problem_key(&self.spec.camera_id),
+        );
+        tokio::spawn(async move {
+            let _ = match problem {
+                Some(p) => {
+                    cloudcam_core::state::set_json(&*state, &key, &p, Some(PROBLEM_TTL)).await
+                }
+                None => state.del(&key).await,
+            };
+        });
     }
 
     fn id(&self) -> &str {
@@ -102,8 +137,19 @@ impl RecordingActor {
         self.shared.spool.camera_dir(self.id())
     }
 
-    /// Once a second: start when the camera's re-stream is there, restart when it went silent.
+    /// Once a second: start when the camera's re-stream is there, restart when it went silent,
+    /// pause while the spool is below its free-space floor.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        let floor = self.shared.spool.below_floor();
+        if floor.is_some() && self.running.take().is_some() {
+            // The segment being written is discarded (Running's drop): it could not be finished.
+            tracing::warn!(camera = %self.spec.camera_id, "spool below its floor; stopping the recording");
+        }
+        let paused = floor.is_some();
+        self.report_problem(floor);
+        if paused {
+            return;
+        }
         if let Some(r) = &self.running {
             // Fragments open and close once a segment; allow one segment plus the timeout.
             let quiet =
@@ -364,6 +410,7 @@ impl Actor for RecordingActor {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.running = None;
+        self.report_problem(None);
         tracing::info!(camera = %self.spec.camera_id, "recording stopped");
     }
 }

@@ -9,6 +9,10 @@
 //! Bound: when the spool holds more than `spool_max_bytes`, the oldest finished segments are
 //! dropped and counted (`cloudcam_recorder_spool_dropped_segments_total`): with storage away
 //! for long, the newest footage is kept.
+//!
+//! Floor: below `spool_min_free_bytes` of free space on the spool's filesystem, recording
+//! pauses (see [`Spool::below_floor`]); a segment whose record cannot be written (a full disk)
+//! is deleted at once, so nothing is left that the uploader would never see.
 
 use cloudcam_core::bus::Bus;
 use cloudcam_core::media::{Segment, index_segment};
@@ -53,8 +57,20 @@ pub static RECORDING: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
 static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_counter_vec(
         "cloudcam_recorder_spool_dropped_segments_total",
-        "Finished segments dropped because the spool was full",
+        "Finished segments dropped: reason=spool_full (over spool_max_bytes), spool_write_failed (the disk could not take the segment's record)",
         &["reason"],
+    )
+});
+static SPOOL_FREE: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    cloudcam_core::metrics::register_gauge(
+        "cloudcam_recorder_spool_free_bytes",
+        "Free space on the spool's filesystem, at the last check",
+    )
+});
+static SPOOL_BELOW_FLOOR: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    cloudcam_core::metrics::register_gauge(
+        "cloudcam_recorder_spool_below_floor",
+        "1 while the spool's free space is below spool_min_free_bytes (recording paused)",
     )
 });
 static SPOOL: LazyLock<GaugeVec> = LazyLock::new(|| {
@@ -85,10 +101,14 @@ pub fn describe() {
     for unit in ["bytes", "segments"] {
         SPOOL.with_label_values(&[unit]).set(0.0);
     }
+    LazyLock::force(&SPOOL_FREE);
+    LazyLock::force(&SPOOL_BELOW_FLOOR);
     for result in ["ok", "error"] {
         UPLOADS.with_label_values(&[result]).inc_by(0);
     }
-    DROPPED.with_label_values(&["spool_full"]).inc_by(0);
+    for reason in ["spool_full", "spool_write_failed"] {
+        DROPPED.with_label_values(&[reason]).inc_by(0);
+    }
     LazyLock::force(&UPLOAD_SECONDS);
     LazyLock::force(&AVAILABLE_DELAY);
     cloudcam_core::metrics::describe();
@@ -100,6 +120,7 @@ pub struct Spool {
     state: Arc<dyn StateStore>,
     bus: Arc<dyn Bus>,
     max_bytes: u64,
+    min_free_bytes: u64,
     pub worker_id: String,
     wake: Notify,
 }
@@ -119,6 +140,7 @@ impl Spool {
         state: Arc<dyn StateStore>,
         bus: Arc<dyn Bus>,
         max_bytes: u64,
+        min_free_bytes: u64,
         worker_id: String,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
@@ -128,6 +150,7 @@ impl Spool {
             state,
             bus,
             max_bytes,
+            min_free_bytes,
             worker_id,
             wake: Notify::new(),
         }))
@@ -138,14 +161,46 @@ impl Spool {
         self.dir.join(camera_id)
     }
 
-    /// Records that `mp4` is a finished segment, and wakes the uploader.
+    /// Records that `mp4` is a finished segment, and wakes the uploader. If its record cannot
+    /// be written (the disk is full), the segment is deleted and counted as dropped: a file
+    /// the uploader would never see is not kept.
     pub fn finished(&self, mp4: &Path, segment: &Segment) -> std::io::Result<()> {
         let json = mp4.with_extension("json");
         let tmp = mp4.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(segment).expect("serializable"))?;
-        std::fs::rename(&tmp, &json)?;
+        let written = std::fs::write(&tmp, serde_json::to_vec(segment).expect("serializable"))
+            .and_then(|()| std::fs::rename(&tmp, &json));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(mp4);
+            DROPPED.with_label_values(&["spool_write_failed"]).inc();
+            return Err(e);
+        }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Bytes free for this process on the spool's filesystem.
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        let s = nix::sys::statvfs::statvfs(&self.dir)?;
+        Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+    }
+
+    /// Why recording must pause now, if the spool's filesystem is below the free-space floor.
+    pub fn below_floor(&self) -> Option<String> {
+        let free = match self.free_bytes() {
+            Ok(free) => free,
+            Err(e) => return Some(format!("cannot read the spool's free space: {e}")),
+        };
+        SPOOL_FREE.set(free as f64);
+        let below = free < self.min_free_bytes;
+        SPOOL_BELOW_FLOOR.set(f64::from(u8::from(below)));
+        below.then(|| {
+            format!(
+                "recording paused: the spool disk has {} MiB free, below its floor of {} MiB",
+                free / (1024 * 1024),
+                self.min_free_bytes / (1024 * 1024)
+            )
+        })
     }
 
     /// Deletes MP4s of `camera_id` that never got their JSON: what a killed recorder left

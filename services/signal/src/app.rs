@@ -75,7 +75,7 @@ impl AppState {
         self.cameras.pool()
     }
 
-    /// Starts the event relay, the gateway pass and the demand pass.
+    /// Starts the event relay, the gateway pass, the demand pass and the outbox pass.
     pub fn spawn_background(&self) -> anyhow::Result<()> {
         spawn_event_relay(
             self.bus.clone(),
@@ -84,18 +84,24 @@ impl AppState {
         )?;
         self.gateways.clone().spawn();
         self.demand.clone().spawn();
+        let cameras = self.cameras.clone();
+        cloudcam_core::ops::spawn_pass("spec outbox", Duration::from_secs(1), move || {
+            let cameras = cameras.clone();
+            async move { cameras.publish_outbox().await }
+        });
         Ok(())
     }
 
-    /// What `/readyz` checks: Kafka, Redis, the media store and at least one healthy gateway.
-    pub fn readiness(self: &Arc<Self>) -> cloudcam_core::ops::Readiness {
+    /// Adds what `/readyz` checks: Kafka, Redis, the media store and at least one healthy
+    /// gateway.
+    pub fn add_readiness(self: &Arc<Self>, readiness: &cloudcam_core::ops::Readiness) {
         let a = self.clone();
-        cloudcam_core::ops::Readiness::dependencies(
+        readiness.add_dependencies(
             self.bus.clone(),
             self.state.clone(),
             Some(self.media.clone()),
-        )
-        .check("janus", move || {
+        );
+        readiness.add("janus", move || {
             let up = a.pool().any_up();
             async move {
                 if up {
@@ -104,7 +110,7 @@ impl AppState {
                     Err("no Janus gateway answered its last health check".into())
                 }
             }
-        })
+        });
     }
 }
 

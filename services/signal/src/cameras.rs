@@ -136,10 +136,11 @@ impl Cameras {
             .iter()
             .map(|(s, _)| s.record.info.id.clone())
             .collect();
-        let (statuses, mountpoints, errors, wanted, workers) = tokio::try_join!(
+        let (statuses, mountpoints, errors, recording_errors, wanted, workers) = tokio::try_join!(
             self.store.statuses(&ids),
             self.store.mountpoints(&ids),
             self.store.mountpoint_errors(&ids),
+            self.store.recording_problems(&ids),
             self.demand.wanted(),
             cloudcam_core::workers::list(&*self.state),
         )?;
@@ -153,9 +154,10 @@ impl Cameras {
             .zip(
                 statuses
                     .into_iter()
-                    .zip(mountpoints.into_iter().zip(errors)),
+                    .zip(mountpoints.into_iter().zip(errors))
+                    .zip(recording_errors),
             )
-            .map(|((s, access), (status, (mp, error)))| {
+            .map(|((s, access), ((status, (mp, error)), recording_error))| {
                 let id = s.record.info.id.clone();
                 let gateway = mp
                     .map(|mp| self.pool.gateway(&mp.gateway).settings.name.clone())
@@ -167,6 +169,7 @@ impl Cameras {
                         gateway,
                         gateway_error: error,
                         recorder: recorders.get(id.as_str()).map(|w| w.id.clone()),
+                        recording_error,
                         live_demand: u32::from(wanted.contains_key(&id)),
                     },
                     version: s.version,
@@ -419,11 +422,48 @@ impl Cameras {
 
     /// Publishes the camera's desired state as stored now; the caller holds its lease. A
     /// camera without a record gets a tombstone and whatever a racing writer left is dropped.
+    ///
+    /// The camera goes into the outbox first and leaves it once the bus has the message, so a
+    /// change made while Kafka is away (or by a process that dies before publishing) is not
+    /// lost: the outbox pass ([`Cameras::publish_outbox`]) publishes it when Kafka is back.
+    /// A bus failure is therefore not the caller's: the change is stored and will be published.
     pub async fn publish_held(&self, id: &str) -> Result<(), ApiError> {
+        self.store.unpublished(id).await?;
+        let spec = self.current_spec(id).await?;
+        match self.bus.put_spec(id, spec.as_ref()).await {
+            Ok(()) => self.store.published(id).await?,
+            Err(e) => {
+                crate::metrics::SPECS_DEFERRED.inc();
+                tracing::warn!(camera = %id, error = %e, "desired state not published yet; the outbox pass retries");
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes every camera in the outbox (one pass): what changed while the bus was away.
+    pub async fn publish_outbox(&self) -> Result<usize, ApiError> {
+        let ids = self.store.outbox().await?;
+        crate::metrics::SPECS_UNPUBLISHED.set(ids.len() as f64);
+        let mut published = 0;
+        for id in &ids {
+            let _lease = self.store.lease(id).await?;
+            self.store.unpublished(id).await?;
+            let spec = self.current_spec(id).await?;
+            self.bus.put_spec(id, spec.as_ref()).await?;
+            self.store.published(id).await?;
+            tracing::info!(camera = %id, "desired state published from the outbox");
+            published += 1;
+        }
+        crate::metrics::SPECS_UNPUBLISHED.set(0.0);
+        Ok(published)
+    }
+
+    /// The camera's desired state as stored now (`None`: it was deleted, and whatever a racing
+    /// writer left is dropped).
+    async fn current_spec(&self, id: &str) -> Result<Option<v1::CameraSpec>, ApiError> {
         let Some(stored) = self.store.get(id).await? else {
-            self.bus.put_spec(id, None).await?;
             self.store.forget(id).await?;
-            return Ok(());
+            return Ok(None);
         };
         let mountpoint = self.store.mountpoint(id).await?;
         let wanted = self.demand.is_wanted(id).await?;
@@ -436,8 +476,7 @@ impl Cameras {
             has_secret,
             &self.pool,
         );
-        self.bus.put_spec(id, Some(&spec)).await?;
-        Ok(())
+        Ok(Some(spec))
     }
 
     /// Moves a camera's mountpoint to `gateway` (which has created it) and repoints its RTP;

@@ -130,19 +130,9 @@ impl Demand {
 
     /// Runs [`Demand::pass`] once a second.
     pub fn spawn(self) {
-        actix_rt::spawn(async move {
-            let mut failing = false;
-            loop {
-                match self.pass().await {
-                    Ok(()) => failing = false,
-                    Err(e) if !failing => {
-                        tracing::warn!(error = %e, "cannot reconcile live demand");
-                        failing = true;
-                    }
-                    Err(_) => {}
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        cloudcam_core::ops::spawn_pass("live demand", Duration::from_secs(1), move || {
+            let demand = self.clone();
+            async move { demand.pass().await }
         });
     }
 }

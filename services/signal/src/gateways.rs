@@ -94,13 +94,10 @@ impl Gateways {
 
     /// Runs [`Gateways::pass`] every `reconcile_interval_ms`.
     pub fn spawn(self) {
-        actix_rt::spawn(async move {
-            loop {
-                if let Err(e) = self.pass().await {
-                    tracing::warn!(error = %e, "cannot reconcile the Janus mountpoints");
-                }
-                tokio::time::sleep(self.every).await;
-            }
+        let every = self.every;
+        cloudcam_core::ops::spawn_pass("janus mountpoints", every, move || {
+            let gateways = self.clone();
+            async move { gateways.pass().await }
         });
     }
 }

@@ -28,12 +28,24 @@ pub mod ws;
 
 use std::sync::Arc;
 
+/// Starts the internal listener (`/metrics`, `/readyz`) with no checks yet: [`serve`] adds
+/// them, and until then [`cloudcam_core::ops::Readiness::connect`] reports what signal waits
+/// for. Must run inside an actix system.
+pub fn serve_internal(
+    cfg: &config::SignalConfig,
+) -> std::io::Result<cloudcam_core::ops::Readiness> {
+    let readiness = cloudcam_core::ops::Readiness::new();
+    cloudcam_core::ops::serve_metrics(&cfg.internal_listen, readiness.clone())?;
+    Ok(readiness)
+}
+
 /// Builds signal on the given backends, starts its background passes and binds its HTTP
 /// server: the one composition both `cloudcam-signal` and the single-machine binary use. The
-/// configured administrator is created first unless that user exists. Must run inside an
-/// actix system (the internal listener is spawned on it).
+/// configured administrator is created first unless that user exists. `readiness` is the
+/// internal listener's ([`serve_internal`]); signal's checks are added to it.
 pub async fn serve(
     cfg: &config::SignalConfig,
+    readiness: &cloudcam_core::ops::Readiness,
     bus: Arc<dyn cloudcam_core::bus::Bus>,
     state: Arc<dyn cloudcam_core::state::StateStore>,
     media: Arc<dyn object_store::ObjectStore>,
@@ -51,7 +63,7 @@ pub async fn serve(
     let data = web::Data::from(app.clone());
     let sessions = web::Data::new(app.sessions.clone());
     let max_body = cfg.max_body_bytes;
-    cloudcam_core::ops::serve_metrics(&cfg.internal_listen, app.readiness())?;
+    app.add_readiness(readiness);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())

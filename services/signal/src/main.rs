@@ -3,7 +3,7 @@
 //! them in one process is `cloudcam-standalone`.
 
 use clap::Parser;
-use cloudcam_core::config::{load, state_from_settings};
+use cloudcam_core::config::load;
 use cloudcam_signal::config::SignalConfig;
 use std::path::PathBuf;
 
@@ -25,10 +25,12 @@ async fn main() -> anyhow::Result<()> {
             "no Kafka configured: no ingest worker will see these cameras (cloudcam-standalone runs everything in one process)"
         );
     }
-    let bus = cloudcam_core::bus::from_settings(&cfg.kafka).await?;
-    let state = state_from_settings(&cfg.redis).await?;
     let media = cloudcam_core::media::from_settings(&cfg.media)?;
-    let server = cloudcam_signal::serve(&cfg, bus, state, media).await?;
+    // The internal listener (`/readyz`) answers while signal waits for Kafka and Redis.
+    let readiness = cloudcam_signal::serve_internal(&cfg)?;
+    let (bus, state) =
+        cloudcam_core::ops::connect_backends(&readiness, &cfg.kafka, &cfg.redis).await;
+    let server = cloudcam_signal::serve(&cfg, &readiness, bus, state, media).await?;
     server.await?;
     Ok(())
 }

@@ -207,6 +207,10 @@ pub struct ServedBy {
     pub gateway_error: Option<String>,
     /// The recorder recording it, if any.
     pub recorder: Option<String>,
+    /// Why its recorder is not recording it now although it should (say, the spool disk is
+    /// below its free-space floor); absent while recording goes well.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_error: Option<String>,
     /// 1 while viewers keep it pulled, else 0.
     pub live_demand: u32,
 }

@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const IDS: &str = "cloudcam:cameras";
+/// Cameras whose desired state changed and may not have reached the bus yet.
+const SPEC_OUTBOX: &str = "cloudcam:spec-outbox";
 const VIEWERS: &str = "cloudcam:viewers";
 
 /// A user's open live views (members: view ids; scores: expiry), for the per-user bound.
@@ -184,6 +186,22 @@ impl CameraStore {
         self.state.set_members(IDS).await
     }
 
+    /// Notes, before publishing, that the camera's desired state is to be published: if the
+    /// bus is away (or this process dies), the outbox pass publishes it later.
+    pub async fn unpublished(&self, id: &str) -> Result<(), StateError> {
+        self.state.set_add(SPEC_OUTBOX, id).await
+    }
+
+    /// The camera's desired state, as stored, reached the bus.
+    pub async fn published(&self, id: &str) -> Result<(), StateError> {
+        self.state.set_remove(SPEC_OUTBOX, id).await
+    }
+
+    /// Cameras whose desired state has yet to reach the bus.
+    pub async fn outbox(&self) -> Result<Vec<String>, StateError> {
+        self.state.set_members(SPEC_OUTBOX).await
+    }
+
     /// Every camera, oldest first (unreadable records are skipped and logged).
     pub async fn all(&self) -> Result<Vec<Stored>, StateError> {
         let ids = self.ids().await?;
@@ -246,6 +264,15 @@ impl CameraStore {
         ids: &[String],
     ) -> Result<Vec<Option<String>>, StateError> {
         self.json_many(ids, mountpoint_error_key).await
+    }
+
+    /// Why the owning recorder is not recording each camera, where it says so.
+    pub async fn recording_problems(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<String>>, StateError> {
+        self.json_many(ids, cloudcam_core::media::recording_problem_key)
+            .await
     }
 
     pub async fn set_mountpoint_error(

@@ -4,7 +4,7 @@
 //! `cloudcam-recorder`) know nothing of this composition.
 
 use clap::Parser;
-use cloudcam_core::config::{Validate, load, state_from_settings};
+use cloudcam_core::config::{Validate, load};
 use cloudcam_ingest::CameraSettings;
 use cloudcam_recorder::RecorderSettings;
 use cloudcam_signal::config::SignalConfig;
@@ -69,8 +69,10 @@ async fn main() -> anyhow::Result<()> {
     }
     // The re-stream server is built before any pipeline.
     gstreamer::init()?;
-    let bus = cloudcam_core::bus::from_settings(&cfg.signal.kafka).await?;
-    let state = state_from_settings(&cfg.signal.redis).await?;
+    let readiness = cloudcam_signal::serve_internal(&cfg.signal)?;
+    let (bus, state) =
+        cloudcam_core::ops::connect_backends(&readiness, &cfg.signal.kafka, &cfg.signal.redis)
+            .await;
     let media = cloudcam_core::media::from_settings(&cfg.signal.media)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -104,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
         stopped(stop_rx),
     ));
     tracing::info!("single machine: signal, an ingest worker and a recorder in this process");
-    cloudcam_signal::serve(&cfg.signal, bus, state, media)
+    cloudcam_signal::serve(&cfg.signal, &readiness, bus, state, media)
         .await?
         .await?;
     let _ = stop_tx.send(true);
