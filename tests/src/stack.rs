@@ -100,18 +100,16 @@ impl TestEnv {
         if !status.success() {
             bail!("formatting Kafka storage failed");
         }
-        let proc = Proc::spawn(
-            "kafka",
-            &self.dir,
-            Command::new("java")
-                .args(["-Xmx512m", "-cp", &cp, "kafka.Kafka"])
-                .arg(&props),
-        )?;
-        wait_tcp("Kafka", port, Duration::from_secs(60)).await?;
-        Ok(Kafka {
-            proc,
+        let mut kafka = Kafka {
+            proc: None,
             brokers: format!("127.0.0.1:{port}"),
-        })
+            port,
+            cp,
+            props,
+            dir: self.dir.clone(),
+        };
+        kafka.start().await?;
+        Ok(kafka)
     }
 
     pub async fn redis(&self) -> Result<Redis> {
@@ -393,6 +391,18 @@ impl TestEnv {
             ingest,
         })
     }
+}
+
+fn signal(pid: u32, sig: &str) -> Result<()> {
+    let ok = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()?
+        .success();
+    if !ok {
+        bail!("kill {sig} {pid} failed");
+    }
+    Ok(())
 }
 
 /// The streaming plugin's admin key of every test gateway (signal lists private mountpoints
@@ -682,8 +692,33 @@ async fn wait_http(url: &str, what: &str) -> Result<()> {
 }
 
 pub struct Kafka {
-    pub proc: Proc,
+    pub proc: Option<Proc>,
     pub brokers: String,
+    port: u16,
+    cp: String,
+    props: PathBuf,
+    dir: PathBuf,
+}
+
+impl Kafka {
+    /// Starts the broker (again, on the same port and data: a restart after [`Kafka::kill`]).
+    pub async fn start(&mut self) -> Result<()> {
+        self.proc = Some(Proc::spawn(
+            "kafka",
+            &self.dir,
+            Command::new("java")
+                .args(["-Xmx512m", "-cp", &self.cp, "kafka.Kafka"])
+                .arg(&self.props),
+        )?);
+        wait_tcp("Kafka", self.port, Duration::from_secs(60)).await
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
 }
 
 pub struct Redis {
@@ -692,6 +727,16 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// SIGSTOP: Redis keeps its connections open and stops answering.
+    pub fn pause(&self) -> Result<()> {
+        signal(self.proc.pid(), "-STOP")
+    }
+
+    /// SIGCONT after [`Redis::pause`].
+    pub fn resume(&self) -> Result<()> {
+        signal(self.proc.pid(), "-CONT")
+    }
+
     /// Writes `count` indexed 10 s segments of `camera_id` from `t0_ms` straight into its
     /// segment index (as a recorder would after a long time), in pipelined batches.
     pub async fn fill_index(&self, camera_id: &str, t0_ms: i64, count: i64) -> Result<()> {

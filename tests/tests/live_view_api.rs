@@ -174,7 +174,7 @@ async fn digest_camera_through_the_api_and_no_password_leaks() -> anyhow::Result
         signal.proc.as_ref().unwrap(),
         &ingest.proc,
         &p.janus.proc,
-        &p.kafka.proc,
+        p.kafka.proc.as_ref().unwrap(),
     ] {
         assert!(
             !log.log_text().contains(PASSWORD),

@@ -130,8 +130,8 @@ impl ApiError {
     /// without its detail, which names internal addresses (Redis, Kafka, Janus, S3 URLs).
     pub fn client_message(&self) -> String {
         let generic = match self {
-            Self::State(_) => "the shared state is unavailable; try again",
-            Self::Bus(_) => "the event bus is unavailable; try again",
+            Self::State(_) => "the shared state (Redis) is unavailable; try again",
+            Self::Bus(_) => "the event bus (Kafka) is unavailable; try again",
             Self::Janus(_) => "the video gateway failed; try again",
             Self::Media(_) => "the media store failed; try again",
             _ => return self.to_string(),
