@@ -463,6 +463,20 @@ impl TestEnv {
         garage: &Garage,
         segment_seconds: u32,
     ) -> Result<Recorder> {
+        self.recorder_with(name, kafka, redis, garage, segment_seconds, &[])
+            .await
+    }
+
+    /// [`TestEnv::recorder`] with more environment (`CLOUDCAM_RECORDER_…` settings).
+    pub async fn recorder_with(
+        &self,
+        name: &str,
+        kafka: &Kafka,
+        redis: &Redis,
+        garage: &Garage,
+        segment_seconds: u32,
+        extra: &[(&str, String)],
+    ) -> Result<Recorder> {
         let port = free_port();
         let spool = self.dir.join(format!("{name}-spool"));
         let mut cmd = Command::new(binary("cloudcam-recorder")?);
@@ -484,6 +498,7 @@ impl TestEnv {
             )
             .env("CLOUDCAM_RECORDER_RECORDER__SPOOL_DIR", &spool)
             .env("CLOUDCAM_RECORDER_RECORDER__RETENTION_INTERVAL_MS", "1000");
+        cmd.envs(extra.iter().map(|(k, v)| (k, v)));
         garage.configure(&mut cmd, "CLOUDCAM_RECORDER_MEDIA__");
         let proc = Proc::spawn(name, &self.dir, &mut cmd)?;
         wait_http(&format!("http://127.0.0.1:{port}/healthz"), name).await?;

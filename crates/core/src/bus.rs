@@ -312,8 +312,10 @@ impl KafkaBus {
                 settings.message_timeout_ms.to_string(),
             )
             .set("linger.ms", "0")
-            // Retries keep the order of a partition's messages (a camera's specs).
-            .set("enable.idempotence", "true")
+            // One request in flight per broker: retries keep the order of a partition's
+            // messages (a camera's specs). (The idempotent producer keeps order too, but holds
+            // a message well past message.timeout.ms while the broker is away.)
+            .set("max.in.flight.requests.per.connection", "1")
             .create()?;
         let mut bus = Self {
             settings,
