@@ -148,6 +148,22 @@ impl Api {
         Ok(v)
     }
 
+    /// The camera's recordings (its segment index) over the last hour and the next.
+    pub async fn recordings(&self, id: &str) -> Result<Value> {
+        let to = crate::procs::now_ms() + 3_600_000;
+        let (status, v) = self
+            .call(
+                "GET",
+                &format!("/cameras/{id}/recordings?from=0&to={to}"),
+                None,
+            )
+            .await?;
+        if status != 200 {
+            bail!("GET recordings answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
     /// Waits until the camera's status is `state`; returns the camera.
     pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> Result<Value> {
         let last = std::sync::Mutex::new(Value::Null);

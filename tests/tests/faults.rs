@@ -40,15 +40,7 @@ fn spool_files(spool: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf
 }
 
 async fn segments(api: &Api, id: &str) -> anyhow::Result<usize> {
-    let to = cloudcam_tests::procs::now_ms() + 3_600_000;
-    let (status, v) = api
-        .call(
-            "GET",
-            &format!("/cameras/{id}/recordings?from=0&to={to}"),
-            None,
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "{v}");
+    let v = api.recordings(id).await?;
     Ok(v["segments"].as_array().map(Vec::len).unwrap_or(0))
 }
 

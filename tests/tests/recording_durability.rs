@@ -6,21 +6,8 @@ use cloudcam_tests::stack::TestEnv;
 use cloudcam_tests::{Api, wait_for};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-async fn recordings(api: &Api, id: &str) -> anyhow::Result<Value> {
-    let to = cloudcam_tests::procs::now_ms() + 3_600_000;
-    let (status, v) = api
-        .call(
-            "GET",
-            &format!("/cameras/{id}/recordings?from=0&to={to}"),
-            None,
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "{v}");
-    Ok(v)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyhow::Result<()> {
@@ -39,7 +26,7 @@ async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyho
         .await?;
     let id = cam["id"].as_str().unwrap().to_string();
     wait_for("three stored segments", Duration::from_secs(60), || async {
-        let v = recordings(&api, &id).await.ok()?;
+        let v = api.recordings(&id).await.ok()?;
         (v["segments"].as_array()?.len() >= 3).then_some(())
     })
     .await?;
@@ -86,7 +73,7 @@ async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyho
         "a segment recorded after S3 came back",
         Duration::from_secs(30),
         || async {
-            let v = recordings(&api, &id).await.ok()?;
+            let v = api.recordings(&id).await.ok()?;
             let end = v["spans"].as_array()?.last()?["end_ms"].as_i64()?;
             (end > back_ms).then_some(())
         },
@@ -109,7 +96,7 @@ async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyho
     .await?;
 
     // Every segment of the whole period is indexed and in S3, none twice, none overlapping.
-    let v = recordings(&api, &id).await?;
+    let v = api.recordings(&id).await?;
     let segments = v["segments"].as_array().unwrap().clone();
     let spans = v["spans"].as_array().unwrap().clone();
     for w in segments.windows(2) {
@@ -190,7 +177,7 @@ async fn retention_deletes_old_segments() -> anyhow::Result<()> {
         .await?;
     let id = cam["id"].as_str().unwrap().to_string();
     let first = wait_for("a first segment", Duration::from_secs(60), || async {
-        let v = recordings(&api, &id).await.ok()?;
+        let v = api.recordings(&id).await.ok()?;
         v["segments"].as_array()?.first().cloned()
     })
     .await?;
@@ -201,7 +188,7 @@ async fn retention_deletes_old_segments() -> anyhow::Result<()> {
         "the first segment to expire",
         Duration::from_secs(60),
         || async {
-            let v = recordings(&api, &id).await.ok()?;
+            let v = api.recordings(&id).await.ok()?;
             let gone_from_index = v["segments"]
                 .as_array()?
                 .iter()
@@ -214,7 +201,7 @@ async fn retention_deletes_old_segments() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let v = recordings(&api, &id).await?;
+    let v = api.recordings(&id).await?;
     let now = cloudcam_tests::procs::now_ms();
     let segments = v["segments"].as_array().unwrap();
     assert!(!segments.is_empty(), "recording goes on");
