@@ -447,7 +447,6 @@ impl Cameras {
         let mut published = 0;
         for id in &ids {
             let _lease = self.store.lease(id).await?;
-            self.store.unpublished(id).await?;
             let spec = self.current_spec(id).await?;
             self.bus.put_spec(id, spec.as_ref()).await?;
             self.store.published(id).await?;
