@@ -519,6 +519,7 @@ impl Bus for KafkaBus {
         std::thread::Builder::new()
             .name(format!("{group}-consumer"))
             .spawn(move || {
+                let mut errors = ConsumerErrors::new(CAMERAS_TOPIC);
                 while !tx.is_closed() {
                     let Some(res) = consumer.poll(Duration::from_millis(200)) else {
                         continue;
@@ -526,8 +527,7 @@ impl Bus for KafkaBus {
                     let msg = match res {
                         Ok(msg) => msg,
                         Err(e) => {
-                            tracing::warn!(topic = CAMERAS_TOPIC, error = %e, "kafka consumer error");
-                            std::thread::sleep(Duration::from_millis(500));
+                            errors.seen(&e);
                             continue;
                         }
                     };
@@ -637,6 +637,7 @@ fn pump<C, T, F>(
     F: Fn(&rdkafka::message::BorrowedMessage<'_>) -> Option<T> + Send + 'static,
 {
     tokio::spawn(async move {
+        let mut errors = ConsumerErrors::new(topic);
         loop {
             match consumer.recv().await {
                 Ok(msg) => {
@@ -646,13 +647,47 @@ fn pump<C, T, F>(
                         return;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(topic, error = %e, "kafka consumer error");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                Err(e) => errors.seen(&e),
             }
         }
     });
+}
+
+/// How often one kind of consumer error is logged while it repeats.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Consumer errors are events librdkafka queues (a broker away, a reconnect refused): each is
+/// read and passed over at once, never waited after — a pause per error lets a backlog of them
+/// build up while Kafka is away, and the messages and rebalances queued behind it then arrive
+/// minutes late. They are logged once per kind and [`ERROR_LOG_EVERY`], with the repeats counted.
+struct ConsumerErrors {
+    topic: &'static str,
+    logged: HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl ConsumerErrors {
+    fn new(topic: &'static str) -> Self {
+        Self {
+            topic,
+            logged: HashMap::new(),
+        }
+    }
+
+    fn seen(&mut self, e: &rdkafka::error::KafkaError) {
+        let text = e.to_string();
+        let now = std::time::Instant::now();
+        match self.logged.get_mut(&text) {
+            Some((at, repeats)) if now.duration_since(*at) < ERROR_LOG_EVERY => *repeats += 1,
+            Some((at, repeats)) => {
+                tracing::warn!(topic = self.topic, error = %text, repeats = *repeats, "kafka consumer error");
+                (*at, *repeats) = (now, 0);
+            }
+            None => {
+                tracing::warn!(topic = self.topic, error = %text, "kafka consumer error");
+                self.logged.insert(text, (now, 0));
+            }
+        }
+    }
 }
 
 /// Connects the bus the settings name: Kafka when brokers are set, else the in-process bus.
