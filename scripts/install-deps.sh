@@ -45,11 +45,13 @@ if [ "$mode" = run ]; then
 fi
 
 kafka_libs=.cache/kafka/libs
-if [ ! -f "$kafka_libs/.complete" ]; then
+# The marker holds the pom's checksum: a changed pom fetches again.
+kafka_pom_sum=$(sha256sum tools/kafka/pom.xml | cut -d' ' -f1)
+if [ "$(cat "$kafka_libs/.complete" 2>/dev/null)" != "$kafka_pom_sum" ]; then
   echo "install-deps: fetching the Apache Kafka broker from Maven Central"
   rm -rf "$kafka_libs"
   mvn -q -B -f tools/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$PWD/$kafka_libs"
-  touch "$kafka_libs/.complete"
+  echo "$kafka_pom_sum" > "$kafka_libs/.complete"
 fi
 # Garage, the S3-compatible store the recording tests run against (~10 min to build once).
 export PATH="$HOME/.cargo/bin:$PATH"
