@@ -11,6 +11,7 @@ pub mod config;
 pub mod media;
 pub mod metrics;
 pub mod ops;
+pub mod outbox;
 pub mod state;
 pub mod telemetry;
 pub mod workers;

@@ -6,11 +6,12 @@
 use cloudcam_core::bus::Bus;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
 use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec};
+use cloudcam_core::outbox::EventOutbox;
 use cloudcam_core::state::{StateStore, set_json};
 use cloudcam_proto::v1;
 use futures::StreamExt as _;
 use prometheus::{GaugeVec, IntCounterVec};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -91,61 +92,9 @@ pub fn describe() {
     cloudcam_core::metrics::describe();
 }
 
-/// Events waiting to be published, the latest per camera and kind: while Kafka is away the
-/// queue holds at most two events per camera (its state and its health), never a backlog.
-#[derive(Default)]
-struct Outbox {
-    events: HashMap<(String, EventKind), v1::CameraEvent>,
-    /// Publishing order of the keys in `events` (each once).
-    order: VecDeque<(String, EventKind)>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum EventKind {
-    State,
-    Health,
-}
-
-impl Outbox {
-    /// Queues `event`, replacing an unpublished one of the same camera and kind in its place.
-    fn put(&mut self, key: (String, EventKind), event: v1::CameraEvent) {
-        if self.events.insert(key.clone(), event).is_none() {
-            self.order.push_back(key);
-        }
-    }
-
-    /// Up to `n` events to publish now, oldest first.
-    fn take(&mut self, n: usize) -> Vec<((String, EventKind), v1::CameraEvent)> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            let Some(key) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(ev) = self.events.remove(&key) {
-                out.push((key, ev));
-            }
-        }
-        out
-    }
-
-    /// Puts back an event that could not be published, unless a newer one took its place.
-    fn retry(&mut self, key: (String, EventKind), event: v1::CameraEvent) {
-        if !self.events.contains_key(&key) {
-            self.events.insert(key.clone(), event);
-            self.order.push_front(key);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.events.len()
-    }
-}
-
 /// Statuses waiting to be stored, the latest per camera.
 type Unstored = HashMap<String, CameraStatus>;
 
-/// Events published at once (never two of one camera and kind).
-const PUBLISH_BATCH: usize = 64;
 /// Statuses stored at once.
 const STORE_CONCURRENCY: usize = 16;
 
@@ -162,8 +111,7 @@ static UNPUBLISHED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
 pub struct Reporter {
     unstored: Arc<Mutex<Unstored>>,
     stored: Arc<Notify>,
-    outbox: Arc<Mutex<Outbox>>,
-    queued: Arc<Notify>,
+    outbox: EventOutbox,
 }
 
 impl Reporter {
@@ -174,12 +122,9 @@ impl Reporter {
         let r = Self {
             unstored: Arc::default(),
             stored: Arc::default(),
-            outbox: Arc::default(),
-            queued: Arc::default(),
+            outbox: EventOutbox::start(bus, UNPUBLISHED.clone()),
         };
-        LazyLock::force(&UNPUBLISHED);
         tokio::spawn(r.clone().store_loop(state, status_ttl));
-        tokio::spawn(r.clone().publish_loop(bus));
         r
     }
 
@@ -203,49 +148,6 @@ impl Reporter {
         }
     }
 
-    async fn publish_loop(self, bus: Arc<dyn Bus>) {
-        let mut pause = Duration::from_millis(200);
-        loop {
-            let batch = self
-                .outbox
-                .lock()
-                .expect("reporter lock")
-                .take(PUBLISH_BATCH);
-            if batch.is_empty() {
-                UNPUBLISHED.set(0.0);
-                self.queued.notified().await;
-                continue;
-            }
-            let results = futures::future::join_all(batch.into_iter().map(|(key, event)| {
-                let bus = bus.clone();
-                async move {
-                    let r = bus.publish_event(&event).await;
-                    (key, event, r)
-                }
-            }))
-            .await;
-            let mut failed = None;
-            {
-                let mut outbox = self.outbox.lock().expect("reporter lock");
-                for (key, event, r) in results.into_iter().rev() {
-                    if let Err(e) = r {
-                        failed = Some(e);
-                        outbox.retry(key, event);
-                    }
-                }
-                UNPUBLISHED.set(outbox.len() as f64);
-            }
-            match failed {
-                Some(e) => {
-                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "cannot publish camera events; they wait (the latest per camera)");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                None => pause = Duration::from_millis(200),
-            }
-        }
-    }
-
     /// Stores `status` (soon, coalesced per camera) and queues `kind` for the bus.
     fn report(&self, camera_id: &str, status: &CameraStatus, kind: Option<v1::camera_event::Kind>) {
         self.unstored
@@ -254,10 +156,6 @@ impl Reporter {
             .insert(camera_id.to_string(), status.clone());
         self.stored.notify_one();
         let Some(kind) = kind else { return };
-        let key = match kind {
-            v1::camera_event::Kind::Health(_) => EventKind::Health,
-            _ => EventKind::State,
-        };
         let event = v1::CameraEvent {
             schema_version: cloudcam_proto::SCHEMA_VERSION,
             camera_id: camera_id.to_string(),
@@ -265,11 +163,7 @@ impl Reporter {
             worker_id: status.worker_id.clone(),
             kind: Some(kind),
         };
-        self.outbox
-            .lock()
-            .expect("reporter lock")
-            .put((camera_id.to_string(), key), event);
-        self.queued.notify_one();
+        self.outbox.publish(event);
     }
 
     /// A camera changed state.
@@ -334,55 +228,5 @@ impl Reporter {
         for s in CameraState::ALL {
             let _ = STATE.remove_label_values(&[camera_id, s.as_str()]);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(camera: &str, ts: i64) -> v1::CameraEvent {
-        v1::CameraEvent {
-            camera_id: camera.into(),
-            timestamp_ms: ts,
-            ..Default::default()
-        }
-    }
-
-    fn key(camera: &str, kind: EventKind) -> (String, EventKind) {
-        (camera.to_string(), kind)
-    }
-
-    #[test]
-    fn the_outbox_keeps_the_latest_event_per_camera_and_kind_in_place() {
-        let mut o = Outbox::default();
-        for ts in 0..1000 {
-            o.put(key("a", EventKind::State), event("a", ts));
-            o.put(key("b", EventKind::Health), event("b", ts));
-        }
-        o.put(key("a", EventKind::Health), event("a", 5));
-        assert_eq!(o.len(), 3, "bounded by cameras, not by time away");
-        let taken = o.take(2);
-        assert_eq!(taken[0].0, key("a", EventKind::State));
-        assert_eq!(taken[0].1.timestamp_ms, 999);
-        assert_eq!(taken[1].0, key("b", EventKind::Health));
-        // A failed publish goes back first, unless a newer event replaced it meanwhile.
-        o.put(key("b", EventKind::Health), event("b", 1000));
-        o.retry(taken[1].0.clone(), taken[1].1.clone());
-        o.retry(taken[0].0.clone(), taken[0].1.clone());
-        let rest = o.take(10);
-        let got: Vec<_> = rest
-            .iter()
-            .map(|(k, e)| (k.clone(), e.timestamp_ms))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (key("a", EventKind::State), 999),
-                (key("a", EventKind::Health), 5),
-                (key("b", EventKind::Health), 1000),
-            ]
-        );
-        assert_eq!(o.len(), 0);
     }
 }

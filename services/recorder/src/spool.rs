@@ -17,6 +17,7 @@
 use cloudcam_core::bus::Bus;
 use cloudcam_core::media::{Segment, index_segment};
 use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec, register_histogram};
+use cloudcam_core::outbox::EventOutbox;
 use cloudcam_core::state::StateStore;
 use cloudcam_proto::v1;
 use object_store::path::Path as ObjectPath;
@@ -73,6 +74,12 @@ static SPOOL_BELOW_FLOOR: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
         "1 while the spool's free space is below spool_min_free_bytes (recording paused)",
     )
 });
+static EVENTS_UNPUBLISHED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    cloudcam_core::metrics::register_gauge(
+        "cloudcam_recorder_events_unpublished",
+        "Segment announcements waiting for the bus (the latest per camera)",
+    )
+});
 static SPOOL: LazyLock<GaugeVec> = LazyLock::new(|| {
     register_gauge_vec(
         "cloudcam_recorder_spool",
@@ -103,6 +110,7 @@ pub fn describe() {
     }
     LazyLock::force(&SPOOL_FREE);
     LazyLock::force(&SPOOL_BELOW_FLOOR);
+    LazyLock::force(&EVENTS_UNPUBLISHED);
     for result in ["ok", "error"] {
         UPLOADS.with_label_values(&[result]).inc_by(0);
     }
@@ -118,7 +126,9 @@ pub struct Spool {
     pub dir: PathBuf,
     store: Arc<dyn ObjectStore>,
     state: Arc<dyn StateStore>,
-    bus: Arc<dyn Bus>,
+    /// Segment announcements: the index (in the shared state) is the record, so they never
+    /// hold up the upload of the next segment while Kafka is away.
+    events: EventOutbox,
     max_bytes: u64,
     min_free_bytes: u64,
     pub worker_id: String,
@@ -148,7 +158,7 @@ impl Spool {
             dir,
             store,
             state,
-            bus,
+            events: EventOutbox::start(bus, EVENTS_UNPUBLISHED.clone()),
             max_bytes,
             min_free_bytes,
             worker_id,
@@ -310,9 +320,7 @@ impl Spool {
                 frames: 0,
             })),
         };
-        if let Err(e) = self.bus.publish_event(&event).await {
-            tracing::warn!(camera = %s.camera_id, error = %e, "cannot announce a segment");
-        }
+        self.events.publish(event);
         let delay = (cloudcam_core::now_ms() - s.end_ms).max(0) as f64 / 1000.0;
         AVAILABLE_DELAY.observe(delay);
         SEGMENTS.with_label_values(&[&s.camera_id]).inc();
