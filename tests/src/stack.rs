@@ -49,6 +49,13 @@ impl TestEnv {
 
     /// A single-node Apache Kafka (KRaft, broker and controller in one JVM).
     pub async fn kafka(&self) -> Result<Kafka> {
+        let mut kafka = self.kafka_unstarted()?;
+        kafka.start().await?;
+        Ok(kafka)
+    }
+
+    /// A formatted single-node broker with its ports chosen, not running yet ([`Kafka::start`]).
+    pub fn kafka_unstarted(&self) -> Result<Kafka> {
         let libs = std::env::var_os("CLOUDCAM_KAFKA_LIBS")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace().join(".cache/kafka/libs"));
@@ -87,6 +94,18 @@ impl TestEnv {
                 data = dir.join("data").display()
             ),
         )?;
+        // The broker's log goes to its artifact: what the group coordinator did is the first
+        // thing to read when a test about ownership fails.
+        let log4j = dir.join("log4j2.properties");
+        std::fs::write(
+            &log4j,
+            "appender.out.type=Console\n\
+             appender.out.name=out\n\
+             appender.out.layout.type=PatternLayout\n\
+             appender.out.layout.pattern=[%d] %p %m (%c)%n\n\
+             rootLogger.level=INFO\n\
+             rootLogger.appenderRef.out.ref=out\n",
+        )?;
         let cp = format!("{}/*", libs.display());
         let status = Command::new("java")
             .args(["-cp", &cp, "kafka.tools.StorageTool", "format", "-t"])
@@ -100,41 +119,33 @@ impl TestEnv {
         if !status.success() {
             bail!("formatting Kafka storage failed");
         }
-        let mut kafka = Kafka {
+        let kafka = Kafka {
             proc: None,
             brokers: format!("127.0.0.1:{port}"),
             port,
             cp,
             props,
+            log4j,
             dir: self.dir.clone(),
         };
-        kafka.start().await?;
         Ok(kafka)
     }
 
     pub async fn redis(&self) -> Result<Redis> {
+        let mut redis = self.redis_unstarted();
+        redis.start().await?;
+        Ok(redis)
+    }
+
+    /// A Redis with its port and password chosen, not running yet ([`Redis::start`]).
+    pub fn redis_unstarted(&self) -> Redis {
         let port = free_port();
-        let proc = Proc::spawn(
-            "redis",
-            &self.dir,
-            Command::new("redis-server").args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--requirepass",
-                REDIS_PASSWORD,
-            ]),
-        )?;
-        wait_tcp("Redis", port, Duration::from_secs(20)).await?;
-        Ok(Redis {
-            proc,
+        Redis {
+            proc: None,
             url: format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/"),
-        })
+            port,
+            dir: self.dir.clone(),
+        }
     }
 
     pub async fn janus(&self) -> Result<Janus> {
@@ -235,6 +246,21 @@ impl TestEnv {
         garage: Option<&Garage>,
         extra: &[(&str, &str)],
     ) -> Result<Signal> {
+        let mut signal = self.signal_unstarted(name, kafka, redis, gateways, garage, extra)?;
+        signal.start().await?;
+        Ok(signal)
+    }
+
+    /// [`TestEnv::signal_named`], configured and not started ([`Signal::start`]).
+    pub fn signal_unstarted(
+        &self,
+        name: &str,
+        kafka: Option<&Kafka>,
+        redis: Option<&Redis>,
+        gateways: &[&Janus],
+        garage: Option<&Garage>,
+        extra: &[(&str, &str)],
+    ) -> Result<Signal> {
         let port = free_port();
         let internal = free_port();
         let rtp = free_udp_range(100);
@@ -310,7 +336,7 @@ impl TestEnv {
             std::fs::write(&file, toml)?;
             args = vec!["--config".to_string(), file.display().to_string()];
         }
-        let mut signal = Signal {
+        Ok(Signal {
             name: name.to_string(),
             proc: None,
             base: format!("http://127.0.0.1:{port}"),
@@ -318,9 +344,7 @@ impl TestEnv {
             env,
             args,
             dir: self.dir.clone(),
-        };
-        signal.start().await?;
-        Ok(signal)
+        })
     }
 
     pub async fn ingest(
@@ -382,6 +406,28 @@ impl TestEnv {
         let signal = self
             .signal(Some(&kafka), Some(&redis), &janus, garage)
             .await?;
+        let ingest = self.ingest("ingest-1", &kafka, &redis, garage).await?;
+        Ok(Platform {
+            kafka,
+            redis,
+            janus,
+            signal,
+            ingest,
+        })
+    }
+}
+
+impl TestEnv {
+    /// Janus, signal and one ingest worker started before their Kafka and Redis, which are
+    /// returned unstarted: the services wait for them ([`Platform::kafka`] and
+    /// [`Platform::redis`] start them).
+    pub async fn platform_before_deps(&self, garage: Option<&Garage>) -> Result<Platform> {
+        let kafka = self.kafka_unstarted()?;
+        let redis = self.redis_unstarted();
+        let janus = self.janus().await?;
+        let mut signal =
+            self.signal_unstarted("signal", Some(&kafka), Some(&redis), &[&janus], garage, &[])?;
+        signal.start_waiting().await?;
         let ingest = self.ingest("ingest-1", &kafka, &redis, garage).await?;
         Ok(Platform {
             kafka,
@@ -712,6 +758,7 @@ pub struct Kafka {
     port: u16,
     cp: String,
     props: PathBuf,
+    log4j: PathBuf,
     dir: PathBuf,
 }
 
@@ -722,7 +769,12 @@ impl Kafka {
             "kafka",
             &self.dir,
             Command::new("java")
-                .args(["-Xmx512m", "-cp", &self.cp, "kafka.Kafka"])
+                .arg("-Xmx512m")
+                .arg(format!(
+                    "-Dlog4j2.configurationFile={}",
+                    self.log4j.display()
+                ))
+                .args(["-cp", &self.cp, "kafka.Kafka"])
                 .arg(&self.props),
         )?);
         wait_tcp("Kafka", self.port, Duration::from_secs(60)).await
@@ -737,19 +789,48 @@ impl Kafka {
 }
 
 pub struct Redis {
-    pub proc: Proc,
+    pub proc: Option<Proc>,
     pub url: String,
+    port: u16,
+    dir: PathBuf,
 }
 
 impl Redis {
+    pub async fn start(&mut self) -> Result<()> {
+        self.proc = Some(Proc::spawn(
+            "redis",
+            &self.dir,
+            Command::new("redis-server").args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                REDIS_PASSWORD,
+            ]),
+        )?);
+        wait_tcp("Redis", self.port, Duration::from_secs(20)).await
+    }
+
+    pub fn pid(&self) -> Result<u32> {
+        self.proc
+            .as_ref()
+            .map(Proc::pid)
+            .ok_or_else(|| anyhow::anyhow!("Redis is not running"))
+    }
+
     /// SIGSTOP: Redis keeps its connections open and stops answering.
     pub fn pause(&self) -> Result<()> {
-        signal(self.proc.pid(), "-STOP")
+        signal(self.pid()?, "-STOP")
     }
 
     /// SIGCONT after [`Redis::pause`].
     pub fn resume(&self) -> Result<()> {
-        signal(self.proc.pid(), "-CONT")
+        signal(self.pid()?, "-CONT")
     }
 
     /// Writes `count` indexed 10 s segments of `camera_id` from `t0_ms` straight into its
@@ -901,11 +982,18 @@ pub struct Signal {
 impl Signal {
     /// Starts (or restarts) the service with the same settings and port.
     pub async fn start(&mut self) -> Result<()> {
+        self.start_waiting().await?;
+        wait_http(&format!("{}/healthz", self.base), &self.name).await
+    }
+
+    /// Starts the service and waits only for its internal listener (`/healthz`, `/readyz`):
+    /// enough for a signal that is still waiting for Kafka or Redis.
+    pub async fn start_waiting(&mut self) -> Result<()> {
         let mut cmd = Command::new(binary("cloudcam-signal")?);
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         self.proc = Some(Proc::spawn(&self.name, &self.dir, &mut cmd)?);
-        wait_http(&format!("{}/healthz", self.base), &self.name).await
+        wait_http(&format!("{}/healthz", self.internal), &self.name).await
     }
 
     /// SIGKILL.

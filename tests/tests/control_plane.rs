@@ -51,8 +51,7 @@ async fn several_signal_instances_share_one_exact_control_plane() -> anyhow::Res
         .await?;
     let kafka = env.kafka().await?;
     let redis = env.redis().await?;
-    let mut garage = env.garage().await?;
-    garage.start().await?;
+    let garage = env.garage().await?;
     let janus_a = env.janus_named("janus-a").await?;
     let mut janus_b = env.janus_named("janus-b").await?;
     let rtp = free_udp_range(300);

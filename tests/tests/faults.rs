@@ -1,6 +1,7 @@
-//! The platform survives its infrastructure: the recorder's spool disk below its free-space
-//! floor, Redis stopped (SIGSTOP) for 20 s, then Kafka killed and restarted a minute later.
-//! Below the floor recording pauses (the camera says why), leaves no orphaned file, and
+//! The platform survives its infrastructure: services started before Kafka and Redis, the
+//! recorder's spool disk below its free-space floor, Redis stopped (SIGSTOP) for 20 s, then
+//! Kafka killed and restarted a minute later. Started first, the services wait and say in
+//! `/readyz` what they wait for, then become ready by themselves. Below the floor recording pauses (the camera says why), leaves no orphaned file, and
 //! resumes by itself when there is room. Requests fail fast while Redis does not answer, naming
 //! it; nothing hangs; the worker keeps its camera; with Kafka away a camera added meanwhile is
 //! answered at once (stored, in the outbox) and goes live once Kafka is back, as does the
@@ -39,6 +40,24 @@ fn spool_files(spool: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf
     Ok(out)
 }
 
+/// `/readyz` of each internal listener: every one answers, and none is ready yet while
+/// `missing` lists what it is waiting for (each check of a missing dependency says "waiting").
+async fn readiness(urls: &[String]) -> Option<Vec<(u16, serde_json::Value)>> {
+    let mut out = Vec::new();
+    for url in urls {
+        let res = reqwest::get(url).await.ok()?;
+        let status = res.status().as_u16();
+        out.push((status, res.json().await.ok()?));
+    }
+    Some(out)
+}
+
+fn waits_for(body: &serde_json::Value, dependency: &str) -> bool {
+    body["checks"][dependency]
+        .as_str()
+        .is_some_and(|c| c.contains("waiting to connect"))
+}
+
 async fn segments(api: &Api, id: &str) -> anyhow::Result<usize> {
     let v = api.recordings(id).await?;
     Ok(v["segments"].as_array().map(Vec::len).unwrap_or(0))
@@ -56,9 +75,9 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    let mut garage = env.garage().await?;
-    garage.start().await?;
-    let mut p = env.platform_with(Some(&garage)).await?;
+    let garage = env.garage().await?;
+    // Signal, ingest and the recorder start before Kafka and Redis.
+    let mut p = env.platform_before_deps(Some(&garage)).await?;
     // The floor sits 300 MiB below what the disk has free now; a 600 MiB file crosses it.
     let spool_fs = env.dir.clone();
     let floor = free_bytes(&spool_fs)? - 300 * 1024 * 1024;
@@ -75,6 +94,45 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
             )],
         )
         .await?;
+    let readyz = [
+        format!("{}/readyz", p.signal.internal),
+        p.ingest.metrics.replace("/metrics", "/readyz"),
+        recorder.metrics.replace("/metrics", "/readyz"),
+    ];
+    let waiting = readiness(&readyz)
+        .await
+        .expect("every service answers /readyz");
+    for (status, body) in &waiting {
+        assert_eq!(*status, 503, "{body}");
+        assert!(
+            waits_for(body, "kafka") && waits_for(body, "redis"),
+            "{body}"
+        );
+    }
+    p.redis.start().await?;
+    wait_for(
+        "every service to wait for Kafka alone",
+        Duration::from_secs(20),
+        || async {
+            let all = readiness(&readyz).await?;
+            all.iter()
+                .all(|(status, body)| {
+                    *status == 503 && waits_for(body, "kafka") && !waits_for(body, "redis")
+                })
+                .then_some(())
+        },
+    )
+    .await?;
+    p.kafka.start().await?;
+    wait_for(
+        "every service to be ready",
+        Duration::from_secs(60),
+        || async {
+            let all = readiness(&readyz).await?;
+            all.iter().all(|(status, _)| *status == 200).then_some(())
+        },
+    )
+    .await?;
     let api = Api::login(&p.signal.base).await?;
     let yard = api
         .create_camera(json!({"name": "Yard", "url": camsim.url("yard"), "recording": true}))

@@ -92,6 +92,20 @@ impl Readiness {
         }
     }
 
+    /// Holds `/readyz` at 503 naming `name` and `why` until [`Readiness::clear`]: a step of
+    /// starting that is not a dependency (signal's API is not listening yet).
+    pub fn pending(&self, name: &'static str, why: &str) {
+        self.waiting
+            .lock()
+            .expect("readiness lock")
+            .insert(name, why.to_string());
+    }
+
+    /// Ends what [`Readiness::pending`] started.
+    pub fn clear(&self, name: &'static str) {
+        self.waiting.lock().expect("readiness lock").remove(name);
+    }
+
     /// Calls `attempt` until it succeeds, pausing between tries (up to two seconds): a service
     /// started before its dependency waits for it instead of exiting, and meanwhile `/readyz`
     /// answers 503 naming `name` and the last error.
@@ -102,21 +116,20 @@ impl Readiness {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut pause = Duration::from_millis(100);
+        // Not ready from the start: the first attempt may take seconds to fail.
+        self.pending(name, "waiting to connect: first attempt");
+        let mut failed = false;
         loop {
             match attempt().await {
                 Ok(v) => {
-                    if self
-                        .waiting
-                        .lock()
-                        .expect("readiness lock")
-                        .remove(name)
-                        .is_some()
-                    {
+                    self.clear(name);
+                    if failed {
                         tracing::info!(dependency = name, "connected");
                     }
                     return v;
                 }
                 Err(e) => {
+                    failed = true;
                     let why = format!("waiting to connect: {e}");
                     let mut waiting = self.waiting.lock().expect("readiness lock");
                     if waiting.get(name) != Some(&why) {
@@ -162,20 +175,17 @@ impl Readiness {
     }
 }
 
-/// Connects to the bus (Kafka) and the state store (Redis) named by the settings, waiting for
-/// each while `/readyz` says which one it waits for.
+/// Connects to the bus (Kafka) and the state store (Redis) named by the settings, both at
+/// once, waiting for each while `/readyz` names every one still missing.
 pub async fn connect_backends(
     readiness: &Readiness,
     kafka: &crate::bus::KafkaSettings,
     redis: &crate::config::RedisSettings,
 ) -> (Arc<dyn crate::bus::Bus>, Arc<dyn crate::state::StateStore>) {
-    let bus = readiness
-        .connect("kafka", || crate::bus::from_settings(kafka))
-        .await;
-    let state = readiness
-        .connect("redis", || crate::config::state_from_settings(redis))
-        .await;
-    (bus, state)
+    tokio::join!(
+        readiness.connect("kafka", || crate::bus::from_settings(kafka)),
+        readiness.connect("redis", || crate::config::state_from_settings(redis)),
+    )
 }
 
 async fn metrics() -> HttpResponse {

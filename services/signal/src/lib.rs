@@ -28,13 +28,17 @@ pub mod ws;
 
 use std::sync::Arc;
 
+/// The `/readyz` check that holds until the public API listens.
+const API_READINESS: &str = "api";
+
 /// Starts the internal listener (`/metrics`, `/readyz`) with no checks yet: [`serve`] adds
 /// them, and until then [`cloudcam_core::ops::Readiness::connect`] reports what signal waits
-/// for. Must run inside an actix system.
+/// for, and `/readyz` holds at 503 until the API listens. Must run inside an actix system.
 pub fn serve_internal(
     cfg: &config::SignalConfig,
 ) -> std::io::Result<cloudcam_core::ops::Readiness> {
     let readiness = cloudcam_core::ops::Readiness::new();
+    readiness.pending(API_READINESS, "starting: the API is not listening yet");
     cloudcam_core::ops::serve_metrics(&cfg.internal_listen, readiness.clone())?;
     Ok(readiness)
 }
@@ -81,6 +85,7 @@ pub async fn serve(
     for addr in server.addrs() {
         tracing::info!("listening on http://{addr}/");
     }
+    readiness.clear(API_READINESS);
     Ok(server.run())
 }
 

@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let i1 = env.ingest("ingest-1", &kafka, &redis, None).await?;
     let i2 = env.ingest("ingest-2", &kafka, &redis, None).await?;
     let api = Api::login(&signal.base).await?;
-    let redis_pid = redis.proc.pid();
+    let redis_pid = redis.pid()?;
     let signal_pid = signal.proc.as_ref().map(|p| p.pid()).unwrap_or(0);
     let (i1_pid, i2_pid) = (i1.proc.pid(), i2.proc.pid());
 
