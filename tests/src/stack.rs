@@ -623,6 +623,43 @@ impl Garage {
     }
 
     /// A client of the bucket, as a test inspects it.
+    /// Camera `id`'s objects in the bucket, once checked to be exactly the segments its index
+    /// lists (compare at rest: [`Recorder::stop_and_drain`]).
+    pub async fn objects_matching_index(
+        &self,
+        api: &crate::Api,
+        id: &str,
+    ) -> Result<Vec<object_store::ObjectMeta>> {
+        use futures::TryStreamExt;
+        let v = api.recordings(id).await?;
+        let mut indexed: Vec<String> = v["segments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["key"].as_str().map(str::to_string))
+            .collect();
+        indexed.sort();
+        let prefix = object_store::path::Path::from(format!("recordings/{id}"));
+        let mut objects: Vec<_> = self.store()?.list(Some(&prefix)).try_collect().await?;
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        let stored: Vec<String> = objects.iter().map(|o| o.location.to_string()).collect();
+        anyhow::ensure!(
+            stored == indexed,
+            "S3 and the index disagree: {} objects, {} indexed; only in S3: {:?}; only indexed: {:?}",
+            stored.len(),
+            indexed.len(),
+            stored
+                .iter()
+                .filter(|k| !indexed.contains(k))
+                .collect::<Vec<_>>(),
+            indexed
+                .iter()
+                .filter(|k| !stored.contains(k))
+                .collect::<Vec<_>>()
+        );
+        Ok(objects)
+    }
+
     pub fn store(&self) -> Result<std::sync::Arc<dyn object_store::ObjectStore>> {
         Ok(std::sync::Arc::new(
             object_store::aws::AmazonS3Builder::new()
@@ -648,6 +685,31 @@ impl Recorder {
     /// The value of a metric line starting with `series` (name and labels), if present.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         metric(&self.metrics, series).await
+    }
+
+    /// Turns camera `id`'s recording off and waits until this recorder has stopped it and
+    /// uploaded its whole spool, so that the index and the bucket can be compared at rest.
+    pub async fn stop_and_drain(&self, api: &crate::Api, id: &str) -> Result<()> {
+        let (status, body) = api
+            .call(
+                "PATCH",
+                &format!("/cameras/{id}"),
+                Some(serde_json::json!({"recording": false})),
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "turning recording off: {status} {body}");
+        wait_for(
+            "the recorder to stop and drain",
+            Duration::from_secs(30),
+            || async {
+                let recording = self.metric("cloudcam_recorder_cameras ").await?;
+                let spooled = self
+                    .metric("cloudcam_recorder_spool{unit=\"segments\"}")
+                    .await?;
+                (recording == 0.0 && spooled == 0.0).then_some(())
+            },
+        )
+        .await
     }
 }
 

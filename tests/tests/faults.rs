@@ -265,6 +265,7 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
         "the camera added while Kafka was away is stored: {again}"
     );
     p.kafka.start().await?;
+    let back_ms = cloudcam_tests::procs::now_ms();
     // The outbox publishes the new camera: it goes live, and the first one is still live.
     api.wait_state(&gate, "live", Duration::from_secs(90))
         .await?;
@@ -273,5 +274,24 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
     let (status, list) = api.call("GET", "/cameras", None).await?;
     assert_eq!(status, 200);
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    // Recording resumes with Kafka, and the index and the bucket agree at rest.
+    wait_for(
+        "a segment recorded after Kafka came back",
+        Duration::from_secs(30),
+        || async {
+            let v = api.recordings(&yard).await.ok()?;
+            let end = v["spans"].as_array()?.last()?["end_ms"].as_i64()?;
+            (end > back_ms).then_some(())
+        },
+    )
+    .await?;
+    recorder.stop_and_drain(&api, &yard).await?;
+    let objects = garage.objects_matching_index(&api, &yard).await?;
+    assert!(objects.len() > paused_count, "{} objects", objects.len());
+    assert!(
+        spool_files(&recorder.spool)?.is_empty(),
+        "files left in the spool: {:?}",
+        spool_files(&recorder.spool)?
+    );
     Ok(())
 }

@@ -4,8 +4,7 @@
 use cloudcam_tests::media::decode;
 use cloudcam_tests::stack::TestEnv;
 use cloudcam_tests::{Api, wait_for};
-use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStoreExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -79,21 +78,7 @@ async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyho
         },
     )
     .await?;
-    api.call(
-        "PATCH",
-        &format!("/cameras/{id}"),
-        Some(json!({"recording": false})),
-    )
-    .await?;
-    wait_for(
-        "the recorder to stop and drain",
-        Duration::from_secs(30),
-        || async {
-            let recording = recorder.metric("cloudcam_recorder_cameras ").await?;
-            (recording == 0.0 && recorder.metric(spooled).await? == 0.0).then_some(())
-        },
-    )
-    .await?;
+    recorder.stop_and_drain(&api, &id).await?;
 
     // Every segment of the whole period is indexed and in S3, none twice, none overlapping.
     let v = api.recordings(&id).await?;
@@ -123,9 +108,7 @@ async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyho
         "spans {spans:?} do not cover the outage ({outage_ms}..{back_ms})"
     );
     let store = garage.store()?;
-    let prefix = object_store::path::Path::from(format!("recordings/{id}"));
-    let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
-    assert_eq!(objects.len(), segments.len(), "S3 and the index disagree");
+    let objects = garage.objects_matching_index(&api, &id).await?;
     for (i, o) in objects.iter().enumerate() {
         let bytes = store.get(&o.location).await?.bytes().await?;
         let file = env.dir.join(format!("s3-{i}.mp4"));

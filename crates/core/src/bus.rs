@@ -302,6 +302,11 @@ pub struct KafkaBus {
     camera_partitions: i32,
 }
 
+/// The longest pause between two attempts to reach a broker that is away (librdkafka's
+/// default is 10 s): a restarted broker is found within a second, which is what bounds how
+/// soon the workers have their cameras back after a Kafka restart.
+const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+
 impl KafkaBus {
     /// Connects to the brokers and makes sure both topics exist.
     pub async fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
@@ -312,6 +317,7 @@ impl KafkaBus {
                 settings.message_timeout_ms.to_string(),
             )
             .set("linger.ms", "0")
+            .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
             // One request in flight per broker: retries keep the order of a partition's
             // messages (a camera's specs). (The idempotent producer keeps order too, but holds
             // a message well past message.timeout.ms while the broker is away.)
@@ -389,6 +395,7 @@ impl KafkaBus {
                 self.settings.heartbeat_interval_ms.to_string(),
             )
             .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
             // Feeds the consumer-lag gauge.
             .set("statistics.interval.ms", "5000");
         cfg
