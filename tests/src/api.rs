@@ -148,6 +148,20 @@ impl Api {
         Ok(v)
     }
 
+    /// Waits until the camera's recording reaches past `t_ms` (its last span ends later).
+    pub async fn wait_recorded_past(&self, id: &str, t_ms: i64, timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("camera {id} to be recorded past {t_ms}"),
+            timeout,
+            || async {
+                let v = self.recordings(id).await.ok()?;
+                let end = v["spans"].as_array()?.last()?["end_ms"].as_i64()?;
+                (end > t_ms).then_some(())
+            },
+        )
+        .await
+    }
+
     /// The camera's recordings (its segment index) over the last hour and the next.
     pub async fn recordings(&self, id: &str) -> Result<Value> {
         let to = crate::procs::now_ms() + 3_600_000;

@@ -275,16 +275,8 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
     assert_eq!(status, 200);
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
     // Recording resumes with Kafka, and the index and the bucket agree at rest.
-    wait_for(
-        "a segment recorded after Kafka came back",
-        Duration::from_secs(30),
-        || async {
-            let v = api.recordings(&yard).await.ok()?;
-            let end = v["spans"].as_array()?.last()?["end_ms"].as_i64()?;
-            (end > back_ms).then_some(())
-        },
-    )
-    .await?;
+    api.wait_recorded_past(&yard, back_ms, Duration::from_secs(30))
+        .await?;
     recorder.stop_and_drain(&api, &yard).await?;
     let objects = garage.objects_matching_index(&api, &yard).await?;
     assert!(objects.len() > paused_count, "{} objects", objects.len());

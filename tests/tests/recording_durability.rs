@@ -68,16 +68,8 @@ async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyho
 
     // Recording goes on past S3's return; then it is turned off, so that the index and the
     // bucket can be compared at rest.
-    wait_for(
-        "a segment recorded after S3 came back",
-        Duration::from_secs(30),
-        || async {
-            let v = api.recordings(&id).await.ok()?;
-            let end = v["spans"].as_array()?.last()?["end_ms"].as_i64()?;
-            (end > back_ms).then_some(())
-        },
-    )
-    .await?;
+    api.wait_recorded_past(&id, back_ms, Duration::from_secs(30))
+        .await?;
     recorder.stop_and_drain(&api, &id).await?;
 
     // Every segment of the whole period is indexed and in S3, none twice, none overlapping.
