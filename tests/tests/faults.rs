@@ -243,10 +243,11 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
         .create_camera(json!({"name": "Gate", "url": camsim.url("gate"), "always_on": true}))
         .await?;
     let took = asked.elapsed();
-    // librdkafka gives up on the message after message_timeout_ms (5 s) to ~15 s; the
-    // change is stored and answered either way, and published from the outbox later.
+    // librdkafka gives up on the message after message_timeout_ms (5 s; 5.1 s measured, it
+    // was 13.6-14.6 s while a broker away was retried only every 10 s); the change is stored
+    // and answered either way, and published from the outbox later.
     assert!(
-        took < Duration::from_secs(20),
+        took < Duration::from_secs(10),
         "adding a camera with Kafka away took {took:?}"
     );
     let gate = gate["id"].as_str().unwrap().to_string();
