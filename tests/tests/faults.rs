@@ -1,8 +1,8 @@
 //! The platform survives its infrastructure: services started before Kafka and Redis, the
 //! recorder's spool disk below its free-space floor, Redis stopped (SIGSTOP) for 20 s, then
 //! Kafka killed and restarted a minute later. Started first, the services wait and say in
-//! `/readyz` what they wait for, then become ready by themselves. Below the floor recording pauses (the camera says why), leaves no orphaned file, and
-//! resumes by itself when there is room. Requests fail fast while Redis does not answer, naming
+//! `/readyz` what they wait for, then become ready by themselves. Below the floor recording
+//! pauses (the camera says why), leaves no orphaned file, and resumes by itself when there is room. Requests fail fast while Redis does not answer, naming
 //! it; nothing hangs; the worker keeps its camera; with Kafka away a camera added meanwhile is
 //! answered at once (stored, in the outbox) and goes live once Kafka is back, as does the
 //! camera that was live.
@@ -40,8 +40,7 @@ fn spool_files(spool: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf
     Ok(out)
 }
 
-/// `/readyz` of each internal listener: every one answers, and none is ready yet while
-/// `missing` lists what it is waiting for (each check of a missing dependency says "waiting").
+/// The status and body of each `/readyz` in `urls`; `None` unless every one answered.
 async fn readiness(urls: &[String]) -> Option<Vec<(u16, serde_json::Value)>> {
     let mut out = Vec::new();
     for url in urls {
@@ -52,6 +51,7 @@ async fn readiness(urls: &[String]) -> Option<Vec<(u16, serde_json::Value)>> {
     Some(out)
 }
 
+/// Whether a `/readyz` body says its service is still connecting to `dependency`.
 fn waits_for(body: &serde_json::Value, dependency: &str) -> bool {
     body["checks"][dependency]
         .as_str()
