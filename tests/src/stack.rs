@@ -419,8 +419,7 @@ impl TestEnv {
 
 impl TestEnv {
     /// Janus, signal and one ingest worker started before their Kafka and Redis, which are
-    /// returned unstarted: the services wait for them ([`Platform::kafka`] and
-    /// [`Platform::redis`] start them).
+    /// returned unstarted: the services wait for them (`kafka.start()` and `redis.start()`).
     pub async fn platform_before_deps(&self, garage: Option<&Garage>) -> Result<Platform> {
         let kafka = self.kafka_unstarted()?;
         let redis = self.redis_unstarted();

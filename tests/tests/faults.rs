@@ -2,10 +2,11 @@
 //! recorder's spool disk below its free-space floor, Redis stopped (SIGSTOP) for 20 s, then
 //! Kafka killed and restarted a minute later. Started first, the services wait and say in
 //! `/readyz` what they wait for, then become ready by themselves. Below the floor recording
-//! pauses (the camera says why), leaves no orphaned file, and resumes by itself when there is room. Requests fail fast while Redis does not answer, naming
-//! it; nothing hangs; the worker keeps its camera; with Kafka away a camera added meanwhile is
-//! answered at once (stored, in the outbox) and goes live once Kafka is back, as does the
-//! camera that was live.
+//! pauses (the camera says why), leaves no orphaned file, and resumes by itself when there is
+//! room. Requests fail fast while Redis does not answer, naming it; nothing hangs; the worker
+//! keeps its camera; with Kafka away a camera added meanwhile is answered within the message
+//! timeout (stored, in the outbox) and goes live once Kafka is back, as does the camera that
+//! was live, whose recording resumes; at rest the bucket holds exactly the indexed segments.
 //!
 //! One stack serves every part, in order.
 
