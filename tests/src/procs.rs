@@ -38,6 +38,23 @@ impl Proc {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
+    /// Sends `sig` (`-STOP`, `-CONT`, `-TERM`, …) with kill(1).
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        // Never pid 0: kill(1) would signal the whole process group.
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            bail!("kill {sig}: the process has already been reaped");
+        };
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill {sig} {pid} failed");
+        }
+        Ok(())
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -48,14 +65,11 @@ impl Proc {
 
     /// SIGTERM, wait up to `grace`, then SIGKILL.
     pub fn terminate(&mut self, grace: Duration) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
+        if self.child.is_some() {
+            let _ = self.signal("-TERM");
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
+                if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                     self.child = None;
                     return;
                 }

@@ -119,7 +119,7 @@ impl TestEnv {
         if !status.success() {
             bail!("formatting Kafka storage failed");
         }
-        let kafka = Kafka {
+        Ok(Kafka {
             proc: None,
             brokers: format!("127.0.0.1:{port}"),
             port,
@@ -127,8 +127,7 @@ impl TestEnv {
             props,
             log4j,
             dir: self.dir.clone(),
-        };
-        Ok(kafka)
+        })
     }
 
     pub async fn redis(&self) -> Result<Redis> {
@@ -436,18 +435,6 @@ impl TestEnv {
             ingest,
         })
     }
-}
-
-fn signal(pid: u32, sig: &str) -> Result<()> {
-    let ok = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status()?
-        .success();
-    if !ok {
-        bail!("kill {sig} {pid} failed");
-    }
-    Ok(())
 }
 
 /// The streaming plugin's admin key of every test gateway (signal lists private mountpoints
@@ -877,21 +864,24 @@ impl Redis {
         wait_tcp("Redis", self.port, Duration::from_secs(20)).await
     }
 
-    pub fn pid(&self) -> Result<u32> {
+    fn running(&self) -> Result<&Proc> {
         self.proc
             .as_ref()
-            .map(Proc::pid)
             .ok_or_else(|| anyhow::anyhow!("Redis is not running"))
+    }
+
+    pub fn pid(&self) -> Result<u32> {
+        Ok(self.running()?.pid())
     }
 
     /// SIGSTOP: Redis keeps its connections open and stops answering.
     pub fn pause(&self) -> Result<()> {
-        signal(self.pid()?, "-STOP")
+        self.running()?.signal("-STOP")
     }
 
     /// SIGCONT after [`Redis::pause`].
     pub fn resume(&self) -> Result<()> {
-        signal(self.pid()?, "-CONT")
+        self.running()?.signal("-CONT")
     }
 
     /// Writes `count` indexed 10 s segments of `camera_id` from `t0_ms` straight into its
