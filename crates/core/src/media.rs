@@ -107,14 +107,14 @@ pub fn index_key(camera_id: &str) -> String {
     format!("cloudcam:segments:{camera_id}")
 }
 
-/// Longest segment the index answers ranges for correctly (a range query looks back this far
-/// for segments that started before it and end inside it). Recorders cut far shorter ones.
 /// Why the owning recorder is not recording a camera that should be (say, its spool is below
 /// the free-space floor): a value with expiry, refreshed while it lasts, removed when it ends.
 pub fn recording_problem_key(camera_id: &str) -> String {
     format!("cloudcam:recording-problem:{camera_id}")
 }
 
+/// Longest segment the index answers ranges for correctly (a range query looks back this far
+/// for segments that started before it and end inside it). Recorders cut far shorter ones.
 pub const MAX_SEGMENT_MS: i64 = 10 * 60 * 1000;
 
 /// Adds a segment to its camera's index (replacing any record with the same start).

@@ -29,6 +29,11 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(metric: M) -> M 
     metric
 }
 
+/// Registers a counter in the default registry.
+pub fn register_counter(name: &str, help: &str) -> prometheus::IntCounter {
+    registered(prometheus::IntCounter::new(name, help).expect("valid metric"))
+}
+
 /// Registers a counter vector in the default registry.
 pub fn register_counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     registered(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))

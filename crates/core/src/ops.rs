@@ -30,16 +30,7 @@ impl Readiness {
     }
 
     /// Adds a named check; it passes when the future resolves to `Ok` within two seconds.
-    pub fn check<F, Fut>(self, name: &'static str, probe: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
-    {
-        self.add(name, probe);
-        self
-    }
-
-    /// [`Readiness::check`] on a shared value (every clone sees the new check).
+    /// Every clone sees the new check.
     pub fn add<F, Fut>(&self, name: &'static str, probe: F)
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -51,19 +42,8 @@ impl Readiness {
             .push((name, Arc::new(move || Box::pin(probe()) as BoxFuture<_>)));
     }
 
-    /// The checks every service needs: the bus (Kafka), the state store (Redis) and, where the
-    /// service touches media, the object store (S3).
-    pub fn dependencies(
-        bus: Arc<dyn crate::bus::Bus>,
-        state: Arc<dyn crate::state::StateStore>,
-        store: Option<Arc<dyn object_store::ObjectStore>>,
-    ) -> Self {
-        let r = Self::new();
-        r.add_dependencies(bus, state, store);
-        r
-    }
-
-    /// Adds the checks of [`Readiness::dependencies`] to this one.
+    /// Adds the checks every service needs: the bus (Kafka), the state store (Redis) and, where
+    /// the service touches media, the object store (S3).
     pub fn add_dependencies(
         &self,
         bus: Arc<dyn crate::bus::Bus>,
@@ -188,6 +168,26 @@ pub async fn connect_backends(
     )
 }
 
+/// A worker's start (ingest, recorder): serves `/metrics` and `/readyz` on `listen` at once,
+/// then waits for Kafka and Redis ([`connect_backends`]) and adds their checks, and the media
+/// store's, to `/readyz`.
+pub async fn serve_and_connect(
+    listen: &str,
+    kafka: &crate::bus::KafkaSettings,
+    redis: &crate::config::RedisSettings,
+    store: Arc<dyn object_store::ObjectStore>,
+) -> std::io::Result<(
+    actix_web::dev::ServerHandle,
+    Arc<dyn crate::bus::Bus>,
+    Arc<dyn crate::state::StateStore>,
+)> {
+    let readiness = Readiness::new();
+    let handle = serve_metrics(listen, readiness.clone())?;
+    let (bus, state) = connect_backends(&readiness, kafka, redis).await;
+    readiness.add_dependencies(bus.clone(), state.clone(), Some(store));
+    Ok((handle, bus, state))
+}
+
 async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -282,9 +282,9 @@ mod tests {
 
     #[actix_web::test]
     async fn readyz_names_the_dependency_that_is_down() {
-        let readiness = Readiness::new()
-            .check("redis", || async { Ok(()) })
-            .check("kafka", || async { Err("connection refused".to_string()) });
+        let readiness = Readiness::new();
+        readiness.add("redis", || async { Ok(()) });
+        readiness.add("kafka", || async { Err("connection refused".to_string()) });
         let app = actix_web::test::init_service(
             App::new().configure(move |c| routes(c, readiness.clone())),
         )

@@ -21,11 +21,13 @@ async fn main() -> anyhow::Result<()> {
     let worker_id = cfg.worker_id();
     let store = cloudcam_core::media::from_settings(&cfg.media)?;
     // `/readyz` answers while the worker waits for Kafka and Redis.
-    let readiness = cloudcam_core::ops::Readiness::new();
-    let handle = cloudcam_core::ops::serve_metrics(&cfg.metrics_listen, readiness.clone())?;
-    let (bus, state) =
-        cloudcam_core::ops::connect_backends(&readiness, &cfg.kafka, &cfg.redis).await;
-    readiness.add_dependencies(bus.clone(), state.clone(), Some(store.clone()));
+    let (handle, bus, state) = cloudcam_core::ops::serve_and_connect(
+        &cfg.metrics_listen,
+        &cfg.kafka,
+        &cfg.redis,
+        store.clone(),
+    )
+    .await?;
 
     let shutdown = cloudcam_core::ops::shutdown_signal();
     gstreamer::init()?;

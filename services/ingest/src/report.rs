@@ -1,7 +1,7 @@
 //! The one place where a fact about a camera is logged, counted, written to the shared status
-//! and published on the bus — in that order, off the actors' thread. Both queues keep only the
-//! latest per camera, so neither Redis nor Kafka being away makes them grow, and the stored
-//! status does not wait for the bus.
+//! and published on the bus, off the actors' thread. Storing and publishing each have a queue
+//! of their own that keeps only the latest per camera, so neither Redis nor Kafka being away
+//! makes them grow, and neither waits for the other: with the bus away statuses stay true.
 
 use cloudcam_core::bus::Bus;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
@@ -105,8 +105,8 @@ static UNPUBLISHED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
     )
 });
 
-/// Cheap to clone; every clone feeds the same two queues: statuses to store (first) and events
-/// to publish (then), each keeping only the latest per camera.
+/// Cheap to clone; every clone feeds the same two queues: statuses to store and events to
+/// publish, each keeping only the latest per camera.
 #[derive(Clone)]
 pub struct Reporter {
     unstored: Arc<Mutex<Unstored>>,
@@ -116,8 +116,8 @@ pub struct Reporter {
 
 impl Reporter {
     /// Starts the storing and publishing tasks. Statuses expire after `status_ttl` unless
-    /// refreshed, so a dead worker's cameras stop looking live. A status is stored before its
-    /// event is published, so with the bus away statuses stay true.
+    /// refreshed, so a dead worker's cameras stop looking live. A status is stored whether or not
+    /// its event can be published, so with the bus away statuses stay true.
     pub fn start(bus: Arc<dyn Bus>, state: Arc<dyn StateStore>, status_ttl: Duration) -> Self {
         let r = Self {
             unstored: Arc::default(),

@@ -429,15 +429,14 @@ impl Cameras {
     /// A bus failure is therefore not the caller's: the change is stored and will be published.
     pub async fn publish_held(&self, id: &str) -> Result<(), ApiError> {
         self.store.unpublished(id).await?;
-        let spec = self.current_spec(id).await?;
-        match self.bus.put_spec(id, spec.as_ref()).await {
-            Ok(()) => self.store.published(id).await?,
-            Err(e) => {
+        match self.publish_stored(id).await {
+            Err(ApiError::Bus(e)) => {
                 crate::metrics::SPECS_DEFERRED.inc();
                 tracing::warn!(camera = %id, error = %e, "desired state not published yet; the outbox pass retries");
+                Ok(())
             }
+            other => other,
         }
-        Ok(())
     }
 
     /// Publishes every camera in the outbox (one pass): what changed while the bus was away.
@@ -447,14 +446,21 @@ impl Cameras {
         let mut published = 0;
         for id in &ids {
             let _lease = self.store.lease(id).await?;
-            let spec = self.current_spec(id).await?;
-            self.bus.put_spec(id, spec.as_ref()).await?;
-            self.store.published(id).await?;
+            self.publish_stored(id).await?;
             tracing::info!(camera = %id, "desired state published from the outbox");
             published += 1;
         }
         crate::metrics::SPECS_UNPUBLISHED.set(0.0);
         Ok(published)
+    }
+
+    /// Publishes the camera's desired state as stored now and takes it out of the outbox; the
+    /// caller holds its lease.
+    async fn publish_stored(&self, id: &str) -> Result<(), ApiError> {
+        let spec = self.current_spec(id).await?;
+        self.bus.put_spec(id, spec.as_ref()).await?;
+        self.store.published(id).await?;
+        Ok(())
     }
 
     /// The camera's desired state as stored now (`None`: it was deleted, and whatever a racing

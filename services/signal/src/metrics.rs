@@ -48,17 +48,13 @@ pub static JANUS_MOUNTPOINTS: LazyLock<GaugeVec> = LazyLock::new(|| {
     )
 });
 
-/// Registers the signal service's metrics up front.
 /// Desired-state changes stored but not published at once (the bus was away); the outbox pass
 /// publishes them.
 pub static SPECS_DEFERRED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
-    let c = prometheus::IntCounter::new(
+    cloudcam_core::metrics::register_counter(
         "cloudcam_signal_specs_deferred_total",
         "Desired-state changes stored while the bus could not take them (published later from the outbox)",
     )
-    .expect("valid metric");
-    prometheus::register(Box::new(c.clone())).expect("registered once");
-    c
 });
 pub static SPECS_UNPUBLISHED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
     cloudcam_core::metrics::register_gauge(
@@ -67,6 +63,7 @@ pub static SPECS_UNPUBLISHED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
     )
 });
 
+/// Registers the signal service's metrics up front.
 pub fn describe() {
     LazyLock::force(&WEBSOCKETS);
     LazyLock::force(&SPECS_DEFERRED);
