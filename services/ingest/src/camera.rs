@@ -1,9 +1,13 @@
-//! `CameraActor`: owns one camera on this worker — its relay pipeline, its state machine
-//! (connecting → live → stalled/unreachable/… → reconnect with capped exponential backoff) and
-//! its health reports. A failing camera only ever restarts its own pipeline.
+//! `CameraActor`: the I/O shell around one camera's [`CameraCore`] on this worker. It feeds the
+//! core its inputs (desired state, relay events, credentials, the clock) and carries out the
+//! effects the core answers with: the relay pipeline, credentials lookups, status and health
+//! reports, timers. Snapshots and metrics live here too. A failing camera only ever restarts
+//! its own pipeline; everything the actor logs is inside a span carrying the camera id.
 
 use crate::config::CameraSettings;
-use crate::pipeline::{Counters, FailureKind, PipelineEvent, Relay, Source};
+use crate::machine::wanted;
+use crate::machine::{CameraCore, Effect};
+use crate::pipeline::{Counters, PipelineEvent, Relay, Source};
 use crate::report::{BYTES, FRAMES, LAST_FRAME_AGE, RECONNECTS, RTP_PACKETS, Reporter};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraSecret, CameraState, CameraStatus};
@@ -12,6 +16,7 @@ use cloudcam_proto::v1::CameraSpec;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Replace the camera's desired state (restarts the relay when the source or targets changed).
 #[derive(Message)]
@@ -45,20 +50,17 @@ pub struct Shared {
 }
 
 pub struct CameraActor {
-    spec: CameraSpec,
+    core: CameraCore,
     shared: Shared,
     relay: Option<Relay>,
-    /// Incremented on every (re)start; events of older runs are ignored.
-    run: u64,
+    /// The camera's credentials, read for the current run.
+    secret: Option<CameraSecret>,
     status: CameraStatus,
-    /// Failed attempts since the camera was last live.
-    attempt: u32,
     counters: Arc<Counters>,
-    started_at: Instant,
+    /// Frames and bytes at the last health report (the current relay's counters).
     last_health: (Instant, u64, u64),
     /// RTP packets already counted in the metric, from the current relay's counters.
     last_packets: u64,
-    retry: Option<SpawnHandle>,
     restream: Option<crate::restream::Mount>,
     /// The camera's secret values (password, secret URL parameters), redacted from reasons.
     secrets: Vec<String>,
@@ -67,39 +69,87 @@ pub struct CameraActor {
     snapshot_busy: bool,
     /// The periodic tick and its period: every second while pulled, rarely while idle.
     ticker: Option<(SpawnHandle, Duration)>,
+    /// Carries the camera id into every log line of the actor.
+    span: tracing::Span,
 }
 
 impl CameraActor {
     pub fn new(spec: CameraSpec, shared: Shared) -> Self {
         let mut status = CameraStatus::unknown();
         status.worker_id.clone_from(&shared.worker_id);
+        let span = tracing::info_span!("camera", camera = %spec.camera_id);
         Self {
-            spec,
+            core: CameraCore::new(spec, shared.settings.clone(), Instant::now()),
             shared,
             relay: None,
-            run: 0,
+            secret: None,
             status,
-            attempt: 0,
             counters: Arc::new(Counters::default()),
-            started_at: Instant::now(),
             last_health: (Instant::now(), 0, 0),
             last_packets: 0,
-            retry: None,
             restream: None,
             secrets: Vec::new(),
             last_snapshot: None,
             snapshot_busy: false,
             ticker: None,
+            span,
         }
     }
 
     fn id(&self) -> &str {
-        &self.spec.camera_id
+        &self.core.spec().camera_id
     }
 
-    /// Whether the camera is to be pulled: someone watches it, it records, or it is always on.
-    fn wanted(spec: &CameraSpec) -> bool {
-        spec.live_demand > 0 || spec.recording || spec.always_on
+    /// Carries out what the core decided, in order.
+    fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::FetchCredentials { run, reconnect } => {
+                    if reconnect {
+                        RECONNECTS.with_label_values(&[self.id()]).inc();
+                        self.status.reconnects += 1;
+                    }
+                    self.fetch_credentials(run, ctx);
+                }
+                Effect::StartRelay { run } => self.start_relay(run, ctx),
+                Effect::Retarget => {
+                    tracing::info!("RTP targets changed; relay retargeted without reconnecting");
+                    let targets = self.targets();
+                    if let Some(relay) = &self.relay {
+                        relay.retarget(&targets);
+                    }
+                }
+                Effect::StopRelay => {
+                    self.relay = None;
+                    let _ = LAST_FRAME_AGE.remove_label_values(&[self.id()]);
+                }
+                Effect::Report { state, reason } => self.set_state(state, reason),
+                Effect::Health => self.health(),
+                Effect::Refresh => self.shared.reporter.refresh(self.id(), &self.status),
+                Effect::WakeAfter(delay) => {
+                    ctx.run_later(delay, |act, ctx| act.check(ctx));
+                }
+                Effect::TickEvery(every) => self.tick_every(every, ctx),
+            }
+        }
+    }
+
+    /// Lets the core look at the clock.
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        let last = self.counters.last_frame_ms.load(Ordering::Relaxed);
+        let now_ms = cloudcam_core::now_ms();
+        let age = (last > 0).then(|| Duration::from_millis(now_ms.saturating_sub(last) as u64));
+        if let Some(age) = age.filter(|_| self.relay.is_some()) {
+            LAST_FRAME_AGE
+                .with_label_values(&[self.id()])
+                .set(age.as_secs_f64());
+        }
+        let effects = self.core.check(Instant::now(), age);
+        self.apply(effects, ctx);
+        if self.core.state() == CameraState::Live {
+            self.maybe_snapshot(ctx);
+        }
     }
 
     /// Ticks every `every` from now on (health, stall and timeout checks while pulled; the
@@ -112,32 +162,12 @@ impl CameraActor {
         if let Some((h, _)) = self.ticker.take() {
             ctx.cancel_future(h);
         }
-        let h = ctx.run_interval(every, |act, ctx| act.tick(ctx));
+        let h = ctx.run_interval(every, |act, ctx| act.check(ctx));
         self.ticker = Some((h, every));
     }
 
-    /// Stops pulling the camera (nobody watches, it does not record) but keeps owning it.
-    fn idle(&mut self, ctx: &mut Context<Self>) {
-        // Often enough that the status is refreshed (every `idle_refresh`) before it expires.
-        self.tick_every(self.shared.settings.idle_refresh() / 2, ctx);
-        self.relay = None;
-        self.run += 1;
-        self.attempt = 0;
-        if let Some(h) = self.retry.take() {
-            ctx.cancel_future(h);
-        }
-        let _ = LAST_FRAME_AGE.remove_label_values(&[self.id()]);
-        self.set_state(
-            CameraState::Idle,
-            "not pulled: nobody is watching and it does not record; the first viewer starts it",
-        );
-    }
-
-    fn set_state(&mut self, state: CameraState, reason: impl Into<String>) {
-        let reason = reason.into();
-        if self.status.state == state && self.status.reason == reason {
-            return;
-        }
+    fn set_state(&mut self, state: CameraState, reason: String) {
+        let reason = redact(&reason, self.core.spec(), &self.secrets);
         self.status.state = state;
         self.status.reason = reason;
         self.status.updated_ms = cloudcam_core::now_ms();
@@ -154,74 +184,77 @@ impl CameraActor {
         }
         self.shared
             .reporter
-            .state(&self.spec.camera_id, &self.status, self.attempt);
+            .state(self.id(), &self.status, self.core.attempt());
     }
 
-    /// Fetches credentials, then starts a relay run.
-    fn connect(&mut self, ctx: &mut Context<Self>) {
-        self.tick_every(Duration::from_secs(1), ctx);
-        self.retry = None;
-        self.relay = None;
-        self.run += 1;
-        let run = self.run;
-        self.set_state(CameraState::Connecting, "connecting to the camera");
+    /// Reads the camera's credentials for run `run`.
+    fn fetch_credentials(&mut self, run: u64, ctx: &mut Context<Self>) {
         let state = self.shared.state.clone();
-        let cred_ref = self.spec.credentials_ref.clone();
+        let cred_ref = self.core.spec().credentials_ref.clone();
         async move {
             if cred_ref.is_empty() {
                 return Ok(None);
             }
             get_json::<CameraSecret>(&*state, &cred_ref).await
         }
+        .instrument(self.span.clone())
         .into_actor(self)
         .map(move |secret, act, ctx| {
-            if act.run != run {
+            let _span = act.span.clone().entered();
+            if !act.core.is_current(run) {
                 return;
             }
-            match secret {
-                Ok(secret) => act.start_relay(secret, ctx),
-                Err(e) => act.fail(
-                    CameraState::Error,
-                    format!("cannot read the camera's credentials: {e}"),
-                    ctx,
-                ),
-            }
+            let result = match secret {
+                Ok(secret) => {
+                    act.secret = secret;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let effects = act.core.credentials(run, result, Instant::now());
+            act.apply(effects, ctx);
         })
         .spawn(ctx);
     }
 
-    fn start_relay(&mut self, secret: Option<CameraSecret>, ctx: &mut Context<Self>) {
-        let run = self.run;
-        let addr = ctx.address();
-        let on_event: crate::pipeline::EventSink =
-            Arc::new(move |event| addr.do_send(Relayed { run, event }));
+    /// Where the video RTP goes: the camera's Janus mountpoints and the worker's re-stream.
+    fn targets(&self) -> Vec<(String, u16)> {
         let mut targets: Vec<(String, u16)> = self
-            .spec
+            .core
+            .spec()
             .rtp_targets
             .iter()
             .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
             .collect();
-        if self.restream.is_none()
-            && let Some(server) = &self.shared.restream
-        {
-            match server.mount(&self.spec.camera_id) {
-                Ok(m) => self.restream = Some(m),
-                Err(e) => tracing::warn!(camera = %self.spec.camera_id, error = %e, "no re-stream"),
-            }
-        }
         if let Some(m) = &self.restream {
             targets.push(("127.0.0.1".into(), m.rtp_port));
         }
+        targets
+    }
+
+    fn start_relay(&mut self, run: u64, ctx: &mut Context<Self>) {
+        let addr = ctx.address();
+        let on_event: crate::pipeline::EventSink =
+            Arc::new(move |event| addr.do_send(Relayed { run, event }));
+        if self.restream.is_none()
+            && let Some(server) = &self.shared.restream
+        {
+            match server.mount(self.id()) {
+                Ok(m) => self.restream = Some(m),
+                Err(e) => tracing::warn!(error = %e, "no re-stream"),
+            }
+        }
+        let targets = self.targets();
         self.counters = Arc::new(Counters::default());
         self.last_packets = 0;
-        self.started_at = Instant::now();
-        self.secrets = secret
+        self.secrets = self
+            .secret
             .iter()
             .flat_map(|s| s.values().map(str::to_owned))
             .collect();
         let source = Source {
-            url: self.spec.source_url.clone(),
-            secret,
+            url: self.core.spec().source_url.clone(),
+            secret: self.secret.clone(),
         };
         let audio_target = self
             .restream
@@ -236,26 +269,40 @@ impl CameraActor {
             on_event,
         ) {
             Ok(relay) => self.relay = Some(relay),
-            Err(e) => self.fail(CameraState::Error, e.to_string(), ctx),
+            Err(e) => {
+                let failed = PipelineEvent::Failed {
+                    kind: crate::pipeline::FailureKind::Other,
+                    reason: e.to_string(),
+                };
+                let effects = self.core.relayed(run, &failed, Instant::now());
+                self.apply(effects, ctx);
+            }
         }
     }
 
-    /// Tears the relay down, reports why, and schedules a reconnect with backoff.
-    fn fail(&mut self, state: CameraState, reason: String, ctx: &mut Context<Self>) {
-        self.relay = None;
-        self.run += 1;
-        self.attempt += 1;
-        let reason = redact(&reason, &self.spec, &self.secrets);
-        self.set_state(state, reason);
-        let delay = self.shared.settings.backoff(self.attempt);
-        if let Some(h) = self.retry.take() {
-            ctx.cancel_future(h);
-        }
-        self.retry = Some(ctx.run_later(delay, |act, ctx| {
-            RECONNECTS.with_label_values(&[act.id()]).inc();
-            act.status.reconnects += 1;
-            act.connect(ctx);
-        }));
+    /// Publishes fps and bitrate over the last health interval, and counts what was relayed.
+    fn health(&mut self) {
+        let frames = self.counters.frames.load(Ordering::Relaxed);
+        let bytes = self.counters.bytes.load(Ordering::Relaxed);
+        let (at, f0, b0) = self.last_health;
+        let secs = at.elapsed().as_secs_f64().max(0.001);
+        FRAMES
+            .with_label_values(&[self.id()])
+            .inc_by(frames.saturating_sub(f0));
+        BYTES
+            .with_label_values(&[self.id()])
+            .inc_by(bytes.saturating_sub(b0));
+        let packets = self.counters.rtp_packets.load(Ordering::Relaxed);
+        RTP_PACKETS
+            .with_label_values(&[self.id()])
+            .inc_by(packets.saturating_sub(self.last_packets));
+        self.last_packets = packets;
+        self.status.fps = ((frames.saturating_sub(f0)) as f64 / secs * 10.0).round() / 10.0;
+        self.status.bitrate_bps = (bytes.saturating_sub(b0) as f64 * 8.0 / secs) as u64;
+        self.status.last_frame_ms = self.counters.last_frame_ms.load(Ordering::Relaxed);
+        self.status.updated_ms = cloudcam_core::now_ms();
+        self.last_health = (Instant::now(), frames, bytes);
+        self.shared.reporter.health(self.id(), &self.status);
     }
 
     /// Takes a snapshot when one is due or was requested (checked once a second while live).
@@ -268,7 +315,7 @@ impl CameraActor {
             return;
         };
         let auth = server.auth().clone();
-        if self.snapshot_busy || self.status.state != CameraState::Live {
+        if self.snapshot_busy {
             return;
         }
         let interval = self.shared.settings.snapshot_interval_ms;
@@ -279,7 +326,7 @@ impl CameraActor {
         self.snapshot_busy = true;
         let (state, id, url) = (
             self.shared.state.clone(),
-            self.spec.camera_id.clone(),
+            self.id().to_string(),
             mount.url.clone(),
         );
         async move {
@@ -299,17 +346,16 @@ impl CameraActor {
                     let key =
                         object_store::path::Path::from(cloudcam_core::media::snapshot_key(&id));
                     match store.put(&key, jpeg.into()).await {
-                        Ok(_) => tracing::info!(camera = %id, "snapshot stored"),
-                        Err(e) => {
-                            tracing::warn!(camera = %id, error = %e, "cannot store a snapshot")
-                        }
+                        Ok(_) => tracing::info!("snapshot stored"),
+                        Err(e) => tracing::warn!(error = %e, "cannot store a snapshot"),
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(camera = %id, error = %e, "snapshot failed"),
-                Err(e) => tracing::warn!(camera = %id, error = %e, "snapshot task failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "snapshot failed"),
+                Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
             }
             true
         }
+        .instrument(self.span.clone())
         .into_actor(self)
         .map(|attempted, act, _| {
             act.snapshot_busy = false;
@@ -318,87 +364,6 @@ impl CameraActor {
             }
         })
         .spawn(ctx);
-    }
-
-    /// Once a second: health, stall and connect-timeout checks.
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.relay.is_none() {
-            // An idle camera's status is kept fresh (it expires otherwise).
-            if self.status.state == CameraState::Idle
-                && self.last_health.0.elapsed() >= self.shared.settings.idle_refresh()
-            {
-                self.last_health.0 = Instant::now();
-                self.shared
-                    .reporter
-                    .refresh(&self.spec.camera_id, &self.status);
-            }
-            return;
-        }
-        self.maybe_snapshot(ctx);
-        let frames = self.counters.frames.load(Ordering::Relaxed);
-        let bytes = self.counters.bytes.load(Ordering::Relaxed);
-        let last = self.counters.last_frame_ms.load(Ordering::Relaxed);
-        let now_ms = cloudcam_core::now_ms();
-        if last > 0 {
-            LAST_FRAME_AGE
-                .with_label_values(&[self.id()])
-                .set((now_ms - last) as f64 / 1000.0);
-        }
-        let settings = &self.shared.settings;
-        match self.status.state {
-            CameraState::Connecting
-                if self.started_at.elapsed()
-                    > Duration::from_millis(settings.connect_timeout_ms) =>
-            {
-                let reason = format!(
-                    "no video from the camera within {} s of connecting",
-                    settings.connect_timeout_ms / 1000
-                );
-                self.fail(CameraState::Stalled, reason, ctx);
-            }
-            CameraState::Live if now_ms - last > settings.stall_timeout_ms as i64 => {
-                let reason = format!(
-                    "the camera sent no video for {} s; reconnecting",
-                    (now_ms - last) / 1000
-                );
-                self.fail(CameraState::Stalled, reason, ctx);
-            }
-            CameraState::Live => {
-                let (at, f0, b0) = self.last_health;
-                let elapsed = at.elapsed();
-                if elapsed >= Duration::from_millis(settings.health_interval_ms) {
-                    let secs = elapsed.as_secs_f64();
-                    FRAMES
-                        .with_label_values(&[self.id()])
-                        .inc_by(frames.saturating_sub(f0));
-                    BYTES
-                        .with_label_values(&[self.id()])
-                        .inc_by(bytes.saturating_sub(b0));
-                    let packets = self.counters.rtp_packets.load(Ordering::Relaxed);
-                    RTP_PACKETS
-                        .with_label_values(&[self.id()])
-                        .inc_by(packets.saturating_sub(self.last_packets));
-                    self.last_packets = packets;
-                    self.status.fps =
-                        ((frames.saturating_sub(f0)) as f64 / secs * 10.0).round() / 10.0;
-                    self.status.bitrate_bps = (bytes.saturating_sub(b0) as f64 * 8.0 / secs) as u64;
-                    self.status.last_frame_ms = last;
-                    self.status.updated_ms = now_ms;
-                    self.last_health = (Instant::now(), frames, bytes);
-                    self.shared
-                        .reporter
-                        .health(&self.spec.camera_id, &self.status);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn relay_targets_changed(&self, new: &CameraSpec) -> bool {
-        self.spec.source_url != new.source_url
-            || self.spec.credentials_ref != new.credentials_ref
-            || self.spec.rtp_targets != new.rtp_targets
-            || self.spec.source_generation != new.source_generation
     }
 }
 
@@ -425,25 +390,24 @@ impl Actor for CameraActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        tracing::info!(camera = %self.spec.camera_id, name = %self.spec.name, "camera actor started");
+        let _span = self.span.clone().entered();
+        tracing::info!(name = %self.core.spec().name, "camera actor started");
         // The camera's counters exist from the start, so that their first increase shows.
         for counter in [&*FRAMES, &*BYTES, &*RTP_PACKETS, &*RECONNECTS] {
             counter.with_label_values(&[self.id()]).inc_by(0);
         }
-        if Self::wanted(&self.spec) {
-            self.connect(ctx);
-        } else {
-            self.idle(ctx);
-        }
+        let effects = self.core.start(Instant::now());
+        self.apply(effects, ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
         self.relay = None;
         if let (Some(server), Some(_)) = (&self.shared.restream, self.restream.take()) {
-            server.unmount(&self.spec.camera_id);
+            server.unmount(self.id());
         }
-        self.shared.reporter.gone(&self.spec.camera_id);
-        tracing::info!(camera = %self.spec.camera_id, "camera actor stopped");
+        self.shared.reporter.gone(self.id());
+        tracing::info!("camera actor stopped");
     }
 }
 
@@ -451,25 +415,17 @@ impl Handler<UpdateSpec> for CameraActor {
     type Result = ();
 
     fn handle(&mut self, msg: UpdateSpec, ctx: &mut Context<Self>) {
-        let restart = self.relay_targets_changed(&msg.0);
-        let (was, now) = (Self::wanted(&self.spec), Self::wanted(&msg.0));
-        self.spec = msg.0;
-        if !now {
-            if was {
-                tracing::info!(camera = %self.spec.camera_id, "no viewer and no recording; stopping the pull");
-                self.idle(ctx);
+        let _span = self.span.clone().entered();
+        let (was, now) = (wanted(self.core.spec()), wanted(&msg.0));
+        match (was, now) {
+            (true, false) => tracing::info!("no viewer and no recording; stopping the pull"),
+            (false, true) => {
+                tracing::info!(viewers = msg.0.live_demand, "camera wanted; pulling it")
             }
-        } else if !was {
-            tracing::info!(camera = %self.spec.camera_id, viewers = self.spec.live_demand, "camera wanted; pulling it");
-            self.connect(ctx);
-        } else if restart {
-            tracing::info!(camera = %self.spec.camera_id, "camera spec changed; reconnecting");
-            self.attempt = 0;
-            if let Some(h) = self.retry.take() {
-                ctx.cancel_future(h);
-            }
-            self.connect(ctx);
+            _ => {}
         }
+        let effects = self.core.update_spec(msg.0, Instant::now());
+        self.apply(effects, ctx);
     }
 }
 
@@ -480,7 +436,6 @@ impl Handler<Stop> for CameraActor {
         // No status write: the camera's next owner (if any) reports it, and a late "stopped"
         // from here would overwrite that.
         self.relay = None;
-        self.run += 1;
         ctx.stop();
     }
 }
@@ -489,12 +444,12 @@ impl Handler<Relayed> for CameraActor {
     type Result = ();
 
     fn handle(&mut self, msg: Relayed, ctx: &mut Context<Self>) {
-        if msg.run != self.run {
+        let _span = self.span.clone().entered();
+        if !self.core.is_current(msg.run) {
             return;
         }
-        match msg.event {
+        match &msg.event {
             PipelineEvent::FirstFrame => {
-                self.attempt = 0;
                 self.last_health = (Instant::now(), 0, 0);
                 if let Some((w, h)) = self.relay.as_ref().and_then(Relay::video_size) {
                     self.status.width = w;
@@ -502,32 +457,16 @@ impl Handler<Relayed> for CameraActor {
                 }
                 self.status.codec = "H264".into();
                 self.status.last_frame_ms = cloudcam_core::now_ms();
-                self.set_state(CameraState::Live, "receiving video");
             }
             PipelineEvent::Audio { caps } => {
                 if let (Some(server), Some(mount)) = (&self.shared.restream, &self.restream) {
-                    tracing::info!(camera = %self.spec.camera_id, "camera sends AAC audio; re-streamed with the video");
-                    server.set_audio(&self.spec.camera_id, mount, &caps);
+                    tracing::info!("camera sends AAC audio; re-streamed with the video");
+                    server.set_audio(self.id(), mount, caps);
                 }
             }
-            PipelineEvent::Unsupported { reason } => {
-                self.fail(CameraState::UnsupportedCodec, reason, ctx);
-            }
-            PipelineEvent::Failed { kind, reason } => {
-                let state = match kind {
-                    FailureKind::AuthFailed => CameraState::AuthFailed,
-                    FailureKind::Unreachable => CameraState::Unreachable,
-                    FailureKind::Other => CameraState::Error,
-                };
-                self.fail(state, reason, ctx);
-            }
-            PipelineEvent::Eos => {
-                self.fail(
-                    CameraState::Unreachable,
-                    "the camera ended the stream".into(),
-                    ctx,
-                );
-            }
+            _ => {}
         }
+        let effects = self.core.relayed(msg.run, &msg.event, Instant::now());
+        self.apply(effects, ctx);
     }
 }

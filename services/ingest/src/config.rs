@@ -79,6 +79,9 @@ pub struct CameraSettings {
     pub latency_ms: u32,
     /// A camera that has not produced a frame this long after connecting is reported.
     pub connect_timeout_ms: u64,
+    /// A session the camera answered (RTSP PLAY) on which no frame arrives this long after is
+    /// silent and retried (at once the first time after a good session).
+    pub first_frame_timeout_ms: u64,
     /// A live camera with no frame for this long is reported stalled and reconnected.
     pub stall_timeout_ms: u64,
     /// First reconnect delay; doubles on each failure up to `backoff_max_ms`.
@@ -96,6 +99,7 @@ impl Default for CameraSettings {
             transport: "tcp".into(),
             latency_ms: 50,
             connect_timeout_ms: 8000,
+            first_frame_timeout_ms: 1500,
             stall_timeout_ms: 5000,
             backoff_initial_ms: 1000,
             backoff_max_ms: 30000,
@@ -130,6 +134,13 @@ impl CameraSettings {
         }
         if self.stall_timeout_ms < 500 || self.connect_timeout_ms < 500 {
             return Err("camera.stall_timeout_ms and connect_timeout_ms must be >= 500".into());
+        }
+        if self.first_frame_timeout_ms < 200
+            || self.first_frame_timeout_ms > self.connect_timeout_ms
+        {
+            return Err(
+                "camera.first_frame_timeout_ms must be >= 200 and <= connect_timeout_ms".into(),
+            );
         }
         if self.health_interval_ms < 100 {
             return Err("camera.health_interval_ms must be >= 100".into());

@@ -9,6 +9,7 @@
 
 pub mod camera;
 pub mod config;
+pub mod machine;
 pub mod pipeline;
 pub mod report;
 pub mod restream;

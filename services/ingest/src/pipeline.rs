@@ -34,6 +34,8 @@ pub enum FailureKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PipelineEvent {
+    /// The camera answered the session (rtspsrc finished opening it); frames should follow.
+    Opened,
     /// The first H.264 access unit reached the relay.
     FirstFrame,
     /// The camera sends AAC audio, forwarded untouched as RTP with these caps.
@@ -74,6 +76,8 @@ pub struct Source {
 /// A running relay; dropping it stops the pipeline.
 pub struct Relay {
     pipeline: gst::Pipeline,
+    /// Where the video RTP goes (`multiudpsink`'s `clients`); held while the video is linked.
+    clients: Arc<std::sync::Mutex<String>>,
     bus_task: tokio::task::JoinHandle<()>,
 }
 
@@ -106,15 +110,12 @@ impl Relay {
         }
         pipeline.add(&src)?;
 
-        let clients = targets
-            .iter()
-            .map(|(h, p)| format!("{h}:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let clients = Arc::new(std::sync::Mutex::new(clients(targets)));
         let linked = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let weak = pipeline.downgrade();
         {
+            let clients = clients.clone();
             let linked = linked.clone();
             let seen = seen.clone();
             let counters = counters.clone();
@@ -128,6 +129,7 @@ impl Relay {
                     && encoding == "H264"
                     && !linked.swap(true, Ordering::SeqCst)
                 {
+                    let clients = clients.lock().expect("clients lock");
                     link_h264(&pipeline, pad, &clients, counters.clone(), on_event.clone())
                 } else if media == "audio"
                     && encoding == "MPEG4-GENERIC"
@@ -178,12 +180,29 @@ impl Relay {
                         on_event(PipelineEvent::Eos);
                         return;
                     }
+                    gst::MessageView::Progress(p) if opened_progress(p) => {
+                        on_event(PipelineEvent::Opened);
+                    }
                     _ => {}
                 }
             }
         });
         pipeline.set_state(gst::State::Playing)?;
-        Ok(Self { pipeline, bus_task })
+        Ok(Self {
+            pipeline,
+            clients,
+            bus_task,
+        })
+    }
+
+    /// Sends the video RTP to `targets` from now on, without touching the camera's session.
+    pub fn retarget(&self, targets: &[(String, u16)]) {
+        let mut current = self.clients.lock().expect("clients lock");
+        *current = clients(targets);
+        // Not there while the camera's video is not linked yet: it is linked to these then.
+        if let Some(sink) = self.pipeline.by_name(RTP_SINK) {
+            sink.set_property("clients", current.as_str());
+        }
     }
 
     /// Width and height of the relayed video, once its caps are known.
@@ -203,6 +222,25 @@ impl Drop for Relay {
         self.bus_task.abort();
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// The element that sends the video RTP (to Janus and the re-stream).
+const RTP_SINK: &str = "rtp-out";
+
+/// `multiudpsink`'s `clients` for `targets`.
+fn clients(targets: &[(String, u16)]) -> String {
+    targets
+        .iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether a progress message is rtspsrc's "stream opened" (DESCRIBE and SETUP answered; PLAY
+/// follows at once).
+fn opened_progress(p: &gst::message::Progress) -> bool {
+    let (kind, code, _) = p.get();
+    kind == gst::ProgressType::Complete && code == "open"
 }
 
 fn pad_media(pad: &gst::Pad) -> (String, String) {
@@ -241,15 +279,13 @@ fn link_h264(
         .property("mtu", 1200u32)
         .build()?;
     pay.set_property_from_str("aggregate-mode", "zero-latency");
-    let sink = if clients.is_empty() {
-        gst::ElementFactory::make("fakesink").build()?
-    } else {
-        gst::ElementFactory::make("multiudpsink")
-            .property("clients", clients)
-            .build()?
-    };
-    sink.set_property("sync", false);
-    sink.set_property("async", false);
+    // A multiudpsink even without targets, so that targets can be added while it runs.
+    let sink = gst::ElementFactory::make("multiudpsink")
+        .name(RTP_SINK)
+        .property("clients", clients)
+        .property("sync", false)
+        .property("async", false)
+        .build()?;
     let chain = [&depay, &parse, &caps, &pay, &sink];
     pipeline.add_many(chain)?;
     gst::Element::link_many(chain)?;

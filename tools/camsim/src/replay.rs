@@ -9,6 +9,7 @@ use gstreamer_app as gst_app;
 use gstreamer_rtsp_server::prelude::*;
 use gstreamer_rtsp_server::{self as rtsp_server};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// One loop of encoded video.
@@ -84,13 +85,23 @@ pub fn factory(spec: &StreamSpec) -> Result<rtsp_server::RTSPMediaFactory> {
         };
         src.set_caps(Some(&clip.caps));
         let clip = clip.clone();
-        std::thread::spawn(move || push_loop(&src, &clip, frame));
+        let gone = Arc::new(AtomicBool::new(false));
+        {
+            let gone = gone.clone();
+            media.connect_unprepared(move |_| gone.store(true, Ordering::SeqCst));
+        }
+        std::thread::spawn(move || push_loop(&src, &clip, frame, &gone));
     });
     Ok(factory)
 }
 
-/// Pushes the clip in a loop, paced by the wall clock, until the media goes away.
-fn push_loop(src: &gst_app::AppSrc, clip: &Clip, frame: Duration) {
+/// Pushes the clip in a loop, paced by the wall clock, until the media goes away (`gone`).
+///
+/// The thread starts when the media is configured, before its pipeline runs: until then (and
+/// while a seek flushes it) the appsrc refuses buffers as flushing. Those frames are skipped,
+/// as a camera's encoder runs on whether anyone reads it; giving up at the first refusal left
+/// a media that never sent a packet, on a session the server had answered.
+fn push_loop(src: &gst_app::AppSrc, clip: &Clip, frame: Duration, gone: &AtomicBool) {
     let start = Instant::now();
     for (n, unit) in clip.units.iter().cycle().enumerate() {
         let due = start + frame * n as u32;
@@ -104,7 +115,12 @@ fn push_loop(src: &gst_app::AppSrc, clip: &Clip, frame: Duration) {
             b.set_dts(gst::ClockTime::NONE);
             b.set_duration(gst::ClockTime::from_nseconds(frame.as_nanos() as u64));
         }
-        if src.push_buffer(buf).is_err() {
+        match src.push_buffer(buf) {
+            Ok(_) => {}
+            Err(gst::FlowError::Flushing) if !gone.load(Ordering::SeqCst) => {}
+            Err(_) => return,
+        }
+        if gone.load(Ordering::SeqCst) {
             return;
         }
     }
