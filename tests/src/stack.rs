@@ -89,7 +89,7 @@ impl TestEnv {
                  share.coordinator.state.topic.replication.factor=1\n\
                  share.coordinator.state.topic.min.isr=1\n\
                  group.initial.rebalance.delay.ms=0\n\
-                 group.min.session.timeout.ms=1000\n\
+                 group.min.session.timeout.ms=500\n\
                  auto.create.topics.enable=false\n",
                 data = dir.join("data").display()
             ),

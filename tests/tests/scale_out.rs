@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CAMERAS: usize = 12;
-/// The failover bound: Kafka's session timeout (6 s) + a rebalance + a reconnect.
-const FAILOVER_BOUND: Duration = Duration::from_secs(15);
+/// The failover bound: Kafka's session timeout (1 s) + a rebalance + a reconnect + a keyframe.
+const FAILOVER_BOUND: Duration = Duration::from_secs(3);
 /// "A moment": two workers may overlap on a camera only this long.
 const OVERLAP_BOUND: Duration = Duration::from_millis(1500);
 const SEGMENT_S: u32 = 2;

@@ -273,8 +273,10 @@ pub struct KafkaSettings {
     /// Partitions of the desired-state topic: the unit of work distribution.
     pub camera_partitions: i32,
     pub replication_factor: i32,
-    /// Consumer-group session timeout: how long a dead worker keeps its cameras.
+    /// Consumer-group session timeout (classic protocol): how long a dead worker keeps its
+    /// cameras. The broker's `group.min.session.timeout.ms` (default 6000) must allow it.
     pub session_timeout_ms: u32,
+    /// How often a member heartbeats: survivors learn of a rebalance within this.
     pub heartbeat_interval_ms: u32,
     /// How long a message may wait for the brokers before its send fails (the callers keep it
     /// and retry: signal's spec outbox, ingest's latest event per camera).
@@ -287,8 +289,8 @@ impl Default for KafkaSettings {
             brokers: String::new(),
             camera_partitions: 12,
             replication_factor: 1,
-            session_timeout_ms: 6000,
-            heartbeat_interval_ms: 1000,
+            session_timeout_ms: 1000,
+            heartbeat_interval_ms: 200,
             message_timeout_ms: 5000,
         }
     }
@@ -306,6 +308,11 @@ pub struct KafkaBus {
 /// default is 10 s): a restarted broker is found within a second, which is what bounds how
 /// soon the workers have their cameras back after a Kafka restart.
 const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+
+/// The longest a desired-state fetch waits at the broker for new messages. On assignment a
+/// worker reads its new partitions only once the fetch in flight returns, so this bounds that
+/// part of a failover (10 small fetches a second per worker while nothing changes).
+const OWNER_FETCH_WAIT_MS: &str = "100";
 
 impl KafkaBus {
     /// Connects to the brokers and makes sure both topics exist.
@@ -516,6 +523,10 @@ impl Bus for KafkaBus {
         // start of the compacted topic, which rebuilds their desired state.
         let consumer: BaseConsumer<BusContext> = self
             .consumer_config(group, "earliest")
+            // A fetch for partitions with nothing new waits this long at the broker, and the
+            // fetch for partitions just assigned goes out only after it: librdkafka's 500 ms
+            // default was a third of a failover.
+            .set("fetch.wait.max.ms", OWNER_FETCH_WAIT_MS)
             .create_with_context(BusContext {
                 topic: CAMERAS_TOPIC,
                 revoked: Some(tx.clone()),
