@@ -225,18 +225,19 @@ impl RecordingActor {
         parse.link_pads(Some("src"), &mux, Some("video"))?;
         // Joining the re-stream mid-GOP: nothing is written before the first keyframe, so every
         // segment starts with one.
-        let keyed = std::sync::atomic::AtomicBool::new(false);
+        let keyed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let video_keyed = keyed.clone();
         parse
             .static_pad("src")
             .expect("h264parse src pad")
             .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 use std::sync::atomic::Ordering::Relaxed;
                 match info.buffer() {
-                    Some(b) if !keyed.load(Relaxed) => {
+                    Some(b) if !video_keyed.load(Relaxed) => {
                         if b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                             return gst::PadProbeReturn::Drop;
                         }
-                        keyed.store(true, Relaxed);
+                        video_keyed.store(true, Relaxed);
                         gst::PadProbeReturn::Ok
                     }
                     _ => gst::PadProbeReturn::Ok,
@@ -247,6 +248,7 @@ impl RecordingActor {
         let audio: std::sync::Arc<std::sync::Mutex<Option<gst::Element>>> = Default::default();
         {
             let (weak, mux, audio) = (pipeline.downgrade(), mux.clone(), audio.clone());
+            let keyed = keyed.clone();
             src.connect("on-sdp", false, move |args| {
                 let sdp = args[1].get::<gst_sdp::SDPMessage>().ok()?;
                 let has_aac = sdp.medias().any(|m| {
@@ -266,6 +268,18 @@ impl RecordingActor {
                         .link_pads(Some("src"), &mux, Some("audio_%u"))
                         .is_ok()
                 {
+                    // No audio before the first video keyframe: the first segment would start
+                    // (and be indexed) from the audio, up to a GOP before its first frame.
+                    let keyed = keyed.clone();
+                    if let Some(pad) = aparse.static_pad("src") {
+                        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                            if keyed.load(std::sync::atomic::Ordering::Relaxed) {
+                                gst::PadProbeReturn::Ok
+                            } else {
+                                gst::PadProbeReturn::Drop
+                            }
+                        });
+                    }
                     let _ = adepay.sync_state_with_parent();
                     let _ = aparse.sync_state_with_parent();
                     *audio.lock().expect("audio lock") = Some(adepay);
