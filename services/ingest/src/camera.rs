@@ -5,8 +5,7 @@
 //! its own pipeline; everything the actor logs is inside a span carrying the camera id.
 
 use crate::config::CameraSettings;
-use crate::machine::wanted;
-use crate::machine::{CameraCore, Effect};
+use crate::machine::{CameraCore, Effect, wanted};
 use crate::pipeline::{Counters, PipelineEvent, Relay, Source};
 use crate::report::{BYTES, FRAMES, LAST_FRAME_AGE, RECONNECTS, RTP_PACKETS, Reporter};
 use actix::prelude::*;
@@ -18,7 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-/// Replace the camera's desired state (restarts the relay when the source or targets changed).
+/// Replace the camera's desired state (a new source restarts the relay; new RTP targets only
+/// retarget it).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UpdateSpec(pub CameraSpec);

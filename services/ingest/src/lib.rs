@@ -1,7 +1,8 @@
 //! cloudcam ingest worker.
 //!
 //! Joins the `cloudcam-ingest` consumer group over the cameras' desired state (see
-//! [`cloudcam_core::bus`]); for every camera it owns it runs one [`camera::CameraActor`], which
+//! [`cloudcam_core::bus`]); for every camera it owns it runs one [`camera::CameraActor`], the
+//! shell of the camera's state machine ([`machine::CameraCore`], no I/O), which
 //! owns a GStreamer pipeline ([`pipeline`]) pulling the camera's RTSP stream and relaying its
 //! H.264 RTP, untouched, to the camera's Janus mountpoint and to the worker's RTSP re-stream
 //! ([`restream`]). Facts about cameras (state changes,
