@@ -308,11 +308,6 @@ impl CameraCore {
         out
     }
 
-    /// When health was last published (live) or the status last stored (idle).
-    pub fn last_report(&self) -> Instant {
-        self.last_report
-    }
-
     fn relay_running(&self) -> bool {
         matches!(self.phase, Phase::Connecting { .. } | Phase::Live)
     }
