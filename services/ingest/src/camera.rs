@@ -28,6 +28,12 @@ pub struct UpdateSpec(pub CameraSpec);
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// The camera moved to another worker on a planned move: hand it over (see
+/// [`CameraCore::hand_over`]); the actor stops by itself once that is done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOver;
+
 /// Something the relay of run `run` reported.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -69,6 +75,8 @@ pub struct CameraActor {
     snapshot_busy: bool,
     /// The periodic tick and its period: every second while pulled, rarely while idle.
     ticker: Option<(SpawnHandle, Duration)>,
+    /// Whether a look for the successor of a camera being handed over is under way.
+    successor_busy: bool,
     /// Carries the camera id into every log line of the actor.
     span: tracing::Span,
 }
@@ -92,6 +100,7 @@ impl CameraActor {
             last_snapshot: None,
             snapshot_busy: false,
             ticker: None,
+            successor_busy: false,
             span,
         }
     }
@@ -113,7 +122,11 @@ impl CameraActor {
                 }
                 Effect::StartRelay { run } => self.start_relay(run, ctx),
                 Effect::Retarget => {
-                    tracing::info!("RTP targets changed; relay retargeted without reconnecting");
+                    if !self.core.handing_over() {
+                        tracing::info!(
+                            "RTP targets changed; relay retargeted without reconnecting"
+                        );
+                    }
                     let targets = self.targets();
                     if let Some(relay) = &self.relay {
                         relay.retarget(&targets);
@@ -130,6 +143,7 @@ impl CameraActor {
                     ctx.run_later(delay, |act, ctx| act.check(ctx));
                 }
                 Effect::TickEvery(every) => self.tick_every(every, ctx),
+                Effect::Finish => ctx.stop(),
             }
         }
     }
@@ -147,9 +161,47 @@ impl CameraActor {
         }
         let effects = self.core.check(Instant::now(), age);
         self.apply(effects, ctx);
-        if self.core.state() == CameraState::Live {
+        if self.core.handing_over() {
+            self.look_for_successor(ctx);
+        } else if self.core.state() == CameraState::Live {
             self.maybe_snapshot(ctx);
         }
+    }
+
+    /// While handing over: has the new owner reported the camera live, and does anybody still
+    /// pull this worker's re-stream of it?
+    fn look_for_successor(&mut self, ctx: &mut Context<Self>) {
+        if self.successor_busy {
+            return;
+        }
+        self.successor_busy = true;
+        let (state, key) = (
+            self.shared.state.clone(),
+            cloudcam_core::camera::status_key(self.id()),
+        );
+        let me = self.shared.worker_id.clone();
+        async move {
+            let status = get_json::<CameraStatus>(&*state, &key).await;
+            status.ok().flatten().is_some_and(|s| {
+                s.worker_id != me && s.state == CameraState::Live && !s.restream_url.is_empty()
+            })
+        }
+        .into_actor(self)
+        .map(|taken_over, act, ctx| {
+            let _span = act.span.clone().entered();
+            act.successor_busy = false;
+            let in_use = act
+                .shared
+                .restream
+                .as_ref()
+                .is_some_and(|r| r.in_use(act.id()));
+            let effects = act.core.successor(taken_over, in_use);
+            if effects.contains(&Effect::Finish) {
+                tracing::info!("handed over: the new owner is live and the re-stream unused");
+            }
+            act.apply(effects, ctx);
+        })
+        .spawn(ctx);
     }
 
     /// Ticks every `every` from now on (health, stall and timeout checks while pulled; the
@@ -217,12 +269,15 @@ impl CameraActor {
         .spawn(ctx);
     }
 
-    /// Where the video RTP goes: the camera's Janus mountpoints and the worker's re-stream.
+    /// Where the video RTP goes: the camera's Janus mountpoints (not while handing over: the
+    /// new owner feeds them) and the worker's re-stream.
     fn targets(&self) -> Vec<(String, u16)> {
-        let mut targets: Vec<(String, u16)> = self
-            .core
-            .spec()
-            .rtp_targets
+        let janus = if self.core.handing_over() {
+            &[][..]
+        } else {
+            &self.core.spec().rtp_targets[..]
+        };
+        let mut targets: Vec<(String, u16)> = janus
             .iter()
             .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
             .collect();
@@ -437,6 +492,19 @@ impl Handler<Stop> for CameraActor {
         // from here would overwrite that.
         self.relay = None;
         ctx.stop();
+    }
+}
+
+impl Handler<HandOver> for CameraActor {
+    type Result = ();
+
+    fn handle(&mut self, _: HandOver, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        let effects = self.core.hand_over(Instant::now());
+        if !effects.contains(&Effect::Finish) {
+            tracing::info!("moved to another worker; re-stream kept until it has taken over");
+        }
+        self.apply(effects, ctx);
     }
 }
 

@@ -91,6 +91,10 @@ pub struct CameraSettings {
     pub health_interval_ms: u64,
     /// How often a live camera's snapshot is refreshed; 0 takes them only on request.
     pub snapshot_interval_ms: u64,
+    /// On a planned move (rebalance, graceful stop) the old worker keeps a live camera's
+    /// re-stream up until the new owner is live and the re-stream's clients (recorders) have
+    /// moved over, but at most this long; 0 stops it at once (break before make).
+    pub handover_timeout_ms: u64,
 }
 
 impl Default for CameraSettings {
@@ -105,6 +109,7 @@ impl Default for CameraSettings {
             backoff_max_ms: 30000,
             health_interval_ms: 2000,
             snapshot_interval_ms: 60_000,
+            handover_timeout_ms: 10_000,
         }
     }
 }
@@ -120,6 +125,10 @@ impl CameraSettings {
     /// its lifetime, so thousands of idle cameras cost few writes.
     pub fn idle_refresh(&self) -> Duration {
         self.status_ttl() / 3
+    }
+
+    pub fn handover_timeout(&self) -> Duration {
+        Duration::from_millis(self.handover_timeout_ms)
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -141,6 +150,9 @@ impl CameraSettings {
             return Err(
                 "camera.first_frame_timeout_ms must be >= 200 and <= connect_timeout_ms".into(),
             );
+        }
+        if self.handover_timeout_ms > 60_000 {
+            return Err("camera.handover_timeout_ms must be <= 60000".into());
         }
         if self.health_interval_ms < 100 {
             return Err("camera.health_interval_ms must be >= 100".into());

@@ -20,6 +20,13 @@
 //! at once, because a fresh session to the same camera usually works, and a camera that just
 //! moved to this worker is then live again within that timeout instead of the whole connect
 //! timeout plus a backoff.
+//!
+//! *Handing over.* When the camera moves to another worker on a planned move (a rebalance, a
+//! graceful stop), a live camera is not stopped at once: its relay stops feeding Janus (the
+//! new owner does) but keeps feeding the worker's re-stream until the new owner reports the
+//! camera live and nobody pulls the old re-stream any more (the recorders have cut over to
+//! the new one at a keyframe), or `handover_timeout_ms` passed. Meanwhile the core reports
+//! nothing (the status is the new owner's) and ends with [`Effect::Finish`].
 
 use crate::config::CameraSettings;
 use crate::pipeline::{FailureKind, PipelineEvent};
@@ -66,7 +73,12 @@ pub enum Effect {
     WakeAfter(Duration),
     /// Tick (call [`CameraCore::check`]) this often from now on.
     TickEvery(Duration),
+    /// The camera is no longer this worker's: end the actor.
+    Finish,
 }
+
+/// How often a camera being handed over looks for its successor.
+pub const HANDOVER_POLL: Duration = Duration::from_millis(100);
 
 /// The per-camera state machine. See the module docs.
 #[derive(Debug)]
@@ -82,6 +94,8 @@ pub struct CameraCore {
     reason: String,
     /// When health was last published (live) or the status last stored (idle).
     last_report: Instant,
+    /// Since when the camera is being handed over to another worker.
+    handover: Option<Instant>,
 }
 
 /// Whether the camera is to be pulled: someone watches it, it records, or it is always on.
@@ -107,6 +121,7 @@ impl CameraCore {
             state: CameraState::Unknown,
             reason: String::new(),
             last_report: now,
+            handover: None,
         }
     }
 
@@ -125,6 +140,50 @@ impl CameraCore {
     /// Failed runs since the camera was last live.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Whether the camera is being handed over to another worker (its relay then feeds only
+    /// the re-stream).
+    pub fn handing_over(&self) -> bool {
+        self.handover.is_some()
+    }
+
+    /// The camera moved to another worker on a planned move. A live camera keeps its relay
+    /// (re-stream only) until [`Self::successor`] says the new owner took over; anything else
+    /// ends at once.
+    pub fn hand_over(&mut self, now: Instant) -> Vec<Effect> {
+        if self.handover.is_some() {
+            return Vec::new();
+        }
+        if self.phase != Phase::Live || self.settings.handover_timeout().is_zero() {
+            return self.finish();
+        }
+        self.handover = Some(now);
+        vec![
+            Effect::Retarget,
+            Effect::TickEvery(HANDOVER_POLL),
+            Effect::WakeAfter(self.settings.handover_timeout()),
+        ]
+    }
+
+    /// While handing over: whether the new owner reports the camera live, and whether anybody
+    /// still pulls this worker's re-stream of it.
+    pub fn successor(&mut self, taken_over: bool, restream_in_use: bool) -> Vec<Effect> {
+        if self.handover.is_some() && taken_over && !restream_in_use {
+            return self.finish();
+        }
+        Vec::new()
+    }
+
+    fn finish(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.relay_running() {
+            out.push(Effect::StopRelay);
+        }
+        self.run += 1;
+        self.phase = Phase::Idle;
+        out.push(Effect::Finish);
+        out
     }
 
     /// Whether an input tagged with relay run `run` is current.
@@ -146,6 +205,11 @@ impl CameraCore {
     /// A new desired state arrived.
     pub fn update_spec(&mut self, spec: CameraSpec, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
+        if self.handover.is_some() {
+            // The camera is another worker's now; its desired state is theirs to act on.
+            self.spec = spec;
+            return out;
+        }
         let restart = source_changed(&self.spec, &spec);
         let retarget = self.spec.rtp_targets != spec.rtp_targets;
         let (was, is) = (wanted(&self.spec), wanted(&spec));
@@ -200,6 +264,13 @@ impl CameraCore {
         let mut out = Vec::new();
         if run != self.run || !self.relay_running() {
             return out;
+        }
+        if self.handover.is_some() {
+            // A relay that ends while handing over is not restarted here: it is not ours.
+            return match event {
+                PipelineEvent::Failed { .. } | PipelineEvent::Eos => self.finish(),
+                _ => out,
+            };
         }
         match event {
             PipelineEvent::Opened => {
@@ -256,6 +327,12 @@ impl CameraCore {
     /// `last_frame_age` is how long ago the relay saw its last frame (`None`: no frame yet).
     pub fn check(&mut self, now: Instant, last_frame_age: Option<Duration>) -> Vec<Effect> {
         let mut out = Vec::new();
+        if let Some(since) = self.handover {
+            if now.duration_since(since) >= self.settings.handover_timeout() {
+                return self.finish();
+            }
+            return out;
+        }
         match self.phase {
             Phase::Idle => {
                 if now.duration_since(self.last_report) >= self.settings.idle_refresh() {
@@ -629,5 +706,69 @@ mod tests {
         assert_eq!(Sim::states(&out), [CameraState::Error]);
         assert!(!out.contains(&Effect::StopRelay));
         assert_eq!(out.last(), Some(&Effect::WakeAfter(Duration::from_secs(1))));
+    }
+
+    fn live() -> Sim {
+        let mut sim = Sim::new(spec(1));
+        sim.connected();
+        sim.event(PipelineEvent::FirstFrame);
+        assert_eq!(sim.core.phase(), Phase::Live);
+        sim
+    }
+
+    #[test]
+    fn a_live_camera_is_handed_over_once_the_successor_took_it() {
+        let mut sim = live();
+        let out = sim.core.hand_over(sim.now);
+        assert_eq!(
+            out[0],
+            Effect::Retarget,
+            "stop feeding Janus, keep the re-stream"
+        );
+        assert!(sim.core.handing_over());
+        // Nothing is reported or restarted while handing over: the status is the new owner's.
+        sim.advance(3000);
+        assert!(sim.check(Some(2900)).is_empty());
+        assert!(sim.core.update_spec(spec(0), sim.now).is_empty());
+        // Live elsewhere, but a recorder still pulls the old re-stream: keep it.
+        assert!(sim.core.successor(true, true).is_empty());
+        assert!(sim.core.successor(false, false).is_empty());
+        assert_eq!(
+            sim.core.successor(true, false),
+            [Effect::StopRelay, Effect::Finish]
+        );
+    }
+
+    #[test]
+    fn a_handover_ends_by_its_timeout_or_with_the_relay() {
+        let mut sim = live();
+        sim.core.hand_over(sim.now);
+        sim.now += CameraSettings::default().handover_timeout();
+        assert_eq!(sim.check(None), [Effect::StopRelay, Effect::Finish]);
+
+        let mut sim = live();
+        sim.core.hand_over(sim.now);
+        let out = sim.event(PipelineEvent::Eos);
+        assert_eq!(out, [Effect::StopRelay, Effect::Finish]);
+    }
+
+    #[test]
+    fn a_camera_that_is_not_live_is_not_handed_over() {
+        let mut sim = Sim::new(spec(1));
+        sim.connected();
+        assert_eq!(
+            sim.core.hand_over(sim.now),
+            [Effect::StopRelay, Effect::Finish]
+        );
+        let mut sim = Sim::new(spec(0));
+        sim.core.start(sim.now);
+        assert_eq!(sim.core.hand_over(sim.now), [Effect::Finish]);
+        // Switched off: break before make.
+        let mut sim = live();
+        sim.core.settings.handover_timeout_ms = 0;
+        assert_eq!(
+            sim.core.hand_over(sim.now),
+            [Effect::StopRelay, Effect::Finish]
+        );
     }
 }

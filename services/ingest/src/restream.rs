@@ -10,7 +10,9 @@ use cloudcam_core::config::RestreamAuth;
 use gstreamer as gst;
 use gstreamer_rtsp_server::prelude::*;
 use gstreamer_rtsp_server::{self as rtsp_server};
+use std::collections::HashMap;
 use std::net::UdpSocket;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestreamError {
@@ -25,6 +27,8 @@ pub struct Restream {
     mounts: rtsp_server::RTSPMountPoints,
     public_base: String,
     auth: RestreamAuth,
+    /// Media being served per camera (a shared media lives while it has clients).
+    users: Arc<Mutex<HashMap<String, usize>>>,
     _server: rtsp_server::RTSPServer,
 }
 
@@ -80,6 +84,7 @@ impl Restream {
             mounts,
             public_base: format!("rtsp://{public_host}:{bound}"),
             auth,
+            users: Default::default(),
             _server: server,
         })
     }
@@ -127,6 +132,24 @@ impl Restream {
             mount.rtp_port
         ));
         factory.set_shared(true);
+        let (users, id) = (self.users.clone(), camera_id.to_string());
+        factory.connect_media_configure(move |_, media| {
+            *users
+                .lock()
+                .expect("users lock")
+                .entry(id.clone())
+                .or_default() += 1;
+            let (users, id) = (users.clone(), id.clone());
+            media.connect_unprepared(move |_| {
+                let mut users = users.lock().expect("users lock");
+                if let Some(n) = users.get_mut(&id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        users.remove(&id);
+                    }
+                }
+            });
+        });
         factory.add_role_from_structure(
             &gst::Structure::builder(ROLE)
                 .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
@@ -140,6 +163,15 @@ impl Restream {
     /// The credential clients present (the worker's own snapshots pull with it too).
     pub fn auth(&self) -> &RestreamAuth {
         &self.auth
+    }
+
+    /// Whether anybody (a recorder, an RTSP client) pulls the camera's re-stream now.
+    pub fn in_use(&self, camera_id: &str) -> bool {
+        self.users
+            .lock()
+            .expect("users lock")
+            .get(camera_id)
+            .is_some_and(|n| *n > 0)
     }
 
     pub fn unmount(&self, camera_id: &str) {

@@ -1,8 +1,12 @@
 //! The worker loop: turns ownership changes from the consumer group into camera actors.
-//! Revoked partitions stop their actors (and pipelines) before the loop reads anything else, so a
-//! camera moves between workers without being pulled twice for longer than a moment.
+//!
+//! A revoked camera is handed over before the loop reads anything else: its actor stops
+//! feeding Janus at once and keeps only the re-stream up until the new owner is live and the
+//! recorders have cut over to the new re-stream (bounded by `handover_timeout_ms`), so a
+//! planned move leaves no gap in the recording and the camera is pulled twice only for that
+//! moment. A graceful stop leaves the group first and hands every camera over the same way.
 
-use crate::camera::{CameraActor, Shared, Stop, UpdateSpec};
+use crate::camera::{CameraActor, HandOver, Shared, Stop, UpdateSpec};
 use crate::config::CameraSettings;
 use crate::report::Reporter;
 use actix::prelude::*;
@@ -40,7 +44,7 @@ pub async fn run(
     let heartbeat =
         cloudcam_core::workers::spawn_heartbeat(shared.state.clone(), "ingest", worker_id.clone());
     let mut updates = bus.own_specs(GROUP)?;
-    let mut cameras: HashMap<String, (i32, Addr<CameraActor>)> = HashMap::new();
+    let mut owned = Owned::default();
     tracing::info!(worker = %worker_id, "ingest worker running");
     tokio::pin!(shutdown);
     loop {
@@ -48,52 +52,97 @@ pub async fn run(
             _ = &mut shutdown => break,
             update = updates.recv() => {
                 let Some(update) = update else { break };
-                apply(update, &mut cameras, &shared).await;
-                crate::report::OWNED.set(cameras.len() as f64);
-                cloudcam_core::workers::announce(&heartbeat, cameras.keys());
+                owned.apply(update, &shared).await;
+                crate::report::OWNED.set(owned.cameras.len() as f64);
+                cloudcam_core::workers::announce(&heartbeat, owned.cameras.keys());
             }
         }
     }
-    for (_, (_, addr)) in cameras.drain() {
+    // Leave the group first (the consumer notices the closed channel), so the cameras' next
+    // owners start while this worker still serves them.
+    drop(updates);
+    let others = cloudcam_core::workers::list(&*shared.state)
+        .await
+        .map(|ws| {
+            ws.iter()
+                .any(|w| w.kind == "ingest" && w.id != shared.worker_id)
+        })
+        .unwrap_or(false);
+    if others {
+        let ids: Vec<String> = owned.cameras.keys().cloned().collect();
+        owned.hand_over(&ids).await;
+    }
+    for (_, (_, addr)) in owned.cameras.drain() {
+        let _ = addr.send(Stop).await;
+    }
+    let deadline = tokio::time::Instant::now() + shared.settings.handover_timeout();
+    while owned.leaving() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for (_, addr) in owned.handing_over.drain() {
         let _ = addr.send(Stop).await;
     }
     tracing::info!(worker = %worker_id, "ingest worker stopped");
     Ok(())
 }
 
-async fn apply(
-    update: SpecUpdate,
-    cameras: &mut HashMap<String, (i32, Addr<CameraActor>)>,
-    shared: &Shared,
-) {
-    match update {
-        SpecUpdate::Upsert { partition, spec } => {
-            let id = spec.camera_id.clone();
-            match cameras.get(&id) {
-                Some((_, addr)) if addr.connected() => addr.do_send(UpdateSpec(spec)),
-                _ => {
-                    let addr = CameraActor::new(spec, shared.clone()).start();
-                    cameras.insert(id, (partition, addr));
+/// The cameras this worker owns, and those it is handing over to their next owner.
+#[derive(Default)]
+struct Owned {
+    cameras: HashMap<String, (i32, Addr<CameraActor>)>,
+    handing_over: HashMap<String, Addr<CameraActor>>,
+}
+
+impl Owned {
+    async fn apply(&mut self, update: SpecUpdate, shared: &Shared) {
+        self.leaving();
+        match update {
+            SpecUpdate::Upsert { partition, spec } => {
+                let id = spec.camera_id.clone();
+                // Back before its handover finished: start afresh.
+                if let Some(addr) = self.handing_over.remove(&id) {
+                    let _ = addr.send(Stop).await;
+                }
+                match self.cameras.get(&id) {
+                    Some((_, addr)) if addr.connected() => addr.do_send(UpdateSpec(spec)),
+                    _ => {
+                        let addr = CameraActor::new(spec, shared.clone()).start();
+                        self.cameras.insert(id, (partition, addr));
+                    }
                 }
             }
-        }
-        SpecUpdate::Deleted { camera_id, .. } => {
-            if let Some((_, addr)) = cameras.remove(&camera_id) {
-                let _ = addr.send(Stop).await;
+            SpecUpdate::Deleted { camera_id, .. } => {
+                let leaving = self.handing_over.remove(&camera_id);
+                let owned = self.cameras.remove(&camera_id).map(|(_, a)| a);
+                for addr in leaving.into_iter().chain(owned) {
+                    let _ = addr.send(Stop).await;
+                }
+            }
+            SpecUpdate::Revoked { partitions, done } => {
+                let ids = owned_in(&self.cameras, &partitions);
+                // Every revoked actor has stopped feeding Janus before the group hands the
+                // cameras to another worker.
+                self.hand_over(&ids).await;
+                if !ids.is_empty() {
+                    tracing::info!(cameras = ids.len(), "revoked cameras handed over");
+                }
+                done.done();
             }
         }
-        SpecUpdate::Revoked { partitions, done } => {
-            let ids = owned_in(cameras, &partitions);
-            // Stop them all at once, and only then let the group hand them to another worker.
-            let stops = ids
-                .iter()
-                .filter_map(|id| cameras.remove(id))
-                .map(|(_, a)| a.send(Stop));
-            futures::future::join_all(stops).await;
-            if !ids.is_empty() {
-                tracing::info!(cameras = ids.len(), "revoked cameras stopped");
-            }
-            done.done();
-        }
+    }
+
+    async fn hand_over(&mut self, ids: &[String]) {
+        let moving: Vec<(String, Addr<CameraActor>)> = ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), self.cameras.remove(id)?.1)))
+            .collect();
+        futures::future::join_all(moving.iter().map(|(_, a)| a.send(HandOver))).await;
+        self.handing_over.extend(moving);
+    }
+
+    /// Forgets handed-over actors that have finished; how many are still handing over.
+    fn leaving(&mut self) -> usize {
+        self.handing_over.retain(|_, a| a.connected());
+        self.handing_over.len()
     }
 }
