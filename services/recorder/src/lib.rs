@@ -9,6 +9,7 @@
 pub mod config;
 pub mod recording;
 pub mod spool;
+pub mod timeline;
 pub mod worker;
 
 pub use config::{RecorderConfig, RecorderSettings};

@@ -4,6 +4,7 @@
 
 use crate::config::RecorderSettings;
 use crate::spool::Spool;
+use crate::timeline::{Effect, Note, Timeline, Timing};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
 use cloudcam_core::media::{Segment, segment_key, segments, unindex_segment};
@@ -32,6 +33,12 @@ pub struct Stop;
 #[derive(Message)]
 #[rtype(result = "()")]
 enum Piped {
+    /// The first keyframe passed the parser.
+    Keyframe {
+        run: u64,
+        running_ns: u64,
+        wall_ms: i64,
+    },
     Opened {
         run: u64,
         location: String,
@@ -42,10 +49,8 @@ enum Piped {
         location: String,
         running_ns: u64,
     },
-    Failed {
-        run: u64,
-        reason: String,
-    },
+    /// The pipeline ended: EOS (after a finish, or the re-stream's end) or an error.
+    Ended { run: u64, reason: String },
 }
 
 #[derive(Clone)]
@@ -56,47 +61,59 @@ pub struct Shared {
     pub spool: Arc<Spool>,
 }
 
-struct Running {
+/// A running pipeline; dropping it stops it.
+struct Pipeline {
     pipeline: gst::Pipeline,
     bus_task: tokio::task::JoinHandle<()>,
-    /// Wall clock and running time of the first fragment: maps running time to wall clock.
-    anchor: Option<(i64, u64)>,
-    /// Open fragments: location → start (ms since the epoch).
-    open: HashMap<String, i64>,
-    last_activity: Instant,
 }
 
-impl Drop for Running {
+impl Drop for Pipeline {
     fn drop(&mut self) {
         self.bus_task.abort();
         let _ = self.pipeline.set_state(gst::State::Null);
-        // Whatever was being written is unfinished: it never reaches the store (a gap).
-        for location in self.open.keys() {
-            let _ = std::fs::remove_file(location);
-        }
     }
 }
 
 pub struct RecordingActor {
     spec: CameraSpec,
     shared: Shared,
-    run: u64,
-    running: Option<Running>,
+    timeline: Timeline,
+    pipelines: HashMap<u64, Pipeline>,
+    /// Whether a status read is under way.
+    polling: bool,
+    ticks: u64,
     /// Why the camera is not being recorded although it should be (stored for the API).
     problem: Option<String>,
+    /// Carries the camera id into every log line of the actor.
+    span: tracing::Span,
 }
 
 /// How long a stored recording problem lives unless the recorder refreshes it (every tick).
 const PROBLEM_TTL: Duration = Duration::from_secs(5);
 
+/// How often the camera's status is read: a moved re-stream is followed within this.
+const STATUS_POLL: Duration = Duration::from_millis(250);
+
 impl RecordingActor {
     pub fn new(spec: CameraSpec, shared: Shared) -> Self {
+        let settings = &shared.settings;
+        let segment = Duration::from_secs(settings.segment_seconds);
+        let timing = Timing {
+            // Segments open and close once a segment; allow one segment plus the timeout.
+            stall: segment + Duration::from_millis(settings.stall_timeout_ms),
+            first_segment: Duration::from_millis(settings.stall_timeout_ms),
+            finish: Duration::from_secs(3),
+        };
+        let span = tracing::info_span!("recording", camera = %spec.camera_id);
         Self {
             spec,
             shared,
-            run: 0,
-            running: None,
+            timeline: Timeline::new(timing),
+            pipelines: HashMap::new(),
+            polling: false,
+            ticks: 0,
             problem: None,
+            span,
         }
     }
 
@@ -107,11 +124,9 @@ impl RecordingActor {
         }
         match (&problem, &self.problem) {
             (Some(p), old) if old.as_ref() != Some(p) => {
-                tracing::warn!(camera = %self.spec.camera_id, problem = %p, "not recording")
+                tracing::warn!(problem = %p, "not recording")
             }
-            (None, Some(_)) => {
-                tracing::info!(camera = %self.spec.camera_id, "recording resumes")
-            }
+            (None, Some(_)) => tracing::info!("recording resumes"),
             _ => {}
         }
         self.problem = problem.clone();
@@ -137,63 +152,111 @@ impl RecordingActor {
         self.shared.spool.camera_dir(self.id())
     }
 
-    /// Once a second: start when the camera's re-stream is there, restart when it went silent,
-    /// pause while the spool is below its free-space floor.
+    /// Every `STATUS_POLL`: follow the camera's re-stream (start, cut over), check stalls;
+    /// once a second, pause while the spool is below its free-space floor.
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let floor = self.shared.spool.below_floor();
-        if floor.is_some() && self.running.take().is_some() {
-            // The segment being written is discarded (Running's drop): it could not be finished.
-            tracing::warn!(camera = %self.spec.camera_id, "spool below its floor; stopping the recording");
-        }
-        let paused = floor.is_some();
-        self.report_problem(floor);
-        if paused {
-            return;
-        }
-        if let Some(r) = &self.running {
-            // Fragments open and close once a segment; allow one segment plus the timeout.
-            let quiet =
-                self.shared.settings.segment_seconds * 1000 + self.shared.settings.stall_timeout_ms;
-            if r.last_activity.elapsed() > Duration::from_millis(quiet) {
-                tracing::warn!(camera = %self.spec.camera_id, "re-stream silent; reconnecting");
-                self.running = None;
+        let _span = self.span.clone().entered();
+        let every = (Duration::from_secs(1).as_millis() / STATUS_POLL.as_millis()) as u64;
+        if self.ticks.is_multiple_of(every) {
+            let floor = self.shared.spool.below_floor();
+            if floor.is_some() && self.timeline.recording() {
+                tracing::warn!("spool below its floor; stopping the recording");
             }
+            let effects = self.timeline.floor(floor.is_some());
+            self.report_problem(floor);
+            self.apply(effects, ctx);
+        }
+        self.ticks += 1;
+        let effects = self.timeline.check(Instant::now());
+        self.apply(effects, ctx);
+        if self.polling {
             return;
         }
+        self.polling = true;
         let state = self.shared.state.clone();
         let key = status_key(self.id());
-        let run = self.run;
         async move { get_json::<CameraStatus>(&*state, &key).await.ok().flatten() }
             .into_actor(self)
             .map(move |status, act, ctx| {
-                if act.run != run || act.running.is_some() {
-                    return;
-                }
-                if let Some(s) = status
-                    && s.state == CameraState::Live
-                    && !s.restream_url.is_empty()
-                {
-                    act.start(&s.restream_url, ctx);
-                }
+                let _span = act.span.clone().entered();
+                act.polling = false;
+                let url = status
+                    .filter(|s| s.state == CameraState::Live)
+                    .map(|s| s.restream_url);
+                let effects = act.timeline.status(url.as_deref(), Instant::now());
+                act.apply(effects, ctx);
             })
             .spawn(ctx);
     }
 
-    fn start(&mut self, url: &str, ctx: &mut Context<Self>) {
-        self.run += 1;
-        let run = self.run;
-        match self.build(url, run, ctx.address()) {
-            Ok(r) => {
-                tracing::info!(camera = %self.spec.camera_id, %url, "recording");
-                self.running = Some(r);
+    /// Carries out what the timeline decided, in order, and logs what it noted.
+    fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::Start { run, url } => match self.build(&url, run, ctx.address()) {
+                    Ok(p) => {
+                        self.pipelines.insert(run, p);
+                    }
+                    Err(e) => {
+                        let effects = self.timeline.ended(run, &e.to_string());
+                        self.apply(effects, ctx);
+                    }
+                },
+                Effect::Finish { run } => {
+                    if let Some(p) = self.pipelines.get(&run) {
+                        p.pipeline.send_event(gst::event::Eos::new());
+                    }
+                }
+                Effect::Drop { run, unfinished } => {
+                    self.pipelines.remove(&run);
+                    // Whatever was being written is unfinished: it never reaches the store.
+                    for location in unfinished {
+                        let _ = std::fs::remove_file(location);
+                    }
+                }
+                Effect::Segment {
+                    location,
+                    start_ms,
+                    end_ms,
+                } => self.finished(&location, start_ms, end_ms),
             }
-            Err(e) => {
-                tracing::warn!(camera = %self.spec.camera_id, error = %e, "cannot start recording")
+        }
+        for note in self.timeline.take_notes() {
+            match note {
+                Note::Recording { url } => tracing::info!(%url, "recording"),
+                Note::CutOver { url } => {
+                    tracing::info!(%url, "the re-stream moved; cut over at its first keyframe")
+                }
+                Note::Stalled => tracing::warn!("re-stream silent; reconnecting"),
+                Note::Interrupted { reason } => {
+                    tracing::warn!(%reason, "recording interrupted; will reconnect")
+                }
+                Note::CutOverFailed { reason } => {
+                    tracing::warn!(%reason, "cannot pull the moved re-stream yet; will retry")
+                }
             }
         }
     }
 
-    fn build(&self, url: &str, run: u64, addr: Addr<Self>) -> anyhow::Result<Running> {
+    /// Hands a complete segment file to the spool.
+    fn finished(&self, location: &str, start_ms: i64, end_ms: i64) {
+        let id = self.id();
+        let path = PathBuf::from(location);
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let segment = Segment {
+            key: segment_key(id, start_ms),
+            camera_id: id.to_string(),
+            start_ms,
+            end_ms,
+            bytes,
+            codec: "H264".into(),
+        };
+        if let Err(e) = self.shared.spool.finished(&path, &segment) {
+            tracing::error!(error = %e, "cannot record a finished segment");
+        }
+    }
+
+    fn build(&self, url: &str, run: u64, addr: Addr<Self>) -> anyhow::Result<Pipeline> {
         let dir = self.dir();
         std::fs::create_dir_all(&dir)?;
         let pattern = dir.join(format!("{}-{run}-%06d.mp4", cloudcam_core::now_ms()));
@@ -227,17 +290,36 @@ impl RecordingActor {
         // segment starts with one.
         let keyed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let video_keyed = keyed.clone();
+        let keyframe_to = addr.clone();
         parse
             .static_pad("src")
             .expect("h264parse src pad")
-            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
                 use std::sync::atomic::Ordering::Relaxed;
                 match info.buffer() {
+                    // mp4mux fails the whole pipeline ("Buffer has no PTS") on one: seen now
+                    // and then among a fresh re-stream session's first frames.
+                    Some(b) if b.pts().is_none() => {
+                        tracing::debug!("dropped a video buffer without a timestamp");
+                        gst::PadProbeReturn::Drop
+                    }
                     Some(b) if !video_keyed.load(Relaxed) => {
                         if b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                             return gst::PadProbeReturn::Drop;
                         }
                         video_keyed.store(true, Relaxed);
+                        // Where this pipeline's running time is on the wall clock.
+                        let running = pad.sticky_event::<gst::event::Segment>(0).and_then(|ev| {
+                            let segment = ev.segment().downcast_ref::<gst::ClockTime>()?;
+                            segment.to_running_time(b.pts()?)
+                        });
+                        if let Some(rt) = running {
+                            keyframe_to.do_send(Piped::Keyframe {
+                                run,
+                                running_ns: rt.nseconds(),
+                                wall_ms: cloudcam_core::now_ms(),
+                            });
+                        }
                         gst::PadProbeReturn::Ok
                     }
                     _ => gst::PadProbeReturn::Ok,
@@ -343,14 +425,15 @@ impl RecordingActor {
                         }
                     }
                     gst::MessageView::Error(err) => {
-                        addr.do_send(Piped::Failed {
+                        tracing::debug!(debug = ?err.debug(), "pipeline error");
+                        addr.do_send(Piped::Ended {
                             run,
                             reason: err.error().to_string(),
                         });
                         return;
                     }
                     gst::MessageView::Eos(_) => {
-                        addr.do_send(Piped::Failed {
+                        addr.do_send(Piped::Ended {
                             run,
                             reason: "the re-stream ended".into(),
                         });
@@ -360,25 +443,13 @@ impl RecordingActor {
                 }
             }
         });
-        pipeline.set_state(gst::State::Playing)?;
-        Ok(Running {
-            pipeline,
-            bus_task,
-            anchor: None,
-            open: HashMap::new(),
-            last_activity: Instant::now(),
-        })
-    }
-
-    fn wall_ms(r: &mut Running, running_ns: u64) -> i64 {
-        let (wall0, rt0) = *r
-            .anchor
-            .get_or_insert_with(|| (cloudcam_core::now_ms(), running_ns));
-        wall0 + (running_ns as i64 - rt0 as i64) / 1_000_000
+        let pipeline = Pipeline { pipeline, bus_task };
+        pipeline.pipeline.set_state(gst::State::Playing)?;
+        Ok(pipeline)
     }
 
     /// Deletes segments older than the camera's retention from the store and the index.
-    fn apply_retention(&self, ctx: &mut Context<Self>) {
+    fn apply_retention(&self) {
         let retention_ms = self.spec.retention_seconds as i64 * 1000;
         if retention_ms <= 0 {
             return;
@@ -389,7 +460,7 @@ impl RecordingActor {
             self.shared.store.clone(),
             self.spec.camera_id.clone(),
         );
-        actix::spawn(async move {
+        let task = async move {
             let Ok(old) = segments(&*state, &id, 0, cutoff).await else {
                 return;
             };
@@ -398,16 +469,16 @@ impl RecordingActor {
                 match store.delete(&path).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                         let _ = unindex_segment(&*state, &s).await;
-                        tracing::info!(camera = %id, key = %s.key, "segment expired");
+                        tracing::info!(key = %s.key, "segment expired");
                     }
                     Err(e) => {
-                        tracing::warn!(camera = %id, error = %e, "cannot delete an expired segment");
+                        tracing::warn!(error = %e, "cannot delete an expired segment");
                         return;
                     }
                 }
             }
-        });
-        let _ = ctx;
+        };
+        actix::spawn(tracing::Instrument::instrument(task, self.span.clone()));
     }
 }
 
@@ -416,16 +487,18 @@ impl Actor for RecordingActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.shared.spool.discard_unfinished(self.id());
-        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.tick(ctx));
+        ctx.run_interval(STATUS_POLL, |act, ctx| act.tick(ctx));
         let every = Duration::from_millis(self.shared.settings.retention_interval_ms);
-        ctx.run_interval(every, |act, ctx| act.apply_retention(ctx));
+        ctx.run_interval(every, |act, _| act.apply_retention());
         self.tick(ctx);
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.running = None;
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        let effects = self.timeline.stop();
+        self.apply(effects, ctx);
         self.report_problem(None);
-        tracing::info!(camera = %self.spec.camera_id, "recording stopped");
+        tracing::info!("recording stopped");
     }
 }
 
@@ -441,7 +514,8 @@ impl Handler<Stop> for RecordingActor {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        self.running = None;
+        let effects = self.timeline.stop();
+        self.apply(effects, ctx);
         ctx.stop();
     }
 }
@@ -449,50 +523,27 @@ impl Handler<Stop> for RecordingActor {
 impl Handler<Piped> for RecordingActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Piped, _: &mut Context<Self>) {
-        let id = self.spec.camera_id.clone();
-        let Some(r) = self.running.as_mut() else {
-            return;
-        };
-        match msg {
+    fn handle(&mut self, msg: Piped, ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        let (now, wall) = (Instant::now(), cloudcam_core::now_ms());
+        let effects = match msg {
+            Piped::Keyframe {
+                run,
+                running_ns,
+                wall_ms,
+            } => self.timeline.keyframe(run, running_ns, wall_ms, now),
             Piped::Opened {
                 run,
                 location,
                 running_ns,
-            } if run == self.run => {
-                let start = Self::wall_ms(r, running_ns);
-                r.open.insert(location, start);
-                r.last_activity = Instant::now();
-            }
+            } => self.timeline.opened(run, location, running_ns, wall, now),
             Piped::Closed {
                 run,
                 location,
                 running_ns,
-            } if run == self.run => {
-                r.last_activity = Instant::now();
-                let Some(start_ms) = r.open.remove(&location) else {
-                    return;
-                };
-                let end_ms = Self::wall_ms(r, running_ns);
-                let path = PathBuf::from(&location);
-                let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let segment = Segment {
-                    key: segment_key(&id, start_ms),
-                    camera_id: id.clone(),
-                    start_ms,
-                    end_ms,
-                    bytes,
-                    codec: "H264".into(),
-                };
-                if let Err(e) = self.shared.spool.finished(&path, &segment) {
-                    tracing::error!(camera = %id, error = %e, "cannot record a finished segment");
-                }
-            }
-            Piped::Failed { run, reason } if run == self.run => {
-                tracing::warn!(camera = %id, %reason, "recording interrupted; will reconnect");
-                self.running = None;
-            }
-            _ => {}
-        }
+            } => self.timeline.closed(run, &location, running_ns, wall, now),
+            Piped::Ended { run, reason } => self.timeline.ended(run, &reason),
+        };
+        self.apply(effects, ctx);
     }
 }

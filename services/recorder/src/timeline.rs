@@ -1,0 +1,534 @@
+//! `Timeline`: which re-stream a camera's recording pulls, and where its segments start and
+//! end on the wall clock — the recorder's per-camera decisions, without any I/O.
+//!
+//! It is driven by inputs that carry the time — the camera's status (its live re-stream URL),
+//! the spool's floor, what a pipeline reports (a segment file opened or closed, the pipeline
+//! ended), the clock — and answers with [`Effect`]s that the actor
+//! ([`crate::recording`]) carries out: start a pipeline on a URL, finish one (EOS: its open
+//! segment is completed), drop one, hand a finished segment to the spool.
+//!
+//! *Cut-over.* When the camera's re-stream moves to another ingest worker on a planned move,
+//! the old worker keeps serving its re-stream for a moment (see the ingest worker's handover).
+//! The timeline starts a second pipeline on the new URL while the first goes on writing; when
+//! the new one passes its first keyframe (where its first segment starts), the old one is
+//! finished at that instant. The old segment ends where the new one begins, so the index
+//! stays contiguous.
+//! After a crash (the old re-stream is gone) the new pipeline simply starts: the gap is the
+//! failover plus the wait for a keyframe.
+//!
+//! *Wall clock.* A pipeline's first keyframe anchors its running time to the wall clock (the
+//! time it passed the parser, before `splitmuxsink`); every boundary of that pipeline is the
+//! anchor plus the running time elapsed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What the actor must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Build and start pipeline `run` pulling `url`.
+    Start { run: u64, url: String },
+    /// End pipeline `run` cleanly: EOS completes the segment it is writing (reported by
+    /// [`Timeline::closed`]); [`Timeline::ended`] follows.
+    Finish { run: u64 },
+    /// Tear pipeline `run` down now; the segment files it was writing are unfinished: delete
+    /// them.
+    Drop { run: u64, unfinished: Vec<String> },
+    /// A segment file is complete: `[start_ms, end_ms)` on the wall clock.
+    Segment {
+        location: String,
+        start_ms: i64,
+        end_ms: i64,
+    },
+}
+
+/// Why a pipeline was dropped or ended, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    Recording { url: String },
+    CutOver { url: String },
+    Stalled,
+    Interrupted { reason: String },
+    CutOverFailed { reason: String },
+}
+
+#[derive(Debug)]
+struct Run {
+    id: u64,
+    url: String,
+    started: Instant,
+    /// Wall clock (ms) and running time (ns) of the first segment's start.
+    anchor: Option<(i64, u64)>,
+    /// Open segment files: location → start (ms since the epoch).
+    open: HashMap<String, i64>,
+    last_activity: Instant,
+}
+
+impl Run {
+    /// Tears the run down, with whatever it was writing.
+    fn dropped(self) -> Effect {
+        let mut unfinished: Vec<String> = self.open.into_keys().collect();
+        unfinished.sort();
+        Effect::Drop {
+            run: self.id,
+            unfinished,
+        }
+    }
+
+    fn wall_ms(&mut self, running_ns: u64, wall_now_ms: i64) -> i64 {
+        let (wall0, rt0) = *self.anchor.get_or_insert((wall_now_ms, running_ns));
+        wall0 + (running_ns as i64 - rt0 as i64) / 1_000_000
+    }
+}
+
+/// Timing the timeline works with.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// A pipeline that opens and closes no segment for this long is reconnected.
+    pub stall: Duration,
+    /// A new pipeline that has not opened a segment this long after starting is given up
+    /// (and tried again at the next status).
+    pub first_segment: Duration,
+    /// A finishing pipeline that has not ended this long after its EOS is dropped.
+    pub finish: Duration,
+}
+
+/// One camera's recording timeline. See the module docs.
+#[derive(Debug)]
+pub struct Timeline {
+    timing: Timing,
+    next_run: u64,
+    /// The pipeline whose segments are the recording.
+    current: Option<Run>,
+    /// A pipeline on the re-stream's new URL, waiting for its first segment to take over.
+    incoming: Option<Run>,
+    /// The previous pipeline, finishing its last segment.
+    finishing: Option<(Run, Instant)>,
+    paused: bool,
+    notes: Vec<Note>,
+}
+
+impl Timeline {
+    pub fn new(timing: Timing) -> Self {
+        Self {
+            timing,
+            next_run: 0,
+            current: None,
+            incoming: None,
+            finishing: None,
+            paused: false,
+            notes: Vec::new(),
+        }
+    }
+
+    /// What happened since the last call, for the log.
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Whether a pipeline records (or is about to).
+    pub fn recording(&self) -> bool {
+        self.current.is_some() || self.incoming.is_some()
+    }
+
+    /// The camera's status was read: `live_url` is its re-stream while it is live.
+    pub fn status(&mut self, live_url: Option<&str>, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let Some(url) = live_url.filter(|u| !u.is_empty()) else {
+            return out;
+        };
+        if self.paused {
+            return out;
+        }
+        if let Some(i) = self.incoming.take() {
+            if i.url == url {
+                self.incoming = Some(i);
+                return out;
+            }
+            // Moved again before the cut-over: follow the newest URL.
+            out.push(i.dropped());
+        }
+        match &self.current {
+            None => {
+                let run = self.start(url, now, &mut out);
+                self.current = Some(run);
+                self.notes.push(Note::Recording { url: url.into() });
+            }
+            Some(c) if c.url != url => {
+                let run = self.start(url, now, &mut out);
+                self.incoming = Some(run);
+            }
+            Some(_) => {}
+        }
+        out
+    }
+
+    /// The spool is below its free-space floor (`true`) or above it again.
+    pub fn floor(&mut self, below: bool) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if below && !self.paused {
+            self.drop_all(&mut out);
+        }
+        self.paused = below;
+        out
+    }
+
+    /// Stops everything (the camera is no longer recorded here); open segments are lost.
+    pub fn stop(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.drop_all(&mut out);
+        out
+    }
+
+    /// Pipeline `run` passed its first keyframe, at `running_ns`, `wall_now_ms` on the wall
+    /// clock: the anchor of its segments, and the moment a new re-stream takes over.
+    pub fn keyframe(
+        &mut self,
+        run: u64,
+        running_ns: u64,
+        wall_now_ms: i64,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.cut_over(run, now, &mut out);
+        if let Some(r) = self.run_mut(run) {
+            r.anchor.get_or_insert((wall_now_ms, running_ns));
+            r.last_activity = now;
+        }
+        out
+    }
+
+    /// If `run` is the incoming pipeline, it takes over, and the current one ends its segment
+    /// here.
+    fn cut_over(&mut self, run: u64, now: Instant, out: &mut Vec<Effect>) {
+        let Some(incoming) = self.incoming.take_if(|i| i.id == run) else {
+            return;
+        };
+        if let Some((old, _)) = self.finishing.take() {
+            out.push(old.dropped());
+        }
+        if let Some(old) = self.current.take() {
+            out.push(Effect::Finish { run: old.id });
+            self.finishing = Some((old, now));
+        }
+        self.notes.push(Note::CutOver {
+            url: incoming.url.clone(),
+        });
+        self.current = Some(incoming);
+    }
+
+    /// Pipeline `run` opened a segment file at `running_ns`; `wall_now_ms` is the wall clock.
+    pub fn opened(
+        &mut self,
+        run: u64,
+        location: String,
+        running_ns: u64,
+        wall_now_ms: i64,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        // Normally the keyframe came first and did this.
+        self.cut_over(run, now, &mut out);
+        if let Some(r) = self.run_mut(run) {
+            let start = r.wall_ms(running_ns, wall_now_ms);
+            r.open.insert(location, start);
+            r.last_activity = now;
+        }
+        out
+    }
+
+    /// Pipeline `run` completed the segment file `location` at `running_ns`.
+    pub fn closed(
+        &mut self,
+        run: u64,
+        location: &str,
+        running_ns: u64,
+        wall_now_ms: i64,
+        now: Instant,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if let Some(r) = self.run_mut(run) {
+            r.last_activity = now;
+            if let Some(start_ms) = r.open.remove(location) {
+                let end_ms = r.wall_ms(running_ns, wall_now_ms);
+                out.push(Effect::Segment {
+                    location: location.to_string(),
+                    start_ms,
+                    end_ms,
+                });
+            }
+        }
+        out
+    }
+
+    /// Pipeline `run` ended: its EOS after [`Effect::Finish`], or a failure (`reason`).
+    pub fn ended(&mut self, run: u64, reason: &str) -> Vec<Effect> {
+        let is = |r: &Option<Run>| r.as_ref().is_some_and(|r| r.id == run);
+        let ended = if self.finishing.as_ref().is_some_and(|(r, _)| r.id == run) {
+            self.finishing.take().map(|(r, _)| r)
+        } else if is(&self.current) {
+            self.notes.push(Note::Interrupted {
+                reason: reason.into(),
+            });
+            self.current.take()
+        } else if is(&self.incoming) {
+            self.notes.push(Note::CutOverFailed {
+                reason: reason.into(),
+            });
+            self.incoming.take()
+        } else {
+            None
+        };
+        ended.map(Run::dropped).into_iter().collect()
+    }
+
+    /// The clock: stalls and the deadlines of a cut-over.
+    pub fn check(&mut self, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let timing = self.timing;
+        if let Some(c) = self
+            .current
+            .take_if(|c| now.duration_since(c.last_activity) > timing.stall)
+        {
+            out.push(c.dropped());
+            self.notes.push(Note::Stalled);
+        }
+        if let Some(i) = self
+            .incoming
+            .take_if(|i| now.duration_since(i.started) > timing.first_segment)
+        {
+            out.push(i.dropped());
+            self.notes.push(Note::CutOverFailed {
+                reason: "no keyframe from the new re-stream in time".into(),
+            });
+        }
+        if let Some((f, _)) = self
+            .finishing
+            .take_if(|(_, since)| now.duration_since(*since) > timing.finish)
+        {
+            out.push(f.dropped());
+        }
+        out
+    }
+
+    fn start(&mut self, url: &str, now: Instant, out: &mut Vec<Effect>) -> Run {
+        self.next_run += 1;
+        out.push(Effect::Start {
+            run: self.next_run,
+            url: url.to_string(),
+        });
+        Run {
+            id: self.next_run,
+            url: url.to_string(),
+            started: now,
+            anchor: None,
+            open: HashMap::new(),
+            last_activity: now,
+        }
+    }
+
+    fn run_mut(&mut self, run: u64) -> Option<&mut Run> {
+        [
+            self.current.as_mut(),
+            self.incoming.as_mut(),
+            self.finishing.as_mut().map(|(r, _)| r),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|r| r.id == run)
+    }
+
+    fn drop_all(&mut self, out: &mut Vec<Effect>) {
+        let runs = [
+            self.current.take(),
+            self.incoming.take(),
+            self.finishing.take().map(|(r, _)| r),
+        ];
+        out.extend(runs.into_iter().flatten().map(Run::dropped));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        stall: Duration::from_secs(12),
+        first_segment: Duration::from_secs(10),
+        finish: Duration::from_secs(3),
+    };
+
+    /// A timeline and a simulated clock (monotonic and wall).
+    struct Sim {
+        t: Timeline,
+        now: Instant,
+        wall: i64,
+    }
+
+    impl Sim {
+        fn new() -> Self {
+            Self {
+                t: Timeline::new(TIMING),
+                now: Instant::now(),
+                wall: 1_700_000_000_000,
+            }
+        }
+        fn advance(&mut self, ms: u64) {
+            self.now += Duration::from_millis(ms);
+            self.wall += ms as i64;
+        }
+        fn opened(&mut self, run: u64, loc: &str, rt_ms: u64) -> Vec<Effect> {
+            self.t
+                .opened(run, loc.into(), rt_ms * 1_000_000, self.wall, self.now)
+        }
+        fn closed(&mut self, run: u64, loc: &str, rt_ms: u64) -> Vec<Effect> {
+            self.t
+                .closed(run, loc, rt_ms * 1_000_000, self.wall, self.now)
+        }
+    }
+
+    fn dropped(run: u64, unfinished: &[&str]) -> Effect {
+        Effect::Drop {
+            run,
+            unfinished: unfinished.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn segment(loc: &str, start_ms: i64, end_ms: i64) -> Effect {
+        Effect::Segment {
+            location: loc.into(),
+            start_ms,
+            end_ms,
+        }
+    }
+
+    #[test]
+    fn segments_follow_the_running_time_from_the_first_one() {
+        let mut sim = Sim::new();
+        let w0 = sim.wall;
+        assert_eq!(
+            sim.t.status(Some("rtsp://a/cam/1"), sim.now),
+            [Effect::Start {
+                run: 1,
+                url: "rtsp://a/cam/1".into()
+            }]
+        );
+        // A status without a URL (not live) changes nothing.
+        assert!(sim.t.status(None, sim.now).is_empty());
+        sim.advance(300);
+        sim.opened(1, "s1", 5000);
+        // The bus message arrives late: the boundary is the running time, not the clock.
+        sim.advance(2100);
+        assert_eq!(
+            sim.closed(1, "s1", 7000),
+            [segment("s1", w0 + 300, w0 + 2300)]
+        );
+        sim.opened(1, "s2", 7000);
+        sim.advance(1900);
+        assert_eq!(
+            sim.closed(1, "s2", 9000),
+            [segment("s2", w0 + 2300, w0 + 4300)]
+        );
+    }
+
+    #[test]
+    fn a_moved_re_stream_is_cut_over_at_the_new_keyframe_without_a_gap() {
+        let mut sim = Sim::new();
+        let w0 = sim.wall;
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.opened(1, "a1", 0);
+        sim.advance(1500);
+        // The camera moved: the old pipeline keeps writing while the new one connects.
+        let out = sim.t.status(Some("rtsp://b/cam/1"), sim.now);
+        assert_eq!(
+            out,
+            [Effect::Start {
+                run: 2,
+                url: "rtsp://b/cam/1".into()
+            }]
+        );
+        assert!(sim.t.status(Some("rtsp://b/cam/1"), sim.now).is_empty());
+        sim.advance(700);
+        // The new re-stream's first keyframe: it takes over, the old one finishes there.
+        let out = sim.t.keyframe(2, 40_000_000_000, sim.wall, sim.now);
+        assert_eq!(out, [Effect::Finish { run: 1 }]);
+        let cut = sim.wall;
+        sim.advance(60);
+        assert_eq!(sim.closed(1, "a1", 2200), [segment("a1", w0, cut)]);
+        assert_eq!(sim.t.ended(1, "EOS"), [dropped(1, &[])]);
+        // However late splitmuxsink reports the segment open, it starts at the keyframe.
+        sim.advance(1000);
+        assert!(sim.opened(2, "b1", 40_000).is_empty());
+        sim.advance(1000);
+        assert_eq!(
+            sim.closed(2, "b1", 42_000),
+            [segment("b1", cut, cut + 2000)]
+        );
+        assert_eq!(sim.t.take_notes().len(), 2, "recording, cut over");
+    }
+
+    #[test]
+    fn a_new_re_stream_that_sends_nothing_is_given_up_and_the_old_goes_on() {
+        let mut sim = Sim::new();
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.opened(1, "a1", 0);
+        sim.t.status(Some("rtsp://b/cam/1"), sim.now);
+        sim.advance(10_001);
+        sim.closed(1, "a1", 10_001);
+        sim.opened(1, "a2", 10_001);
+        assert_eq!(sim.t.check(sim.now), [dropped(2, &[])]);
+        assert!(sim.t.recording());
+        // Tried again at the next status.
+        assert_eq!(
+            sim.t.status(Some("rtsp://b/cam/1"), sim.now),
+            [Effect::Start {
+                run: 3,
+                url: "rtsp://b/cam/1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_crashed_re_stream_is_replaced_by_the_next_live_url() {
+        let mut sim = Sim::new();
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.opened(1, "a1", 0);
+        // The old worker died: its pipeline fails; the open segment is lost.
+        assert_eq!(sim.t.ended(1, "connection reset"), [dropped(1, &["a1"])]);
+        assert!(!sim.t.recording());
+        assert_eq!(
+            sim.t.status(Some("rtsp://b/cam/1"), sim.now),
+            [Effect::Start {
+                run: 2,
+                url: "rtsp://b/cam/1".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_silent_pipeline_is_dropped_and_the_floor_pauses_everything() {
+        let mut sim = Sim::new();
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.advance(12_001);
+        assert_eq!(sim.t.check(sim.now), [dropped(1, &[])]);
+        assert_eq!(sim.t.take_notes().last(), Some(&Note::Stalled));
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        assert_eq!(sim.t.floor(true), [dropped(2, &[])]);
+        assert!(sim.t.status(Some("rtsp://a/cam/1"), sim.now).is_empty());
+        assert!(sim.t.floor(false).is_empty());
+        assert_eq!(sim.t.status(Some("rtsp://a/cam/1"), sim.now).len(), 1);
+    }
+
+    #[test]
+    fn a_finishing_pipeline_that_never_ends_is_dropped() {
+        let mut sim = Sim::new();
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.opened(1, "a1", 0);
+        sim.t.status(Some("rtsp://b/cam/1"), sim.now);
+        sim.opened(2, "b1", 0);
+        sim.advance(3001);
+        sim.closed(2, "b1", 3001);
+        sim.opened(2, "b2", 3001);
+        assert_eq!(sim.t.check(sim.now), [dropped(1, &["a1"])]);
+    }
+}
