@@ -512,7 +512,7 @@ impl TestEnv {
         let port = free_port();
         let spool = self.dir.join(format!("{name}-spool"));
         let mut cmd = Command::new(binary("cloudcam-recorder")?);
-        cmd.env("RUST_LOG", "info")
+        cmd.env("RUST_LOG", "info,cloudcam_recorder=debug")
             .env("CLOUDCAM_RECORDER_ID", name)
             .env(
                 "CLOUDCAM_RECORDER_METRICS_LISTEN",

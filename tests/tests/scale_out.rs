@@ -2,7 +2,7 @@
 //! gateways serve 12 replayed cameras. SIGKILL the worker of a watched camera five times: every
 //! camera it had is live elsewhere (RTP arriving at Janus) within the bound, and the Chromium
 //! viewer resumes without a reload. A fourth worker joins and takes cameras; camsim's session
-//! counts show no camera pulled twice for more than a moment. A recorder is killed and its
+//! counts show a moved camera pulled twice only while it is handed over. A recorder is killed and its
 //! cameras resume recording on the other with a gap of at most failover + one segment.
 
 use cloudcam_tests::fleet::{cameras, owner};
@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 const CAMERAS: usize = 12;
 /// The failover bound: Kafka's session timeout (1 s) + a rebalance + a reconnect + a keyframe.
 const FAILOVER_BOUND: Duration = Duration::from_secs(3);
-/// "A moment": two workers may overlap on a camera only this long.
-const OVERLAP_BOUND: Duration = Duration::from_millis(1500);
+/// "A moment": on a planned move (a worker joins or rejoins) the old owner keeps a live camera
+/// until the new one is live and nobody pulls its re-stream any more (a recorder has cut over
+/// at a keyframe): `camera.handover_timeout_ms` at most. A killed worker pulls nothing.
+const HANDOVER_BOUND: Duration = Duration::from_secs(10);
 const SEGMENT_S: u32 = 2;
 
 /// Samples camsim's sessions every 100 ms; keeps, per path, the longest run with more than one.
@@ -46,7 +48,7 @@ fn watch_overlaps(camsim: Arc<Camsim>) -> Arc<Mutex<HashMap<String, Duration>>> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_fail_over_join_and_never_pull_a_camera_twice() -> anyhow::Result<()> {
+async fn workers_fail_over_join_and_hand_cameras_over() -> anyhow::Result<()> {
     let env = TestEnv::new("scale_out")?;
     let streams: Vec<String> = (0..CAMERAS)
         .map(|i| format!("s{i}:mode=replay,width=320,height=240,fps=15,gop=15"))
@@ -230,7 +232,12 @@ async fn workers_fail_over_join_and_never_pull_a_camera_twice() -> anyhow::Resul
     );
     assert!(*worst <= FAILOVER_BOUND, "failovers {failovers:?}");
 
-    // A fourth worker joins and takes its share.
+    println!(
+        "longest double pull per camera (handovers to rejoined workers): {:?}",
+        overlaps.lock().unwrap()
+    );
+
+    // A fourth worker joins and takes its share; moved cameras are handed over.
     ingest.insert(
         "ingest-4".into(),
         env.ingest("ingest-4", &kafka, &redis, Some(&garage))
@@ -253,10 +260,19 @@ async fn workers_fail_over_join_and_never_pull_a_camera_twice() -> anyhow::Resul
         "rebalance when a worker joins: {} ms",
         joined.elapsed().as_millis()
     );
+    wait_for(
+        "the handovers to end (one session per camera)",
+        HANDOVER_BOUND,
+        || async {
+            let s = camsim.sessions().await.ok()?;
+            s.values().all(|n| *n <= 1).then_some(())
+        },
+    )
+    .await?;
     let worst_overlap = overlaps.lock().unwrap().clone();
     println!("longest double pull per camera: {worst_overlap:?}");
     assert!(
-        worst_overlap.values().all(|d| *d <= OVERLAP_BOUND),
+        worst_overlap.values().all(|d| *d <= HANDOVER_BOUND),
         "a camera was pulled twice for too long: {worst_overlap:?}"
     );
 
