@@ -4,9 +4,11 @@
 //! `/readyz` what they wait for, then become ready by themselves. Below the floor recording
 //! pauses (the camera says why), leaves no orphaned file, and resumes by itself when there is
 //! room. Requests fail fast while Redis does not answer, naming it; nothing hangs; the worker
-//! keeps its camera; with Kafka away a camera added meanwhile is answered within the message
-//! timeout (stored, in the outbox) and goes live once Kafka is back, as does the camera that
-//! was live, whose recording resumes; at rest the bucket holds exactly the indexed segments.
+//! keeps its camera; with Kafka away for a minute the live camera stays live on its worker and
+//! goes on being recorded (the group session ends, but workers keep what they lost until
+//! another worker has it), a camera added meanwhile is answered within the message timeout
+//! (stored, in the outbox) and goes live once Kafka is back; at rest the bucket holds exactly
+//! the indexed segments.
 //!
 //! One stack serves every part, in order.
 
@@ -252,15 +254,37 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
         "adding a camera with Kafka away took {took:?}"
     );
     let gate = gate["id"].as_str().unwrap().to_string();
-    // Kafka stays away for a minute. (Past the consumer group's session timeout the worker
-    // loses its partitions and stops their cameras until Kafka is back: keeping them needs
-    // ownership that does not end with the group session, not built yet.)
+    // Kafka stays away for a minute. The workers lose their partitions with the group session
+    // but keep their cameras: the yard camera stays live and recorded all along.
+    let recorded_before = segments(&api, &yard).await?;
+    let not_live = std::sync::Mutex::new(Vec::new());
     wait_for(
         "a minute of Kafka away",
         Duration::from_secs(61),
-        || async { (down.elapsed() >= Duration::from_secs(60)).then_some(()) },
+        || async {
+            if let Ok(cam) = api.camera(&yard).await
+                && (cam["status"]["state"] != "live" || cam["served_by"]["ingest"] != "ingest-1")
+            {
+                not_live.lock().unwrap().push(cam["status"].clone());
+            }
+            (down.elapsed() >= Duration::from_secs(60)).then_some(())
+        },
     )
     .await?;
+    let not_live = not_live.into_inner().unwrap();
+    assert!(
+        not_live.is_empty(),
+        "the yard camera left ingest-1 or was not live while Kafka was away: {not_live:?}"
+    );
+    let recorded_during = segments(&api, &yard).await? - recorded_before;
+    assert!(
+        recorded_during >= 20,
+        "only {recorded_during} segments recorded in a minute without Kafka"
+    );
+    assert!(
+        p.ingest.proc.log_text().contains("partitions lost"),
+        "the worker never lost its partitions: was Kafka away past the session?"
+    );
     let (status, again) = api.call("GET", &format!("/cameras/{gate}"), None).await?;
     assert_eq!(
         status, 200,

@@ -39,9 +39,15 @@ pub enum SpecUpdate {
     /// The camera was deleted.
     Deleted { partition: i32, camera_id: String },
     /// These partitions (and so their cameras) are no longer this worker's. The group waits
-    /// (up to [`REVOKE_TIMEOUT`]) for `done` before giving them to another member, so a camera
-    /// is not pulled by two workers at once: stop the partitions' actors, then call it.
-    Revoked { partitions: Vec<i32>, done: Ack },
+    /// (up to [`REVOKE_TIMEOUT`]) for `done` before giving them to another member: hand the
+    /// partitions' cameras over, then call it. `lost`: the group session ended without a
+    /// rebalance (the coordinator was unreachable for longer than the session timeout), so
+    /// nobody may have been given them.
+    Revoked {
+        partitions: Vec<i32>,
+        lost: bool,
+        done: Ack,
+    },
 }
 
 /// How long a revocation waits for the member to stop its actors.
@@ -106,16 +112,6 @@ pub fn camera_partition(camera_id: &str, partitions: i32) -> i32 {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
     (hash % partitions.max(1) as u32) as i32
-}
-
-/// The ids among `owned` (camera id → (partition, handle)) that belong to `partitions`: what a
-/// member must stop when those partitions are revoked.
-pub fn owned_in<T>(owned: &HashMap<String, (i32, T)>, partitions: &[i32]) -> Vec<String> {
-    owned
-        .iter()
-        .filter(|(_, (p, _))| partitions.contains(p))
-        .map(|(id, _)| id.clone())
-        .collect()
 }
 
 /// Decodes a desired-state message; `None` (counted and logged) when it cannot be used.
@@ -451,10 +447,11 @@ impl rdkafka::client::ClientContext for BusContext {
 }
 
 impl ConsumerContext for BusContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(topic = self.topic, ?partitions, "partitions revoked");
+            let lost = consumer.assignment_lost();
+            tracing::info!(topic = self.topic, ?partitions, lost, "partitions revoked");
             REBALANCES
                 .with_label_values(&[self.topic, "revoked"])
                 .inc_by(partitions.len() as u64);
@@ -464,6 +461,7 @@ impl ConsumerContext for BusContext {
                 let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
                 let sent = tx.send(SpecUpdate::Revoked {
                     partitions,
+                    lost,
                     done: Ack(Some(done_tx)),
                 });
                 if sent.is_ok() && done_rx.recv_timeout(REVOKE_TIMEOUT).is_err() {

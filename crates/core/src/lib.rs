@@ -12,6 +12,7 @@ pub mod media;
 pub mod metrics;
 pub mod ops;
 pub mod outbox;
+pub mod owner;
 pub mod state;
 pub mod telemetry;
 pub mod workers;

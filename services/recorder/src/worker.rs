@@ -1,12 +1,17 @@
-//! The recorder loop: the `cloudcam-recorder` consumer group over the cameras' desired state;
-//! one [`RecordingActor`] per owned camera whose recording is on.
+//! The recorder: the shared owner loop ([`cloudcam_core::owner`]) over the consumer group
+//! `cloudcam-recorder`, with one [`RecordingActor`] per owned camera whose recording is on.
+//! A recording handed over (its partition moved) stops at once; one whose partition was lost
+//! with the group session (Kafka away) goes on until another recorder has the camera.
 
 use crate::recording::{RecordingActor, Shared, Stop, UpdateSpec};
 use actix::prelude::*;
-use cloudcam_core::bus::{Bus, SpecUpdate, owned_in};
-use std::collections::HashMap;
+use async_trait::async_trait;
+use cloudcam_core::bus::Bus;
+use cloudcam_core::owner::{Member, Members};
+use cloudcam_proto::v1::CameraSpec;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Consumer group of the recorders over the desired-state topic.
 pub const GROUP: &str = "cloudcam-recorder";
@@ -19,53 +24,56 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     gstreamer::init()?;
     crate::spool::describe();
-    let heartbeat = cloudcam_core::workers::spawn_heartbeat(
-        shared.state.clone(),
-        "recorder",
-        shared.spool.worker_id.clone(),
-    );
     actix::spawn(shared.spool.clone().run());
-    let mut updates = bus.own_specs(GROUP)?;
-    let mut cameras: HashMap<String, (i32, Addr<RecordingActor>)> = HashMap::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            update = updates.recv() => {
-                let Some(update) = update else { break };
-                match update {
-                    SpecUpdate::Upsert { partition, spec } => {
-                        let id = spec.camera_id.clone();
-                        match (spec.recording, cameras.get(&id)) {
-                            (true, Some((_, addr))) if addr.connected() => addr.do_send(UpdateSpec(spec)),
-                            (true, _) => {
-                                let addr = RecordingActor::new(spec, shared.clone()).start();
-                                cameras.insert(id, (partition, addr));
-                            }
-                            (false, _) => stop(&mut cameras, &id).await,
-                        }
-                    }
-                    SpecUpdate::Deleted { camera_id, .. } => stop(&mut cameras, &camera_id).await,
-                    SpecUpdate::Revoked { partitions, done } => {
-                        for id in owned_in(&cameras, &partitions) {
-                            stop(&mut cameras, &id).await;
-                        }
-                        done.done();
-                    }
-                }
-                crate::spool::RECORDING.set(cameras.len() as f64);
-                cloudcam_core::workers::announce(&heartbeat, cameras.keys());
-            }
-        }
-    }
-    for (_, (_, addr)) in cameras.drain() {
-        let _ = addr.send(Stop).await;
-    }
+    let (worker_id, state) = (shared.spool.worker_id.clone(), shared.state.clone());
+    cloudcam_core::owner::run(Recordings(shared), worker_id, GROUP, bus, state, shutdown).await?;
     Ok(())
 }
 
-async fn stop(cameras: &mut HashMap<String, (i32, Addr<RecordingActor>)>, id: &str) {
-    if let Some((_, addr)) = cameras.remove(id) {
-        let _ = addr.send(Stop).await;
+/// How the owner loop makes and drives recording actors.
+struct Recordings(Shared);
+
+impl Members for Recordings {
+    fn kind(&self) -> &'static str {
+        "recorder"
+    }
+
+    fn serves(&self, spec: &CameraSpec) -> bool {
+        spec.recording
+    }
+
+    fn start(&self, spec: CameraSpec) -> Box<dyn Member> {
+        Box::new(Recording(RecordingActor::new(spec, self.0.clone()).start()))
+    }
+
+    fn handover_wait(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn changed(&self, serving: usize) {
+        crate::spool::RECORDING.set(serving as f64);
+    }
+}
+
+/// A running actor, as the owner loop sees it.
+struct Recording(Addr<RecordingActor>);
+
+#[async_trait]
+impl Member for Recording {
+    fn update(&self, spec: CameraSpec) {
+        self.0.do_send(UpdateSpec(spec));
+    }
+
+    async fn stop(&self) {
+        let _ = self.0.send(Stop).await;
+    }
+
+    /// The next recorder starts the camera afresh: this one stops.
+    async fn hand_over(&self) {
+        let _ = self.0.send(Stop).await;
+    }
+
+    fn alive(&self) -> bool {
+        self.0.connected()
     }
 }
