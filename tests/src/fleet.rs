@@ -5,6 +5,14 @@ use crate::Api;
 use crate::stack::{Janus, Redis};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::time::Duration;
+
+/// What the scenario tests hold a failover after SIGKILL to (kill → every moved camera live
+/// elsewhere with RTP at Janus): Kafka's 1 s session, a rebalance, a reconnect and a keyframe,
+/// on a loaded 2-core machine with Chromium and two gateways. The target (p50 ≤ 2 s, max ≤ 3 s)
+/// is measured by `bench_failover` over 10 kills, not asserted here; this bound catches a
+/// return of the old 6.5–15 s failovers without failing on one slow rebalance round.
+pub const FAILOVER_BOUND: Duration = Duration::from_secs(4);
 
 /// Every camera as `GET /cameras` shows it.
 pub async fn cameras(api: &Api) -> anyhow::Result<Vec<Value>> {

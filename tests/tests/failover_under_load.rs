@@ -5,7 +5,7 @@
 //! owner of a camera is SIGKILLed and every one of its cameras is live elsewhere, RTP arriving
 //! at Janus, within the failover bound.
 
-use cloudcam_tests::fleet::{all_live, cameras, owner};
+use cloudcam_tests::fleet::{FAILOVER_BOUND, all_live, cameras, owner};
 use cloudcam_tests::procs::Proc;
 use cloudcam_tests::stack::{Ingest, TestEnv};
 use cloudcam_tests::{Api, wait_for};
@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 const CAMERAS: usize = 16;
 /// How long the machine is kept busy before the kill.
 const LOAD: Duration = Duration::from_secs(120);
-/// Kill → every moved camera live elsewhere with RTP at Janus, on a busy machine.
-const FAILOVER_BOUND: Duration = Duration::from_secs(3);
 
 /// Partitions of the desired-state topic this worker has had revoked since it started.
 async fn revoked(worker: &Ingest) -> f64 {

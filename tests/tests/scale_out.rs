@@ -5,7 +5,7 @@
 //! counts show a moved camera pulled twice only while it is handed over. A recorder is killed and its
 //! cameras resume recording on the other with a gap of at most failover + one segment.
 
-use cloudcam_tests::fleet::{cameras, owner};
+use cloudcam_tests::fleet::{FAILOVER_BOUND, cameras, owner};
 use cloudcam_tests::stack::{Camsim, Ingest, TestEnv};
 use cloudcam_tests::{Api, Browser, wait_for};
 use serde_json::json;
@@ -14,8 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const CAMERAS: usize = 12;
-/// The failover bound: Kafka's session timeout (1 s) + a rebalance + a reconnect + a keyframe.
-const FAILOVER_BOUND: Duration = Duration::from_secs(3);
 /// "A moment": on a planned move (a worker joins or rejoins) the old owner keeps a live camera
 /// until the new one is live and nobody pulls its re-stream any more (a recorder has cut over
 /// at a keyframe): `camera.handover_timeout_ms` at most. A killed worker pulls nothing.
