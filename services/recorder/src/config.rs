@@ -44,7 +44,8 @@ pub struct RecorderSettings {
     pub spool_min_free_bytes: u64,
     /// How often retention is applied.
     pub retention_interval_ms: u64,
-    /// A re-stream silent this long is reconnected.
+    /// A re-stream silent this long (beyond a segment) is reconnected; a moved re-stream that
+    /// brings no keyframe this long after it is pulled is given up and tried again.
     pub stall_timeout_ms: u64,
     /// The credential the ingest workers' re-streams require.
     pub restream_auth: cloudcam_core::config::RestreamAuth,

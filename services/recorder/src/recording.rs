@@ -1,6 +1,9 @@
 //! `RecordingActor`: records one camera. It pulls the owning ingest worker's re-stream (never
 //! the camera), cuts keyframe-aligned fragmented-MP4 segments with `splitmuxsink` into the
-//! spool, and applies the camera's retention to the media store and the index.
+//! spool, and applies the camera's retention to the media store and the index. It is the shell
+//! of the camera's [`Timeline`]: it reads the camera's status, reports what its pipelines do,
+//! and carries out the timeline's effects (start, finish or drop a pipeline, hand a segment to
+//! the spool); every log line is inside a span carrying the camera id.
 
 use crate::config::RecorderSettings;
 use crate::spool::Spool;
