@@ -271,12 +271,13 @@ impl Spool {
         loop {
             let mut ready = self.ready();
             self.enforce_bound(&mut ready);
-            SPOOL
-                .with_label_values(&["bytes"])
-                .set(ready.iter().map(|r| r.bytes).sum::<u64>() as f64);
-            SPOOL
-                .with_label_values(&["segments"])
-                .set(ready.len() as f64);
+            let (mut bytes, mut segments) =
+                (ready.iter().map(|r| r.bytes).sum::<u64>(), ready.len());
+            let gauge = |bytes: u64, segments: usize| {
+                SPOOL.with_label_values(&["bytes"]).set(bytes as f64);
+                SPOOL.with_label_values(&["segments"]).set(segments as f64);
+            };
+            gauge(bytes, segments);
             let mut failed = false;
             for r in ready {
                 if let Err(e) = self.upload(&r).await {
@@ -286,6 +287,9 @@ impl Spool {
                     break;
                 }
                 UPLOADS.with_label_values(&["ok"]).inc();
+                // What still waits, as it drains (not what waited when the pass began).
+                (bytes, segments) = (bytes.saturating_sub(r.bytes), segments - 1);
+                gauge(bytes, segments);
             }
             if failed {
                 tokio::time::sleep(backoff).await;
