@@ -673,17 +673,19 @@ impl Recorder {
         metric(&self.metrics, series).await
     }
 
-    /// Turns camera `id`'s recording off and waits until this recorder has stopped it and
+    /// Turns the cameras' recording off and waits until this recorder has stopped them and
     /// uploaded its whole spool, so that the index and the bucket can be compared at rest.
-    pub async fn stop_and_drain(&self, api: &crate::Api, id: &str) -> Result<()> {
-        let (status, body) = api
-            .call(
-                "PATCH",
-                &format!("/cameras/{id}"),
-                Some(serde_json::json!({"recording": false})),
-            )
-            .await?;
-        anyhow::ensure!(status == 200, "turning recording off: {status} {body}");
+    pub async fn stop_and_drain(&self, api: &crate::Api, ids: &[&str]) -> Result<()> {
+        for id in ids {
+            let (status, body) = api
+                .call(
+                    "PATCH",
+                    &format!("/cameras/{id}"),
+                    Some(serde_json::json!({"recording": false})),
+                )
+                .await?;
+            anyhow::ensure!(status == 200, "turning recording off: {status} {body}");
+        }
         wait_for(
             "the recorder to stop and drain",
             Duration::from_secs(30),

@@ -303,7 +303,7 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
     // Recording resumes with Kafka, and the index and the bucket agree at rest.
     api.wait_recorded_past(&yard, back_ms, Duration::from_secs(30))
         .await?;
-    recorder.stop_and_drain(&api, &yard).await?;
+    recorder.stop_and_drain(&api, &[&yard]).await?;
     let objects = garage.objects_matching_index(&api, &yard).await?;
     assert!(objects.len() > paused_count, "{} objects", objects.len());
     assert!(

@@ -130,24 +130,8 @@ async fn planned_moves_leave_the_recording_contiguous() -> anyhow::Result<()> {
     }
 
     // At rest, every camera's index is one contiguous span, all of it in S3.
-    for id in &ids {
-        let (status, body) = api
-            .call(
-                "PATCH",
-                &format!("/cameras/{id}"),
-                Some(json!({"recording": false})),
-            )
-            .await?;
-        anyhow::ensure!(status == 200, "turning recording off: {status} {body}");
-    }
-    wait_for("the recorder to drain", Duration::from_secs(30), || async {
-        let recording = recorder.metric("cloudcam_recorder_cameras ").await?;
-        let spooled = recorder
-            .metric("cloudcam_recorder_spool{unit=\"segments\"}")
-            .await?;
-        (recording == 0.0 && spooled == 0.0).then_some(())
-    })
-    .await?;
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    recorder.stop_and_drain(&api, &id_refs).await?;
     let mut worst = (i64::MIN, String::new());
     let mut holes = Vec::new();
     for id in &ids {

@@ -70,7 +70,7 @@ async fn nothing_is_lost_when_s3_goes_away_and_the_recorder_is_killed() -> anyho
     // bucket can be compared at rest.
     api.wait_recorded_past(&id, back_ms, Duration::from_secs(30))
         .await?;
-    recorder.stop_and_drain(&api, &id).await?;
+    recorder.stop_and_drain(&api, &[&id]).await?;
 
     // Every segment of the whole period is indexed and in S3, none twice, none overlapping.
     let v = api.recordings(&id).await?;
