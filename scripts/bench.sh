@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh >/dev/null
 cargo build --workspace --locked -q
 cargo run --locked -q -p cloudcam-tests --bin bench_latency -- "${1:-20}"
-cargo run --locked -q -p cloudcam-tests --bin bench_relay_cpu -- "${2:-16}" "${3:-20}"
-cargo run --locked -q -p cloudcam-tests --bin bench_recorder -- "${2:-8}" "${3:-20}"
 cargo run --locked -q -p cloudcam-tests --bin bench_failover -- 5 12
+# CPU is measured on release builds of the services.
 cargo build --workspace --locked -q --release
+CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_relay_cpu -- "${2:-16}" "${3:-20}"
+CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_recorder -- "${2:-8}" "${3:-20}"
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_control_plane
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_access
