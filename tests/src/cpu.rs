@@ -41,6 +41,22 @@ pub async fn cpu_percent(pid: u32, window: Duration) -> anyhow::Result<f64> {
     Ok((t1 - t0) as f64 / hz / start.elapsed().as_secs_f64() * 100.0)
 }
 
+/// One `gst-launch-1.0` process running every pipeline of `chains`.
+fn gst_launch(
+    dir: &std::path::Path,
+    name: &str,
+    chains: impl Iterator<Item = String>,
+) -> anyhow::Result<crate::procs::Proc> {
+    let args: Vec<String> = chains
+        .flat_map(|c| c.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .collect();
+    crate::procs::Proc::spawn(
+        name,
+        dir,
+        Command::new("gst-launch-1.0").arg("-q").args(&args),
+    )
+}
+
 /// A baseline measured beside cloudcam: `gst-launch-1.0` running one pipeline `chain(i)` per
 /// stream `0..n` in a single process. Returns its CPU (% of one core) over `window` and its
 /// resident memory, once every chain has connected and settled; the process is then killed.
@@ -50,19 +66,7 @@ pub async fn measure_gst_launch(
     window: Duration,
     chain: impl Fn(usize) -> String,
 ) -> anyhow::Result<(f64, f64)> {
-    let args: Vec<String> = (0..n)
-        .flat_map(|i| {
-            chain(i)
-                .split_whitespace()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut baseline = crate::procs::Proc::spawn(
-        "gst-launch",
-        dir,
-        Command::new("gst-launch-1.0").arg("-q").args(&args),
-    )?;
+    let mut baseline = gst_launch(dir, "gst-launch", (0..n).map(chain))?;
     crate::procs::wait_for("gst-launch to run", Duration::from_secs(30), || async {
         (ticks(baseline.pid()) > 50).then_some(())
     })
@@ -70,5 +74,95 @@ pub async fn measure_gst_launch(
     let cpu = cpu_percent(baseline.pid(), window).await?;
     let rss = rss_mib(baseline.pid());
     baseline.kill();
+    Ok((cpu, rss))
+}
+
+/// go2rtc's release the relay benchmark compares with.
+const GO2RTC: &str = "github.com/AlexxIT/go2rtc@v1.9.14";
+
+/// A go2rtc binary, built once from its Go module into `target/go2rtc/` (about a minute).
+pub fn go2rtc_binary() -> anyhow::Result<std::path::PathBuf> {
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go2rtc");
+    let bin = out.join("go2rtc");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    // `go install …@version` fails on the module proxy's version list; download, then build.
+    let download = Command::new("go")
+        .args(["mod", "download", "-json", GO2RTC])
+        .output()?;
+    anyhow::ensure!(
+        download.status.success(),
+        "go mod download {GO2RTC}: {}",
+        String::from_utf8_lossy(&download.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&download.stdout)?;
+    let dir = info["Dir"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no Dir in go mod download's answer"))?;
+    std::fs::create_dir_all(&out)?;
+    // With cgo on, a stray C file in the module breaks the build.
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(".")
+        .current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .status()?;
+    anyhow::ensure!(built.success(), "building go2rtc failed");
+    Ok(bin)
+}
+
+/// The other baseline: go2rtc relaying `urls` (each pulled only while consumed), each read by
+/// one RTSP client (`gst-launch-1.0 rtspsrc ! fakesink`, not measured). Returns go2rtc's CPU
+/// (% of one core) over `window` and its resident memory; both processes are then killed.
+pub async fn measure_go2rtc(
+    dir: &std::path::Path,
+    urls: &[String],
+    window: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let bin = go2rtc_binary()?;
+    let (api, rtsp) = (crate::free_port(), crate::free_port());
+    let streams: String = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("  r{i}: {u}\n"))
+        .collect();
+    let config = dir.join("go2rtc.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "api:\n  listen: \"127.0.0.1:{api}\"\nrtsp:\n  listen: \"127.0.0.1:{rtsp}\"\n\
+             webrtc:\n  listen: \"\"\nstreams:\n{streams}"
+        ),
+    )?;
+    let mut go2rtc = crate::procs::Proc::spawn(
+        "go2rtc",
+        dir,
+        Command::new(&bin).arg("-config").arg(&config),
+    )?;
+    crate::procs::wait_for("go2rtc to listen", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", rtsp))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await?;
+    let mut readers = gst_launch(
+        dir,
+        "go2rtc-readers",
+        (0..urls.len()).map(|i| {
+            format!("rtspsrc location=rtsp://127.0.0.1:{rtsp}/r{i} protocols=tcp ! fakesink")
+        }),
+    )?;
+    // Every stream connected and flowing: go2rtc has done a few seconds of relaying.
+    crate::procs::wait_for("go2rtc to relay", Duration::from_secs(30), || async {
+        (ticks(go2rtc.pid()) > 50 && ticks(readers.pid()) > 50).then_some(())
+    })
+    .await?;
+    let cpu = cpu_percent(go2rtc.pid(), window).await?;
+    let rss = rss_mib(go2rtc.pid());
+    readers.kill();
+    go2rtc.kill();
     Ok((cpu, rss))
 }

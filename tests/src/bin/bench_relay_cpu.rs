@@ -1,12 +1,14 @@
 //! Benchmark: CPU per camera of the ingest worker relaying N camsim replay streams to Janus,
 //! against a plain `gst-launch-1.0 rtspsrc ! rtph264depay ! h264parse ! rtph264pay ! udpsink`
-//! relay of the same streams (one process, N chains), measured in the same run over the same
-//! window. Prints CPU % of one core per camera, resident memory, and the ratio.
+//! relay of the same streams (one process, N chains) and against go2rtc relaying them (one
+//! RTSP reader each), measured in the same run over windows of the same length. Prints CPU %
+//! of one core per camera, resident memory, and the ratios. Run it on release builds
+//! (`CLOUDCAM_BIN_PROFILE=release`, as `scripts/bench.sh` does).
 //!
 //!   cargo run -p cloudcam-tests --bin bench_relay_cpu [-- N [SECONDS]]
 
 use cloudcam_tests::Api;
-use cloudcam_tests::cpu::{cpu_percent, measure_gst_launch, rss_mib};
+use cloudcam_tests::cpu::{cpu_percent, measure_go2rtc, measure_gst_launch, rss_mib};
 use cloudcam_tests::stack::TestEnv;
 use serde_json::json;
 use std::time::Duration;
@@ -34,6 +36,10 @@ async fn main() -> anyhow::Result<()> {
         )
     })
     .await?;
+
+    // go2rtc relaying the same streams, each read by one RTSP client.
+    let urls: Vec<String> = (0..n).map(|i| camsim.url(&format!("r{i}"))).collect();
+    let (go_cpu, go_rss) = measure_go2rtc(&env.dir, &urls, window).await?;
 
     // cloudcam: the ingest worker owning N cameras, relaying to their Janus mountpoints.
     let kafka = env.kafka().await?;
@@ -64,6 +70,12 @@ async fn main() -> anyhow::Result<()> {
         "  cloudcam-ingest  : {ours_cpu:6.1} % total, {:5.2} % per camera, RSS {ours_rss:.0} MiB",
         ours_cpu / n as f64
     );
+    println!(
+        "  go2rtc relay     : {go_cpu:6.1} % total, {:5.2} % per camera, RSS {go_rss:.0} MiB",
+        go_cpu / n as f64
+    );
     println!("  ratio ingest / gst-launch: {:.2}", ours_cpu / base_cpu);
+    println!("  ratio go2rtc / gst-launch: {:.2}", go_cpu / base_cpu);
+    println!("  ratio ingest / go2rtc    : {:.2}", ours_cpu / go_cpu);
     Ok(())
 }
