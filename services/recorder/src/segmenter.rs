@@ -505,6 +505,121 @@ mod tests {
         b
     }
 
+    /// Feeds 5.52 s of encoded video (a keyframe a second) through a segmenter cutting 2 s
+    /// segments, as the recorder's pipeline does, and collects what it reports.
+    fn segment_test_video(dir: &Path) -> Vec<Event> {
+        gst::init().unwrap();
+        let events: Arc<Mutex<Vec<Event>>> = Default::default();
+        let seen = events.clone();
+        let segmenter = Segmenter::new(
+            dir.to_path_buf(),
+            "t".into(),
+            Duration::from_secs(2),
+            move |e| seen.lock().unwrap().push(e),
+        );
+        let pipeline = gst::parse::launch(
+            "videotestsrc num-buffers=138 ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! x264enc key-int-max=25 speed-preset=ultrafast tune=zerolatency \
+             ! h264parse ! appsink name=sink sync=false caps=video/x-h264,stream-format=avc,alignment=au",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        while let Ok(sample) = sink.pull_sample() {
+            segmenter.video(&sample);
+        }
+        segmenter.video_ended();
+        segmenter.audio_ended();
+        segmenter.source_ended();
+        pipeline.set_state(gst::State::Null).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !events.lock().unwrap().contains(&Event::Ended) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                events.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        events.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn segments_are_cut_at_keyframes_and_each_ends_where_the_next_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = segment_test_video(dir.path());
+        let (mut opened, mut closed) = (Vec::new(), Vec::new());
+        for e in &events {
+            match e {
+                Event::Opened {
+                    location,
+                    running_ns,
+                } => opened.push((location.clone(), *running_ns)),
+                Event::Closed {
+                    location,
+                    running_ns,
+                } => closed.push((location.clone(), *running_ns)),
+                Event::Failed { reason } => panic!("{reason}"),
+                Event::Ended => {}
+            }
+        }
+        // 5.5 s in 2 s segments: 2 s, 2 s, 1.5 s.
+        assert_eq!(opened.len(), 3, "{events:?}");
+        assert_eq!(closed.len(), 3, "{events:?}");
+        for (i, (location, start)) in opened.iter().enumerate() {
+            let end = closed.iter().find(|(l, _)| l == location).unwrap().1;
+            let expected = if i < 2 { 2_000 } else { 1_520 };
+            assert!(
+                ((end - start) / 1_000_000).abs_diff(expected) <= 40,
+                "segment {i}: {start}..{end}"
+            );
+            if let Some((_, next)) = opened.get(i + 1) {
+                assert_eq!(end, *next, "segment {i} ends where the next begins");
+            }
+            // Each file is a whole MP4 whose video spans the segment.
+            let d = video_duration(Path::new(location)).unwrap().unwrap();
+            assert!(
+                (d.as_millis() as u64).abs_diff((end - start) / 1_000_000) <= 40,
+                "{location}: {d:?} of video for {start}..{end}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_cut_short_keeps_its_whole_fragments() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = segment_test_video(dir.path());
+        let Some(Event::Closed { location, .. }) =
+            events.iter().find(|e| matches!(e, Event::Closed { .. }))
+        else {
+            panic!("{events:?}");
+        };
+        // As if the writer died 60 % of the way through its 2 s segment.
+        let mp4 = Path::new(location);
+        let len = std::fs::metadata(mp4).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(mp4)
+            .unwrap()
+            .set_len(len * 6 / 10)
+            .unwrap();
+        let kept = salvage(mp4).unwrap().expect("a whole fragment");
+        assert!(
+            (900..=1100).contains(&kept.as_millis()),
+            "kept {kept:?} of the first 1.2 s (1 s fragments)"
+        );
+        assert_eq!(
+            std::fs::metadata(mp4).unwrap().len() as usize,
+            complete_prefix(&std::fs::read(mp4).unwrap())
+        );
+    }
+
     #[test]
     fn the_playable_prefix_ends_after_the_last_whole_fragment() {
         let mut file = [boxed(b"ftyp", 12), boxed(b"moov", 300)].concat();
