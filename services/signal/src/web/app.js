@@ -5,7 +5,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), ws: null, view: null, snapshotEpoch: 0, rec: null, signed: new Map() };
+// `unsent`: messages sent before the WebSocket opened (a Watch clicked as the page loads).
+const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), ws: null, unsent: [], view: null, snapshotEpoch: 0, rec: null, signed: new Map() };
 // Snapshots on the camera list refresh every 30 s.
 setInterval(() => { state.snapshotEpoch += 1; if (state.token && !$("main-view").hidden) render(); }, 30000);
 
@@ -43,6 +44,7 @@ function signOut() {
   state.token = null;
   state.me = null;
   state.signed.clear();
+  state.unsent = [];
   if (state.ws) state.ws.close();
   show(false);
 }
@@ -162,6 +164,8 @@ async function connectWs() {
   state.ws = ws;
   ws.onmessage = (ev) => onServerMessage(JSON.parse(ev.data));
   ws.onclose = () => {
+    // What a reconnect needs (the open view) is sent again once it is back.
+    state.unsent = [];
     if (state.ws !== ws || !state.token) return;
     setTimeout(async () => {
       if (!state.token) return;
@@ -170,10 +174,18 @@ async function connectWs() {
       if (state.view) watch(state.view.cameraId);
     }, 1000);
   };
-  return new Promise((resolve) => { ws.onopen = resolve; });
+  return new Promise((resolve) => {
+    ws.onopen = () => {
+      for (const msg of state.unsent.splice(0)) ws.send(JSON.stringify(msg));
+      resolve();
+    };
+  });
 }
 
-function send(msg) { if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg)); }
+function send(msg) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg));
+  else if (!state.ws || state.ws.readyState === WebSocket.CONNECTING) state.unsent.push(msg);
+}
 
 async function onServerMessage(msg) {
   const view = state.view;
