@@ -532,6 +532,17 @@ impl Actor for RecordingActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // What a recorder that died here left half-written, listed before anything new is.
+        let unfinished = self.shared.spool.unfinished(self.id());
+        let (spool, id, span) = (
+            self.shared.spool.clone(),
+            self.spec.camera_id.clone(),
+            self.span.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _span = span.entered();
+            spool.salvage_all(&id, unfinished);
+        });
         ctx.run_interval(STATUS_POLL, |act, ctx| act.tick(ctx));
         let every = Duration::from_millis(self.shared.settings.retention_interval_ms);
         ctx.run_interval(every, |act, _| act.apply_retention());

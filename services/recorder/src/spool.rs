@@ -136,9 +136,6 @@ pub struct Spool {
     min_free_bytes: u64,
     pub worker_id: String,
     wake: Notify,
-    /// What a recorder that died on this spool left half-written (camera, file, start),
-    /// listed before anything new is written; salvaged when the uploader starts.
-    leftovers: std::sync::Mutex<Vec<(String, PathBuf, Option<i64>)>>,
 }
 
 /// A finished segment in the spool.
@@ -160,15 +157,6 @@ impl Spool {
         worker_id: String,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
-        let leftovers = std::fs::read_dir(&dir)?
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .flat_map(|camera| {
-                unfinished(&dir.join(&camera))
-                    .into_iter()
-                    .map(move |(mp4, start)| (camera.clone(), mp4, start))
-            })
-            .collect();
         Ok(Arc::new(Self {
             dir,
             store,
@@ -178,7 +166,6 @@ impl Spool {
             min_free_bytes,
             worker_id,
             wake: Notify::new(),
-            leftovers: std::sync::Mutex::new(leftovers),
         }))
     }
 
@@ -283,13 +270,33 @@ impl Spool {
         })
     }
 
-    /// Keeps what a recorder that died on this spool was writing (see [`Spool::salvage`]); a
-    /// file whose start was never noted is deleted.
-    fn salvage_leftovers(&self) {
-        let leftovers = std::mem::take(&mut *self.leftovers.lock().expect("leftovers lock"));
-        for (camera_id, mp4, start) in leftovers {
+    /// `camera_id`'s segment files that never got their record, with where they start when
+    /// that was noted: what a killed recorder left half-written. List them before that
+    /// camera's recorder starts writing.
+    pub fn unfinished(&self, camera_id: &str) -> Vec<(PathBuf, Option<i64>)> {
+        let Ok(entries) = std::fs::read_dir(self.camera_dir(camera_id)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in entries.flatten().map(|e| e.path()) {
+            let ext = p.extension().and_then(|x| x.to_str());
+            if ext == Some("mp4") && !p.with_extension("json").exists() {
+                let start = std::fs::read_to_string(p.with_extension(OPEN))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                out.push((p, start));
+            } else if ext == Some(OPEN) && !p.with_extension("mp4").exists() {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        out
+    }
+
+    /// Salvages what [`Spool::unfinished`] listed; a file whose start is unknown is deleted.
+    pub fn salvage_all(&self, camera_id: &str, unfinished: Vec<(PathBuf, Option<i64>)>) {
+        for (mp4, start) in unfinished {
             match start {
-                Some(start_ms) => self.salvage(&camera_id, &mp4, start_ms),
+                Some(start_ms) => self.salvage(camera_id, &mp4, start_ms),
                 None => {
                     tracing::warn!(file = %mp4.display(), "discarding an unfinished segment");
                     let _ = std::fs::remove_file(&mp4);
@@ -337,8 +344,6 @@ impl Spool {
     /// Drains the spool forever: uploads, indexes and announces each finished segment, retrying
     /// with backoff while the store is away.
     pub async fn run(self: Arc<Self>) {
-        let me = self.clone();
-        let _ = tokio::task::spawn_blocking(move || me.salvage_leftovers()).await;
         let mut backoff = Duration::from_millis(500);
         loop {
             let mut ready = self.ready();
@@ -420,25 +425,4 @@ impl Spool {
             let _ = std::fs::remove_file(&oldest.mp4);
         }
     }
-}
-
-/// The segment files in a camera's spool directory that never got their record, with where
-/// they start when that was noted. Orphaned notes are removed.
-fn unfinished(camera_dir: &Path) -> Vec<(PathBuf, Option<i64>)> {
-    let Ok(entries) = std::fs::read_dir(camera_dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for p in entries.flatten().map(|e| e.path()) {
-        let ext = p.extension().and_then(|x| x.to_str());
-        if ext == Some("mp4") && !p.with_extension("json").exists() {
-            let start = std::fs::read_to_string(p.with_extension(OPEN))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            out.push((p, start));
-        } else if ext == Some(OPEN) && !p.with_extension("mp4").exists() {
-            let _ = std::fs::remove_file(&p);
-        }
-    }
-    out
 }
