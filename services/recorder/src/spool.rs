@@ -15,7 +15,7 @@
 //! is deleted at once, so nothing is left that the uploader would never see.
 
 use cloudcam_core::bus::Bus;
-use cloudcam_core::media::{Segment, index_segment, segment_key};
+use cloudcam_core::media::{Segment, index_segment};
 use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec, register_histogram};
 use cloudcam_core::outbox::EventOutbox;
 use cloudcam_core::state::StateStore;
@@ -122,9 +122,6 @@ pub fn describe() {
     cloudcam_core::metrics::describe();
 }
 
-/// Extension of the note beside a segment being written: where it starts.
-const OPEN: &str = "open";
-
 pub struct Spool {
     pub dir: PathBuf,
     store: Arc<dyn ObjectStore>,
@@ -174,25 +171,6 @@ impl Spool {
         self.dir.join(camera_id)
     }
 
-    /// Hands `camera_id`'s complete segment file `mp4`, `[start_ms, end_ms)`, to the uploader.
-    pub fn finish(
-        &self,
-        camera_id: &str,
-        mp4: &Path,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> std::io::Result<()> {
-        let segment = Segment {
-            key: segment_key(camera_id, start_ms),
-            camera_id: camera_id.to_string(),
-            start_ms,
-            end_ms,
-            bytes: std::fs::metadata(mp4)?.len(),
-            codec: "H264".into(),
-        };
-        self.finished(mp4, &segment)
-    }
-
     /// Records that `mp4` is a finished segment, and wakes the uploader. If its record cannot
     /// be written (the disk is full), the segment is deleted and counted as dropped: a file
     /// the uploader would never see is not kept.
@@ -201,7 +179,6 @@ impl Spool {
         let tmp = mp4.with_extension("json.tmp");
         let written = std::fs::write(&tmp, serde_json::to_vec(segment).expect("serializable"))
             .and_then(|()| std::fs::rename(&tmp, &json));
-        let _ = std::fs::remove_file(mp4.with_extension(OPEN));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             let _ = std::fs::remove_file(mp4);
@@ -210,40 +187,6 @@ impl Spool {
         }
         self.wake.notify_one();
         Ok(())
-    }
-
-    /// Notes beside a segment file being written where it starts on the wall clock, so that
-    /// what it holds can be kept should the recorder die while writing it.
-    pub fn opened(&self, mp4: &Path, start_ms: i64) {
-        if let Err(e) = std::fs::write(mp4.with_extension(OPEN), start_ms.to_string()) {
-            tracing::warn!(file = %mp4.display(), error = %e, "cannot note where a segment starts");
-        }
-    }
-
-    /// Keeps the whole fragments of `camera_id`'s unfinished segment file `mp4` (its writer
-    /// was stopped, or the recorder died) as a segment from `start_ms`; deletes it when it
-    /// holds none.
-    pub fn salvage(&self, camera_id: &str, mp4: &Path, start_ms: i64) {
-        if mp4.with_extension("json").exists() {
-            return;
-        }
-        let kept = match crate::segmenter::salvage(mp4) {
-            Ok(Some(d)) if !d.is_zero() => {
-                let end_ms = start_ms + d.as_millis() as i64;
-                tracing::info!(file = %mp4.display(), start_ms, end_ms, "kept the whole fragments of an unfinished segment");
-                self.finish(camera_id, mp4, start_ms, end_ms).is_ok()
-            }
-            Ok(_) => false,
-            Err(e) => {
-                tracing::warn!(file = %mp4.display(), error = %e, "cannot read an unfinished segment");
-                false
-            }
-        };
-        if !kept {
-            tracing::info!(file = %mp4.display(), "discarding an unfinished segment without a whole fragment");
-            let _ = std::fs::remove_file(mp4);
-            let _ = std::fs::remove_file(mp4.with_extension(OPEN));
-        }
     }
 
     /// Bytes free for this process on the spool's filesystem.
@@ -270,37 +213,17 @@ impl Spool {
         })
     }
 
-    /// `camera_id`'s segment files that never got their record, with where they start when
-    /// that was noted: what a killed recorder left half-written. List them before that
-    /// camera's recorder starts writing.
-    pub fn unfinished(&self, camera_id: &str) -> Vec<(PathBuf, Option<i64>)> {
+    /// Deletes MP4s of `camera_id` that never got their JSON: what a killed recorder left
+    /// half-written. Call before that camera's recorder starts writing.
+    pub fn discard_unfinished(&self, camera_id: &str) {
         let Ok(entries) = std::fs::read_dir(self.camera_dir(camera_id)) else {
-            return Vec::new();
+            return;
         };
-        let mut out = Vec::new();
-        for p in entries.flatten().map(|e| e.path()) {
-            let ext = p.extension().and_then(|x| x.to_str());
-            if ext == Some("mp4") && !p.with_extension("json").exists() {
-                let start = std::fs::read_to_string(p.with_extension(OPEN))
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok());
-                out.push((p, start));
-            } else if ext == Some(OPEN) && !p.with_extension("mp4").exists() {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "mp4") && !p.with_extension("json").exists() {
+                tracing::warn!(camera = %camera_id, file = %p.display(), "discarding an unfinished segment");
                 let _ = std::fs::remove_file(&p);
-            }
-        }
-        out
-    }
-
-    /// Salvages what [`Spool::unfinished`] listed; a file whose start is unknown is deleted.
-    pub fn salvage_all(&self, camera_id: &str, unfinished: Vec<(PathBuf, Option<i64>)>) {
-        for (mp4, start) in unfinished {
-            match start {
-                Some(start_ms) => self.salvage(camera_id, &mp4, start_ms),
-                None => {
-                    tracing::warn!(file = %mp4.display(), "discarding an unfinished segment");
-                    let _ = std::fs::remove_file(&mp4);
-                }
             }
         }
     }
