@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod recording;
+pub mod segmenter;
 pub mod spool;
 pub mod timeline;
 pub mod worker;

@@ -1,20 +1,22 @@
 //! `RecordingActor`: records one camera. It pulls the owning ingest worker's re-stream (never
-//! the camera), cuts keyframe-aligned fragmented-MP4 segments with `splitmuxsink` into the
+//! the camera), cuts keyframe-aligned fragmented-MP4 segments with the [`Segmenter`] into the
 //! spool, and applies the camera's retention to the media store and the index. It is the shell
 //! of the camera's [`Timeline`]: it reads the camera's status, reports what its pipelines do,
 //! and carries out the timeline's effects (start, finish or drop a pipeline, hand a segment to
 //! the spool); every log line is inside a span carrying the camera id.
 
 use crate::config::RecorderSettings;
+use crate::segmenter::{self, Event, Segmenter};
 use crate::spool::Spool;
 use crate::timeline::{Effect, Note, Timeline, Timing};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
-use cloudcam_core::media::{Segment, segment_key, segments, unindex_segment};
+use cloudcam_core::media::{segments, unindex_segment};
 use cloudcam_core::state::{StateStore, get_json};
 use cloudcam_proto::v1::CameraSpec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
 use gstreamer_sdp as gst_sdp;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::collections::HashMap;
@@ -64,17 +66,54 @@ pub struct Shared {
     pub spool: Arc<Spool>,
 }
 
-/// A running pipeline; dropping it stops it.
+/// A running pipeline; dropping it stops it and the segment writers.
 struct Pipeline {
     pipeline: gst::Pipeline,
     bus_task: tokio::task::JoinHandle<()>,
+    segmenter: Segmenter,
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.bus_task.abort();
         let _ = self.pipeline.set_state(gst::State::Null);
+        self.segmenter.stop();
     }
+}
+
+/// An appsink handing each video (or audio) sample to `segmenter`, on the streaming thread.
+fn appsink(segmenter: &Segmenter, video: bool) -> gst_app::AppSink {
+    let (on_sample, on_eos) = (segmenter.clone(), segmenter.clone());
+    let caps = if video {
+        segmenter::video_caps()
+    } else {
+        segmenter::audio_caps()
+    };
+    gst_app::AppSink::builder()
+        .caps(&caps)
+        .sync(false)
+        .enable_last_sample(false)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if video {
+                        on_sample.video(&sample);
+                    } else {
+                        on_sample.audio(&sample);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .eos(move |_| {
+                    if video {
+                        on_eos.video_ended();
+                    } else {
+                        on_eos.audio_ended();
+                    }
+                })
+                .build(),
+        )
+        .build()
 }
 
 pub struct RecordingActor {
@@ -212,16 +251,30 @@ impl RecordingActor {
                 }
                 Effect::Drop { run, unfinished } => {
                     self.pipelines.remove(&run);
-                    // Whatever was being written is unfinished: it never reaches the store.
-                    for location in unfinished {
-                        let _ = std::fs::remove_file(location);
+                    // Its writers are stopped: keep the whole fragments of what they wrote.
+                    for (location, start_ms) in unfinished {
+                        let (spool, id) = (self.shared.spool.clone(), self.spec.camera_id.clone());
+                        let span = self.span.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _span = span.entered();
+                            spool.salvage(&id, std::path::Path::new(&location), start_ms);
+                        });
                     }
                 }
+                Effect::Opened { location, start_ms } => self
+                    .shared
+                    .spool
+                    .opened(std::path::Path::new(&location), start_ms),
                 Effect::Segment {
                     location,
                     start_ms,
                     end_ms,
-                } => self.finished(&location, start_ms, end_ms),
+                } => {
+                    let path = std::path::Path::new(&location);
+                    if let Err(e) = self.shared.spool.finish(self.id(), path, start_ms, end_ms) {
+                        tracing::error!(error = %e, "cannot record a finished segment");
+                    }
+                }
             }
         }
         for note in self.timeline.take_notes() {
@@ -241,28 +294,40 @@ impl RecordingActor {
         }
     }
 
-    /// Hands a complete segment file to the spool.
-    fn finished(&self, location: &str, start_ms: i64, end_ms: i64) {
-        let id = self.id();
-        let path = PathBuf::from(location);
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let segment = Segment {
-            key: segment_key(id, start_ms),
-            camera_id: id.to_string(),
-            start_ms,
-            end_ms,
-            bytes,
-            codec: "H264".into(),
-        };
-        if let Err(e) = self.shared.spool.finished(&path, &segment) {
-            tracing::error!(error = %e, "cannot record a finished segment");
-        }
-    }
-
     fn build(&self, url: &str, run: u64, addr: Addr<Self>) -> anyhow::Result<Pipeline> {
         let dir = self.dir();
         std::fs::create_dir_all(&dir)?;
-        let pattern = dir.join(format!("{}-{run}-%06d.mp4", cloudcam_core::now_ms()));
+        let events_to = addr.clone();
+        let segmenter = Segmenter::new(
+            dir,
+            format!("{}-{run}", cloudcam_core::now_ms()),
+            Duration::from_secs(self.shared.settings.segment_seconds),
+            move |event| {
+                events_to.do_send(match event {
+                    Event::Opened {
+                        location,
+                        running_ns,
+                    } => Piped::Opened {
+                        run,
+                        location,
+                        running_ns,
+                    },
+                    Event::Closed {
+                        location,
+                        running_ns,
+                    } => Piped::Closed {
+                        run,
+                        location,
+                        running_ns,
+                    },
+                    Event::Failed { reason } => Piped::Ended { run, reason },
+                    Event::Ended => Piped::Ended {
+                        run,
+                        reason: "the re-stream ended".into(),
+                    },
+                })
+            },
+        );
         let pipeline = gst::Pipeline::new();
         let auth = &self.shared.settings.restream_auth;
         let src = gst::ElementFactory::make("rtspsrc")
@@ -272,23 +337,11 @@ impl RecordingActor {
             .property("user-pw", &auth.password)
             .build()?;
         src.set_property_from_str("protocols", "tcp");
-        let mux = gst::ElementFactory::make("splitmuxsink")
-            .property("location", pattern.to_string_lossy().as_ref())
-            .property(
-                "max-size-time",
-                self.shared.settings.segment_seconds * 1_000_000_000,
-            )
-            .property("muxer-factory", "mp4mux")
-            .build()?;
-        mux.set_property_from_str(
-            "muxer-properties",
-            "properties,fragment-duration=1000,streamable=true",
-        );
         let depay = gst::ElementFactory::make("rtph264depay").build()?;
         let parse = gst::ElementFactory::make("h264parse").build()?;
-        pipeline.add_many([&src, &mux, &depay, &parse])?;
-        depay.link(&parse)?;
-        parse.link_pads(Some("src"), &mux, Some("video"))?;
+        let video_sink = appsink(&segmenter, true);
+        pipeline.add_many([&src, &depay, &parse, video_sink.upcast_ref()])?;
+        gst::Element::link_many([&depay, &parse, video_sink.upcast_ref()])?;
         // Joining the re-stream mid-GOP: nothing is written before the first keyframe, so every
         // segment starts with one.
         let keyed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -328,11 +381,11 @@ impl RecordingActor {
                     _ => gst::PadProbeReturn::Ok,
                 }
             });
-        // Audio (AAC) is recorded with the video when the re-stream has it. splitmuxsink wants
-        // all its inputs before data flows, so the audio branch is made from the SDP.
+        // Audio (AAC) is recorded with the video when the re-stream has it; the segmenter must
+        // know before the first segment starts, so the audio branch is made from the SDP.
         let audio: std::sync::Arc<std::sync::Mutex<Option<gst::Element>>> = Default::default();
         {
-            let (weak, mux, audio) = (pipeline.downgrade(), mux.clone(), audio.clone());
+            let (weak, audio, segmenter) = (pipeline.downgrade(), audio.clone(), segmenter.clone());
             let keyed = keyed.clone();
             src.connect("on-sdp", false, move |args| {
                 let sdp = args[1].get::<gst_sdp::SDPMessage>().ok()?;
@@ -343,15 +396,17 @@ impl RecordingActor {
                                 && a.value().is_some_and(|v| v.contains("MPEG4-GENERIC"))
                         })
                 });
+                if !has_aac {
+                    return None;
+                }
                 let pipeline = weak.upgrade()?;
-                if has_aac
-                    && let Ok(adepay) = gst::ElementFactory::make("rtpmp4gdepay").build()
+                let sink = appsink(&segmenter, false);
+                if let Ok(adepay) = gst::ElementFactory::make("rtpmp4gdepay").build()
                     && let Ok(aparse) = gst::ElementFactory::make("aacparse").build()
-                    && pipeline.add_many([&adepay, &aparse]).is_ok()
-                    && adepay.link(&aparse).is_ok()
-                    && aparse
-                        .link_pads(Some("src"), &mux, Some("audio_%u"))
+                    && pipeline
+                        .add_many([&adepay, &aparse, sink.upcast_ref()])
                         .is_ok()
+                    && gst::Element::link_many([&adepay, &aparse, sink.upcast_ref()]).is_ok()
                 {
                     // No audio before the first video keyframe: the first segment would start
                     // (and be indexed) from the audio, up to a GOP before its first frame.
@@ -365,8 +420,10 @@ impl RecordingActor {
                             }
                         });
                     }
-                    let _ = adepay.sync_state_with_parent();
-                    let _ = aparse.sync_state_with_parent();
+                    segmenter.with_audio();
+                    for e in [&adepay, &aparse, sink.upcast_ref::<gst::Element>()] {
+                        let _ = e.sync_state_with_parent();
+                    }
                     *audio.lock().expect("audio lock") = Some(adepay);
                 }
                 None
@@ -405,28 +462,11 @@ impl RecordingActor {
             });
         }
         let mut messages = pipeline.bus().expect("pipeline bus").stream();
+        let ended = segmenter.clone();
         let bus_task = tokio::spawn(async move {
             use futures::StreamExt;
             while let Some(msg) = messages.next().await {
                 match msg.view() {
-                    gst::MessageView::Element(el) => {
-                        let Some(s) = el.structure() else { continue };
-                        let location = s.get::<String>("location").unwrap_or_default();
-                        let running_ns = s.get::<u64>("running-time").unwrap_or(0);
-                        match s.name().as_str() {
-                            "splitmuxsink-fragment-opened" => addr.do_send(Piped::Opened {
-                                run,
-                                location,
-                                running_ns,
-                            }),
-                            "splitmuxsink-fragment-closed" => addr.do_send(Piped::Closed {
-                                run,
-                                location,
-                                running_ns,
-                            }),
-                            _ => {}
-                        }
-                    }
                     gst::MessageView::Error(err) => {
                         tracing::debug!(debug = ?err.debug(), "pipeline error");
                         addr.do_send(Piped::Ended {
@@ -435,18 +475,21 @@ impl RecordingActor {
                         });
                         return;
                     }
+                    // After a finish or the re-stream's end: the segmenter reports the end
+                    // once its last file is complete.
                     gst::MessageView::Eos(_) => {
-                        addr.do_send(Piped::Ended {
-                            run,
-                            reason: "the re-stream ended".into(),
-                        });
+                        ended.source_ended();
                         return;
                     }
                     _ => {}
                 }
             }
         });
-        let pipeline = Pipeline { pipeline, bus_task };
+        let pipeline = Pipeline {
+            pipeline,
+            bus_task,
+            segmenter,
+        };
         pipeline.pipeline.set_state(gst::State::Playing)?;
         Ok(pipeline)
     }
@@ -489,7 +532,6 @@ impl Actor for RecordingActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.shared.spool.discard_unfinished(self.id());
         ctx.run_interval(STATUS_POLL, |act, ctx| act.tick(ctx));
         let every = Duration::from_millis(self.shared.settings.retention_interval_ms);
         ctx.run_interval(every, |act, _| act.apply_retention());

@@ -15,7 +15,7 @@
 //! is deleted at once, so nothing is left that the uploader would never see.
 
 use cloudcam_core::bus::Bus;
-use cloudcam_core::media::{Segment, index_segment};
+use cloudcam_core::media::{Segment, index_segment, segment_key};
 use cloudcam_core::metrics::{register_counter_vec, register_gauge_vec, register_histogram};
 use cloudcam_core::outbox::EventOutbox;
 use cloudcam_core::state::StateStore;
@@ -122,6 +122,9 @@ pub fn describe() {
     cloudcam_core::metrics::describe();
 }
 
+/// Extension of the note beside a segment being written: where it starts.
+const OPEN: &str = "open";
+
 pub struct Spool {
     pub dir: PathBuf,
     store: Arc<dyn ObjectStore>,
@@ -133,6 +136,9 @@ pub struct Spool {
     min_free_bytes: u64,
     pub worker_id: String,
     wake: Notify,
+    /// What a recorder that died on this spool left half-written (camera, file, start),
+    /// listed before anything new is written; salvaged when the uploader starts.
+    leftovers: std::sync::Mutex<Vec<(String, PathBuf, Option<i64>)>>,
 }
 
 /// A finished segment in the spool.
@@ -154,6 +160,15 @@ impl Spool {
         worker_id: String,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
+        let leftovers = std::fs::read_dir(&dir)?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .flat_map(|camera| {
+                unfinished(&dir.join(&camera))
+                    .into_iter()
+                    .map(move |(mp4, start)| (camera.clone(), mp4, start))
+            })
+            .collect();
         Ok(Arc::new(Self {
             dir,
             store,
@@ -163,12 +178,32 @@ impl Spool {
             min_free_bytes,
             worker_id,
             wake: Notify::new(),
+            leftovers: std::sync::Mutex::new(leftovers),
         }))
     }
 
     /// The directory a camera's recorder writes into.
     pub fn camera_dir(&self, camera_id: &str) -> PathBuf {
         self.dir.join(camera_id)
+    }
+
+    /// Hands `camera_id`'s complete segment file `mp4`, `[start_ms, end_ms)`, to the uploader.
+    pub fn finish(
+        &self,
+        camera_id: &str,
+        mp4: &Path,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> std::io::Result<()> {
+        let segment = Segment {
+            key: segment_key(camera_id, start_ms),
+            camera_id: camera_id.to_string(),
+            start_ms,
+            end_ms,
+            bytes: std::fs::metadata(mp4)?.len(),
+            codec: "H264".into(),
+        };
+        self.finished(mp4, &segment)
     }
 
     /// Records that `mp4` is a finished segment, and wakes the uploader. If its record cannot
@@ -179,6 +214,7 @@ impl Spool {
         let tmp = mp4.with_extension("json.tmp");
         let written = std::fs::write(&tmp, serde_json::to_vec(segment).expect("serializable"))
             .and_then(|()| std::fs::rename(&tmp, &json));
+        let _ = std::fs::remove_file(mp4.with_extension(OPEN));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
             let _ = std::fs::remove_file(mp4);
@@ -187,6 +223,40 @@ impl Spool {
         }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Notes beside a segment file being written where it starts on the wall clock, so that
+    /// what it holds can be kept should the recorder die while writing it.
+    pub fn opened(&self, mp4: &Path, start_ms: i64) {
+        if let Err(e) = std::fs::write(mp4.with_extension(OPEN), start_ms.to_string()) {
+            tracing::warn!(file = %mp4.display(), error = %e, "cannot note where a segment starts");
+        }
+    }
+
+    /// Keeps the whole fragments of `camera_id`'s unfinished segment file `mp4` (its writer
+    /// was stopped, or the recorder died) as a segment from `start_ms`; deletes it when it
+    /// holds none.
+    pub fn salvage(&self, camera_id: &str, mp4: &Path, start_ms: i64) {
+        if mp4.with_extension("json").exists() {
+            return;
+        }
+        let kept = match crate::segmenter::salvage(mp4) {
+            Ok(Some(d)) if !d.is_zero() => {
+                let end_ms = start_ms + d.as_millis() as i64;
+                tracing::info!(file = %mp4.display(), start_ms, end_ms, "kept the whole fragments of an unfinished segment");
+                self.finish(camera_id, mp4, start_ms, end_ms).is_ok()
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(file = %mp4.display(), error = %e, "cannot read an unfinished segment");
+                false
+            }
+        };
+        if !kept {
+            tracing::info!(file = %mp4.display(), "discarding an unfinished segment without a whole fragment");
+            let _ = std::fs::remove_file(mp4);
+            let _ = std::fs::remove_file(mp4.with_extension(OPEN));
+        }
     }
 
     /// Bytes free for this process on the spool's filesystem.
@@ -213,17 +283,17 @@ impl Spool {
         })
     }
 
-    /// Deletes MP4s of `camera_id` that never got their JSON: what a killed recorder left
-    /// half-written. Call before that camera's recorder starts writing.
-    pub fn discard_unfinished(&self, camera_id: &str) {
-        let Ok(entries) = std::fs::read_dir(self.camera_dir(camera_id)) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "mp4") && !p.with_extension("json").exists() {
-                tracing::warn!(camera = %camera_id, file = %p.display(), "discarding an unfinished segment");
-                let _ = std::fs::remove_file(&p);
+    /// Keeps what a recorder that died on this spool was writing (see [`Spool::salvage`]); a
+    /// file whose start was never noted is deleted.
+    fn salvage_leftovers(&self) {
+        let leftovers = std::mem::take(&mut *self.leftovers.lock().expect("leftovers lock"));
+        for (camera_id, mp4, start) in leftovers {
+            match start {
+                Some(start_ms) => self.salvage(&camera_id, &mp4, start_ms),
+                None => {
+                    tracing::warn!(file = %mp4.display(), "discarding an unfinished segment");
+                    let _ = std::fs::remove_file(&mp4);
+                }
             }
         }
     }
@@ -267,6 +337,8 @@ impl Spool {
     /// Drains the spool forever: uploads, indexes and announces each finished segment, retrying
     /// with backoff while the store is away.
     pub async fn run(self: Arc<Self>) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.salvage_leftovers()).await;
         let mut backoff = Duration::from_millis(500);
         loop {
             let mut ready = self.ready();
@@ -348,4 +420,25 @@ impl Spool {
             let _ = std::fs::remove_file(&oldest.mp4);
         }
     }
+}
+
+/// The segment files in a camera's spool directory that never got their record, with where
+/// they start when that was noted. Orphaned notes are removed.
+fn unfinished(camera_dir: &Path) -> Vec<(PathBuf, Option<i64>)> {
+    let Ok(entries) = std::fs::read_dir(camera_dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in entries.flatten().map(|e| e.path()) {
+        let ext = p.extension().and_then(|x| x.to_str());
+        if ext == Some("mp4") && !p.with_extension("json").exists() {
+            let start = std::fs::read_to_string(p.with_extension(OPEN))
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            out.push((p, start));
+        } else if ext == Some(OPEN) && !p.with_extension("mp4").exists() {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    out
 }

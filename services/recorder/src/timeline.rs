@@ -17,7 +17,7 @@
 //! failover plus the wait for a keyframe.
 //!
 //! *Wall clock.* A pipeline's first keyframe anchors its running time to the wall clock (the
-//! time it passed the parser, before `splitmuxsink`); every boundary of that pipeline is the
+//! time it passed the parser, before the segmenter); every boundary of that pipeline is the
 //! anchor plus the running time elapsed.
 
 use std::collections::HashMap;
@@ -31,9 +31,15 @@ pub enum Effect {
     /// End pipeline `run` cleanly: EOS completes the segment it is writing (reported by
     /// [`Timeline::closed`]); [`Timeline::ended`] follows.
     Finish { run: u64 },
-    /// Tear pipeline `run` down now; the segment files it was writing are unfinished: delete
-    /// them.
-    Drop { run: u64, unfinished: Vec<String> },
+    /// Tear pipeline `run` down now. The segment files it was writing (location, start on
+    /// the wall clock) are unfinished: keep the whole fragments they hold.
+    Drop {
+        run: u64,
+        unfinished: Vec<(String, i64)>,
+    },
+    /// A segment file was started at `start_ms` on the wall clock (noted beside it, so that
+    /// what it holds can be kept should the recorder die while writing it).
+    Opened { location: String, start_ms: i64 },
     /// A segment file is complete: `[start_ms, end_ms)` on the wall clock.
     Segment {
         location: String,
@@ -67,7 +73,7 @@ struct Run {
 impl Run {
     /// Tears the run down, with whatever it was writing.
     fn dropped(self) -> Effect {
-        let mut unfinished: Vec<String> = self.open.into_keys().collect();
+        let mut unfinished: Vec<(String, i64)> = self.open.into_iter().collect();
         unfinished.sort();
         Effect::Drop {
             run: self.id,
@@ -230,9 +236,10 @@ impl Timeline {
         // Normally the keyframe came first and did this.
         self.cut_over(run, now, &mut out);
         if let Some(r) = self.run_mut(run) {
-            let start = r.wall_ms(running_ns, wall_now_ms);
-            r.open.insert(location, start);
+            let start_ms = r.wall_ms(running_ns, wall_now_ms);
+            r.open.insert(location.clone(), start_ms);
             r.last_activity = now;
+            out.push(Effect::Opened { location, start_ms });
         }
         out
     }
@@ -387,10 +394,20 @@ mod tests {
         }
     }
 
-    fn dropped(run: u64, unfinished: &[&str]) -> Effect {
+    fn dropped(run: u64, unfinished: &[(&str, i64)]) -> Effect {
         Effect::Drop {
             run,
-            unfinished: unfinished.iter().map(|s| s.to_string()).collect(),
+            unfinished: unfinished
+                .iter()
+                .map(|(l, s)| (l.to_string(), *s))
+                .collect(),
+        }
+    }
+
+    fn opened(loc: &str, start_ms: i64) -> Effect {
+        Effect::Opened {
+            location: loc.into(),
+            start_ms,
         }
     }
 
@@ -416,7 +433,7 @@ mod tests {
         // A status without a URL (not live) changes nothing.
         assert!(sim.t.status(None, sim.now).is_empty());
         sim.advance(300);
-        sim.opened(1, "s1", 5000);
+        assert_eq!(sim.opened(1, "s1", 5000), [opened("s1", w0 + 300)]);
         // The bus message arrives late: the boundary is the running time, not the clock.
         sim.advance(2100);
         assert_eq!(
@@ -456,9 +473,9 @@ mod tests {
         sim.advance(60);
         assert_eq!(sim.closed(1, "a1", 2200), [segment("a1", w0, cut)]);
         assert_eq!(sim.t.ended(1, "EOS"), [dropped(1, &[])]);
-        // However late splitmuxsink reports the segment open, it starts at the keyframe.
+        // However late the segment is reported open, it starts at the keyframe.
         sim.advance(1000);
-        assert!(sim.opened(2, "b1", 40_000).is_empty());
+        assert_eq!(sim.opened(2, "b1", 40_000), [opened("b1", cut)]);
         sim.advance(1000);
         assert_eq!(
             sim.closed(2, "b1", 42_000),
@@ -491,10 +508,14 @@ mod tests {
     #[test]
     fn a_crashed_re_stream_is_replaced_by_the_next_live_url() {
         let mut sim = Sim::new();
+        let w0 = sim.wall;
         sim.t.status(Some("rtsp://a/cam/1"), sim.now);
         sim.opened(1, "a1", 0);
-        // The old worker died: its pipeline fails; the open segment is lost.
-        assert_eq!(sim.t.ended(1, "connection reset"), [dropped(1, &["a1"])]);
+        // The old worker died: its pipeline fails; the open segment is unfinished.
+        assert_eq!(
+            sim.t.ended(1, "connection reset"),
+            [dropped(1, &[("a1", w0)])]
+        );
         assert!(!sim.t.recording());
         assert_eq!(
             sim.t.status(Some("rtsp://b/cam/1"), sim.now),
@@ -522,6 +543,7 @@ mod tests {
     #[test]
     fn a_finishing_pipeline_that_never_ends_is_dropped() {
         let mut sim = Sim::new();
+        let w0 = sim.wall;
         sim.t.status(Some("rtsp://a/cam/1"), sim.now);
         sim.opened(1, "a1", 0);
         sim.t.status(Some("rtsp://b/cam/1"), sim.now);
@@ -529,6 +551,6 @@ mod tests {
         sim.advance(3001);
         sim.closed(2, "b1", 3001);
         sim.opened(2, "b2", 3001);
-        assert_eq!(sim.t.check(sim.now), [dropped(1, &["a1"])]);
+        assert_eq!(sim.t.check(sim.now), [dropped(1, &[("a1", w0)])]);
     }
 }
