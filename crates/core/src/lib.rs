@@ -10,6 +10,7 @@ pub mod camera;
 pub mod config;
 pub mod media;
 pub mod metrics;
+pub mod mp4;
 pub mod ops;
 pub mod outbox;
 pub mod owner;

@@ -446,54 +446,12 @@ pub fn salvage(mp4: &Path) -> anyhow::Result<Option<Duration>> {
     video_duration(mp4)
 }
 
-/// The span of the video in an MP4 file, read with a demuxer.
+/// The span of the video in an MP4 file.
 fn video_duration(mp4: &Path) -> anyhow::Result<Option<Duration>> {
-    let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("filesrc")
-        .property("location", mp4.to_string_lossy().as_ref())
-        .build()?;
-    let demux = gst::ElementFactory::make("qtdemux").build()?;
-    let sink = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .build()?;
-    pipeline.add_many([&src, &demux, &sink])?;
-    src.link(&demux)?;
-    let span: Arc<Mutex<(Option<u64>, u64)>> = Default::default();
-    {
-        let sink = sink.clone();
-        demux.connect_pad_added(move |_, pad| {
-            if pad.name().starts_with("video")
-                && let Some(target) = sink.static_pad("sink")
-            {
-                let _ = pad.link(&target);
-            }
-        });
-    }
-    let seen = span.clone();
-    sink.static_pad("sink")
-        .expect("fakesink sink pad")
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(b) = info.buffer()
-                && let Some(pts) = b.pts()
-            {
-                let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-                let (start, end) = (pts.nseconds(), (pts + b.duration().unwrap_or_default()));
-                s.0 = Some(s.0.map_or(start, |f: u64| f.min(start)));
-                s.1 = s.1.max(end.nseconds());
-            }
-            gst::PadProbeReturn::Ok
-        });
-    pipeline.set_state(gst::State::Playing)?;
-    let ended = pipeline.bus().expect("pipeline bus").timed_pop_filtered(
-        gst::ClockTime::from_seconds(10),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    );
-    let _ = pipeline.set_state(gst::State::Null);
-    if ended.is_none() {
-        anyhow::bail!("reading {} timed out", mp4.display());
-    }
-    let (first, last) = *span.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(first.map(|f| Duration::from_nanos(last.saturating_sub(f))))
+    Ok(cloudcam_core::mp4::video_span(
+        mp4,
+        Duration::from_secs(10),
+    )?)
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Recordings: the segment index of a camera over a time range, and clips cut from the stored
 //! segments without re-encoding (also what the web UI plays back). Snapshots too.
 //!
-//! A clip is made by downloading the segments of one continuous span, reading them as one
-//! stream (`splitmuxsrc`), finding the keyframes around the requested range (a parse-only
-//! pass), and remuxing the access units between them into one MP4 (`mp4mux`). Its bounds are
-//! the range rounded out to keyframes, and a clip stops at the first gap in the recording.
+//! A clip is made by downloading the segments of one continuous span and reading them one by
+//! one, each placed at its start in the index (a file's own timestamps only order the frames
+//! within it), in one pass that holds back the current GOP until the next keyframe shows where
+//! the clip starts, and remuxes the access units between the keyframes around the requested
+//! range into one MP4 (`appsrc ! mp4mux`). Its bounds are the range rounded out to keyframes,
+//! and a clip stops at the first gap in the recording.
 //!
 //! Clips are cut in a scratch directory per export (`<tmp>/cloudcam-clips/<pid>-…`) and
 //! streamed from disk; the directory goes when the response ends or the client goes away, and
@@ -19,9 +21,11 @@ use cloudcam_core::media::{Segment, segments, snapshot_key, spans};
 use cloudcam_core::state::StateStore;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use serde::Serialize;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,12 +236,22 @@ impl Recordings {
                 .map_err(|e| media(&e))?;
         }
         let base = span[0].start_ms;
-        let (from_ns, to_ns) = (
+        let files: Vec<(PathBuf, u64)> = span
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    dir.join(format!("seg{i:06}.mp4")),
+                    ((s.start_ms - base) * 1_000_000) as u64,
+                )
+            })
+            .collect();
+        let range = (
             ((from - base).max(0) * 1_000_000) as u64,
             ((to - base) * 1_000_000) as u64,
         );
-        let d = dir.to_path_buf();
-        let cut = tokio::task::spawn_blocking(move || remux(&d, from_ns, to_ns))
+        let out = dir.join("clip.mp4");
+        let cut = tokio::task::spawn_blocking(move || remux(&files, range, &out))
             .await
             .map_err(|e| media(&e))?
             .map_err(|e| media(&e))?;
@@ -274,112 +288,197 @@ impl Recordings {
     }
 }
 
-/// Runs a pipeline to its end (or fails after a minute).
-fn run_to_eos(pipeline: &gst::Pipeline) -> anyhow::Result<()> {
-    pipeline.set_state(gst::State::Playing)?;
-    let bus = pipeline.bus().expect("pipeline bus");
-    let res = match bus.timed_pop_filtered(
-        gst::ClockTime::from_seconds(60),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    ) {
-        Some(msg) => match msg.view() {
-            gst::MessageView::Error(e) => Err(anyhow::anyhow!("{}", e.error())),
-            _ => Ok(()),
-        },
-        None => Err(anyhow::anyhow!("timed out")),
-    };
-    let _ = pipeline.set_state(gst::State::Null);
-    res
+/// The clip being written: access units go in, retimed to start at the clip's first keyframe.
+struct ClipWriter {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+    /// Where the clip starts (on the span's scale); `None` while the first GOP is held back.
+    start: Option<u64>,
+    /// The held-back GOP: the latest keyframe at or before the range's start and what follows.
+    gop: Vec<gst::Buffer>,
+    last_dts: u64,
 }
 
-fn launch(desc: &str) -> anyhow::Result<gst::Pipeline> {
-    gst::parse::launch(desc)?
+impl ClipWriter {
+    fn new(out: &Path) -> anyhow::Result<Self> {
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src format=time block=true max-bytes=8000000 ! mux.video_0 \
+             mp4mux name=mux faststart=true ! filesink location=\"{}\"",
+            out.display()
+        ))?
         .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))
+        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+        let src = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no appsrc"))?;
+        Ok(Self {
+            pipeline,
+            src,
+            start: None,
+            gop: Vec::new(),
+            last_dts: 0,
+        })
+    }
+
+    /// Takes one access unit, timed on the span's scale; `Break` once the clip is complete
+    /// (a keyframe at or after `to`).
+    fn take(
+        &mut self,
+        caps: Option<&gst::CapsRef>,
+        buf: gst::Buffer,
+        (from, to): (u64, u64),
+    ) -> anyhow::Result<ControlFlow<u64>> {
+        if self.src.caps().is_none()
+            && let Some(caps) = caps
+        {
+            // The first file's caps hold for the clip (in-band parameter sets follow changes).
+            self.src.set_caps(Some(&caps.to_owned()));
+            self.pipeline.set_state(gst::State::Playing)?;
+        }
+        let pts = buf.pts().map(|p| p.nseconds()).unwrap_or(0);
+        let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        match self.start {
+            None if key && pts <= from => {
+                self.gop.clear();
+                self.gop.push(buf);
+            }
+            None if key => {
+                let start = self
+                    .gop
+                    .first()
+                    .and_then(|b| b.pts())
+                    .map_or(pts, |p| p.nseconds());
+                self.start = Some(start);
+                for held in std::mem::take(&mut self.gop) {
+                    self.push(held, start)?;
+                }
+                return self.take(caps, buf, (from, to));
+            }
+            // Frames before the first keyframe cannot be decoded.
+            None if self.gop.is_empty() => {}
+            None => self.gop.push(buf),
+            Some(start) if key && pts >= to && pts > start => return Ok(ControlFlow::Break(pts)),
+            Some(start) => self.push(buf, start)?,
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn push(&mut self, mut buf: gst::Buffer, start: u64) -> anyhow::Result<()> {
+        {
+            let b = buf.make_mut();
+            let pts = b.pts().map_or(0, |p| p.nseconds()).saturating_sub(start);
+            // Decode times never go back, also where reordered frames meet the clip's start.
+            let dts = b
+                .dts()
+                .map_or(pts, |d| d.nseconds().saturating_sub(start))
+                .max(self.last_dts);
+            self.last_dts = dts;
+            b.set_pts(gst::ClockTime::from_nseconds(pts));
+            b.set_dts(gst::ClockTime::from_nseconds(dts));
+        }
+        self.src.push_buffer(buf)?;
+        Ok(())
+    }
+
+    /// Flushes what is held back and finishes the file; returns where the clip starts.
+    fn finish(mut self) -> anyhow::Result<u64> {
+        let start = match self.start {
+            Some(start) => start,
+            None => {
+                let start = self
+                    .gop
+                    .first()
+                    .and_then(|b| b.pts())
+                    .ok_or_else(|| anyhow::anyhow!("the recording has no keyframe"))?
+                    .nseconds();
+                for held in std::mem::take(&mut self.gop) {
+                    self.push(held, start)?;
+                }
+                start
+            }
+        };
+        self.src.end_of_stream()?;
+        let bus = self.pipeline.bus().expect("pipeline bus");
+        let ended = bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        let _ = self.pipeline.set_state(gst::State::Null);
+        match ended.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Eos(_)) => Ok(start),
+            Some(gst::MessageView::Error(e)) => Err(anyhow::anyhow!("{}", e.error())),
+            _ => Err(anyhow::anyhow!("writing the clip timed out")),
+        }
+    }
 }
 
-/// Remuxes the segments in `dir` between the keyframes around `[from_ns, to_ns)` (nanoseconds
-/// from the start of the first segment) into `dir/clip.mp4`; returns the clip's actual bounds
-/// on the same scale.
-fn remux(dir: &Path, from_ns: u64, to_ns: u64) -> anyhow::Result<(u64, u64)> {
-    let src = format!("splitmuxsrc location=\"{}/seg*.mp4\"", dir.display());
-    // Pass 1: where the keyframes are, and where the stream ends.
-    let scan = launch(&format!(
-        "{src} ! h264parse name=parse ! fakesink sync=false"
-    ))?;
-    // (keyframe times, end of the last frame, time of the first frame)
-    let marks = std::sync::Arc::new(std::sync::Mutex::new((Vec::<u64>::new(), 0u64, u64::MAX)));
-    {
-        let marks = marks.clone();
-        let pad = scan
-            .by_name("parse")
-            .expect("parse")
-            .static_pad("src")
-            .expect("src pad");
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buf) = info.buffer()
-                && let Some(pts) = buf.pts().or(buf.dts())
-            {
-                let mut m = marks.lock().expect("marks");
-                m.2 = m.2.min(pts.nseconds());
-                if !buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                    m.0.push(pts.nseconds());
-                }
-                let end = pts.nseconds() + buf.duration().map(|d| d.nseconds()).unwrap_or(0);
-                m.1 = m.1.max(end);
-            }
-            gst::PadProbeReturn::Ok
-        });
+impl Drop for ClipWriter {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
     }
-    run_to_eos(&scan)?;
-    let (keyframes, stream_end, first) = marks.lock().expect("marks").clone();
-    // Stored timestamps need not start at zero: measure from the first frame.
-    let (from_ns, to_ns) = (first.saturating_add(from_ns), first.saturating_add(to_ns));
-    let start = keyframes
-        .iter()
-        .copied()
-        .filter(|&k| k <= from_ns)
-        .max()
-        .or_else(|| keyframes.first().copied())
-        .ok_or_else(|| anyhow::anyhow!("the recording has no keyframe"))?;
-    let end = keyframes
-        .iter()
-        .copied()
-        .find(|&k| k >= to_ns && k > start)
-        .unwrap_or(stream_end);
+}
 
-    // Pass 2: copy the access units in [start, end); mp4mux starts the track at the first.
-    let out = dir.join("clip.mp4");
-    let cut = launch(&format!(
-        "{src} ! h264parse name=parse ! mp4mux faststart=true ! filesink location=\"{}\"",
-        out.display()
-    ))?;
-    let pad = cut
-        .by_name("parse")
-        .expect("parse")
-        .static_pad("src")
-        .expect("src pad");
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        // Demuxed fragments may carry only a DTS on some frames; without B-frames they agree.
-        let Some(pts) = info
-            .buffer()
-            .and_then(|b| b.pts().or(b.dts()))
-            .map(|p| p.nseconds())
-        else {
-            return gst::PadProbeReturn::Drop;
-        };
-        if pts < start || pts >= end {
-            return gst::PadProbeReturn::Drop;
+/// Remuxes the video of `files` (each with its start, in nanoseconds from the first one's)
+/// between the keyframes around `[from, to)` on the same scale into `out`; returns the clip's
+/// actual bounds on that scale.
+fn remux(
+    files: &[(PathBuf, u64)],
+    (from, to): (u64, u64),
+    out: &Path,
+) -> anyhow::Result<(u64, u64)> {
+    let mut writer = ClipWriter::new(out)?;
+    // The end of the latest frame on the span's scale: where the clip ends if the recording
+    // does first, and the earliest a following file may start (index times are wall-clock
+    // milliseconds, a file's frames are spaced by the camera's clock).
+    let mut stream_end = 0u64;
+    let mut failed = None;
+    let mut end = None;
+    for (file, offset) in files {
+        let offset = (*offset).max(stream_end);
+        let mut shift: Option<i128> = None;
+        cloudcam_core::mp4::read_video(file, Duration::from_secs(60), |sample| {
+            let Some(mut buf) = sample.buffer_owned() else {
+                return ControlFlow::Continue(());
+            };
+            let Some(ts) = buf.dts().or(buf.pts()).map(|t| t.nseconds() as i128) else {
+                return ControlFlow::Continue(());
+            };
+            let shift = *shift.get_or_insert(offset as i128 - ts);
+            let on_span = |t: Option<gst::ClockTime>| {
+                t.map(|t| {
+                    gst::ClockTime::from_nseconds((t.nseconds() as i128 + shift).max(0) as u64)
+                })
+            };
+            {
+                let b = buf.make_mut();
+                let (pts, dts) = (on_span(b.pts().or(b.dts())), on_span(b.dts()));
+                b.set_pts(pts);
+                b.set_dts(dts);
+            }
+            let pts = buf.pts().map_or(0, |p| p.nseconds());
+            stream_end = stream_end.max(pts + buf.duration().map_or(0, |d| d.nseconds()));
+            match writer.take(sample.caps(), buf, (from, to)) {
+                Ok(ControlFlow::Break(at)) => {
+                    end = Some(at);
+                    ControlFlow::Break(())
+                }
+                Ok(ControlFlow::Continue(())) => ControlFlow::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
-        if let Some(buf) = info.buffer_mut()
-            && buf.pts().is_none()
-        {
-            buf.make_mut().set_pts(gst::ClockTime::from_nseconds(pts));
+        if end.is_some() {
+            break;
         }
-        gst::PadProbeReturn::Ok
-    });
-    run_to_eos(&cut)?;
-    Ok((start - first, end - first))
+    }
+    let start = writer.finish()?;
+    Ok((start, end.unwrap_or(stream_end)))
 }
 
 #[cfg(test)]
@@ -408,5 +507,62 @@ mod tests {
             "invalid_range"
         );
         assert_eq!(check(5, 5).unwrap_err().code(), "invalid_range");
+    }
+
+    /// Two-second test segments (keyframe every second), written the way the recorder
+    /// writes them: fragmented MP4, timestamps from zero.
+    fn test_segment(path: &Path) {
+        let p = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=50 ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! x264enc key-int-max=25 speed-preset=ultrafast tune=zerolatency ! h264parse \
+             ! mp4mux fragment-duration=1000 streamable=true ! filesink location=\"{}\"",
+            path.display()
+        ))
+        .unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        let ended = p.bus().unwrap().timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        p.set_state(gst::State::Null).unwrap();
+        assert!(matches!(ended.unwrap().view(), gst::MessageView::Eos(_)));
+    }
+
+    #[test]
+    fn clips_are_cut_at_keyframes_with_segments_placed_by_the_index() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        const S: u64 = 1_000_000_000;
+        // The second segment's index start is a little early (wall clock against the
+        // camera's): it follows the first one's last frame instead.
+        let files: Vec<(PathBuf, u64)> = [0, 2 * S - 5_000_000, 4 * S]
+            .iter()
+            .enumerate()
+            .map(|(i, &at)| (dir.path().join(format!("seg{i}.mp4")), at))
+            .collect();
+        for (f, _) in &files {
+            test_segment(f);
+        }
+        let out = dir.path().join("clip.mp4");
+        let (start, end) = remux(&files, (2 * S + S / 2, 4 * S + S / 2), &out).unwrap();
+        assert_eq!((start, end), (2 * S, 5 * S));
+        let mut first = None;
+        cloudcam_core::mp4::read_video(&out, Duration::from_secs(10), |s| {
+            first = s
+                .buffer()
+                .map(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+            ControlFlow::Break(())
+        })
+        .unwrap();
+        assert_eq!(first, Some(true), "the clip starts with a keyframe");
+        let span = cloudcam_core::mp4::video_span(&out, Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(span.as_nanos() as u64, end - start);
+
+        // A range before the recording starts at its first keyframe; one past its end ends
+        // with its last frame.
+        let (start, end) = remux(&files, (0, 9 * S), &out).unwrap();
+        assert_eq!((start, end), (0, 6 * S));
     }
 }
