@@ -36,6 +36,12 @@ pub trait Member: Send + Sync + 'static {
     /// The camera moved to another worker: give it up (resolves once that has begun); the
     /// member ends by itself, and says so through [`Member::alive`].
     async fn hand_over(&self);
+    /// The camera's partition came back while the member hands it over: go on serving it as
+    /// before if it still can (`true`), without a break; `false` and it is stopped, and a new
+    /// member starts.
+    async fn take_back(&self) -> bool {
+        false
+    }
     fn alive(&self) -> bool;
 }
 
@@ -156,10 +162,22 @@ impl<M: Members> Owner<M> {
         match update {
             SpecUpdate::Upsert { partition, spec } => {
                 let id = spec.camera_id.clone();
-                // Back before its handover ended: that member goes, a new one starts (one
-                // member per camera on a worker).
+                // Back before its handover ended (a rebalance can revoke a partition and give
+                // it back): the member goes on if it can, else it goes and a new one starts
+                // (one member per camera on a worker).
                 if let Some(m) = self.leaving.remove(&id) {
-                    m.stop().await;
+                    if m.alive() && m.take_back().await {
+                        tracing::info!(camera = %id, "the camera's partition is back before its handover ended; kept running");
+                        self.owned.insert(
+                            id.clone(),
+                            Entry {
+                                partition,
+                                member: m,
+                            },
+                        );
+                    } else {
+                        m.stop().await;
+                    }
                 }
                 if let Some(e) = self.orphans.remove(&id) {
                     tracing::info!(camera = %id, "the camera's partition is back; kept running");

@@ -495,6 +495,27 @@ impl Handler<Stop> for CameraActor {
     }
 }
 
+/// The camera came back before its handover ended: serve it on (answers whether it can).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct TakeBack;
+
+impl Handler<TakeBack> for CameraActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: TakeBack, ctx: &mut Context<Self>) -> bool {
+        let _span = self.span.clone().entered();
+        match self.core.take_back(Instant::now()) {
+            Some(effects) => {
+                tracing::info!("back on this worker before the handover ended; serving it on");
+                self.apply(effects, ctx);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl Handler<HandOver> for CameraActor {
     type Result = ();
 

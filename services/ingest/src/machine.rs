@@ -166,6 +166,27 @@ impl CameraCore {
         ]
     }
 
+    /// The camera came back to this worker while it was being handed over: serve it again
+    /// with the running relay (Janus fed again, the status this worker's). `None`: nothing to
+    /// take back (no relay any more).
+    pub fn take_back(&mut self, now: Instant) -> Option<Vec<Effect>> {
+        self.handover?;
+        if self.phase != Phase::Live || !self.relay_running() {
+            return None;
+        }
+        self.handover = None;
+        self.last_report = now;
+        // Stored again even though unchanged: the status says which worker serves it.
+        Some(vec![
+            Effect::Retarget,
+            Effect::TickEvery(Duration::from_secs(1)),
+            Effect::Report {
+                state: self.state,
+                reason: self.reason.clone(),
+            },
+        ])
+    }
+
     /// While handing over: whether the new owner reports the camera live, and whether anybody
     /// still pulls this worker's re-stream of it.
     pub fn successor(&mut self, taken_over: bool, restream_in_use: bool) -> Vec<Effect> {

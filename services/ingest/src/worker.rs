@@ -8,7 +8,7 @@
 //! group first and hands every camera over the same way. Cameras whose partitions were lost
 //! with the group session (Kafka away) keep running.
 
-use crate::camera::{CameraActor, HandOver, Shared, Stop, UpdateSpec};
+use crate::camera::{CameraActor, HandOver, Shared, Stop, TakeBack, UpdateSpec};
 use crate::config::CameraSettings;
 use crate::report::Reporter;
 use actix::prelude::*;
@@ -100,6 +100,10 @@ impl Member for Camera {
 
     async fn hand_over(&self) {
         let _ = self.0.send(HandOver).await;
+    }
+
+    async fn take_back(&self) -> bool {
+        self.0.send(TakeBack).await.unwrap_or(false)
     }
 
     fn alive(&self) -> bool {
