@@ -1,7 +1,7 @@
 //! A planned move loses no footage: recorded cameras move between ingest workers when a worker
-//! joins and when one stops gracefully (SIGTERM), and each camera's recording index stays
-//! contiguous — no gap between segments longer than a frame interval plus jitter — with every
-//! indexed segment in S3. The old worker keeps the camera's re-stream until the new owner is
+//! joins and when one stops gracefully (SIGTERM), then between recorders the same two ways, and
+//! each camera's recording index stays contiguous — no gap between segments longer than a
+//! frame interval plus jitter — with every indexed segment in S3. The old worker keeps the camera's re-stream until the new owner is
 //! live and the recorder has cut over; camsim's sessions show the double pull ends by itself.
 
 use cloudcam_tests::fleet::{cameras, owner};
@@ -43,16 +43,24 @@ async fn one_session_each(camsim: &Camsim) -> anyhow::Result<()> {
     .await
 }
 
-/// The largest hole between consecutive segments, and where.
+/// The largest hole in the recording (a segment's start past the end of everything before
+/// it; segments of two pipelines may overlap by a moment), and where.
 fn largest_gap(segments: &[Value]) -> (i64, String) {
-    segments
-        .windows(2)
-        .map(|w| {
-            let gap = w[1]["start_ms"].as_i64().unwrap() - w[0]["end_ms"].as_i64().unwrap();
-            (gap, format!("{} -> {}", w[0]["key"], w[1]["key"]))
-        })
-        .max()
-        .unwrap_or((0, String::new()))
+    let mut covered: Option<(i64, &Value)> = None;
+    let mut worst = (0, String::new());
+    for s in segments {
+        let (start, end) = (
+            s["start_ms"].as_i64().unwrap(),
+            s["end_ms"].as_i64().unwrap(),
+        );
+        if let Some((until, by)) = covered {
+            worst = worst.max((start - until, format!("{} -> {}", by["key"], s["key"])));
+        }
+        if covered.is_none_or(|(until, _)| end > until) {
+            covered = Some((end, s));
+        }
+    }
+    worst
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +73,7 @@ async fn planned_moves_leave_the_recording_contiguous() -> anyhow::Result<()> {
     let camsim = env.camsim(&refs, None).await?;
     let garage = env.garage().await?;
     let mut p = env.platform_with(Some(&garage)).await?;
-    let recorder = env
+    let mut recorder = env
         .recorder("recorder-1", &p.kafka, &p.redis, &garage, 2)
         .await?;
     let api = Api::login(&p.signal.base).await?;
@@ -129,9 +137,47 @@ async fn planned_moves_leave_the_recording_contiguous() -> anyhow::Result<()> {
             .await?;
     }
 
+    // The recording itself moves: a second recorder joins (the group gives it some cameras),
+    // then the first stops gracefully (all move to the second).
+    let recorder_2 = env
+        .recorder("recorder-2", &p.kafka, &p.redis, &garage, 2)
+        .await?;
+    let recording_on = |r: &'_ cloudcam_tests::stack::Recorder| {
+        let url = r.metrics.clone();
+        async move { cloudcam_tests::stack::metric(&url, "cloudcam_recorder_cameras ").await }
+    };
+    wait_for(
+        "cameras recorded by both recorders",
+        Duration::from_secs(30),
+        || async {
+            let (on_1, on_2) = (
+                recording_on(&recorder).await?,
+                recording_on(&recorder_2).await?,
+            );
+            (on_1 > 0.0 && on_2 > 0.0 && on_1 + on_2 == CAMERAS as f64).then_some((on_1, on_2))
+        },
+    )
+    .await?;
+    let recorder_joined_ms = cloudcam_tests::procs::now_ms();
+    for id in &ids {
+        api.wait_recorded_past(id, recorder_joined_ms + 3000, Duration::from_secs(30))
+            .await?;
+    }
+    let recorder_stopped_ms = cloudcam_tests::procs::now_ms();
+    recorder.proc.terminate(Duration::from_secs(30));
+    eprintln!(
+        "recorder graceful stop took {} ms",
+        cloudcam_tests::procs::now_ms() - recorder_stopped_ms
+    );
+    let recorder_log = recorder.proc.log_text();
+    for id in &ids {
+        api.wait_recorded_past(id, recorder_stopped_ms + 3000, Duration::from_secs(30))
+            .await?;
+    }
+
     // At rest, every camera's index is one contiguous span, all of it in S3.
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    recorder.stop_and_drain(&api, &id_refs).await?;
+    recorder_2.stop_and_drain(&api, &id_refs).await?;
     let mut worst = (i64::MIN, String::new());
     let mut holes = Vec::new();
     for id in &ids {
@@ -149,8 +195,8 @@ async fn planned_moves_leave_the_recording_contiguous() -> anyhow::Result<()> {
         let first = segments.first().unwrap()["start_ms"].as_i64().unwrap();
         let last = segments.last().unwrap()["end_ms"].as_i64().unwrap();
         assert!(
-            first < joined_ms && last > stopped_ms,
-            "camera {id} was not recorded across both moves"
+            first < joined_ms && last > recorder_stopped_ms,
+            "camera {id} was not recorded across every move"
         );
         let objects = garage.objects_matching_index(&api, id).await?;
         assert_eq!(
@@ -174,5 +220,13 @@ async fn planned_moves_leave_the_recording_contiguous() -> anyhow::Result<()> {
         log.contains("handed over"),
         "ingest-1 handed nothing over:\n{log}"
     );
+    for id in &ids {
+        assert!(
+            recorder_log
+                .lines()
+                .any(|l| l.contains(id.as_str()) && l.contains("recording handed over")),
+            "recorder-1 did not hand camera {id} over (on the join or at its stop):\n{recorder_log}"
+        );
+    }
     Ok(())
 }

@@ -47,6 +47,11 @@ pub struct RecorderSettings {
     /// A re-stream silent this long (beyond a segment) is reconnected; a moved re-stream that
     /// brings no keyframe this long after it is pulled is given up and tried again.
     pub stall_timeout_ms: u64,
+    /// A recording handed to another recorder (a recorder joined, or this one stops
+    /// gracefully) goes on until the other one holds the stream, at most this long; the
+    /// other one waits as long to hear where it ended. At most 10 s (what a taking-over
+    /// recorder keeps in memory is bounded at 12 s).
+    pub handover_timeout_ms: u64,
     /// The credential the ingest workers' re-streams require.
     pub restream_auth: cloudcam_core::config::RestreamAuth,
 }
@@ -60,6 +65,7 @@ impl Default for RecorderSettings {
             spool_min_free_bytes: 256 * 1024 * 1024,
             retention_interval_ms: 60_000,
             stall_timeout_ms: 10_000,
+            handover_timeout_ms: 8_000,
             restream_auth: Default::default(),
         }
     }
@@ -79,6 +85,9 @@ impl RecorderSettings {
             return Err(
                 "recorder.retention_interval_ms must be >= 100 and stall_timeout_ms >= 1000".into(),
             );
+        }
+        if self.handover_timeout_ms > 10_000 {
+            return Err("recorder.handover_timeout_ms must be <= 10000".into());
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use crate::timeline::{Effect, Note, Timeline, Timing};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
 use cloudcam_core::media::{segments, unindex_segment};
-use cloudcam_core::state::{StateStore, get_json};
+use cloudcam_core::state::{StateStore, get_json, set_json};
 use cloudcam_proto::v1::CameraSpec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UpdateSpec(pub CameraSpec);
+
+/// The camera moved to another recorder: record until it takes over (see [`Timeline`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOver;
 
 /// Stop recording; answered once the pipeline is down.
 #[derive(Message)]
@@ -126,8 +131,42 @@ pub struct RecordingActor {
     ticks: u64,
     /// Why the camera is not being recorded although it should be (stored for the API).
     problem: Option<String>,
+    /// Whether a handover key read is under way.
+    handover_polling: bool,
+    /// Handing over: the recorder that holds the stream to take over.
+    successor: Option<String>,
     /// Carries the camera id into every log line of the actor.
     span: tracing::Span,
+}
+
+/// Taking over: this recorder holds the camera's stream since `since_ms` (refreshed while
+/// it waits, so it is never stale for long).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ready {
+    worker: String,
+    since_ms: i64,
+}
+
+/// Handing over: the last segment ended at `at_ms`; `to` begins there.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cut {
+    to: String,
+    at_ms: i64,
+}
+
+const READY_TTL: Duration = Duration::from_secs(2);
+const CUT_TTL: Duration = Duration::from_secs(30);
+
+fn handover_ready_key(camera: &str) -> String {
+    format!("cloudcam:recording-handover:{camera}:ready")
+}
+
+fn handover_from_key(camera: &str) -> String {
+    format!("cloudcam:recording-handover:{camera}:from")
+}
+
+fn handover_cut_key(camera: &str) -> String {
+    format!("cloudcam:recording-handover:{camera}:cut")
 }
 
 /// How long a stored recording problem lives unless the recorder refreshes it (every tick).
@@ -145,6 +184,7 @@ impl RecordingActor {
             stall: segment + Duration::from_millis(settings.stall_timeout_ms),
             first_segment: Duration::from_millis(settings.stall_timeout_ms),
             finish: Duration::from_secs(3),
+            handover: Duration::from_millis(settings.handover_timeout_ms),
         };
         let span = tracing::info_span!("recording", camera = %spec.camera_id);
         Self {
@@ -155,6 +195,8 @@ impl RecordingActor {
             polling: false,
             ticks: 0,
             problem: None,
+            handover_polling: false,
+            successor: None,
             span,
         }
     }
@@ -211,6 +253,7 @@ impl RecordingActor {
         self.ticks += 1;
         let effects = self.timeline.check(Instant::now());
         self.apply(effects, ctx);
+        self.poll_handover(ctx);
         if self.polling {
             return;
         }
@@ -231,19 +274,109 @@ impl RecordingActor {
             .spawn(ctx);
     }
 
+    /// A handover between recorders in progress: taking over, say (again: the key is short-lived)
+    /// that the stream is held and look for where the other recorder ended; handing over, look
+    /// for a recorder that holds the stream.
+    fn poll_handover(&mut self, ctx: &mut Context<Self>) {
+        let (ready_since, awaiting) = (
+            self.timeline.ready_since(),
+            self.timeline.awaiting_successor(),
+        );
+        if self.handover_polling || (ready_since.is_none() && !awaiting) {
+            return;
+        }
+        self.handover_polling = true;
+        let (state, id) = (self.shared.state.clone(), self.id().to_string());
+        let me = self.shared.spool.worker_id.clone();
+        let giving = awaiting.then(|| self.announce_giving());
+        async move {
+            if let Some(announced) = giving {
+                announced.await;
+            }
+            let (ready, cut) = (handover_ready_key(&id), handover_cut_key(&id));
+            if let Some(since_ms) = ready_since {
+                let mine = Ready {
+                    worker: me.clone(),
+                    since_ms,
+                };
+                let _ = set_json(&*state, &ready, &mine, Some(READY_TTL)).await;
+                let cut = get_json::<Cut>(&*state, &cut).await.ok().flatten();
+                // Meant for this recorder, and not left from an earlier handover.
+                let at = cut.filter(|c| c.to == me && c.at_ms >= since_ms - 1000);
+                (at.map(|c| c.at_ms), None)
+            } else {
+                let other = get_json::<Ready>(&*state, &ready).await.ok().flatten();
+                (None, other.filter(|r| r.worker != me).map(|r| r.worker))
+            }
+        }
+        .into_actor(self)
+        .map(|(cut_at, successor), act, ctx| {
+            let _span = act.span.clone().entered();
+            act.handover_polling = false;
+            let effects = if let Some(at_ms) = cut_at {
+                act.timeline.cut_at(at_ms)
+            } else if let Some(worker) = successor {
+                tracing::info!(%worker, "the next recorder holds the stream; ending at the next keyframe");
+                act.successor = Some(worker);
+                act.timeline.successor_ready()
+            } else {
+                return;
+            };
+            act.apply(effects, ctx);
+        })
+        .spawn(ctx);
+    }
+
+    /// Says (for a short while: refreshed while it lasts) that this recorder hands the camera
+    /// over, so the recorder that gets it takes it over instead of starting afresh.
+    fn announce_giving(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let (state, key) = (self.shared.state.clone(), handover_from_key(self.id()));
+        let me = self.shared.spool.worker_id.clone();
+        async move {
+            let _ = state.set(&key, me.as_bytes(), Some(READY_TTL)).await;
+        }
+    }
+
     /// Carries out what the timeline decided, in order, and logs what it noted.
     fn apply(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
         for effect in effects {
             match effect {
-                Effect::Start { run, url } => match self.build(&url, run, ctx.address()) {
-                    Ok(p) => {
-                        self.pipelines.insert(run, p);
+                Effect::Start { run, url, hold } => {
+                    match self.build(&url, run, hold, ctx.address()) {
+                        Ok(p) => {
+                            self.pipelines.insert(run, p);
+                        }
+                        Err(e) => {
+                            let effects = self.timeline.ended(run, &e.to_string());
+                            self.apply(effects, ctx);
+                        }
                     }
-                    Err(e) => {
-                        let effects = self.timeline.ended(run, &e.to_string());
-                        self.apply(effects, ctx);
+                }
+                Effect::Release { run, at_ns } => {
+                    if let Some(p) = self.pipelines.get(&run) {
+                        p.segmenter.release(at_ns);
                     }
-                },
+                }
+                Effect::EndAtKeyframe { run } => {
+                    if let Some(p) = self.pipelines.get(&run) {
+                        p.segmenter.end_at_next_keyframe();
+                    }
+                }
+                Effect::HandedOver { at_ms } => {
+                    match (at_ms, self.successor.take()) {
+                        (Some(at_ms), Some(to)) => {
+                            tracing::info!(worker = %to, at_ms, "recording handed over");
+                            let (state, key) =
+                                (self.shared.state.clone(), handover_cut_key(self.id()));
+                            tokio::spawn(async move {
+                                let cut = Cut { to, at_ms };
+                                let _ = set_json(&*state, &key, &cut, Some(CUT_TTL)).await;
+                            });
+                        }
+                        _ => tracing::warn!("no recorder took the stream over in time; stopping"),
+                    }
+                    ctx.stop();
+                }
                 Effect::Finish { run } => {
                     if let Some(p) = self.pipelines.get(&run) {
                         p.pipeline.send_event(gst::event::Eos::new());
@@ -260,6 +393,10 @@ impl RecordingActor {
                             spool.salvage(&id, std::path::Path::new(&location), start_ms);
                         });
                     }
+                }
+                Effect::Discard { location } => {
+                    tracing::debug!(%location, "a segment repeating the cut-over's first one dropped");
+                    self.shared.spool.discard(std::path::Path::new(&location));
                 }
                 Effect::Opened { location, start_ms } => self
                     .shared
@@ -290,11 +427,25 @@ impl RecordingActor {
                 Note::CutOverFailed { reason } => {
                     tracing::warn!(%reason, "cannot pull the moved re-stream yet; will retry")
                 }
+                Note::TookOver { at_ms: Some(at_ms) } => {
+                    tracing::info!(
+                        at_ms,
+                        "took the recording over where the previous recorder ended"
+                    )
+                }
+                Note::TookOver { at_ms: None } => tracing::warn!(
+                    "the previous recorder did not say where it ended; recording all that was held"
+                ),
+                Note::HandingOver => {
+                    tracing::info!(
+                        "handing the recording over; recording until the next recorder holds the stream"
+                    )
+                }
             }
         }
     }
 
-    fn build(&self, url: &str, run: u64, addr: Addr<Self>) -> anyhow::Result<Pipeline> {
+    fn build(&self, url: &str, run: u64, hold: bool, addr: Addr<Self>) -> anyhow::Result<Pipeline> {
         let dir = self.dir();
         std::fs::create_dir_all(&dir)?;
         let events_to = addr.clone();
@@ -328,6 +479,9 @@ impl RecordingActor {
                 })
             },
         );
+        if hold {
+            segmenter.hold();
+        }
         let pipeline = gst::Pipeline::new();
         let auth = &self.shared.settings.restream_auth;
         let src = gst::ElementFactory::make("rtspsrc")
@@ -531,11 +685,37 @@ impl RecordingActor {
 impl Actor for RecordingActor {
     type Context = Context<Self>;
 
+    /// Before anything else: if another recorder records the camera now (it is handing it
+    /// over, or lists it in its heartbeat), this one takes the recording over from it (see
+    /// [`Timeline`]).
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(STATUS_POLL, |act, ctx| act.tick(ctx));
-        let every = Duration::from_millis(self.shared.settings.retention_interval_ms);
-        ctx.run_interval(every, |act, _| act.apply_retention());
-        self.tick(ctx);
+        let (state, id) = (self.shared.state.clone(), self.id().to_string());
+        let me = self.shared.spool.worker_id.clone();
+        async move {
+            let giving = state.get(&handover_from_key(&id)).await.ok().flatten();
+            if giving.is_some_and(|w| w != me.as_bytes()) {
+                return true;
+            }
+            let workers = cloudcam_core::workers::list(&*state)
+                .await
+                .unwrap_or_default();
+            workers
+                .into_iter()
+                .any(|w| w.kind == "recorder" && w.id != me && w.cameras.contains(&id))
+        }
+        .into_actor(self)
+        .map(|recorded_elsewhere, act, ctx| {
+            if recorded_elsewhere {
+                let _span = act.span.clone().entered();
+                tracing::info!("another recorder records the camera; taking it over");
+                act.timeline.take_over();
+            }
+            ctx.run_interval(STATUS_POLL, |act, ctx| act.tick(ctx));
+            let every = Duration::from_millis(act.shared.settings.retention_interval_ms);
+            ctx.run_interval(every, |act, _| act.apply_retention());
+            act.tick(ctx);
+        })
+        .wait(ctx);
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
@@ -552,6 +732,45 @@ impl Handler<UpdateSpec> for RecordingActor {
 
     fn handle(&mut self, msg: UpdateSpec, _: &mut Context<Self>) {
         self.spec = msg.0;
+    }
+}
+
+impl Handler<HandOver> for RecordingActor {
+    type Result = ResponseFuture<()>;
+
+    /// Answered once the recorder that takes over can tell that this one is handing over.
+    fn handle(&mut self, _: HandOver, ctx: &mut Context<Self>) -> Self::Result {
+        let _span = self.span.clone().entered();
+        let effects = self.timeline.hand_over(Instant::now());
+        self.apply(effects, ctx);
+        let giving = self
+            .timeline
+            .awaiting_successor()
+            .then(|| self.announce_giving());
+        Box::pin(async move {
+            if let Some(announced) = giving {
+                announced.await;
+            }
+        })
+    }
+}
+
+/// The camera came back before the handover ended: record on (answers whether it can).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct TakeBack;
+
+impl Handler<TakeBack> for RecordingActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: TakeBack, _: &mut Context<Self>) -> bool {
+        let _span = self.span.clone().entered();
+        let kept = self.timeline.take_back();
+        if kept {
+            self.successor = None;
+            tracing::info!("back on this recorder before the handover ended; recording on");
+        }
+        kept
     }
 }
 

@@ -10,6 +10,12 @@
 //! and a new writer begins with that keyframe. Audio before the cut goes to the old writer,
 //! audio from the cut on to the new one.
 //!
+//! *Handover between recorders.* A segmenter started to take a camera over from another
+//! recorder *holds*: it writes nothing and keeps what it receives (from its first keyframe, at
+//! most [`MAX_HELD`]) until it is [released](Segmenter::release) at the keyframe where the other
+//! recorder's last segment ended, and writes from there, held frames first. The recorder
+//! handing over [ends at its next keyframe](Segmenter::end_at_next_keyframe).
+//!
 //! Files are fragmented MP4 (`moov` up front, then a fragment a second), so a writer that never
 //! finished (its pipeline dropped, or the recorder killed) leaves whole fragments on disk:
 //! [`salvage`] keeps them.
@@ -35,6 +41,22 @@ pub enum Event {
 }
 
 type Notify = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// The longest span a holding segmenter keeps; older GOPs go.
+pub const MAX_HELD: Duration = Duration::from_secs(12);
+
+/// A released segmenter opens at the first held keyframe at most this long before the
+/// running time it was released at: the two recorders see the same keyframe at slightly
+/// different times.
+const RELEASE_SLACK_NS: u64 = 300_000_000;
+
+/// A sample kept while holding.
+struct Held {
+    video: bool,
+    keyframe: bool,
+    start_ns: u64,
+    sample: gst::Sample,
+}
 
 /// Caps the appsinks ask for: what `mp4mux` takes.
 pub fn video_caps() -> gst::Caps {
@@ -119,6 +141,13 @@ struct Inner {
     video_end_ns: u64,
     audio_end_ns: Option<u64>,
     source_ended: bool,
+    /// Holding (see the module docs): what arrived since the first keyframe, in order.
+    held: Option<std::collections::VecDeque<Held>>,
+    /// Released at a running time whose keyframe has not arrived yet: open there.
+    release_from: Option<u64>,
+    /// Ending at the next keyframe; once ended, the rest is not this recorder's.
+    ending: bool,
+    ended: bool,
     notify: Notify,
     me: Weak<Mutex<Inner>>,
 }
@@ -156,6 +185,10 @@ impl Segmenter {
                 video_end_ns: 0,
                 audio_end_ns: None,
                 source_ended: false,
+                held: None,
+                release_from: None,
+                ending: false,
+                ended: false,
                 notify: Arc::new(notify),
                 me: me.clone(),
             })
@@ -171,45 +204,51 @@ impl Segmenter {
         self.lock().audio = true;
     }
 
-    /// A parsed video access unit.
-    pub fn video(&self, sample: &gst::Sample) {
-        let Some((start, end)) = running_ns(sample) else {
+    /// Holds from now on (see the module docs); call before the first sample.
+    pub fn hold(&self) {
+        self.lock().held = Some(Default::default());
+    }
+
+    /// Stops holding: writes from the held keyframe nearest `at_ns` (running time; the first
+    /// at most [`RELEASE_SLACK_NS`] before it, or the next to arrive), dropping what precedes
+    /// it; `None`: from the oldest held keyframe.
+    pub fn release(&self, at_ns: Option<u64>) {
+        let mut inner = self.lock();
+        let Some(held) = inner.held.take() else {
             return;
         };
-        let keyframe = sample
-            .buffer()
-            .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
-        let mut inner = self.lock();
-        // A segment may come out a little short rather than a GOP long.
-        let due = |w: &Writer| start >= w.start_ns + inner.target_ns * 3 / 4;
-        if keyframe && inner.current.as_ref().is_none_or(due) {
-            inner.cut(start);
-            inner.open(start, sample);
+        let from = at_ns.map(|at| at.saturating_sub(RELEASE_SLACK_NS));
+        let mut started = false;
+        for h in held {
+            started |= h.video && h.keyframe && from.is_none_or(|f| h.start_ns >= f);
+            if !started {
+                continue;
+            }
+            if h.video {
+                inner.video(&h.sample);
+            } else {
+                inner.audio(&h.sample);
+            }
         }
-        if let Some(w) = &inner.current {
-            w.push(&w.video, sample);
+        if !started {
+            inner.release_from = from;
         }
-        inner.video_end_ns = inner.video_end_ns.max(end);
+    }
+
+    /// Ends the recording at the next keyframe: the current segment is cut there
+    /// ([`Event::Closed`] at that keyframe) and nothing after it is written.
+    pub fn end_at_next_keyframe(&self) {
+        self.lock().ending = true;
+    }
+
+    /// A parsed video access unit.
+    pub fn video(&self, sample: &gst::Sample) {
+        self.lock().video(sample);
     }
 
     /// A parsed audio frame.
     pub fn audio(&self, sample: &gst::Sample) {
-        let Some((start, end)) = running_ns(sample) else {
-            return;
-        };
-        let mut inner = self.lock();
-        for w in &mut inner.closing {
-            match (&w.audio, w.end_ns) {
-                (Some(a), Some(cut)) if start < cut => w.push(a, sample),
-                _ => w.end_audio(),
-            }
-        }
-        if let Some(w) = &inner.current
-            && let Some(a) = &w.audio
-        {
-            w.push(a, sample);
-        }
-        inner.audio_end_ns = Some(end);
+        self.lock().audio(sample);
     }
 
     /// The video ended: the current segment ends after its last frame.
@@ -232,6 +271,10 @@ impl Segmenter {
     /// The pulling pipeline reached EOS; [`Event::Ended`] follows once every file is complete.
     pub fn source_ended(&self) {
         let mut inner = self.lock();
+        // Ended at a keyframe already: that end was (or will be) reported.
+        if inner.ended {
+            return;
+        }
         inner.source_ended = true;
         inner.check_ended();
     }
@@ -250,6 +293,92 @@ impl Segmenter {
 }
 
 impl Inner {
+    fn video(&mut self, sample: &gst::Sample) {
+        let Some((start, end)) = running_ns(sample) else {
+            return;
+        };
+        let keyframe = sample
+            .buffer()
+            .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
+        if let Some(held) = &mut self.held {
+            if keyframe || !held.is_empty() {
+                held.push_back(Held {
+                    video: true,
+                    keyframe,
+                    start_ns: start,
+                    sample: sample.clone(),
+                });
+            }
+            // Whole GOPs go once the span is too long.
+            while held
+                .front()
+                .is_some_and(|h| start.saturating_sub(h.start_ns) > MAX_HELD.as_nanos() as u64)
+                && held.iter().skip(1).any(|h| h.video && h.keyframe)
+            {
+                held.pop_front();
+                while held.front().is_some_and(|h| !(h.video && h.keyframe)) {
+                    held.pop_front();
+                }
+            }
+            return;
+        }
+        if self.ended {
+            return;
+        }
+        if let Some(from) = self.release_from {
+            if !(keyframe && start >= from) {
+                return;
+            }
+            self.release_from = None;
+        }
+        if keyframe && self.ending {
+            self.ended = true;
+            self.cut(start);
+            self.source_ended = true;
+            self.check_ended();
+            return;
+        }
+        // A segment may come out a little short rather than a GOP long.
+        let due = |w: &Writer| start >= w.start_ns + self.target_ns * 3 / 4;
+        if keyframe && self.current.as_ref().is_none_or(due) {
+            self.cut(start);
+            self.open(start, sample);
+        }
+        if let Some(w) = &self.current {
+            w.push(&w.video, sample);
+        }
+        self.video_end_ns = self.video_end_ns.max(end);
+    }
+
+    fn audio(&mut self, sample: &gst::Sample) {
+        let Some((start, end)) = running_ns(sample) else {
+            return;
+        };
+        if let Some(held) = &mut self.held {
+            if !held.is_empty() {
+                held.push_back(Held {
+                    video: false,
+                    keyframe: false,
+                    start_ns: start,
+                    sample: sample.clone(),
+                });
+            }
+            return;
+        }
+        for w in &mut self.closing {
+            match (&w.audio, w.end_ns) {
+                (Some(a), Some(cut)) if start < cut => w.push(a, sample),
+                _ => w.end_audio(),
+            }
+        }
+        if let Some(w) = &self.current
+            && let Some(a) = &w.audio
+        {
+            w.push(a, sample);
+        }
+        self.audio_end_ns = Some(end);
+    }
+
     /// Ends the current segment at `at_ns`.
     fn cut(&mut self, at_ns: u64) {
         let Some(mut w) = self.current.take() else {
@@ -468,6 +597,11 @@ mod tests {
     /// Feeds 5.52 s of encoded video (a keyframe a second) through a segmenter cutting 2 s
     /// segments, as the recorder's pipeline does, and collects what it reports.
     fn segment_test_video(dir: &Path) -> Vec<Event> {
+        segment_test_video_with(dir, |_, _| {})
+    }
+
+    /// 5.5 s at 25 fps, a keyframe a second; `each(i, segmenter)` runs before frame `i`.
+    fn segment_test_video_with(dir: &Path, mut each: impl FnMut(usize, &Segmenter)) -> Vec<Event> {
         gst::init().unwrap();
         let events: Arc<Mutex<Vec<Event>>> = Default::default();
         let seen = events.clone();
@@ -491,8 +625,11 @@ mod tests {
             .downcast::<gst_app::AppSink>()
             .unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
+        let mut i = 0;
         while let Ok(sample) = sink.pull_sample() {
+            each(i, &segmenter);
             segmenter.video(&sample);
+            i += 1;
         }
         segmenter.video_ended();
         segmenter.audio_ended();
@@ -597,5 +734,67 @@ mod tests {
         assert_eq!(complete_prefix(&file), file.len());
         file.extend(&[0, 0, 0]);
         assert_eq!(complete_prefix(&file), file.len() - 3, "a torn box header");
+    }
+
+    fn spans(events: &[Event]) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for e in events {
+            match e {
+                Event::Opened { running_ns, .. } => out.push((*running_ns / 1_000_000, 0)),
+                Event::Closed {
+                    location,
+                    running_ns,
+                } => {
+                    let i = events
+                        .iter()
+                        .filter(|e| matches!(e, Event::Opened { .. }))
+                        .position(
+                            |e| matches!(e, Event::Opened { location: l, .. } if l == location),
+                        )
+                        .unwrap();
+                    out[i].1 = *running_ns / 1_000_000;
+                }
+                Event::Failed { reason } => panic!("{reason}"),
+                Event::Ended => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_holding_segmenter_writes_from_the_keyframe_it_is_released_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = segment_test_video_with(dir.path(), |i, s| match i {
+            0 => s.hold(),
+            // At 3.2 s, released at 2.1 s: its keyframe is the one at 2.0 s.
+            80 => s.release(Some(2_100_000_000)),
+            _ => {}
+        });
+        assert_eq!(spans(&events), [(2000, 4000), (4000, 5520)], "{events:?}");
+
+        // Released at a time still to come: from the first keyframe there.
+        let dir = tempfile::tempdir().unwrap();
+        let events = segment_test_video_with(dir.path(), |i, s| match i {
+            0 => s.hold(),
+            30 => s.release(Some(2_900_000_000)),
+            _ => {}
+        });
+        assert_eq!(spans(&events), [(3000, 5000), (5000, 5520)], "{events:?}");
+    }
+
+    #[test]
+    fn a_segmenter_ending_at_the_next_keyframe_writes_nothing_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = segment_test_video_with(dir.path(), |i, s| {
+            if i == 70 {
+                s.end_at_next_keyframe();
+            }
+        });
+        assert_eq!(spans(&events), [(0, 2000), (2000, 3000)], "{events:?}");
+        assert_eq!(
+            events.iter().filter(|e| **e == Event::Ended).count(),
+            1,
+            "{events:?}"
+        );
     }
 }

@@ -233,6 +233,12 @@ impl Spool {
         }
     }
 
+    /// Deletes a segment file that is not to be kept, with its note.
+    pub fn discard(&self, mp4: &Path) {
+        let _ = std::fs::remove_file(mp4);
+        let _ = std::fs::remove_file(mp4.with_extension(OPEN));
+    }
+
     /// Keeps the whole fragments of `camera_id`'s unfinished segment file `mp4` (its writer
     /// was stopped, or the recorder died) as a segment from `start_ms`; deletes it when it
     /// holds none.
@@ -254,8 +260,7 @@ impl Spool {
         };
         if !kept {
             tracing::info!(file = %mp4.display(), "discarding an unfinished segment without a whole fragment");
-            let _ = std::fs::remove_file(mp4);
-            let _ = std::fs::remove_file(mp4.with_extension(OPEN));
+            self.discard(mp4);
         }
     }
 
@@ -332,6 +337,22 @@ impl Spool {
         }
         out.sort_by_key(|r| r.segment.start_ms);
         out
+    }
+
+    /// Waits (at most `within`) until every finished segment is uploaded: a recorder that
+    /// stops gracefully leaves nothing behind that only its own restart would upload.
+    pub async fn drained(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.ready().is_empty() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            self.wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Drains the spool forever: uploads, indexes and announces each finished segment, retrying

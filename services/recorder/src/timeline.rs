@@ -16,6 +16,15 @@
 //! After a crash (the old re-stream is gone) the new pipeline simply starts: the gap is the
 //! failover plus the wait for a keyframe.
 //!
+//! *Handover between recorders* (a planned move of the recording itself: a recorder joins,
+//! or one stops gracefully). The recorder taking the camera over starts its pipeline
+//! *holding* (writing nothing, keeping what arrives) and says when it has its first keyframe;
+//! the recorder handing over then ends its last segment at its next keyframe and says where,
+//! on the wall clock; the new one starts writing at that same keyframe from what it held, its
+//! segments anchored to that instant. The index stays contiguous across recorders, with no
+//! frame twice. Whichever side waits too long goes on alone: the old one stops, the new one
+//! writes all it held.
+//!
 //! *Wall clock.* A pipeline's first keyframe anchors its running time to the wall clock (the
 //! time it passed the parser, before the segmenter); every boundary of that pipeline is the
 //! anchor plus the running time elapsed.
@@ -26,8 +35,17 @@ use std::time::{Duration, Instant};
 /// What the actor must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Build and start pipeline `run` pulling `url`.
-    Start { run: u64, url: String },
+    /// Build and start pipeline `run` pulling `url`; `hold`: its segmenter holds (a
+    /// handover from another recorder).
+    Start { run: u64, url: String, hold: bool },
+    /// Pipeline `run` stops holding and writes from the keyframe at `at_ns` (running time;
+    /// `None`: from the first it holds).
+    Release { run: u64, at_ns: Option<u64> },
+    /// Pipeline `run` ends its recording at its next keyframe (a handover).
+    EndAtKeyframe { run: u64 },
+    /// The handover is over: the last segment ended at `at_ms` (`None`: it ended without a
+    /// successor). The recording here is done.
+    HandedOver { at_ms: Option<i64> },
     /// End pipeline `run` cleanly: EOS completes the segment it is writing (reported by
     /// [`Timeline::closed`]); [`Timeline::ended`] follows.
     Finish { run: u64 },
@@ -46,16 +64,48 @@ pub enum Effect {
         start_ms: i64,
         end_ms: i64,
     },
+    /// A segment file that repeats what the recording has from another pipeline: delete it.
+    Discard { location: String },
 }
+
+/// Two pipelines on the same re-stream see the same keyframe at most this far apart on the
+/// wall clock (they are anchored independently).
+const SAME_KEYFRAME_MS: i64 = 300;
 
 /// Why a pipeline was dropped or ended, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
-    Recording { url: String },
-    CutOver { url: String },
+    Recording {
+        url: String,
+    },
+    CutOver {
+        url: String,
+    },
     Stalled,
-    Interrupted { reason: String },
-    CutOverFailed { reason: String },
+    Interrupted {
+        reason: String,
+    },
+    CutOverFailed {
+        reason: String,
+    },
+    /// Took the camera over from another recorder at `at_ms` (`None`: without hearing where
+    /// it ended).
+    TookOver {
+        at_ms: Option<i64>,
+    },
+    HandingOver,
+}
+
+/// Where a handover between recorders stands, on either side.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Handover {
+    /// Taking over: the first pipeline holds; `since` its first keyframe.
+    Receiving { since: Option<Instant> },
+    /// Released at `at_ms`: the first segment opened starts there.
+    Anchoring { at_ms: i64 },
+    /// Handing over since `since`; `ending`: the successor is ready and the last segment ends
+    /// at the next keyframe.
+    Giving { since: Instant, ending: bool },
 }
 
 #[derive(Debug)]
@@ -67,6 +117,11 @@ struct Run {
     anchor: Option<(i64, u64)>,
     /// Open segment files: location → start (ms since the epoch).
     open: HashMap<String, i64>,
+    /// End of the last completed segment (ms since the epoch).
+    last_end_ms: Option<i64>,
+    /// Cut over: where the pipeline that took over begins. A segment this one opened there
+    /// (the same keyframe, seen a moment apart) repeats the other's.
+    superseded_at_ms: Option<i64>,
     last_activity: Instant,
 }
 
@@ -97,6 +152,8 @@ pub struct Timing {
     pub first_segment: Duration,
     /// A finishing pipeline that has not ended this long after its EOS is dropped.
     pub finish: Duration,
+    /// How long either side of a handover between recorders waits for the other.
+    pub handover: Duration,
 }
 
 /// One camera's recording timeline. See the module docs.
@@ -111,6 +168,7 @@ pub struct Timeline {
     /// The previous pipeline, finishing its last segment.
     finishing: Option<(Run, Instant)>,
     paused: bool,
+    handover: Option<Handover>,
     notes: Vec<Note>,
 }
 
@@ -123,6 +181,7 @@ impl Timeline {
             incoming: None,
             finishing: None,
             paused: false,
+            handover: None,
             notes: Vec::new(),
         }
     }
@@ -130,6 +189,107 @@ impl Timeline {
     /// What happened since the last call, for the log.
     pub fn take_notes(&mut self) -> Vec<Note> {
         std::mem::take(&mut self.notes)
+    }
+
+    /// Takes the camera over from another recorder that records it now: call before the
+    /// first status. The first pipeline holds until [`Timeline::cut_at`].
+    pub fn take_over(&mut self) {
+        self.handover = Some(Handover::Receiving { since: None });
+    }
+
+    /// Taking over, the holding pipeline has its first keyframe at `at_ms` on the wall clock:
+    /// the recorder handing over may end its recording now.
+    pub fn ready_since(&self) -> Option<i64> {
+        match self.handover {
+            Some(Handover::Receiving { since: Some(_) }) => {
+                self.current.as_ref()?.anchor.map(|(wall, _)| wall)
+            }
+            _ => None,
+        }
+    }
+
+    /// Taking over: the recorder handing over ended its last segment at `at_ms`.
+    pub fn cut_at(&mut self, at_ms: i64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if !matches!(self.handover, Some(Handover::Receiving { since: Some(_) })) {
+            return out;
+        }
+        let Some(c) = &self.current else {
+            return out;
+        };
+        let Some((wall0, rt0)) = c.anchor else {
+            return out;
+        };
+        let at_ns = (rt0 as i64 + (at_ms - wall0) * 1_000_000).max(0) as u64;
+        out.push(Effect::Release {
+            run: c.id,
+            at_ns: Some(at_ns),
+        });
+        self.handover = Some(Handover::Anchoring { at_ms });
+        self.notes.push(Note::TookOver { at_ms: Some(at_ms) });
+        out
+    }
+
+    /// Hands the camera over to another recorder: recording goes on until the successor is
+    /// [ready](Timeline::successor_ready) (or the handover times out).
+    pub fn hand_over(&mut self, now: Instant) -> Vec<Effect> {
+        let receiving = matches!(
+            self.handover,
+            Some(Handover::Receiving { .. } | Handover::Anchoring { .. })
+        );
+        if self.current.is_none() || self.paused || receiving {
+            let mut out = Vec::new();
+            self.drop_all(&mut out);
+            self.handover = None;
+            out.push(Effect::HandedOver { at_ms: None });
+            return out;
+        }
+        if !matches!(self.handover, Some(Handover::Giving { .. })) {
+            self.handover = Some(Handover::Giving {
+                since: now,
+                ending: false,
+            });
+            self.notes.push(Note::HandingOver);
+        }
+        Vec::new()
+    }
+
+    /// The camera came back to this recorder while it was being handed over: record on, if
+    /// the recording has not begun to end (`false`: it has).
+    pub fn take_back(&mut self) -> bool {
+        match self.handover {
+            Some(Handover::Giving { ending: false, .. }) if self.current.is_some() => {
+                self.handover = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this recording is being handed over and still waits for its successor.
+    pub fn awaiting_successor(&self) -> bool {
+        matches!(self.handover, Some(Handover::Giving { ending: false, .. }))
+    }
+
+    /// Handing over: the successor holds the stream (from before now): end at the next
+    /// keyframe, where it will begin.
+    pub fn successor_ready(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let Some(Handover::Giving {
+            since,
+            ending: false,
+        }) = self.handover
+        else {
+            return out;
+        };
+        if let Some(c) = &self.current {
+            out.push(Effect::EndAtKeyframe { run: c.id });
+            self.handover = Some(Handover::Giving {
+                since,
+                ending: true,
+            });
+        }
+        out
     }
 
     /// Whether a pipeline records (or is about to).
@@ -143,7 +303,7 @@ impl Timeline {
         let Some(url) = live_url.filter(|u| !u.is_empty()) else {
             return out;
         };
-        if self.paused {
+        if self.paused || matches!(self.handover, Some(Handover::Giving { .. })) {
             return out;
         }
         if let Some(i) = self.incoming.take() {
@@ -156,12 +316,13 @@ impl Timeline {
         }
         match &self.current {
             None => {
-                let run = self.start(url, now, &mut out);
+                let hold = matches!(self.handover, Some(Handover::Receiving { .. }));
+                let run = self.start(url, hold, now, &mut out);
                 self.current = Some(run);
                 self.notes.push(Note::Recording { url: url.into() });
             }
             Some(c) if c.url != url => {
-                let run = self.start(url, now, &mut out);
+                let run = self.start(url, false, now, &mut out);
                 self.incoming = Some(run);
             }
             Some(_) => {}
@@ -196,25 +357,31 @@ impl Timeline {
         now: Instant,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.cut_over(run, now, &mut out);
+        self.cut_over(run, wall_now_ms, now, &mut out);
         if let Some(r) = self.run_mut(run) {
             r.anchor.get_or_insert((wall_now_ms, running_ns));
             r.last_activity = now;
+        }
+        if self.handover == Some(Handover::Receiving { since: None })
+            && self.current.as_ref().is_some_and(|c| c.id == run)
+        {
+            self.handover = Some(Handover::Receiving { since: Some(now) });
         }
         out
     }
 
     /// If `run` is the incoming pipeline, it takes over, and the current one ends its segment
     /// here.
-    fn cut_over(&mut self, run: u64, now: Instant, out: &mut Vec<Effect>) {
+    fn cut_over(&mut self, run: u64, wall_now_ms: i64, now: Instant, out: &mut Vec<Effect>) {
         let Some(incoming) = self.incoming.take_if(|i| i.id == run) else {
             return;
         };
         if let Some((old, _)) = self.finishing.take() {
             out.push(old.dropped());
         }
-        if let Some(old) = self.current.take() {
+        if let Some(mut old) = self.current.take() {
             out.push(Effect::Finish { run: old.id });
+            old.superseded_at_ms = Some(incoming.anchor.map_or(wall_now_ms, |(wall, _)| wall));
             self.finishing = Some((old, now));
         }
         self.notes.push(Note::CutOver {
@@ -234,7 +401,14 @@ impl Timeline {
     ) -> Vec<Effect> {
         let mut out = Vec::new();
         // Normally the keyframe came first and did this.
-        self.cut_over(run, now, &mut out);
+        self.cut_over(run, wall_now_ms, now, &mut out);
+        // Taken over: this recording begins where the previous recorder's ended.
+        if let Some(Handover::Anchoring { at_ms }) = self.handover
+            && let Some(c) = self.current.as_mut().filter(|c| c.id == run)
+        {
+            c.anchor = Some((at_ms, running_ns));
+            self.handover = None;
+        }
         if let Some(r) = self.run_mut(run) {
             let start_ms = r.wall_ms(running_ns, wall_now_ms);
             r.open.insert(location.clone(), start_ms);
@@ -258,6 +432,15 @@ impl Timeline {
             r.last_activity = now;
             if let Some(start_ms) = r.open.remove(location) {
                 let end_ms = r.wall_ms(running_ns, wall_now_ms);
+                if r.superseded_at_ms
+                    .is_some_and(|at| start_ms >= at - SAME_KEYFRAME_MS)
+                {
+                    out.push(Effect::Discard {
+                        location: location.to_string(),
+                    });
+                    return out;
+                }
+                r.last_end_ms = Some(end_ms);
                 out.push(Effect::Segment {
                     location: location.to_string(),
                     start_ms,
@@ -271,6 +454,21 @@ impl Timeline {
     /// Pipeline `run` ended: its EOS after [`Effect::Finish`], or a failure (`reason`).
     pub fn ended(&mut self, run: u64, reason: &str) -> Vec<Effect> {
         let is = |r: &Option<Run>| r.as_ref().is_some_and(|r| r.id == run);
+        // Handing over, the recording ends here (at the agreed keyframe, or not).
+        if let Some(Handover::Giving { ending, .. }) = self.handover
+            && is(&self.current)
+        {
+            let mut out = Vec::new();
+            let at_ms = self
+                .current
+                .as_ref()
+                .and_then(|c| c.last_end_ms)
+                .filter(|_| ending);
+            self.drop_all(&mut out);
+            self.handover = None;
+            out.push(Effect::HandedOver { at_ms });
+            return out;
+        }
         let ended = if self.finishing.as_ref().is_some_and(|(r, _)| r.id == run) {
             self.finishing.take().map(|(r, _)| r)
         } else if is(&self.current) {
@@ -293,9 +491,32 @@ impl Timeline {
     pub fn check(&mut self, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
         let timing = self.timing;
+        match self.handover {
+            Some(Handover::Receiving { since: Some(t) })
+                if now.duration_since(t) > timing.handover =>
+            {
+                self.handover = None;
+                self.notes.push(Note::TookOver { at_ms: None });
+                if let Some(c) = &self.current {
+                    out.push(Effect::Release {
+                        run: c.id,
+                        at_ns: None,
+                    });
+                }
+            }
+            Some(Handover::Giving { since, .. }) if now.duration_since(since) > timing.handover => {
+                self.handover = None;
+                self.drop_all(&mut out);
+                out.push(Effect::HandedOver { at_ms: None });
+                return out;
+            }
+            _ => {}
+        }
+        // A holding pipeline opens nothing: its wait is bounded by the handover's.
+        let holding = matches!(self.handover, Some(Handover::Receiving { .. }));
         if let Some(c) = self
             .current
-            .take_if(|c| now.duration_since(c.last_activity) > timing.stall)
+            .take_if(|c| !holding && now.duration_since(c.last_activity) > timing.stall)
         {
             out.push(c.dropped());
             self.notes.push(Note::Stalled);
@@ -318,11 +539,12 @@ impl Timeline {
         out
     }
 
-    fn start(&mut self, url: &str, now: Instant, out: &mut Vec<Effect>) -> Run {
+    fn start(&mut self, url: &str, hold: bool, now: Instant, out: &mut Vec<Effect>) -> Run {
         self.next_run += 1;
         out.push(Effect::Start {
             run: self.next_run,
             url: url.to_string(),
+            hold,
         });
         Run {
             id: self.next_run,
@@ -330,6 +552,8 @@ impl Timeline {
             started: now,
             anchor: None,
             open: HashMap::new(),
+            last_end_ms: None,
+            superseded_at_ms: None,
             last_activity: now,
         }
     }
@@ -363,6 +587,7 @@ mod tests {
         stall: Duration::from_secs(12),
         first_segment: Duration::from_secs(10),
         finish: Duration::from_secs(3),
+        handover: Duration::from_secs(8),
     };
 
     /// A timeline and a simulated clock (monotonic and wall).
@@ -427,7 +652,8 @@ mod tests {
             sim.t.status(Some("rtsp://a/cam/1"), sim.now),
             [Effect::Start {
                 run: 1,
-                url: "rtsp://a/cam/1".into()
+                url: "rtsp://a/cam/1".into(),
+                hold: false
             }]
         );
         // A status without a URL (not live) changes nothing.
@@ -461,7 +687,8 @@ mod tests {
             out,
             [Effect::Start {
                 run: 2,
-                url: "rtsp://b/cam/1".into()
+                url: "rtsp://b/cam/1".into(),
+                hold: false
             }]
         );
         assert!(sim.t.status(Some("rtsp://b/cam/1"), sim.now).is_empty());
@@ -500,7 +727,8 @@ mod tests {
             sim.t.status(Some("rtsp://b/cam/1"), sim.now),
             [Effect::Start {
                 run: 3,
-                url: "rtsp://b/cam/1".into()
+                url: "rtsp://b/cam/1".into(),
+                hold: false
             }]
         );
     }
@@ -521,7 +749,8 @@ mod tests {
             sim.t.status(Some("rtsp://b/cam/1"), sim.now),
             [Effect::Start {
                 run: 2,
-                url: "rtsp://b/cam/1".into()
+                url: "rtsp://b/cam/1".into(),
+                hold: false
             }]
         );
     }
@@ -552,5 +781,138 @@ mod tests {
         sim.closed(2, "b1", 3001);
         sim.opened(2, "b2", 3001);
         assert_eq!(sim.t.check(sim.now), [dropped(1, &[("a1", w0)])]);
+    }
+
+    #[test]
+    fn a_recording_handed_between_recorders_ends_and_begins_at_one_keyframe() {
+        // The recorder handing over.
+        let mut old = Sim::new();
+        old.t.status(Some("rtsp://a/cam/1"), old.now);
+        old.opened(1, "a1", 0);
+        let w0 = old.wall;
+        old.advance(1200);
+        assert!(old.t.hand_over(old.now).is_empty(), "it records on");
+        assert!(old.t.awaiting_successor());
+        assert!(old.t.status(Some("rtsp://b/cam/1"), old.now).is_empty());
+
+        // The recorder taking over, a little later: its pipeline holds.
+        let mut new = Sim::new();
+        new.advance(1500);
+        new.t.take_over();
+        assert_eq!(
+            new.t.status(Some("rtsp://a/cam/1"), new.now),
+            [Effect::Start {
+                run: 1,
+                url: "rtsp://a/cam/1".into(),
+                hold: true
+            }]
+        );
+        assert_eq!(new.t.ready_since(), None, "no keyframe yet");
+        new.advance(300);
+        new.t.keyframe(1, 7_000_000_000, new.wall, new.now);
+        let since = new.t.ready_since().expect("ready once it has a keyframe");
+        // Holding, it is not stalled however long it writes nothing (within the handover).
+        new.advance(5000);
+        assert!(new.t.check(new.now).is_empty());
+
+        // The old one hears it, ends at its next keyframe and says where.
+        old.advance(1000);
+        assert_eq!(old.t.successor_ready(), [Effect::EndAtKeyframe { run: 1 }]);
+        assert!(!old.t.awaiting_successor());
+        old.advance(400);
+        let at = old.wall;
+        assert_eq!(old.closed(1, "a1", 2600), [segment("a1", w0, at)]);
+        assert_eq!(
+            old.t.ended(1, "the re-stream ended"),
+            [dropped(1, &[]), Effect::HandedOver { at_ms: Some(at) }]
+        );
+
+        // The new one writes from that keyframe, on its own running time, and its segments
+        // are anchored to where the old one ended.
+        let out = new.t.cut_at(at);
+        let expected_ns = 7_000_000_000 + (at - since) as u64 * 1_000_000;
+        assert_eq!(
+            out,
+            [Effect::Release {
+                run: 1,
+                at_ns: Some(expected_ns)
+            }]
+        );
+        let rt_ms = expected_ns / 1_000_000 + 3; // its view of that keyframe
+        new.advance(100);
+        assert_eq!(new.opened(1, "n1", rt_ms), [opened("n1", at)]);
+        new.advance(2000);
+        assert_eq!(
+            new.closed(1, "n1", rt_ms + 2000),
+            [segment("n1", at, at + 2000)]
+        );
+    }
+
+    #[test]
+    fn either_side_of_a_handover_goes_on_alone_after_its_timeout() {
+        let mut old = Sim::new();
+        old.t.status(Some("rtsp://a/cam/1"), old.now);
+        old.opened(1, "a1", 0);
+        let w0 = old.wall;
+        old.t.hand_over(old.now);
+        old.advance(8001);
+        assert_eq!(
+            old.t.check(old.now),
+            [
+                dropped(1, &[("a1", w0)]),
+                Effect::HandedOver { at_ms: None }
+            ]
+        );
+
+        let mut new = Sim::new();
+        new.t.take_over();
+        new.t.status(Some("rtsp://a/cam/1"), new.now);
+        new.t.keyframe(1, 0, new.wall, new.now);
+        new.advance(8001);
+        assert_eq!(
+            new.t.check(new.now),
+            [Effect::Release {
+                run: 1,
+                at_ns: None
+            }]
+        );
+        // Released without a cut, it records on its own clock.
+        let w = new.wall;
+        assert_eq!(new.opened(1, "n1", 8001), [opened("n1", w)]);
+
+        // Nothing recording: a handover is over at once.
+        let mut idle = Sim::new();
+        assert_eq!(
+            idle.t.hand_over(idle.now),
+            [Effect::HandedOver { at_ms: None }]
+        );
+    }
+
+    #[test]
+    fn a_segment_the_old_pipeline_opens_at_the_cut_over_keyframe_is_discarded() {
+        let mut sim = Sim::new();
+        let w0 = sim.wall;
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.opened(1, "a1", 0);
+        sim.advance(1500);
+        sim.t.status(Some("rtsp://b/cam/1"), sim.now);
+        sim.advance(500);
+        let cut = sim.wall;
+        assert_eq!(
+            sim.t.keyframe(2, 9_000_000_000, sim.wall, sim.now),
+            [Effect::Finish { run: 1 }]
+        );
+        // The old pipeline sees the same keyframe 28 ms later: a new segment there, and EOS.
+        sim.advance(28);
+        assert_eq!(sim.closed(1, "a1", 2028), [segment("a1", w0, w0 + 2028)]);
+        assert_eq!(sim.opened(1, "a2", 2028), [opened("a2", w0 + 2028)]);
+        sim.advance(40);
+        assert_eq!(
+            sim.closed(1, "a2", 2068),
+            [Effect::Discard {
+                location: "a2".into()
+            }]
+        );
+        assert_eq!(sim.opened(2, "b1", 9_000), [opened("b1", cut)]);
     }
 }

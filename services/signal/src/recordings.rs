@@ -236,13 +236,14 @@ impl Recordings {
                 .map_err(|e| media(&e))?;
         }
         let base = span[0].start_ms;
-        let files: Vec<(PathBuf, u64)> = span
+        let files: Vec<(PathBuf, u64, u64)> = span
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 (
                     dir.join(format!("seg{i:06}.mp4")),
                     ((s.start_ms - base) * 1_000_000) as u64,
+                    ((s.end_ms - base) * 1_000_000) as u64,
                 )
             })
             .collect();
@@ -419,11 +420,12 @@ impl Drop for ClipWriter {
     }
 }
 
-/// Remuxes the video of `files` (each with its start, in nanoseconds from the first one's)
+/// Remuxes the video of `files` (each with its start and end, in nanoseconds from the first
+/// one's start; one that ends before what precedes it does repeats it and is skipped)
 /// between the keyframes around `[from, to)` on the same scale into `out`; returns the clip's
 /// actual bounds on that scale.
 fn remux(
-    files: &[(PathBuf, u64)],
+    files: &[(PathBuf, u64, u64)],
     (from, to): (u64, u64),
     out: &Path,
 ) -> anyhow::Result<(u64, u64)> {
@@ -434,7 +436,10 @@ fn remux(
     let mut stream_end = 0u64;
     let mut failed = None;
     let mut end = None;
-    for (file, offset) in files {
+    for (file, offset, file_end) in files {
+        if *file_end <= stream_end {
+            continue;
+        }
         let offset = (*offset).max(stream_end);
         let mut shift: Option<i128> = None;
         cloudcam_core::mp4::read_video(file, Duration::from_secs(60), |sample| {
@@ -535,12 +540,12 @@ mod tests {
         const S: u64 = 1_000_000_000;
         // The second segment's index start is a little early (wall clock against the
         // camera's): it follows the first one's last frame instead.
-        let files: Vec<(PathBuf, u64)> = [0, 2 * S - 5_000_000, 4 * S]
+        let files: Vec<(PathBuf, u64, u64)> = [0, 2 * S - 5_000_000, 4 * S]
             .iter()
             .enumerate()
-            .map(|(i, &at)| (dir.path().join(format!("seg{i}.mp4")), at))
+            .map(|(i, &at)| (dir.path().join(format!("seg{i}.mp4")), at, at + 2 * S))
             .collect();
-        for (f, _) in &files {
+        for (f, _, _) in &files {
             test_segment(f);
         }
         let out = dir.path().join("clip.mp4");
