@@ -311,12 +311,21 @@ mod tests {
             self.log.lock().unwrap().push(format!("stop {}", self.id));
         }
         async fn hand_over(&self) {
-            // Handed over at once.
-            self.alive.store(false, Ordering::SeqCst);
+            // Handed over at once, but for "slow" ones.
+            if !self.id.starts_with("slow") {
+                self.alive.store(false, Ordering::SeqCst);
+            }
             self.log
                 .lock()
                 .unwrap()
                 .push(format!("hand over {}", self.id));
+        }
+        async fn take_back(&self) -> bool {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("take back {}", self.id));
+            true
         }
         fn alive(&self) -> bool {
             self.alive.load(Ordering::SeqCst)
@@ -431,6 +440,32 @@ mod tests {
         .await;
         // Kept running through the lost session and updated, never restarted.
         assert_eq!(log[..3], ["start a", "update a", "start c"]);
+    }
+
+    #[tokio::test]
+    async fn a_partition_back_before_the_handover_ended_keeps_its_member() {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryState::default());
+        let log = script(
+            vec![
+                upsert("slow", 1),
+                revoked(&[1], false),
+                upsert("slow", 1),
+                upsert("c", 3),
+            ],
+            state,
+            "start c",
+        )
+        .await;
+        assert_eq!(
+            log[..5],
+            [
+                "start slow",
+                "hand over slow",
+                "take back slow",
+                "update slow",
+                "start c"
+            ]
+        );
     }
 
     #[tokio::test]

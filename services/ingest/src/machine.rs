@@ -761,6 +761,38 @@ mod tests {
     }
 
     #[test]
+    fn a_camera_given_back_during_its_handover_serves_on_with_its_relay() {
+        let mut sim = live();
+        sim.core.hand_over(sim.now);
+        let out = sim.core.take_back(sim.now).expect("taken back");
+        assert_eq!(
+            out[..2],
+            [Effect::Retarget, Effect::TickEvery(Duration::from_secs(1))]
+        );
+        assert!(matches!(
+            out[2],
+            Effect::Report {
+                state: CameraState::Live,
+                ..
+            }
+        ));
+        assert!(!sim.core.handing_over());
+        // No longer handing over: the handover's deadline passes without ending anything.
+        sim.now += CameraSettings::default().handover_timeout();
+        assert!(!sim.check(None).contains(&Effect::Finish));
+        assert!(
+            sim.core.take_back(sim.now).is_none(),
+            "nothing to take back"
+        );
+
+        // Once the relay is gone, too late.
+        let mut sim = live();
+        sim.core.hand_over(sim.now);
+        sim.event(PipelineEvent::Eos);
+        assert!(sim.core.take_back(sim.now).is_none());
+    }
+
+    #[test]
     fn a_handover_ends_by_its_timeout_or_with_the_relay() {
         let mut sim = live();
         sim.core.hand_over(sim.now);
