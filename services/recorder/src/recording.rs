@@ -135,6 +135,8 @@ pub struct RecordingActor {
     handover_polling: bool,
     /// Handing over: the recorder that holds the stream to take over.
     successor: Option<String>,
+    /// Taking over: since when the other recorder has not said it hands over.
+    predecessor_silent: Option<Instant>,
     /// Carries the camera id into every log line of the actor.
     span: tracing::Span,
 }
@@ -155,6 +157,8 @@ struct Cut {
 }
 
 const READY_TTL: Duration = Duration::from_secs(2);
+/// Taking over from a recorder that has not said it hands over for this long: it is gone.
+const PREDECESSOR_SILENCE: Duration = Duration::from_secs(3);
 const CUT_TTL: Duration = Duration::from_secs(30);
 
 fn handover_ready_key(camera: &str) -> String {
@@ -197,6 +201,7 @@ impl RecordingActor {
             problem: None,
             handover_polling: false,
             successor: None,
+            predecessor_silent: None,
             span,
         }
     }
@@ -303,18 +308,34 @@ impl RecordingActor {
                 let cut = get_json::<Cut>(&*state, &cut).await.ok().flatten();
                 // Meant for this recorder, and not left from an earlier handover.
                 let at = cut.filter(|c| c.to == me && c.at_ms >= since_ms - 1000);
-                (at.map(|c| c.at_ms), None)
+                let from = state.get(&handover_from_key(&id)).await.ok().flatten();
+                let giving = from.is_some_and(|w| w != me.as_bytes());
+                (at.map(|c| c.at_ms), None, giving)
             } else {
                 let other = get_json::<Ready>(&*state, &ready).await.ok().flatten();
-                (None, other.filter(|r| r.worker != me).map(|r| r.worker))
+                let successor = other.filter(|r| r.worker != me).map(|r| r.worker);
+                (None, successor, false)
             }
         }
         .into_actor(self)
-        .map(|(cut_at, successor), act, ctx| {
+        .map(move |(cut_at, successor, giving), act, ctx| {
             let _span = act.span.clone().entered();
             act.handover_polling = false;
+            // Taking over from a recorder that is not handing over (it died, its heartbeat not
+            // yet expired): do not wait out the whole handover timeout.
+            let now = Instant::now();
+            let silent = match ready_since {
+                Some(_) if !giving => *act.predecessor_silent.get_or_insert(now),
+                _ => {
+                    act.predecessor_silent = None;
+                    now
+                }
+            };
             let effects = if let Some(at_ms) = cut_at {
                 act.timeline.cut_at(at_ms)
+            } else if now.duration_since(silent) > PREDECESSOR_SILENCE {
+                act.predecessor_silent = None;
+                act.timeline.go_alone()
             } else if let Some(worker) = successor {
                 tracing::info!(%worker, "the next recorder holds the stream; ending at the next keyframe");
                 act.successor = Some(worker);

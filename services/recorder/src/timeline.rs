@@ -230,6 +230,24 @@ impl Timeline {
         out
     }
 
+    /// Taking over, but the other recorder is not handing over (it died): write all that was
+    /// held, on this recorder's own clock.
+    pub fn go_alone(&mut self) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if !matches!(self.handover, Some(Handover::Receiving { .. })) {
+            return out;
+        }
+        self.handover = None;
+        self.notes.push(Note::TookOver { at_ms: None });
+        if let Some(c) = &self.current {
+            out.push(Effect::Release {
+                run: c.id,
+                at_ns: None,
+            });
+        }
+        out
+    }
+
     /// Hands the camera over to another recorder: recording goes on until the successor is
     /// [ready](Timeline::successor_ready) (or the handover times out).
     pub fn hand_over(&mut self, now: Instant) -> Vec<Effect> {
@@ -495,14 +513,7 @@ impl Timeline {
             Some(Handover::Receiving { since: Some(t) })
                 if now.duration_since(t) > timing.handover =>
             {
-                self.handover = None;
-                self.notes.push(Note::TookOver { at_ms: None });
-                if let Some(c) = &self.current {
-                    out.push(Effect::Release {
-                        run: c.id,
-                        at_ns: None,
-                    });
-                }
+                out.extend(self.go_alone());
             }
             Some(Handover::Giving { since, .. }) if now.duration_since(since) > timing.handover => {
                 self.handover = None;
@@ -879,6 +890,20 @@ mod tests {
         // Released without a cut, it records on its own clock.
         let w = new.wall;
         assert_eq!(new.opened(1, "n1", 8001), [opened("n1", w)]);
+
+        // Taking over from a recorder that turns out not to be handing over: at once.
+        let mut new = Sim::new();
+        new.t.take_over();
+        new.t.status(Some("rtsp://a/cam/1"), new.now);
+        new.t.keyframe(1, 0, new.wall, new.now);
+        assert_eq!(
+            new.t.go_alone(),
+            [Effect::Release {
+                run: 1,
+                at_ns: None
+            }]
+        );
+        assert!(new.t.go_alone().is_empty());
 
         // Nothing recording: a handover is over at once.
         let mut idle = Sim::new();
