@@ -398,11 +398,6 @@ impl RecordingActor {
                     }
                     ctx.stop();
                 }
-                Effect::Finish { run } => {
-                    if let Some(p) = self.pipelines.get(&run) {
-                        p.pipeline.send_event(gst::event::Eos::new());
-                    }
-                }
                 Effect::Drop { run, unfinished } => {
                     self.pipelines.remove(&run);
                     // Its writers are stopped: keep the whole fragments of what they wrote.
@@ -414,10 +409,6 @@ impl RecordingActor {
                             spool.salvage(&id, std::path::Path::new(&location), start_ms);
                         });
                     }
-                }
-                Effect::Discard { location } => {
-                    tracing::debug!(%location, "a segment repeating the cut-over's first one dropped");
-                    self.shared.spool.discard(std::path::Path::new(&location));
                 }
                 Effect::Opened { location, start_ms } => self
                     .shared
@@ -438,9 +429,14 @@ impl RecordingActor {
         for note in self.timeline.take_notes() {
             match note {
                 Note::Recording { url } => tracing::info!(%url, "recording"),
-                Note::CutOver { url } => {
-                    tracing::info!(%url, "the re-stream moved; cut over at its first keyframe")
-                }
+                Note::CutOver {
+                    url,
+                    at_ms: Some(at_ms),
+                } => tracing::info!(%url, at_ms, "the re-stream moved; cut over at one keyframe"),
+                Note::CutOver { url, at_ms: None } => tracing::info!(
+                    %url,
+                    "the re-stream moved; the old one ended without a keyframe, cut over at the new one's first"
+                ),
                 Note::Stalled => tracing::warn!("re-stream silent; reconnecting"),
                 Note::Interrupted { reason } => {
                     tracing::warn!(%reason, "recording interrupted; will reconnect")

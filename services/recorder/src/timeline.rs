@@ -2,32 +2,36 @@
 //! end on the wall clock — the recorder's per-camera decisions, without any I/O.
 //!
 //! It is driven by inputs that carry the time — the camera's status (its live re-stream URL),
-//! the spool's floor, what a pipeline reports (a segment file opened or closed, the pipeline
-//! ended), the clock — and answers with [`Effect`]s that the actor
-//! ([`crate::recording`]) carries out: start a pipeline on a URL, finish one (EOS: its open
-//! segment is completed), drop one, hand a finished segment to the spool.
+//! the spool's floor, what a pipeline reports (its first keyframe, a segment file opened or
+//! closed, the pipeline ended), the clock — and answers with [`Effect`]s that the actor
+//! ([`crate::recording`]) carries out: start a pipeline on a URL (holding or not), release a
+//! holding one at a keyframe, end one at its next keyframe, drop one, hand a finished segment
+//! to the spool.
 //!
-//! *Cut-over.* When the camera's re-stream moves to another ingest worker on a planned move,
-//! the old worker keeps serving its re-stream for a moment (see the ingest worker's handover).
-//! The timeline starts a second pipeline on the new URL while the first goes on writing; when
-//! the new one passes its first keyframe (where its first segment starts), the old one is
-//! finished at that instant. The old segment ends where the new one begins, so the index
-//! stays contiguous.
-//! After a crash (the old re-stream is gone) the new pipeline simply starts: the gap is the
-//! failover plus the wait for a keyframe.
+//! Two pipelines on one stream hand the recording over the same way wherever they are: the
+//! new one *holds* (writes nothing, keeps what arrives from its first keyframe); once it has a
+//! keyframe the old one ends its last segment at its next keyframe; the new one then writes
+//! from that same keyframe (the first it holds at most a moment before the old one's end on
+//! the wall clock), its segments anchored to the old one's end. The index stays contiguous,
+//! with no frame twice and none missing.
 //!
-//! *Handover between recorders* (a planned move of the recording itself: a recorder joins,
-//! or one stops gracefully). The recorder taking the camera over starts its pipeline
-//! *holding* (writing nothing, keeping what arrives) and says when it has its first keyframe;
-//! the recorder handing over then ends its last segment at its next keyframe and says where,
-//! on the wall clock; the new one starts writing at that same keyframe from what it held, its
-//! segments anchored to that instant. The index stays contiguous across recorders, with no
-//! frame twice. Whichever side waits too long goes on alone: the old one stops, the new one
-//! writes all it held.
+//! - *Cut-over* (in one recorder): the camera's re-stream moved to another ingest worker on a
+//!   planned move, and the old worker keeps serving its re-stream for a moment (see the ingest
+//!   worker's handover). A second pipeline on the new URL holds while the first goes on. If
+//!   the old one ends without reaching a keyframe (its worker died), or takes longer than
+//!   `finish`, the new one writes all it held. After a crash (the old re-stream gone before
+//!   the new URL is known) the new pipeline simply starts: the gap is the failover plus the
+//!   wait for a keyframe.
+//! - *Handover between recorders* (a recorder joins, or one stops gracefully): the recorder
+//!   taking the camera over starts its first pipeline holding and says (through the actor)
+//!   when it has its first keyframe; the recorder handing over then ends at its next keyframe
+//!   and says where. Whichever side waits longer than `handover` goes on alone: the old one
+//!   stops, the new one writes all it held.
 //!
 //! *Wall clock.* A pipeline's first keyframe anchors its running time to the wall clock (the
 //! time it passed the parser, before the segmenter); every boundary of that pipeline is the
-//! anchor plus the running time elapsed.
+//! anchor plus the running time elapsed — unless it took a recording over, then the anchor is
+//! the previous pipeline's end at that keyframe.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -35,20 +39,16 @@ use std::time::{Duration, Instant};
 /// What the actor must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// Build and start pipeline `run` pulling `url`; `hold`: its segmenter holds (a
-    /// handover from another recorder).
+    /// Build and start pipeline `run` pulling `url`; `hold`: its segmenter holds.
     Start { run: u64, url: String, hold: bool },
     /// Pipeline `run` stops holding and writes from the keyframe at `at_ns` (running time;
     /// `None`: from the first it holds).
     Release { run: u64, at_ns: Option<u64> },
-    /// Pipeline `run` ends its recording at its next keyframe (a handover).
+    /// Pipeline `run` ends its recording at its next keyframe ([`Timeline::ended`] follows).
     EndAtKeyframe { run: u64 },
-    /// The handover is over: the last segment ended at `at_ms` (`None`: it ended without a
-    /// successor). The recording here is done.
+    /// The handover to another recorder is over: the last segment ended at `at_ms` (`None`:
+    /// it ended without a successor). The recording here is done.
     HandedOver { at_ms: Option<i64> },
-    /// End pipeline `run` cleanly: EOS completes the segment it is writing (reported by
-    /// [`Timeline::closed`]); [`Timeline::ended`] follows.
-    Finish { run: u64 },
     /// Tear pipeline `run` down now. The segment files it was writing (location, start on
     /// the wall clock) are unfinished: keep the whole fragments they hold.
     Drop {
@@ -64,13 +64,7 @@ pub enum Effect {
         start_ms: i64,
         end_ms: i64,
     },
-    /// A segment file that repeats what the recording has from another pipeline: delete it.
-    Discard { location: String },
 }
-
-/// Two pipelines on the same re-stream see the same keyframe at most this far apart on the
-/// wall clock (they are anchored independently).
-const SAME_KEYFRAME_MS: i64 = 300;
 
 /// Why a pipeline was dropped or ended, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +72,11 @@ pub enum Note {
     Recording {
         url: String,
     },
+    /// The recording moved to the pipeline on `url`; `at_ms`: where the old one ended
+    /// (`None`: it ended without reaching a keyframe).
     CutOver {
         url: String,
+        at_ms: Option<i64>,
     },
     Stalled,
     Interrupted {
@@ -101,8 +98,6 @@ pub enum Note {
 enum Handover {
     /// Taking over: the first pipeline holds; `since` its first keyframe.
     Receiving { since: Option<Instant> },
-    /// Released at `at_ms`: the first segment opened starts there.
-    Anchoring { at_ms: i64 },
     /// Handing over since `since`; `ending`: the successor is ready and the last segment ends
     /// at the next keyframe.
     Giving { since: Instant, ending: bool },
@@ -113,15 +108,18 @@ struct Run {
     id: u64,
     url: String,
     started: Instant,
-    /// Wall clock (ms) and running time (ns) of the first segment's start.
+    /// Wall clock (ms) and running time (ns) of the first keyframe (or of the keyframe where
+    /// it took over).
     anchor: Option<(i64, u64)>,
+    /// Released at the end (wall clock) of the recording it takes over: its first segment
+    /// starts there.
+    anchor_at: Option<i64>,
     /// Open segment files: location → start (ms since the epoch).
     open: HashMap<String, i64>,
     /// End of the last completed segment (ms since the epoch).
     last_end_ms: Option<i64>,
-    /// Cut over: where the pipeline that took over begins. A segment this one opened there
-    /// (the same keyframe, seen a moment apart) repeats the other's.
-    superseded_at_ms: Option<i64>,
+    /// Since when it is ending at its next keyframe (for a pipeline that takes over).
+    ending: Option<Instant>,
     last_activity: Instant,
 }
 
@@ -140,6 +138,23 @@ impl Run {
         let (wall0, rt0) = *self.anchor.get_or_insert((wall_now_ms, running_ns));
         wall0 + (running_ns as i64 - rt0 as i64) / 1_000_000
     }
+
+    /// Where `at_ms` on the wall clock is on its running time, once it has a keyframe.
+    fn running_at(&self, at_ms: i64) -> Option<u64> {
+        let (wall0, rt0) = self.anchor?;
+        Some((rt0 as i64 + (at_ms - wall0) * 1_000_000).max(0) as u64)
+    }
+
+    /// Releases this holding run at `at_ms` on the wall clock (`None`: from what it holds
+    /// first); its segments are then anchored there.
+    fn release(&mut self, at_ms: Option<i64>) -> Effect {
+        let at_ns = at_ms.and_then(|at| self.running_at(at));
+        self.anchor_at = at_ns.and(at_ms);
+        Effect::Release {
+            run: self.id,
+            at_ns,
+        }
+    }
 }
 
 /// Timing the timeline works with.
@@ -147,10 +162,11 @@ impl Run {
 pub struct Timing {
     /// A pipeline that opens and closes no segment for this long is reconnected.
     pub stall: Duration,
-    /// A new pipeline that has not opened a segment this long after starting is given up
-    /// (and tried again at the next status).
+    /// A new pipeline that has no keyframe this long after starting is given up (and tried
+    /// again at the next status).
     pub first_segment: Duration,
-    /// A finishing pipeline that has not ended this long after its EOS is dropped.
+    /// A pipeline ending at its next keyframe for a cut-over that has not ended this long after
+    /// is dropped.
     pub finish: Duration,
     /// How long either side of a handover between recorders waits for the other.
     pub handover: Duration,
@@ -163,10 +179,8 @@ pub struct Timeline {
     next_run: u64,
     /// The pipeline whose segments are the recording.
     current: Option<Run>,
-    /// A pipeline on the re-stream's new URL, waiting for its first segment to take over.
+    /// A pipeline on the re-stream's new URL, holding until the current one ends.
     incoming: Option<Run>,
-    /// The previous pipeline, finishing its last segment.
-    finishing: Option<(Run, Instant)>,
     paused: bool,
     handover: Option<Handover>,
     notes: Vec<Note>,
@@ -179,7 +193,6 @@ impl Timeline {
             next_run: 0,
             current: None,
             incoming: None,
-            finishing: None,
             paused: false,
             handover: None,
             notes: Vec::new(),
@@ -210,51 +223,36 @@ impl Timeline {
 
     /// Taking over: the recorder handing over ended its last segment at `at_ms`.
     pub fn cut_at(&mut self, at_ms: i64) -> Vec<Effect> {
-        let mut out = Vec::new();
         if !matches!(self.handover, Some(Handover::Receiving { since: Some(_) })) {
-            return out;
+            return Vec::new();
         }
-        let Some(c) = &self.current else {
-            return out;
+        let Some(c) = self.current.as_mut() else {
+            return Vec::new();
         };
-        let Some((wall0, rt0)) = c.anchor else {
-            return out;
-        };
-        let at_ns = (rt0 as i64 + (at_ms - wall0) * 1_000_000).max(0) as u64;
-        out.push(Effect::Release {
-            run: c.id,
-            at_ns: Some(at_ns),
-        });
-        self.handover = Some(Handover::Anchoring { at_ms });
+        self.handover = None;
         self.notes.push(Note::TookOver { at_ms: Some(at_ms) });
-        out
+        vec![c.release(Some(at_ms))]
     }
 
     /// Taking over, but the other recorder is not handing over (it died): write all that was
     /// held, on this recorder's own clock.
     pub fn go_alone(&mut self) -> Vec<Effect> {
-        let mut out = Vec::new();
         if !matches!(self.handover, Some(Handover::Receiving { .. })) {
-            return out;
+            return Vec::new();
         }
         self.handover = None;
         self.notes.push(Note::TookOver { at_ms: None });
-        if let Some(c) = &self.current {
-            out.push(Effect::Release {
-                run: c.id,
-                at_ns: None,
-            });
-        }
-        out
+        self.current
+            .as_mut()
+            .map(|c| c.release(None))
+            .into_iter()
+            .collect()
     }
 
     /// Hands the camera over to another recorder: recording goes on until the successor is
     /// [ready](Timeline::successor_ready) (or the handover times out).
     pub fn hand_over(&mut self, now: Instant) -> Vec<Effect> {
-        let receiving = matches!(
-            self.handover,
-            Some(Handover::Receiving { .. } | Handover::Anchoring { .. })
-        );
+        let receiving = matches!(self.handover, Some(Handover::Receiving { .. }));
         if self.current.is_none() || self.paused || receiving {
             let mut out = Vec::new();
             self.drop_all(&mut out);
@@ -292,22 +290,21 @@ impl Timeline {
     /// Handing over: the successor holds the stream (from before now): end at the next
     /// keyframe, where it will begin.
     pub fn successor_ready(&mut self) -> Vec<Effect> {
-        let mut out = Vec::new();
         let Some(Handover::Giving {
             since,
             ending: false,
         }) = self.handover
         else {
-            return out;
+            return Vec::new();
         };
-        if let Some(c) = &self.current {
-            out.push(Effect::EndAtKeyframe { run: c.id });
-            self.handover = Some(Handover::Giving {
-                since,
-                ending: true,
-            });
-        }
-        out
+        let Some(c) = &self.current else {
+            return Vec::new();
+        };
+        self.handover = Some(Handover::Giving {
+            since,
+            ending: true,
+        });
+        vec![Effect::EndAtKeyframe { run: c.id }]
     }
 
     /// Whether a pipeline records (or is about to).
@@ -339,8 +336,10 @@ impl Timeline {
                 self.current = Some(run);
                 self.notes.push(Note::Recording { url: url.into() });
             }
+            // The current pipeline may already be ending for an incoming one that was
+            // dropped: the new one still takes over where it ends.
             Some(c) if c.url != url => {
-                let run = self.start(url, false, now, &mut out);
+                let run = self.start(url, true, now, &mut out);
                 self.incoming = Some(run);
             }
             Some(_) => {}
@@ -366,7 +365,8 @@ impl Timeline {
     }
 
     /// Pipeline `run` passed its first keyframe, at `running_ns`, `wall_now_ms` on the wall
-    /// clock: the anchor of its segments, and the moment a new re-stream takes over.
+    /// clock: the anchor of its segments; an incoming pipeline's keyframe ends the current one
+    /// at its next.
     pub fn keyframe(
         &mut self,
         run: u64,
@@ -375,10 +375,19 @@ impl Timeline {
         now: Instant,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
-        self.cut_over(run, wall_now_ms, now, &mut out);
         if let Some(r) = self.run_mut(run) {
             r.anchor.get_or_insert((wall_now_ms, running_ns));
             r.last_activity = now;
+        }
+        if self.incoming.as_ref().is_some_and(|i| i.id == run) {
+            match self.current.as_mut() {
+                Some(c) if c.ending.is_none() => {
+                    c.ending = Some(now);
+                    out.push(Effect::EndAtKeyframe { run: c.id });
+                }
+                Some(_) => {}
+                None => self.cut_over(None, &mut out),
+            }
         }
         if self.handover == Some(Handover::Receiving { since: None })
             && self.current.as_ref().is_some_and(|c| c.id == run)
@@ -388,22 +397,19 @@ impl Timeline {
         out
     }
 
-    /// If `run` is the incoming pipeline, it takes over, and the current one ends its segment
-    /// here.
-    fn cut_over(&mut self, run: u64, wall_now_ms: i64, now: Instant, out: &mut Vec<Effect>) {
-        let Some(incoming) = self.incoming.take_if(|i| i.id == run) else {
+    /// The incoming pipeline takes over where the current one ended (`at_ms`; `None`: from
+    /// all it holds).
+    fn cut_over(&mut self, at_ms: Option<i64>, out: &mut Vec<Effect>) {
+        let Some(mut incoming) = self.incoming.take() else {
             return;
         };
-        if let Some((old, _)) = self.finishing.take() {
+        if let Some(old) = self.current.take() {
             out.push(old.dropped());
         }
-        if let Some(mut old) = self.current.take() {
-            out.push(Effect::Finish { run: old.id });
-            old.superseded_at_ms = Some(incoming.anchor.map_or(wall_now_ms, |(wall, _)| wall));
-            self.finishing = Some((old, now));
-        }
+        out.push(incoming.release(at_ms));
         self.notes.push(Note::CutOver {
             url: incoming.url.clone(),
+            at_ms,
         });
         self.current = Some(incoming);
     }
@@ -418,16 +424,11 @@ impl Timeline {
         now: Instant,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
-        // Normally the keyframe came first and did this.
-        self.cut_over(run, wall_now_ms, now, &mut out);
-        // Taken over: this recording begins where the previous recorder's ended.
-        if let Some(Handover::Anchoring { at_ms }) = self.handover
-            && let Some(c) = self.current.as_mut().filter(|c| c.id == run)
-        {
-            c.anchor = Some((at_ms, running_ns));
-            self.handover = None;
-        }
         if let Some(r) = self.run_mut(run) {
+            // Taken over: this recording begins where the previous one ended.
+            if let Some(at_ms) = r.anchor_at.take() {
+                r.anchor = Some((at_ms, running_ns));
+            }
             let start_ms = r.wall_ms(running_ns, wall_now_ms);
             r.open.insert(location.clone(), start_ms);
             r.last_activity = now;
@@ -450,14 +451,6 @@ impl Timeline {
             r.last_activity = now;
             if let Some(start_ms) = r.open.remove(location) {
                 let end_ms = r.wall_ms(running_ns, wall_now_ms);
-                if r.superseded_at_ms
-                    .is_some_and(|at| start_ms >= at - SAME_KEYFRAME_MS)
-                {
-                    out.push(Effect::Discard {
-                        location: location.to_string(),
-                    });
-                    return out;
-                }
                 r.last_end_ms = Some(end_ms);
                 out.push(Effect::Segment {
                     location: location.to_string(),
@@ -469,43 +462,45 @@ impl Timeline {
         out
     }
 
-    /// Pipeline `run` ended: its EOS after [`Effect::Finish`], or a failure (`reason`).
+    /// Pipeline `run` ended: after ending at a keyframe, at the re-stream's end, or on a
+    /// failure (`reason`).
     pub fn ended(&mut self, run: u64, reason: &str) -> Vec<Effect> {
+        let mut out = Vec::new();
         let is = |r: &Option<Run>| r.as_ref().is_some_and(|r| r.id == run);
-        // Handing over, the recording ends here (at the agreed keyframe, or not).
-        if let Some(Handover::Giving { ending, .. }) = self.handover
-            && is(&self.current)
-        {
-            let mut out = Vec::new();
-            let at_ms = self
-                .current
-                .as_ref()
-                .and_then(|c| c.last_end_ms)
-                .filter(|_| ending);
-            self.drop_all(&mut out);
-            self.handover = None;
-            out.push(Effect::HandedOver { at_ms });
-            return out;
-        }
-        let ended = if self.finishing.as_ref().is_some_and(|(r, _)| r.id == run) {
-            self.finishing.take().map(|(r, _)| r)
-        } else if is(&self.current) {
+        if is(&self.current) {
+            let current = self.current.as_ref().expect("current");
+            let at_keyframe = current.ending.and(current.last_end_ms);
+            // Handing over, the recording ends here (at the agreed keyframe, or not).
+            if let Some(Handover::Giving { ending, .. }) = self.handover {
+                let at_ms = current.last_end_ms.filter(|_| ending);
+                self.drop_all(&mut out);
+                self.handover = None;
+                out.push(Effect::HandedOver { at_ms });
+                return out;
+            }
+            if self.incoming.is_some() {
+                if at_keyframe.is_none() {
+                    self.notes.push(Note::Interrupted {
+                        reason: reason.into(),
+                    });
+                }
+                self.cut_over(at_keyframe, &mut out);
+                return out;
+            }
             self.notes.push(Note::Interrupted {
                 reason: reason.into(),
             });
-            self.current.take()
+            out.extend(self.current.take().map(Run::dropped));
         } else if is(&self.incoming) {
             self.notes.push(Note::CutOverFailed {
                 reason: reason.into(),
             });
-            self.incoming.take()
-        } else {
-            None
-        };
-        ended.map(Run::dropped).into_iter().collect()
+            out.extend(self.incoming.take().map(Run::dropped));
+        }
+        out
     }
 
-    /// The clock: stalls and the deadlines of a cut-over.
+    /// The clock: stalls and the deadlines of a cut-over and of a handover.
     pub fn check(&mut self, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
         let timing = self.timing;
@@ -523,6 +518,15 @@ impl Timeline {
             }
             _ => {}
         }
+        // A pipeline ending for a cut-over that does not reach its keyframe in time.
+        if self
+            .current
+            .as_ref()
+            .and_then(|c| c.ending)
+            .is_some_and(|since| now.duration_since(since) > timing.finish)
+        {
+            self.cut_over(None, &mut out);
+        }
         // A holding pipeline opens nothing: its wait is bounded by the handover's.
         let holding = matches!(self.handover, Some(Handover::Receiving { .. }));
         if let Some(c) = self
@@ -534,18 +538,12 @@ impl Timeline {
         }
         if let Some(i) = self
             .incoming
-            .take_if(|i| now.duration_since(i.started) > timing.first_segment)
+            .take_if(|i| i.anchor.is_none() && now.duration_since(i.started) > timing.first_segment)
         {
             out.push(i.dropped());
             self.notes.push(Note::CutOverFailed {
                 reason: "no keyframe from the new re-stream in time".into(),
             });
-        }
-        if let Some((f, _)) = self
-            .finishing
-            .take_if(|(_, since)| now.duration_since(*since) > timing.finish)
-        {
-            out.push(f.dropped());
         }
         out
     }
@@ -562,30 +560,23 @@ impl Timeline {
             url: url.to_string(),
             started: now,
             anchor: None,
+            anchor_at: None,
             open: HashMap::new(),
             last_end_ms: None,
-            superseded_at_ms: None,
+            ending: None,
             last_activity: now,
         }
     }
 
     fn run_mut(&mut self, run: u64) -> Option<&mut Run> {
-        [
-            self.current.as_mut(),
-            self.incoming.as_mut(),
-            self.finishing.as_mut().map(|(r, _)| r),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|r| r.id == run)
+        [self.current.as_mut(), self.incoming.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|r| r.id == run)
     }
 
     fn drop_all(&mut self, out: &mut Vec<Effect>) {
-        let runs = [
-            self.current.take(),
-            self.incoming.take(),
-            self.finishing.take().map(|(r, _)| r),
-        ];
+        let runs = [self.current.take(), self.incoming.take()];
         out.extend(runs.into_iter().flatten().map(Run::dropped));
     }
 }
@@ -686,40 +677,89 @@ mod tests {
     }
 
     #[test]
-    fn a_moved_re_stream_is_cut_over_at_the_new_keyframe_without_a_gap() {
+    fn a_moved_re_stream_takes_over_at_one_keyframe_without_a_gap() {
         let mut sim = Sim::new();
         let w0 = sim.wall;
         sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.t.keyframe(1, 0, sim.wall, sim.now);
         sim.opened(1, "a1", 0);
         sim.advance(1500);
-        // The camera moved: the old pipeline keeps writing while the new one connects.
+        // The camera moved: the old pipeline keeps writing while the new one connects, holding.
         let out = sim.t.status(Some("rtsp://b/cam/1"), sim.now);
         assert_eq!(
             out,
             [Effect::Start {
                 run: 2,
                 url: "rtsp://b/cam/1".into(),
-                hold: false
+                hold: true
             }]
         );
         assert!(sim.t.status(Some("rtsp://b/cam/1"), sim.now).is_empty());
         sim.advance(700);
-        // The new re-stream's first keyframe: it takes over, the old one finishes there.
+        // The new re-stream's first keyframe: the old one ends at its next.
+        let since = sim.wall;
         let out = sim.t.keyframe(2, 40_000_000_000, sim.wall, sim.now);
-        assert_eq!(out, [Effect::Finish { run: 1 }]);
-        let cut = sim.wall;
-        sim.advance(60);
-        assert_eq!(sim.closed(1, "a1", 2200), [segment("a1", w0, cut)]);
-        assert_eq!(sim.t.ended(1, "EOS"), [dropped(1, &[])]);
-        // However late the segment is reported open, it starts at the keyframe.
-        sim.advance(1000);
-        assert_eq!(sim.opened(2, "b1", 40_000), [opened("b1", cut)]);
-        sim.advance(1000);
+        assert_eq!(out, [Effect::EndAtKeyframe { run: 1 }]);
+        sim.advance(800);
+        let at = sim.wall;
+        assert_eq!(sim.closed(1, "a1", 3000), [segment("a1", w0, at)]);
+        // Ended there: the new one writes from that keyframe on, anchored where the old ended.
+        let at_ns = 40_000_000_000 + (at - since) as u64 * 1_000_000;
         assert_eq!(
-            sim.closed(2, "b1", 42_000),
-            [segment("b1", cut, cut + 2000)]
+            sim.t.ended(1, "the re-stream ended"),
+            [
+                dropped(1, &[]),
+                Effect::Release {
+                    run: 2,
+                    at_ns: Some(at_ns)
+                }
+            ]
         );
+        // However late the segment is reported open, and wherever its own clock puts it.
+        sim.advance(1000);
+        assert_eq!(sim.opened(2, "b1", 40_810), [opened("b1", at)]);
+        sim.advance(1000);
+        assert_eq!(sim.closed(2, "b1", 42_810), [segment("b1", at, at + 2000)]);
         assert_eq!(sim.t.take_notes().len(), 2, "recording, cut over");
+    }
+
+    #[test]
+    fn an_old_re_stream_that_ends_without_a_keyframe_hands_over_all_the_new_one_holds() {
+        let mut sim = Sim::new();
+        let w0 = sim.wall;
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.opened(1, "a1", 0);
+        sim.t.status(Some("rtsp://b/cam/1"), sim.now);
+        sim.t.keyframe(2, 0, sim.wall, sim.now);
+        // Its worker died: it fails with its segment open.
+        assert_eq!(
+            sim.t.ended(1, "connection reset"),
+            [
+                dropped(1, &[("a1", w0)]),
+                Effect::Release {
+                    run: 2,
+                    at_ns: None
+                }
+            ]
+        );
+        // One that never ends is dropped after `finish`.
+        let mut sim = Sim::new();
+        let w0 = sim.wall;
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        sim.opened(1, "a1", 0);
+        sim.t.status(Some("rtsp://b/cam/1"), sim.now);
+        sim.t.keyframe(2, 0, sim.wall, sim.now);
+        sim.advance(3001);
+        assert_eq!(
+            sim.t.check(sim.now),
+            [
+                dropped(1, &[("a1", w0)]),
+                Effect::Release {
+                    run: 2,
+                    at_ns: None
+                }
+            ]
+        );
     }
 
     #[test]
@@ -739,7 +779,7 @@ mod tests {
             [Effect::Start {
                 run: 3,
                 url: "rtsp://b/cam/1".into(),
-                hold: false
+                hold: true
             }]
         );
     }
@@ -778,20 +818,6 @@ mod tests {
         assert!(sim.t.status(Some("rtsp://a/cam/1"), sim.now).is_empty());
         assert!(sim.t.floor(false).is_empty());
         assert_eq!(sim.t.status(Some("rtsp://a/cam/1"), sim.now).len(), 1);
-    }
-
-    #[test]
-    fn a_finishing_pipeline_that_never_ends_is_dropped() {
-        let mut sim = Sim::new();
-        let w0 = sim.wall;
-        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
-        sim.opened(1, "a1", 0);
-        sim.t.status(Some("rtsp://b/cam/1"), sim.now);
-        sim.opened(2, "b1", 0);
-        sim.advance(3001);
-        sim.closed(2, "b1", 3001);
-        sim.opened(2, "b2", 3001);
-        assert_eq!(sim.t.check(sim.now), [dropped(1, &[("a1", w0)])]);
     }
 
     #[test]
@@ -911,33 +937,5 @@ mod tests {
             idle.t.hand_over(idle.now),
             [Effect::HandedOver { at_ms: None }]
         );
-    }
-
-    #[test]
-    fn a_segment_the_old_pipeline_opens_at_the_cut_over_keyframe_is_discarded() {
-        let mut sim = Sim::new();
-        let w0 = sim.wall;
-        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
-        sim.opened(1, "a1", 0);
-        sim.advance(1500);
-        sim.t.status(Some("rtsp://b/cam/1"), sim.now);
-        sim.advance(500);
-        let cut = sim.wall;
-        assert_eq!(
-            sim.t.keyframe(2, 9_000_000_000, sim.wall, sim.now),
-            [Effect::Finish { run: 1 }]
-        );
-        // The old pipeline sees the same keyframe 28 ms later: a new segment there, and EOS.
-        sim.advance(28);
-        assert_eq!(sim.closed(1, "a1", 2028), [segment("a1", w0, w0 + 2028)]);
-        assert_eq!(sim.opened(1, "a2", 2028), [opened("a2", w0 + 2028)]);
-        sim.advance(40);
-        assert_eq!(
-            sim.closed(1, "a2", 2068),
-            [Effect::Discard {
-                location: "a2".into()
-            }]
-        );
-        assert_eq!(sim.opened(2, "b1", 9_000), [opened("b1", cut)]);
     }
 }
