@@ -2,8 +2,10 @@
 //! the camera), cuts keyframe-aligned fragmented-MP4 segments with the [`Segmenter`] into the
 //! spool, and applies the camera's retention to the media store and the index. It is the shell
 //! of the camera's [`Timeline`]: it reads the camera's status, reports what its pipelines do,
-//! and carries out the timeline's effects (start, finish or drop a pipeline, hand a segment to
-//! the spool); every log line is inside a span carrying the camera id.
+//! and carries out the timeline's effects (start a pipeline, release a holding one, end one at
+//! its next keyframe, drop one, hand a segment to the spool); for a handover between recorders
+//! it exchanges the `cloudcam:recording-handover:<camera>:{from,ready,cut}` keys with the other
+//! recorder. Every log line is inside a span carrying the camera id.
 
 use crate::config::RecorderSettings;
 use crate::segmenter::{self, Event, Segmenter};
