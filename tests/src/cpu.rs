@@ -59,16 +59,20 @@ fn gst_launch(
 
 /// A baseline measured beside cloudcam: `gst-launch-1.0` running one pipeline `chain(i)` per
 /// stream `0..n` in a single process. Returns its CPU (% of one core) over `window` and its
-/// resident memory, once every chain has connected and settled; the process is then killed.
+/// resident memory, once every chain has connected and `flowing` says media flows through all
+/// of them; the process is then killed.
 pub async fn measure_gst_launch(
     dir: &std::path::Path,
     n: usize,
     window: Duration,
     chain: impl Fn(usize) -> String,
+    flowing: impl AsyncFn() -> bool,
 ) -> anyhow::Result<(f64, f64)> {
     let mut baseline = gst_launch(dir, "gst-launch", (0..n).map(chain))?;
-    crate::procs::wait_for("gst-launch to run", Duration::from_secs(30), || async {
-        (ticks(baseline.pid()) > 50).then_some(())
+    // Measured only once media flows through every chain: a camera still starting up (camsim
+    // encodes its replay loops first) would make the baseline look cheap.
+    crate::procs::wait_for("gst-launch to run", Duration::from_secs(60), || async {
+        (ticks(baseline.pid()) > 50 && flowing().await).then_some(())
     })
     .await?;
     let cpu = cpu_percent(baseline.pid(), window).await?;
@@ -115,11 +119,13 @@ pub fn go2rtc_binary() -> anyhow::Result<std::path::PathBuf> {
 
 /// The other baseline: go2rtc relaying `urls` (each pulled only while consumed), each read by
 /// one RTSP client (`gst-launch-1.0 rtspsrc ! fakesink`, not measured). Returns go2rtc's CPU
-/// (% of one core) over `window` and its resident memory; both processes are then killed.
+/// (% of one core) over `window` (once `flowing` says media flows) and its resident memory;
+/// both processes are then killed.
 pub async fn measure_go2rtc(
     dir: &std::path::Path,
     urls: &[String],
     window: Duration,
+    flowing: impl AsyncFn() -> bool,
 ) -> anyhow::Result<(f64, f64)> {
     let bin = go2rtc_binary()?;
     let (api, rtsp) = (crate::free_port(), crate::free_port());
@@ -156,8 +162,8 @@ pub async fn measure_go2rtc(
         }),
     )?;
     // Every stream connected and flowing: go2rtc has done a few seconds of relaying.
-    crate::procs::wait_for("go2rtc to relay", Duration::from_secs(30), || async {
-        (ticks(go2rtc.pid()) > 50 && ticks(readers.pid()) > 50).then_some(())
+    crate::procs::wait_for("go2rtc to relay", Duration::from_secs(60), || async {
+        (ticks(go2rtc.pid()) > 50 && ticks(readers.pid()) > 50 && flowing().await).then_some(())
     })
     .await?;
     let cpu = cpu_percent(go2rtc.pid(), window).await?;

@@ -31,16 +31,26 @@ async fn main() -> anyhow::Result<()> {
     // Baseline: gst-launch writing every stream to 2 s MP4 segments on disk.
     let out = env.dir.join("baseline");
     std::fs::create_dir_all(&out)?;
-    let (base_cpu, base_rss) = measure_gst_launch(&env.dir, n, window, |i| {
-        format!(
-            "rtspsrc location={} protocols=tcp latency=200 ! rtph264depay ! h264parse \
+    // Every chain's muxer past its first file: media flows through all of them.
+    let every_chain_muxing = async || (0..n).all(|i| out.join(format!("r{i}-00001.mp4")).exists());
+    let (base_cpu, base_rss) = measure_gst_launch(
+        &env.dir,
+        n,
+        window,
+        |i| {
+            format!(
+                "rtspsrc location={} protocols=tcp latency=200 ! rtph264depay ! h264parse \
              ! splitmuxsink muxer-factory=mp4mux max-size-time={} location={}/r{i}-%05d.mp4",
-            camsim.url(&format!("r{i}")),
-            u64::from(SEGMENT_S) * 1_000_000_000,
-            out.display()
-        )
-    })
+                camsim.url(&format!("r{i}")),
+                u64::from(SEGMENT_S) * 1_000_000_000,
+                out.display()
+            )
+        },
+        every_chain_muxing,
+    )
     .await?;
+    let written = std::fs::read_dir(&out)?.count();
+    println!("  (the baseline wrote {written} segment files)");
 
     let garage = env.garage().await?;
     let p = env.platform_with(Some(&garage)).await?;

@@ -25,6 +25,11 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let stream_refs: Vec<&str> = streams.iter().map(String::as_str).collect();
     let camsim = env.camsim(&stream_refs, None).await?;
+    // Every stream played by someone (the relay measured), as camsim counts its sessions.
+    let every_stream_played = async || {
+        let sessions = camsim.sessions().await.unwrap_or_default();
+        (0..n).all(|i| sessions.get(&format!("r{i}")).is_some_and(|&s| s > 0))
+    };
 
     // Baseline: gst-launch relaying every stream in one process.
     let (base_cpu, base_rss) = measure_gst_launch(&env.dir, n, window, |i| {
@@ -34,12 +39,12 @@ async fn main() -> anyhow::Result<()> {
             camsim.url(&format!("r{i}")),
             cloudcam_tests::free_port()
         )
-    })
+    }, every_stream_played)
     .await?;
 
     // go2rtc relaying the same streams, each read by one RTSP client.
     let urls: Vec<String> = (0..n).map(|i| camsim.url(&format!("r{i}"))).collect();
-    let (go_cpu, go_rss) = measure_go2rtc(&env.dir, &urls, window).await?;
+    let (go_cpu, go_rss) = measure_go2rtc(&env.dir, &urls, window, every_stream_played).await?;
 
     // cloudcam: the ingest worker owning N cameras, relaying to their Janus mountpoints.
     let kafka = env.kafka().await?;
