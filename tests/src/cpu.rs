@@ -68,13 +68,27 @@ pub async fn measure_gst_launch(
     chain: impl Fn(usize) -> String,
     flowing: impl AsyncFn() -> bool,
 ) -> anyhow::Result<(f64, f64)> {
-    let mut baseline = gst_launch(dir, "gst-launch", (0..n).map(chain))?;
-    // Measured only once media flows through every chain: a camera still starting up (camsim
-    // encodes its replay loops first) would make the baseline look cheap.
-    crate::procs::wait_for("gst-launch to run", Duration::from_secs(60), || async {
-        (ticks(baseline.pid()) > 50 && flowing().await).then_some(())
-    })
-    .await?;
+    // Measured only once media flows through every chain: a baseline that is not doing its
+    // work looks cheap. Now and then one gst-launch process of many live chains never gets
+    // going (seen with 8 splitmuxsink chains: nothing written in 60 s); it is started again.
+    let mut attempt = 0;
+    let mut baseline = loop {
+        attempt += 1;
+        let mut p = gst_launch(dir, "gst-launch", (0..n).map(&chain))?;
+        let flows =
+            crate::procs::wait_for("gst-launch to run", Duration::from_secs(30), || async {
+                (ticks(p.pid()) > 50 && flowing().await).then_some(())
+            })
+            .await;
+        match flows {
+            Ok(()) => break p,
+            Err(e) if attempt == 3 => return Err(e),
+            Err(_) => {
+                eprintln!("gst-launch baseline: media not flowing after 30 s; starting it again");
+                p.kill();
+            }
+        }
+    };
     let cpu = cpu_percent(baseline.pid(), window).await?;
     let rss = rss_mib(baseline.pid());
     baseline.kill();
