@@ -289,13 +289,16 @@ impl RecordingActor {
             self.timeline.ready_since(),
             self.timeline.awaiting_successor(),
         );
-        if self.handover_polling || (ready_since.is_none() && !awaiting) {
+        // Said until the last segment has ended (however long the GOP), so that the successor
+        // does not take the silence for a crash.
+        let handing_over = self.timeline.handing_over();
+        if self.handover_polling || (ready_since.is_none() && !handing_over) {
             return;
         }
         self.handover_polling = true;
         let (state, id) = (self.shared.state.clone(), self.id().to_string());
         let me = self.shared.spool.worker_id.clone();
-        let giving = awaiting.then(|| self.announce_giving());
+        let giving = handing_over.then(|| self.announce_giving());
         async move {
             if let Some(announced) = giving {
                 announced.await;
@@ -313,10 +316,12 @@ impl RecordingActor {
                 let from = state.get(&handover_from_key(&id)).await.ok().flatten();
                 let giving = from.is_some_and(|w| w != me.as_bytes());
                 (at.map(|c| c.at_ms), None, giving)
-            } else {
+            } else if awaiting {
                 let other = get_json::<Ready>(&*state, &ready).await.ok().flatten();
                 let successor = other.filter(|r| r.worker != me).map(|r| r.worker);
                 (None, successor, false)
+            } else {
+                (None, None, false)
             }
         }
         .into_actor(self)

@@ -282,6 +282,11 @@ impl Timeline {
         }
     }
 
+    /// Whether this recording is being handed over (until it has ended).
+    pub fn handing_over(&self) -> bool {
+        matches!(self.handover, Some(Handover::Giving { .. }))
+    }
+
     /// Whether this recording is being handed over and still waits for its successor.
     pub fn awaiting_successor(&self) -> bool {
         matches!(self.handover, Some(Handover::Giving { ending: false, .. }))
