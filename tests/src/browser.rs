@@ -168,14 +168,19 @@ impl Browser {
         Ok(())
     }
 
+    /// Clicks the element matching `selector`, waiting (10 s at most) until there is one that
+    /// takes the click: the UI re-renders its lists as statuses arrive, so an element found a
+    /// moment ago may have just been replaced.
     pub async fn click(&self, selector: &str) -> Result<()> {
-        self.page
-            .find_element(selector)
-            .await
-            .with_context(|| format!("no element {selector}"))?
-            .click()
-            .await?;
-        Ok(())
+        wait_for(
+            &format!("a click on {selector}"),
+            Duration::from_secs(10),
+            || async {
+                let element = self.page.find_element(selector).await.ok()?;
+                element.click().await.ok().map(|_| ())
+            },
+        )
+        .await
     }
 
     /// Waits until `selector` matches an element.
