@@ -356,6 +356,11 @@ impl CameraActor {
         self.status.bitrate_bps = (bytes.saturating_sub(b0) as f64 * 8.0 / secs) as u64;
         self.status.last_frame_ms = self.counters.last_frame_ms.load(Ordering::Relaxed);
         self.status.updated_ms = cloudcam_core::now_ms();
+        // The size may not have been known yet at the first frame (re-payloaded, it is known
+        // once the parser has seen the stream); it may also change when the route does.
+        if let Some((w, h)) = self.relay.as_ref().and_then(Relay::video_size) {
+            (self.status.width, self.status.height) = (w, h);
+        }
         self.last_health = (Instant::now(), frames, bytes);
         self.shared.reporter.health(self.id(), &self.status);
     }
@@ -546,6 +551,15 @@ impl Handler<Relayed> for CameraActor {
                 }
                 self.status.codec = "H264".into();
                 self.status.last_frame_ms = cloudcam_core::now_ms();
+            }
+            PipelineEvent::Forwarding { as_sent: true } => {
+                tracing::info!("video forwarded as the camera sends it");
+            }
+            PipelineEvent::Forwarding { as_sent: false } => {
+                tracing::info!(
+                    "video re-payloaded: the camera does not send SPS/PPS before every keyframe, \
+                     or sends packets larger than camera.forward_max_packet"
+                );
             }
             PipelineEvent::Audio { caps } => {
                 if let (Some(server), Some(mount)) = (&self.shared.restream, &self.restream) {

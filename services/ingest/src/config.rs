@@ -77,6 +77,10 @@ pub struct CameraSettings {
     pub transport: String,
     /// rtspsrc jitter-buffer latency.
     pub latency_ms: u32,
+    /// The camera's H.264 RTP goes to Janus as the camera sent it (no re-payloading) while it
+    /// repeats its parameter sets before every IDR frame and no packet is larger than this
+    /// many bytes (RTP header included); 0 re-payloads every camera. See `ingest::forward`.
+    pub forward_max_packet: usize,
     /// A camera that has not produced a frame this long after connecting is reported.
     pub connect_timeout_ms: u64,
     /// A session the camera answered (RTSP PLAY) on which no frame arrives this long after is
@@ -102,6 +106,7 @@ impl Default for CameraSettings {
         Self {
             transport: "tcp".into(),
             latency_ms: 50,
+            forward_max_packet: 1400,
             connect_timeout_ms: 8000,
             first_frame_timeout_ms: 1500,
             stall_timeout_ms: 5000,

@@ -10,6 +10,7 @@
 
 pub mod camera;
 pub mod config;
+pub mod forward;
 pub mod machine;
 pub mod pipeline;
 pub mod report;

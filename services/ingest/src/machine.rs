@@ -315,7 +315,7 @@ impl CameraCore {
                     self.report(CameraState::Live, "receiving video", &mut out);
                 }
             }
-            PipelineEvent::Audio { .. } => {}
+            PipelineEvent::Audio { .. } | PipelineEvent::Forwarding { .. } => {}
             PipelineEvent::Unsupported { reason } => {
                 self.fail(
                     CameraState::UnsupportedCodec,

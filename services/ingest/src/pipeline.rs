@@ -1,15 +1,20 @@
 //! The GStreamer relay of one camera:
 //!
 //! ```text
-//! rtspsrc ─(H.264 video pad)─ rtph264depay ! h264parse ! rtph264pay ! multiudpsink → Janus
+//! rtspsrc ─(H.264 video pad)─ output-selector ─(as sent)─────────────────────── multiudpsink → Janus
+//!         │                                 └(re-payloaded)─ rtph264depay ! h264parse
+//!         │                                                  ! rtph264pay ! multiudpsink → Janus
 //!         └(any other pad)── fakesink
 //! ```
 //!
-//! Nothing is decoded or encoded: H.264 access units are depayloaded, parsed (so SPS/PPS are
-//! repeated before every keyframe for late joiners) and payloaded again. The relay reports what
+//! Nothing is decoded or encoded. A camera whose RTP serves a late-joining viewer as it is
+//! (SPS/PPS before every keyframe, packets small enough for WebRTC) is forwarded untouched;
+//! any other has its access units depayloaded, parsed (so SPS/PPS are repeated before every
+//! keyframe) and payloaded again ([`crate::forward`] decides, packet by packet). The relay reports what
 //! happens through a callback; it knows nothing of actors, Kafka or Redis.
 
 use crate::config::CameraSettings;
+use crate::forward::{Forwarding, Route, VIDEO_PT};
 use cloudcam_core::camera::CameraSecret;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -41,6 +46,10 @@ pub enum PipelineEvent {
     /// The camera sends AAC audio, forwarded untouched as RTP with these caps.
     Audio {
         caps: String,
+    },
+    /// The video is forwarded as the camera sends it (`as_sent`), or re-payloaded from now on.
+    Forwarding {
+        as_sent: bool,
     },
     /// The camera offers no video that can be relayed without transcoding.
     Unsupported {
@@ -78,6 +87,8 @@ pub struct Relay {
     pipeline: gst::Pipeline,
     /// Where the video RTP goes (`multiudpsink`'s `clients`); held while the video is linked.
     clients: Arc<std::sync::Mutex<String>>,
+    /// How the video packets are routed (as they are, or re-payloaded).
+    forwarding: Arc<std::sync::Mutex<Forwarding>>,
     bus_task: tokio::task::JoinHandle<()>,
 }
 
@@ -111,11 +122,15 @@ impl Relay {
         pipeline.add(&src)?;
 
         let clients = Arc::new(std::sync::Mutex::new(clients(targets)));
+        let forwarding = Arc::new(std::sync::Mutex::new(Forwarding::new(
+            settings.forward_max_packet,
+        )));
         let linked = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let weak = pipeline.downgrade();
         {
             let clients = clients.clone();
+            let forwarding = forwarding.clone();
             let linked = linked.clone();
             let seen = seen.clone();
             let counters = counters.clone();
@@ -130,7 +145,14 @@ impl Relay {
                     && !linked.swap(true, Ordering::SeqCst)
                 {
                     let clients = clients.lock().expect("clients lock");
-                    link_h264(&pipeline, pad, &clients, counters.clone(), on_event.clone())
+                    link_h264(
+                        &pipeline,
+                        pad,
+                        &clients,
+                        forwarding.clone(),
+                        counters.clone(),
+                        on_event.clone(),
+                    )
                 } else if media == "audio"
                     && encoding == "MPEG4-GENERIC"
                     && let Some((host, port)) = &audio_target
@@ -191,6 +213,7 @@ impl Relay {
         Ok(Self {
             pipeline,
             clients,
+            forwarding,
             bus_task,
         })
     }
@@ -200,13 +223,20 @@ impl Relay {
         let mut current = self.clients.lock().expect("clients lock");
         *current = clients(targets);
         // Not there while the camera's video is not linked yet: it is linked to these then.
-        if let Some(sink) = self.pipeline.by_name(RTP_SINK) {
-            sink.set_property("clients", current.as_str());
+        for name in [RTP_SINK, RAW_SINK] {
+            if let Some(sink) = self.pipeline.by_name(name) {
+                sink.set_property("clients", current.as_str());
+            }
         }
     }
 
-    /// Width and height of the relayed video, once its caps are known.
+    /// Width and height of the relayed video, once known.
     pub fn video_size(&self) -> Option<(u32, u32)> {
+        let forwarding = self.forwarding.lock().expect("forwarding lock");
+        if forwarding.is_raw() {
+            return forwarding.size();
+        }
+        drop(forwarding);
         let parse = self.pipeline.by_name("parse")?;
         let caps = parse.static_pad("src")?.current_caps()?;
         let s = caps.structure(0)?;
@@ -224,8 +254,10 @@ impl Drop for Relay {
     }
 }
 
-/// The element that sends the video RTP (to Janus and the re-stream).
+/// The elements that send the video RTP (to Janus and the re-stream): re-payloaded, and as the
+/// camera sent it.
 const RTP_SINK: &str = "rtp-out";
+const RAW_SINK: &str = "rtp-out-raw";
 
 /// `multiudpsink`'s `clients` for `targets`.
 fn clients(targets: &[(String, u16)]) -> String {
@@ -253,13 +285,20 @@ fn pad_media(pad: &gst::Pad) -> (String, String) {
     (media, encoding)
 }
 
+/// Links the camera's H.264 RTP to the sinks. [`Forwarding`] routes each packet: as it is to
+/// one sink, or through `rtph264depay ! h264parse ! rtph264pay` to the other (both send to
+/// the same clients); the output-selector carries the packets where the route says.
 fn link_h264(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
     clients: &str,
+    forwarding: Arc<std::sync::Mutex<Forwarding>>,
     counters: Arc<Counters>,
     on_event: EventSink,
 ) -> Result<(), gst::glib::BoolError> {
+    let selector = gst::ElementFactory::make("output-selector").build()?;
+    selector.set_property_from_str("pad-negotiation-mode", "active");
+    let raw_sink = rtp_sink(RAW_SINK, clients)?;
     let depay = gst::ElementFactory::make("rtph264depay").build()?;
     let parse = gst::ElementFactory::make("h264parse")
         .name("parse")
@@ -274,31 +313,81 @@ fn link_h264(
         )
         .build()?;
     let pay = gst::ElementFactory::make("rtph264pay")
-        .property("pt", 96u32)
+        .property("pt", u32::from(VIDEO_PT))
         .property("config-interval", -1i32)
         .property("mtu", 1200u32)
         .build()?;
     pay.set_property_from_str("aggregate-mode", "zero-latency");
-    // A multiudpsink even without targets, so that targets can be added while it runs.
-    let sink = gst::ElementFactory::make("multiudpsink")
-        .name(RTP_SINK)
-        .property("clients", clients)
-        .property("sync", false)
-        .property("async", false)
-        .build()?;
-    let chain = [&depay, &parse, &caps, &pay, &sink];
-    pipeline.add_many(chain)?;
-    gst::Element::link_many(chain)?;
-    for e in chain {
+    let repay_sink = rtp_sink(RTP_SINK, clients)?;
+    let repay = [&depay, &parse, &caps, &pay, &repay_sink];
+    pipeline.add_many([&selector, &raw_sink])?;
+    pipeline.add_many(repay)?;
+    gst::Element::link_many(repay)?;
+    let raw_pad = selector
+        .request_pad_simple("src_%u")
+        .ok_or_else(|| gst::glib::bool_error!("output-selector gave no pad"))?;
+    let repay_pad = selector
+        .request_pad_simple("src_%u")
+        .ok_or_else(|| gst::glib::bool_error!("output-selector gave no pad"))?;
+    raw_pad
+        .link(&raw_sink.static_pad("sink").expect("sink has a sink pad"))
+        .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
+    repay_pad
+        .link(&depay.static_pad("sink").expect("depay has a sink pad"))
+        .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
+    for e in [&selector, &raw_sink].into_iter().chain(repay) {
         e.sync_state_with_parent()?;
     }
-    let packets = counters.clone();
-    let parse_src = caps.static_pad("src").expect("capsfilter has a src pad");
-    parse_src.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(buf) = info.buffer() {
-            counters
-                .bytes
-                .fetch_add(buf.size() as u64, Ordering::Relaxed);
+    count_packets(&raw_sink, &counters);
+    count_packets(&repay_sink, &counters);
+
+    // Where packets go now: 0 nowhere yet, else the route's sink. (Weak references: the
+    // probe lives on the source's pad, which must not keep the pipeline's elements alive.)
+    let active = std::sync::atomic::AtomicU8::new(0);
+    let sink_pad = selector
+        .static_pad("sink")
+        .expect("selector has a sink pad");
+    let (selector, raw_pad, repay_pad) = (
+        selector.downgrade(),
+        raw_pad.downgrade(),
+        repay_pad.downgrade(),
+    );
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (route, size, pt, ends_frame) = {
+            let Ok(map) = buffer.map_readable() else {
+                return gst::PadProbeReturn::Drop;
+            };
+            let route = forwarding.lock().expect("forwarding lock").route(&map);
+            // The RTP header's second byte: marker bit (end of an access unit), payload type.
+            let second = map.get(1).copied().unwrap_or(0);
+            (route, map.len(), second & 0x7f, second & 0x80 != 0)
+        };
+        let (code, to) = match route {
+            Route::Drop => return gst::PadProbeReturn::Drop,
+            Route::Raw => (1, &raw_pad),
+            Route::Repay => (2, &repay_pad),
+        };
+        if active.swap(code, Ordering::Relaxed) != code
+            && let (Some(selector), Some(to)) = (selector.upgrade(), to.upgrade())
+        {
+            selector.set_property("active-pad", &to);
+            on_event(PipelineEvent::Forwarding {
+                as_sent: route == Route::Raw,
+            });
+        }
+        if route == Route::Raw && pt != VIDEO_PT {
+            let buffer = buffer.make_mut();
+            if let Ok(mut map) = buffer.map_writable()
+                && let Ok(mut rtp) = rtp_types::RtpPacketMut::parse(&mut map[..])
+            {
+                let _ = rtp.set_payload_type(VIDEO_PT);
+            }
+        }
+        counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        if ends_frame {
             counters
                 .last_frame_ms
                 .store(cloudcam_core::now_ms(), Ordering::Relaxed);
@@ -308,8 +397,26 @@ fn link_h264(
         }
         gst::PadProbeReturn::Ok
     });
-    let rtp_in = sink.static_pad("sink").expect("sink has a sink pad");
-    rtp_in.add_probe(
+    pad.link(&sink_pad)
+        .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
+    Ok(())
+}
+
+/// A `multiudpsink` (even without clients, so that clients can be added while it runs).
+fn rtp_sink(name: &str, clients: &str) -> Result<gst::Element, gst::glib::BoolError> {
+    gst::ElementFactory::make("multiudpsink")
+        .name(name)
+        .property("clients", clients)
+        .property("sync", false)
+        .property("async", false)
+        .build()
+}
+
+/// Counts the RTP packets `sink` sends.
+fn count_packets(sink: &gst::Element, counters: &Arc<Counters>) {
+    let counters = counters.clone();
+    let pad = sink.static_pad("sink").expect("sink has a sink pad");
+    pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |_, info| {
             let n = match &info.data {
@@ -317,14 +424,10 @@ fn link_h264(
                 Some(gst::PadProbeData::BufferList(l)) => l.len() as u64,
                 _ => 0,
             };
-            packets.rtp_packets.fetch_add(n, Ordering::Relaxed);
+            counters.rtp_packets.fetch_add(n, Ordering::Relaxed);
             gst::PadProbeReturn::Ok
         },
     );
-    let sinkpad = depay.static_pad("sink").expect("depay has a sink pad");
-    pad.link(&sinkpad)
-        .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
-    Ok(())
 }
 
 /// The RTP caps of a pad, without the per-session fields (SSRC, sequence and clock bases, …),

@@ -1,0 +1,319 @@
+//! Whether a camera's H.264 RTP can go to Janus as the camera sent it.
+//!
+//! Re-payloading (`rtph264depay ! h264parse ! rtph264pay`) costs about a fifth of a relay's
+//! CPU. It is needed only when the stream as sent would not serve a viewer who joins late:
+//! when the camera does not repeat its parameter sets (SPS and PPS) before every IDR frame
+//! (many send them once, or only in the SDP), or when its packets are larger than a WebRTC
+//! path carries without fragmenting. [`Forwarding`] watches the packets and says, packet by
+//! packet, where each goes; a stream found unfit is re-payloaded from then on. Nothing here
+//! touches GStreamer: the relay feeds it the bytes of each packet.
+
+use h264_reader::nal::sps::SeqParameterSet;
+use h264_reader::rbsp::BitReader;
+use rtp_types::RtpPacket;
+
+/// The payload type Janus's mountpoints and the re-stream expect for video.
+pub const VIDEO_PT: u8 = 96;
+
+/// Where one packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Not forwarded: nothing before the stream's first parameter sets or keyframe is of use
+    /// to a viewer.
+    Drop,
+    /// Forwarded as it is (its payload type set to [`VIDEO_PT`]).
+    Raw,
+    /// Depayloaded, parsed and payloaded again.
+    Repay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Deciding,
+    Raw,
+    Repay,
+}
+
+/// The routing decision for one camera stream; see the module documentation.
+#[derive(Debug)]
+pub struct Forwarding {
+    mode: Mode,
+    max_packet: usize,
+    /// SPS and PPS seen since the last IDR access unit ended.
+    sps: bool,
+    pps: bool,
+    /// Inside an IDR access unit (from its first IDR slice to the packet with the marker bit).
+    in_idr: bool,
+    /// Width and height, from the last SPS seen.
+    size: Option<(u32, u32)>,
+}
+
+/// What one packet's payload carries (RFC 6184 packetization).
+#[derive(Debug, Default, PartialEq)]
+struct Nals {
+    sps: bool,
+    pps: bool,
+    idr_start: bool,
+    /// Where in the payload a whole SPS NAL unit is.
+    sps_at: Option<std::ops::Range<usize>>,
+    /// A packetization raw forwarding does not look into (STAP-B, MTAP, FU-B).
+    unknown: bool,
+}
+
+impl Nals {
+    fn add(&mut self, nal_type: u8, whole: Option<std::ops::Range<usize>>) {
+        match nal_type {
+            5 => self.idr_start = true,
+            7 => {
+                self.sps = true;
+                self.sps_at = whole.or(self.sps_at.take());
+            }
+            8 => self.pps = true,
+            _ => {}
+        }
+    }
+
+    fn of(payload: &[u8]) -> Self {
+        let mut nals = Self::default();
+        let Some(&header) = payload.first() else {
+            return nals;
+        };
+        match header & 0x1f {
+            // STAP-A: 16-bit sizes, each followed by a NAL unit.
+            24 => {
+                let mut at = 1;
+                while payload.len() > at + 2 {
+                    let size = usize::from(u16::from_be_bytes([payload[at], payload[at + 1]]));
+                    let nal = at + 2..at + 2 + size;
+                    if size == 0 || payload.len() < nal.end {
+                        break;
+                    }
+                    at = nal.end;
+                    nals.add(payload[nal.start] & 0x1f, Some(nal));
+                }
+            }
+            // FU-A: the fragmented unit's type counts at its start.
+            28 => {
+                if let Some(&fu) = payload.get(1)
+                    && fu & 0x80 != 0
+                {
+                    nals.add(fu & 0x1f, None);
+                }
+            }
+            25..=27 | 29 => nals.unknown = true,
+            t => nals.add(t, Some(0..payload.len())),
+        }
+        nals
+    }
+}
+
+impl Forwarding {
+    /// Raw forwarding for packets of at most `max_packet` bytes (RTP header included);
+    /// 0 re-payloads every stream.
+    pub fn new(max_packet: usize) -> Self {
+        Self {
+            mode: if max_packet == 0 {
+                Mode::Repay
+            } else {
+                Mode::Deciding
+            },
+            max_packet,
+            sps: false,
+            pps: false,
+            in_idr: false,
+            size: None,
+        }
+    }
+
+    /// Width and height of the video, as its last SPS says (forwarded raw, nothing else
+    /// parses the stream).
+    pub fn size(&self) -> Option<(u32, u32)> {
+        self.size
+    }
+
+    /// Whether packets are forwarded as they are.
+    pub fn is_raw(&self) -> bool {
+        self.mode == Mode::Raw
+    }
+
+    /// Where the RTP packet `packet` goes.
+    pub fn route(&mut self, packet: &[u8]) -> Route {
+        if self.mode == Mode::Repay {
+            return Route::Repay;
+        }
+        let Ok(rtp) = RtpPacket::parse(packet) else {
+            return self.repay();
+        };
+        let nals = Nals::of(rtp.payload());
+        if nals.unknown || packet.len() > self.max_packet {
+            return self.repay();
+        }
+        self.sps |= nals.sps;
+        self.pps |= nals.pps;
+        if let Some(at) = nals.sps_at {
+            self.size = sps_size(&rtp.payload()[at]).or(self.size);
+        }
+        if nals.idr_start && !self.in_idr {
+            if !(self.sps && self.pps) {
+                return self.repay();
+            }
+            self.in_idr = true;
+        }
+        let route = match self.mode {
+            Mode::Deciding if self.sps || self.in_idr => {
+                self.mode = Mode::Raw;
+                Route::Raw
+            }
+            Mode::Deciding => Route::Drop,
+            _ => Route::Raw,
+        };
+        if rtp.marker_bit() && self.in_idr {
+            (self.in_idr, self.sps, self.pps) = (false, false, false);
+        }
+        route
+    }
+
+    fn repay(&mut self) -> Route {
+        self.size = None;
+        self.mode = Mode::Repay;
+        Route::Repay
+    }
+}
+
+/// Width and height from an SPS NAL unit.
+fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+    let rbsp = h264_reader::rbsp::decode_nal(nal).ok()?;
+    let sps = SeqParameterSet::from_bits(BitReader::new(&*rbsp)).ok()?;
+    sps.pixel_dimensions().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtp_types::RtpPacketBuilder;
+
+    fn packet(payload: &[u8], marker: bool) -> Vec<u8> {
+        RtpPacketBuilder::new()
+            .payload_type(97)
+            .marker_bit(marker)
+            .payload(payload)
+            .write_vec()
+            .unwrap()
+    }
+
+    const SPS: &[u8] = &[0x67, 0x42, 0x00, 0x1f];
+    const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+    const P_SLICE: &[u8] = &[0x41, 0x9a, 0x00];
+
+    fn stap_a(nals: &[&[u8]]) -> Vec<u8> {
+        let mut out = vec![24];
+        for n in nals {
+            out.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            out.extend_from_slice(n);
+        }
+        out
+    }
+
+    /// An IDR frame sent in FU-A fragments: start, middle, end (with the marker bit).
+    fn idr_fragments() -> Vec<Vec<u8>> {
+        vec![
+            packet(&[0x7c, 0x85, 1, 2], false),
+            packet(&[0x7c, 0x05, 3, 4], false),
+            packet(&[0x7c, 0x45, 5, 6], true),
+        ]
+    }
+
+    #[test]
+    fn a_stream_repeating_its_parameter_sets_is_forwarded_raw_from_the_first_ones() {
+        let mut f = Forwarding::new(1400);
+        // Whatever comes before the first parameter sets is of no use to a viewer.
+        assert_eq!(f.route(&packet(P_SLICE, true)), Route::Drop);
+        for _ in 0..3 {
+            assert_eq!(f.route(&packet(SPS, false)), Route::Raw);
+            assert_eq!(f.route(&packet(PPS, false)), Route::Raw);
+            for p in idr_fragments() {
+                assert_eq!(f.route(&p), Route::Raw);
+            }
+            assert_eq!(f.route(&packet(P_SLICE, true)), Route::Raw);
+        }
+    }
+
+    /// An SPS as x264 writes it for 640x360 (baseline).
+    const SPS_640X360: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x16, 0xa0, 0xc0, 0xc0, 0xd4,
+        0xa0, 0x00, 0x00, 0x03, 0x00, 0x20, 0x00, 0x00, 0x07, 0x91, 0xe2, 0xc5, 0xc9,
+    ];
+
+    #[test]
+    fn the_video_size_is_read_from_the_sps_alone_or_aggregated() {
+        let mut f = Forwarding::new(1400);
+        assert_eq!(f.size(), None);
+        f.route(&packet(SPS_640X360, false));
+        assert_eq!(f.size(), Some((640, 360)));
+        let mut f = Forwarding::new(1400);
+        f.route(&packet(&stap_a(&[SPS_640X360, PPS]), false));
+        assert_eq!(f.size(), Some((640, 360)));
+        assert!(f.is_raw());
+    }
+
+    #[test]
+    fn parameter_sets_aggregated_in_a_stap_a_count() {
+        let mut f = Forwarding::new(1400);
+        assert_eq!(f.route(&packet(&stap_a(&[SPS, PPS]), false)), Route::Raw);
+        for p in idr_fragments() {
+            assert_eq!(f.route(&p), Route::Raw);
+        }
+    }
+
+    #[test]
+    fn an_idr_frame_in_several_slices_needs_its_parameter_sets_once() {
+        let mut f = Forwarding::new(1400);
+        f.route(&packet(SPS, false));
+        f.route(&packet(PPS, false));
+        assert_eq!(f.route(&packet(&[0x65, 0x88, 1], false)), Route::Raw);
+        assert_eq!(f.route(&packet(&[0x65, 0x88, 2], true)), Route::Raw);
+        // The next IDR frame without parameter sets before it is not fit.
+        assert_eq!(f.route(&packet(P_SLICE, true)), Route::Raw);
+        assert_eq!(f.route(&packet(&[0x65, 0x88, 3], true)), Route::Repay);
+    }
+
+    #[test]
+    fn a_camera_sending_parameter_sets_only_in_its_sdp_is_repayloaded_from_its_first_idr() {
+        let mut f = Forwarding::new(1400);
+        let idr = idr_fragments();
+        assert_eq!(f.route(&idr[0]), Route::Repay);
+        // and stays so, whatever follows.
+        assert_eq!(f.route(&packet(SPS, false)), Route::Repay);
+        assert_eq!(f.route(&idr[1]), Route::Repay);
+    }
+
+    #[test]
+    fn a_camera_sending_parameter_sets_once_is_repayloaded_from_its_second_idr() {
+        let mut f = Forwarding::new(1400);
+        f.route(&packet(SPS, false));
+        f.route(&packet(PPS, false));
+        for p in idr_fragments() {
+            assert_eq!(f.route(&p), Route::Raw);
+        }
+        assert_eq!(f.route(&packet(P_SLICE, true)), Route::Raw);
+        assert_eq!(f.route(&idr_fragments()[0]), Route::Repay);
+    }
+
+    #[test]
+    fn large_packets_and_unusual_packetizations_are_repayloaded() {
+        let mut f = Forwarding::new(100);
+        f.route(&packet(SPS, false));
+        assert_eq!(f.route(&packet(&[0x41; 200], true)), Route::Repay);
+
+        let mut f = Forwarding::new(1400);
+        f.route(&packet(SPS, false));
+        // STAP-B
+        assert_eq!(
+            f.route(&packet(&[0x19, 0, 0, 0, 2, 0x41, 0], true)),
+            Route::Repay
+        );
+
+        assert_eq!(Forwarding::new(0).route(&packet(SPS, false)), Route::Repay);
+        assert_eq!(Forwarding::new(1400).route(&[0x80, 0x60]), Route::Repay);
+    }
+}
