@@ -27,9 +27,14 @@ pub enum Route {
     Repay,
 }
 
+/// A stream that brings neither an SPS nor an IDR frame within this many packets is
+/// re-payloaded (a camera that never sends an IDR frame would otherwise never be relayed).
+const DECIDE_WITHIN: u32 = 500;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    Deciding,
+    /// Packets seen so far.
+    Deciding(u32),
     Raw,
     Repay,
 }
@@ -115,7 +120,7 @@ impl Forwarding {
             mode: if max_packet == 0 {
                 Mode::Repay
             } else {
-                Mode::Deciding
+                Mode::Deciding(0)
             },
             max_packet,
             sps: false,
@@ -160,11 +165,15 @@ impl Forwarding {
             self.in_idr = true;
         }
         let route = match self.mode {
-            Mode::Deciding if self.sps || self.in_idr => {
+            Mode::Deciding(_) if self.sps || self.in_idr => {
                 self.mode = Mode::Raw;
                 Route::Raw
             }
-            Mode::Deciding => Route::Drop,
+            Mode::Deciding(seen) if seen + 1 >= DECIDE_WITHIN => self.repay(),
+            Mode::Deciding(seen) => {
+                self.mode = Mode::Deciding(seen + 1);
+                Route::Drop
+            }
             _ => Route::Raw,
         };
         if rtp.marker_bit() && self.in_idr {
@@ -254,6 +263,16 @@ mod tests {
         f.route(&packet(&stap_a(&[SPS_640X360, PPS]), false));
         assert_eq!(f.size(), Some((640, 360)));
         assert!(f.is_raw());
+    }
+
+    #[test]
+    fn a_stream_without_parameter_sets_or_idr_frames_is_repayloaded_after_a_while() {
+        let mut f = Forwarding::new(1400);
+        for _ in 1..DECIDE_WITHIN {
+            assert_eq!(f.route(&packet(P_SLICE, true)), Route::Drop);
+        }
+        assert_eq!(f.route(&packet(P_SLICE, true)), Route::Repay);
+        assert_eq!(f.route(&packet(SPS, false)), Route::Repay);
     }
 
     #[test]
