@@ -10,8 +10,8 @@
 //! Nothing is decoded or encoded. A camera whose RTP serves a late-joining viewer as it is
 //! (SPS/PPS before every keyframe, packets small enough for WebRTC) is forwarded untouched;
 //! any other has its access units depayloaded, parsed (so SPS/PPS are repeated before every
-//! keyframe) and payloaded again ([`crate::forward`] decides, packet by packet). The relay reports what
-//! happens through a callback; it knows nothing of actors, Kafka or Redis.
+//! keyframe) and payloaded again ([`crate::forward`] decides, packet by packet). The relay
+//! reports what happens through a callback; it knows nothing of actors, Kafka or Redis.
 
 use crate::config::CameraSettings;
 use crate::forward::{Forwarding, Route, VIDEO_PT};
