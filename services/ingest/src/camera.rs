@@ -335,6 +335,13 @@ impl CameraActor {
         }
     }
 
+    /// The status's width and height, from the relay once it knows them.
+    fn refresh_size(&mut self) {
+        if let Some((w, h)) = self.relay.as_ref().and_then(Relay::video_size) {
+            (self.status.width, self.status.height) = (w, h);
+        }
+    }
+
     /// Publishes fps and bitrate over the last health interval, and counts what was relayed.
     fn health(&mut self) {
         let frames = self.counters.frames.load(Ordering::Relaxed);
@@ -358,9 +365,7 @@ impl CameraActor {
         self.status.updated_ms = cloudcam_core::now_ms();
         // The size may not have been known yet at the first frame (re-payloaded, it is known
         // once the parser has seen the stream); it may also change when the route does.
-        if let Some((w, h)) = self.relay.as_ref().and_then(Relay::video_size) {
-            (self.status.width, self.status.height) = (w, h);
-        }
+        self.refresh_size();
         self.last_health = (Instant::now(), frames, bytes);
         self.shared.reporter.health(self.id(), &self.status);
     }
@@ -545,10 +550,7 @@ impl Handler<Relayed> for CameraActor {
         match &msg.event {
             PipelineEvent::FirstFrame => {
                 self.last_health = (Instant::now(), 0, 0);
-                if let Some((w, h)) = self.relay.as_ref().and_then(Relay::video_size) {
-                    self.status.width = w;
-                    self.status.height = h;
-                }
+                self.refresh_size();
                 self.status.codec = "H264".into();
                 self.status.last_frame_ms = cloudcam_core::now_ms();
             }
