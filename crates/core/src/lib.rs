@@ -14,6 +14,7 @@ pub mod mp4;
 pub mod ops;
 pub mod outbox;
 pub mod owner;
+pub mod rtp_timestamper;
 pub mod state;
 pub mod telemetry;
 pub mod workers;

@@ -118,6 +118,10 @@ impl Relay {
         if settings.transport != "auto" {
             src.set_property_from_str("protocols", &settings.transport);
         }
+        // Over TCP nothing arrives out of order: no jitter buffer (and no thread hop) at all.
+        if settings.transport == "tcp" {
+            cloudcam_core::rtp_timestamper::skip_jitter_buffer(&src);
+        }
         if let Some(secret) = source.secret.as_ref().filter(|s| !s.username.is_empty()) {
             src.set_property("user-id", &secret.username);
             src.set_property("user-pw", &secret.password);
