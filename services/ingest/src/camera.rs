@@ -42,6 +42,11 @@ struct Relayed {
     event: PipelineEvent,
 }
 
+/// Whether the camera's re-stream is being pulled (by a recorder, a snapshot, an RTSP client).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RestreamPulled(bool);
+
 /// What every camera actor on a worker shares.
 #[derive(Clone)]
 pub struct Shared {
@@ -68,6 +73,8 @@ pub struct CameraActor {
     /// RTP packets already counted in the metric, from the current relay's counters.
     last_packets: u64,
     restream: Option<crate::restream::Mount>,
+    /// Whether anybody pulls the re-stream: only then does the relay send it a copy.
+    restream_pulled: bool,
     /// The camera's secret values (password, secret URL parameters), redacted from reasons.
     secrets: Vec<String>,
     /// When the last snapshot was taken, and whether one is being taken.
@@ -96,6 +103,7 @@ impl CameraActor {
             last_health: (Instant::now(), 0, 0),
             last_packets: 0,
             restream: None,
+            restream_pulled: false,
             secrets: Vec::new(),
             last_snapshot: None,
             snapshot_busy: false,
@@ -270,7 +278,7 @@ impl CameraActor {
     }
 
     /// Where the video RTP goes: the camera's Janus mountpoints (not while handing over: the
-    /// new owner feeds them) and the worker's re-stream.
+    /// new owner feeds them) and the worker's re-stream (while it is pulled).
     fn targets(&self) -> Vec<(String, u16)> {
         let janus = if self.core.handing_over() {
             &[][..]
@@ -281,7 +289,7 @@ impl CameraActor {
             .iter()
             .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
             .collect();
-        if let Some(m) = &self.restream {
+        if let Some(m) = self.restream.as_ref().filter(|_| self.restream_pulled) {
             targets.push(("127.0.0.1".into(), m.rtp_port));
         }
         targets
@@ -294,7 +302,10 @@ impl CameraActor {
         if self.restream.is_none()
             && let Some(server) = &self.shared.restream
         {
-            match server.mount(self.id()) {
+            let me = ctx.address();
+            let on_use: crate::restream::OnUse =
+                Arc::new(move |pulled| me.do_send(RestreamPulled(pulled)));
+            match server.mount(self.id(), on_use) {
                 Ok(m) => self.restream = Some(m),
                 Err(e) => tracing::warn!(error = %e, "no re-stream"),
             }
@@ -536,6 +547,18 @@ impl Handler<HandOver> for CameraActor {
             tracing::info!("moved to another worker; re-stream kept until it has taken over");
         }
         self.apply(effects, ctx);
+    }
+}
+
+impl Handler<RestreamPulled> for CameraActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestreamPulled, _ctx: &mut Context<Self>) {
+        let _span = self.span.clone().entered();
+        self.restream_pulled = msg.0;
+        if let Some(relay) = &self.relay {
+            relay.retarget(&self.targets());
+        }
     }
 }
 

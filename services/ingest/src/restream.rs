@@ -2,9 +2,9 @@
 //! served at `rtsp://<host>:<port>/cam/<camera id>`, so recorders and any RTSP client (VLC, a
 //! third-party NVR) pull from the worker and never open a second connection to the camera.
 //!
-//! Each camera's relay sends one more copy of its RTP to a local UDP port; the camera's media
-//! factory reads that port only while somebody watches (shared media), and re-payloads the
-//! H.264 without decoding it.
+//! While somebody watches (shared media), the camera's relay sends one more copy of its RTP to
+//! a local UDP port, which the camera's media factory reads and re-payloads without decoding.
+//! Nobody watching, nothing is sent there: the relay is told through the mount's [`OnUse`].
 
 use cloudcam_core::config::RestreamAuth;
 use gstreamer as gst;
@@ -22,14 +22,23 @@ pub enum RestreamError {
     Port(std::io::Error),
 }
 
+/// Told whether a camera's re-stream is being pulled now (called from the server's thread).
+pub type OnUse = Arc<dyn Fn(bool) + Send + Sync>;
+
 /// A running re-stream server. Cheap to share (`Arc`); mount points are thread-safe.
 pub struct Restream {
     mounts: rtsp_server::RTSPMountPoints,
     public_base: String,
     auth: RestreamAuth,
-    /// Media being served per camera (a shared media lives while it has clients).
-    users: Arc<Mutex<HashMap<String, usize>>>,
+    /// Media being served per camera (a shared media lives while it has clients), and who is
+    /// told when that count leaves or reaches zero.
+    users: Arc<Mutex<HashMap<String, Users>>>,
     _server: rtsp_server::RTSPServer,
+}
+
+struct Users {
+    media: usize,
+    on_use: OnUse,
 }
 
 /// The role the re-stream credential grants: access to every camera's media.
@@ -90,8 +99,8 @@ impl Restream {
     }
 
     /// Serves `camera_id` (video only until [`Self::set_audio`]); returns the UDP ports its
-    /// relay must send RTP to.
-    pub fn mount(&self, camera_id: &str) -> Result<Mount, RestreamError> {
+    /// relay sends RTP to while `on_use` says the re-stream is pulled.
+    pub fn mount(&self, camera_id: &str, on_use: OnUse) -> Result<Mount, RestreamError> {
         let port = || {
             UdpSocket::bind("127.0.0.1:0")
                 .and_then(|s| s.local_addr())
@@ -103,6 +112,10 @@ impl Restream {
             audio_port: port()?,
             url: format!("{}/cam/{camera_id}", self.public_base),
         };
+        self.users
+            .lock()
+            .expect("users lock")
+            .insert(camera_id.to_string(), Users { media: 0, on_use });
         self.serve(camera_id, &mount, None);
         Ok(mount)
     }
@@ -134,18 +147,18 @@ impl Restream {
         factory.set_shared(true);
         let (users, id) = (self.users.clone(), camera_id.to_string());
         factory.connect_media_configure(move |_, media| {
-            *users
-                .lock()
-                .expect("users lock")
-                .entry(id.clone())
-                .or_default() += 1;
+            if let Some(u) = users.lock().expect("users lock").get_mut(&id) {
+                u.media += 1;
+                if u.media == 1 {
+                    (u.on_use)(true);
+                }
+            }
             let (users, id) = (users.clone(), id.clone());
             media.connect_unprepared(move |_| {
-                let mut users = users.lock().expect("users lock");
-                if let Some(n) = users.get_mut(&id) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        users.remove(&id);
+                if let Some(u) = users.lock().expect("users lock").get_mut(&id) {
+                    u.media = u.media.saturating_sub(1);
+                    if u.media == 0 {
+                        (u.on_use)(false);
                     }
                 }
             });
@@ -171,10 +184,11 @@ impl Restream {
             .lock()
             .expect("users lock")
             .get(camera_id)
-            .is_some_and(|n| *n > 0)
+            .is_some_and(|u| u.media > 0)
     }
 
     pub fn unmount(&self, camera_id: &str) {
+        self.users.lock().expect("users lock").remove(camera_id);
         self.mounts.remove_factory(&format!("/cam/{camera_id}"));
     }
 }
