@@ -6,7 +6,7 @@
 
 use crate::config::CameraSettings;
 use crate::machine::{CameraCore, Effect, wanted};
-use crate::pipeline::{Counters, PipelineEvent, Relay, Source};
+use crate::pipeline::{Counters, PipelineEvent, Relay, Source, Targets};
 use crate::report::{BYTES, FRAMES, LAST_FRAME_AGE, RECONNECTS, RTP_PACKETS, Reporter};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraSecret, CameraState, CameraStatus};
@@ -277,20 +277,24 @@ impl CameraActor {
         .spawn(ctx);
     }
 
-    /// Where the video RTP goes: the camera's Janus mountpoints (not while handing over: the
-    /// new owner feeds them) and the worker's re-stream (while it is pulled).
-    fn targets(&self) -> Vec<(String, u16)> {
+    /// Where the RTP goes: the video to the camera's Janus mountpoints (not while handing over:
+    /// the new owner feeds them), video and audio to the worker's re-stream while it is pulled.
+    fn targets(&self) -> Targets {
         let janus = if self.core.handing_over() {
             &[][..]
         } else {
             &self.core.spec().rtp_targets[..]
         };
-        let mut targets: Vec<(String, u16)> = janus
-            .iter()
-            .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
-            .collect();
+        let mut targets = Targets {
+            video: janus
+                .iter()
+                .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
+                .collect(),
+            audio: Vec::new(),
+        };
         if let Some(m) = self.restream.as_ref().filter(|_| self.restream_pulled) {
-            targets.push(("127.0.0.1".into(), m.rtp_port));
+            targets.video.push(("127.0.0.1".into(), m.rtp_port));
+            targets.audio.push(("127.0.0.1".into(), m.audio_port));
         }
         targets
     }
@@ -322,14 +326,9 @@ impl CameraActor {
             url: self.core.spec().source_url.clone(),
             secret: self.secret.clone(),
         };
-        let audio_target = self
-            .restream
-            .as_ref()
-            .map(|m| ("127.0.0.1".to_string(), m.audio_port));
         match Relay::start(
             &source,
             &targets,
-            audio_target,
             &self.shared.settings,
             self.counters.clone(),
             on_event,

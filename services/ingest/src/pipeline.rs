@@ -4,8 +4,12 @@
 //! rtspsrc ─(H.264 video pad)─ output-selector ─(as sent)─────────────────────── multiudpsink → Janus
 //!         │                                 └(re-payloaded)─ rtph264depay ! h264parse
 //!         │                                                  ! rtph264pay ! multiudpsink → Janus
+//!         ├(AAC audio pad)── multiudpsink → re-stream
 //!         └(any other pad)── fakesink
 //! ```
+//!
+//! Both video sinks also feed the worker's re-stream while it is pulled: the sinks' clients
+//! change in place ([`Relay::retarget`]).
 //!
 //! Nothing is decoded or encoded. A camera whose RTP serves a late-joining viewer as it is
 //! (SPS/PPS before every keyframe, packets small enough for WebRTC) is forwarded untouched;
@@ -82,11 +86,20 @@ pub struct Source {
     pub secret: Option<CameraSecret>,
 }
 
+/// Where a relay sends RTP (`host`, `port`): the video, and the camera's AAC audio if it has any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Targets {
+    pub video: Vec<(String, u16)>,
+    pub audio: Vec<(String, u16)>,
+}
+
 /// A running relay; dropping it stops the pipeline.
 pub struct Relay {
     pipeline: gst::Pipeline,
-    /// Where the video RTP goes (`multiudpsink`'s `clients`); held while the video is linked.
+    /// Where the video and audio RTP go (`multiudpsink`'s `clients`); each held while its
+    /// stream is being linked.
     clients: Arc<std::sync::Mutex<String>>,
+    audio_clients: Arc<std::sync::Mutex<String>>,
     /// How the video packets are routed (as they are, or re-payloaded).
     forwarding: Arc<std::sync::Mutex<Forwarding>>,
     bus_task: tokio::task::JoinHandle<()>,
@@ -95,8 +108,7 @@ pub struct Relay {
 impl Relay {
     pub fn start(
         source: &Source,
-        targets: &[(String, u16)],
-        audio_target: Option<(String, u16)>,
+        targets: &Targets,
         settings: &CameraSettings,
         counters: Arc<Counters>,
         on_event: EventSink,
@@ -128,7 +140,8 @@ impl Relay {
         }
         pipeline.add(&src)?;
 
-        let clients = Arc::new(std::sync::Mutex::new(clients(targets)));
+        let audio_clients = Arc::new(std::sync::Mutex::new(clients(&targets.audio)));
+        let clients = Arc::new(std::sync::Mutex::new(clients(&targets.video)));
         let forwarding = Arc::new(std::sync::Mutex::new(Forwarding::new(
             settings.forward_max_packet,
         )));
@@ -137,6 +150,7 @@ impl Relay {
         let weak = pipeline.downgrade();
         {
             let clients = clients.clone();
+            let audio_clients = audio_clients.clone();
             let forwarding = forwarding.clone();
             let linked = linked.clone();
             let seen = seen.clone();
@@ -160,14 +174,12 @@ impl Relay {
                         counters.clone(),
                         on_event.clone(),
                     )
-                } else if media == "audio"
-                    && encoding == "MPEG4-GENERIC"
-                    && let Some((host, port)) = &audio_target
-                {
+                } else if media == "audio" && encoding == "MPEG4-GENERIC" {
                     on_event(PipelineEvent::Audio {
                         caps: stream_caps(pad),
                     });
-                    link_audio(&pipeline, pad, host, *port)
+                    let clients = audio_clients.lock().expect("clients lock");
+                    link_audio(&pipeline, pad, &clients)
                 } else {
                     seen.lock()
                         .expect("seen lock")
@@ -220,19 +232,26 @@ impl Relay {
         Ok(Self {
             pipeline,
             clients,
+            audio_clients,
             forwarding,
             bus_task,
         })
     }
 
-    /// Sends the video RTP to `targets` from now on, without touching the camera's session.
-    pub fn retarget(&self, targets: &[(String, u16)]) {
-        let mut current = self.clients.lock().expect("clients lock");
-        *current = clients(targets);
-        // Not there while the camera's video is not linked yet: it is linked to these then.
-        for name in [RTP_SINK, RAW_SINK] {
-            if let Some(sink) = self.pipeline.by_name(name) {
-                sink.set_property("clients", current.as_str());
+    /// Sends the RTP to `targets` from now on, without touching the camera's session.
+    pub fn retarget(&self, targets: &Targets) {
+        let sinks = [
+            (&self.clients, &targets.video, &[RTP_SINK, RAW_SINK][..]),
+            (&self.audio_clients, &targets.audio, &[AUDIO_SINK][..]),
+        ];
+        for (held, targets, names) in sinks {
+            let mut current = held.lock().expect("clients lock");
+            *current = clients(targets);
+            // Not there while the stream is not linked yet: it is linked to these then.
+            for name in names {
+                if let Some(sink) = self.pipeline.by_name(name) {
+                    sink.set_property("clients", current.as_str());
+                }
             }
         }
     }
@@ -265,6 +284,7 @@ impl Drop for Relay {
 /// camera sent it.
 const RTP_SINK: &str = "rtp-out";
 const RAW_SINK: &str = "rtp-out-raw";
+const AUDIO_SINK: &str = "rtp-out-audio";
 
 /// `multiudpsink`'s `clients` for `targets`.
 fn clients(targets: &[(String, u16)]) -> String {
@@ -471,21 +491,12 @@ fn stream_caps(pad: &gst::Pad) -> String {
 fn link_audio(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
-    host: &str,
-    port: u16,
+    clients: &str,
 ) -> Result<(), gst::glib::BoolError> {
-    let queue = gst::ElementFactory::make("queue").build()?;
-    let sink = gst::ElementFactory::make("udpsink")
-        .property("host", host)
-        .property("port", i32::from(port))
-        .property("sync", false)
-        .property("async", false)
-        .build()?;
-    pipeline.add_many([&queue, &sink])?;
-    queue.link(&sink)?;
-    queue.sync_state_with_parent()?;
+    let sink = rtp_sink(AUDIO_SINK, clients)?;
+    pipeline.add(&sink)?;
     sink.sync_state_with_parent()?;
-    pad.link(&queue.static_pad("sink").expect("queue sink pad"))
+    pad.link(&sink.static_pad("sink").expect("sink has a sink pad"))
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
     Ok(())
 }
