@@ -37,6 +37,9 @@ pub struct Restream {
 }
 
 struct Users {
+    /// The mount counted (its video port): a media of an earlier mount of the camera, still
+    /// ending, is not.
+    port: u16,
     media: usize,
     on_use: OnUse,
 }
@@ -112,10 +115,14 @@ impl Restream {
             audio_port: port()?,
             url: format!("{}/cam/{camera_id}", self.public_base),
         };
-        self.users
-            .lock()
-            .expect("users lock")
-            .insert(camera_id.to_string(), Users { media: 0, on_use });
+        self.users.lock().expect("users lock").insert(
+            camera_id.to_string(),
+            Users {
+                port: mount.rtp_port,
+                media: 0,
+                on_use,
+            },
+        );
         self.serve(camera_id, &mount, None);
         Ok(mount)
     }
@@ -145,17 +152,20 @@ impl Restream {
             mount.rtp_port
         ));
         factory.set_shared(true);
-        let (users, id) = (self.users.clone(), camera_id.to_string());
+        let (users, id, port) = (self.users.clone(), camera_id.to_string(), mount.rtp_port);
         factory.connect_media_configure(move |_, media| {
-            if let Some(u) = users.lock().expect("users lock").get_mut(&id) {
+            let mut all = users.lock().expect("users lock");
+            if let Some(u) = all.get_mut(&id).filter(|u| u.port == port) {
                 u.media += 1;
                 if u.media == 1 {
                     (u.on_use)(true);
                 }
             }
+            drop(all);
             let (users, id) = (users.clone(), id.clone());
             media.connect_unprepared(move |_| {
-                if let Some(u) = users.lock().expect("users lock").get_mut(&id) {
+                let mut all = users.lock().expect("users lock");
+                if let Some(u) = all.get_mut(&id).filter(|u| u.port == port) {
                     u.media = u.media.saturating_sub(1);
                     if u.media == 0 {
                         (u.on_use)(false);
