@@ -5,8 +5,11 @@
 //! each packet with a presentation time and hand it to another thread: one context switch per
 //! packet, about a sixth of a relay's CPU. [`skip_jitter_buffer`] gives `rtspsrc`'s `rtpbin` a
 //! [`RtpTimestamper`] instead: it stamps the presentation time the way the jitter buffer's mode
-//! `none` does (arrival of the first packet plus the RTP clock since then) and passes the packet
-//! on in the thread that read it.
+//! `none` does (the time of the stream's first packet plus the RTP clock since then; over TCP
+//! rtspsrc stamps only each stream's first packet) and passes the packet on in the thread that
+//! read it. The times follow the sender's clock: right for a relay, which re-sends RTP time;
+//! not for a consumer that maps them onto the wall clock, as a server's burst at connect would
+//! put them ahead of it.
 //!
 //! Only for streams that arrive in order: over UDP the jitter buffer's reordering is needed.
 
