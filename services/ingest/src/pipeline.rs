@@ -153,6 +153,8 @@ impl Relay {
             let audio_clients = audio_clients.clone();
             let forwarding = forwarding.clone();
             let linked = linked.clone();
+            // One audio stream is re-streamed (its sink has a name); any other is not.
+            let audio_linked = AtomicBool::new(false);
             let seen = seen.clone();
             let counters = counters.clone();
             let on_event = on_event.clone();
@@ -174,7 +176,10 @@ impl Relay {
                         counters.clone(),
                         on_event.clone(),
                     )
-                } else if media == "audio" && encoding == "MPEG4-GENERIC" {
+                } else if media == "audio"
+                    && encoding == "MPEG4-GENERIC"
+                    && !audio_linked.swap(true, Ordering::SeqCst)
+                {
                     on_event(PipelineEvent::Audio {
                         caps: stream_caps(pad),
                     });
