@@ -38,6 +38,13 @@ impl Timeline {
         }
     }
 
+    /// A stream's caps were (re)sent: the timeline goes on unless the clock rate changed.
+    pub fn set_clock_rate(&mut self, clock_rate: u32) {
+        if clock_rate != self.clock_rate {
+            *self = Self::new(clock_rate);
+        }
+    }
+
     /// The presentation time of a packet with timestamp `rtp_time` that arrived at `arrival`
     /// (only the first packet's arrival is used). `None` before a packet with an arrival time.
     pub fn pts(
@@ -197,7 +204,12 @@ mod imp {
                 .and_then(|s| s.get::<i32>("clock-rate").ok())
                 .and_then(|r| u32::try_from(r).ok())
                 .unwrap_or(0);
-            *self.timeline.lock().expect("timeline lock") = Timeline::new(rate);
+            // Over TCP only a stream's first packet carries a time: caps sent again mid-stream
+            // must not restart the timeline.
+            self.timeline
+                .lock()
+                .expect("timeline lock")
+                .set_clock_rate(rate);
             Ok(())
         }
 
@@ -358,10 +370,25 @@ mod tests {
         drop(rtpbin);
         let made = made.lock().unwrap();
         assert_eq!(made.len(), 1);
-        assert!(
-            made[0].upgrade().is_none(),
-            "the timestamper outlived its pipeline"
-        );
+        // The last references may go with a thread winding down just after the state change.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while made[0].upgrade().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the timestamper outlived its pipeline"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn caps_sent_again_keep_the_timeline() {
+        let mut t = Timeline::new(90_000);
+        assert_eq!(t.pts(0, at(100)), at(100));
+        t.set_clock_rate(90_000);
+        assert_eq!(t.pts(3600, None), at(140));
+        t.set_clock_rate(8000);
+        assert_eq!(t.pts(80, None), None);
     }
 
     #[test]
