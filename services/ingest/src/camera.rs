@@ -198,12 +198,7 @@ impl CameraActor {
         .map(|taken_over, act, ctx| {
             let _span = act.span.clone().entered();
             act.successor_busy = false;
-            let in_use = act
-                .shared
-                .restream
-                .as_ref()
-                .is_some_and(|r| r.in_use(act.id()));
-            let effects = act.core.successor(taken_over, in_use);
+            let effects = act.core.successor(taken_over, act.restream_pulled);
             if effects.contains(&Effect::Finish) {
                 tracing::info!("handed over: the new owner is live and the re-stream unused");
             }

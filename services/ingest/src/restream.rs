@@ -188,15 +188,6 @@ impl Restream {
         &self.auth
     }
 
-    /// Whether anybody (a recorder, an RTSP client) pulls the camera's re-stream now.
-    pub fn in_use(&self, camera_id: &str) -> bool {
-        self.users
-            .lock()
-            .expect("users lock")
-            .get(camera_id)
-            .is_some_and(|u| u.media > 0)
-    }
-
     pub fn unmount(&self, camera_id: &str) {
         self.users.lock().expect("users lock").remove(camera_id);
         self.mounts.remove_factory(&format!("/cam/{camera_id}"));
