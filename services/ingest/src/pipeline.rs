@@ -96,6 +96,8 @@ pub struct Targets {
 /// A running relay; dropping it stops the pipeline.
 pub struct Relay {
     pipeline: gst::Pipeline,
+    /// The camera's `rtspsrc`; stopped before the rest (see `Drop`).
+    src: gst::Element,
     /// Where the video and audio RTP go (`multiudpsink`'s `clients`); each held while its
     /// stream is being linked.
     clients: Arc<std::sync::Mutex<String>>,
@@ -236,6 +238,7 @@ impl Relay {
         pipeline.set_state(gst::State::Playing)?;
         Ok(Self {
             pipeline,
+            src,
             clients,
             audio_clients,
             forwarding,
@@ -281,6 +284,13 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.bus_task.abort();
+        // Over TCP, rtspsrc's own thread pushes each packet all the way into the sinks (no
+        // jitter buffer between). Stopping rtspsrc waits for that thread; a pipeline stopped
+        // as a whole pauses its sinks first, and a paused sink holds the thread until it
+        // plays again: the stop would never return. So the source stops first, while its
+        // sinks still take packets, and then stays out of the pipeline's own state change.
+        self.src.set_locked_state(true);
+        let _ = self.src.set_state(gst::State::Null);
         let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
@@ -585,6 +595,7 @@ fn short_debug(message: &str, debug: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn reasons_name_the_codec() {
@@ -596,6 +607,89 @@ mod tests {
             unsupported_reason(&["audio PCMU".into()]),
             "the camera offers no video stream"
         );
+    }
+
+    /// Serves `launch` (an RTSP server media) at the returned URL, from its own thread.
+    fn rtsp_server(launch: &str) -> String {
+        use gstreamer_rtsp_server::prelude::*;
+        use gstreamer_rtsp_server::{RTSPMediaFactory, RTSPServer};
+        let server = RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service("0");
+        let factory = RTSPMediaFactory::new();
+        factory.set_launch(launch);
+        factory.set_shared(true);
+        server
+            .mount_points()
+            .expect("mount points")
+            .add_factory("/s", factory);
+        let context = gst::glib::MainContext::new();
+        let source = server.attach(Some(&context)).expect("attach");
+        let url = format!("rtsp://127.0.0.1:{}/s", server.bound_port());
+        std::thread::spawn(move || {
+            let _keep = (server, source);
+            gst::glib::MainLoop::new(Some(&context), false).run();
+        });
+        url
+    }
+
+    /// The camera actor stops a relay right after its first event, while the camera's packets
+    /// keep coming (a stream it cannot relay, or its first frame). The stop must return.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relay_stops_while_its_camera_sends() {
+        gst::init().unwrap();
+        let caps = "video/x-raw,format=I420,width=64,height=48,framerate=250/1";
+        let cases = [
+            (
+                format!(
+                    "( videotestsrc is-live=true ! {caps} ! jpegenc ! rtpjpegpay name=pay0 pt=26 )"
+                ),
+                "unsupported",
+            ),
+            (
+                format!(
+                    "( videotestsrc is-live=true ! {caps} ! x264enc tune=zerolatency \
+                     speed-preset=ultrafast key-int-max=10 ! rtph264pay name=pay0 pt=96 )"
+                ),
+                "first frame",
+            ),
+        ];
+        for (launch, event) in cases {
+            let source = Source {
+                url: rtsp_server(&launch),
+                secret: None,
+            };
+            for round in 0..30 {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let tx = std::sync::Mutex::new(tx);
+                let relay = Relay::start(
+                    &source,
+                    &Targets::default(),
+                    &CameraSettings::default(),
+                    Default::default(),
+                    Arc::new(move |e| {
+                        let name = match e {
+                            PipelineEvent::Unsupported { .. } => "unsupported",
+                            PipelineEvent::FirstFrame => "first frame",
+                            _ => return,
+                        };
+                        let _ = tx.lock().unwrap().send(name);
+                    }),
+                )
+                .unwrap();
+                let seen = rx.recv_timeout(Duration::from_secs(10));
+                assert_eq!(seen, Ok(event), "round {round}");
+                let (done, stopped) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    drop(relay);
+                    let _ = done.send(());
+                });
+                assert!(
+                    stopped.recv_timeout(Duration::from_secs(5)).is_ok(),
+                    "{event}, round {round}: the relay did not stop within 5 s"
+                );
+            }
+        }
     }
 
     #[test]
