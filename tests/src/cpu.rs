@@ -57,10 +57,8 @@ fn gst_launch(
     )
 }
 
-/// A baseline measured beside cloudcam: `gst-launch-1.0` running one pipeline `chain(i)` per
-/// stream `0..n` in a single process. Returns its CPU (% of one core) over `window` and its
-/// resident memory, once every chain has connected and `flowing` says media flows through all
-/// of them; the process is then killed.
+/// CPU (percent of one core) and RSS of one `gst-launch-1.0` process running `chain(i)` for
+/// `i < n`, over `window` once `flowing` says media passes through every chain.
 pub async fn measure_gst_launch(
     dir: &std::path::Path,
     n: usize,
@@ -68,31 +66,43 @@ pub async fn measure_gst_launch(
     chain: impl Fn(usize) -> String,
     flowing: impl AsyncFn() -> bool,
 ) -> anyhow::Result<(f64, f64)> {
-    // Measured only once media flows through every chain: a baseline that is not doing its
-    // work looks cheap. Now and then one gst-launch process of many live chains never gets
-    // going (seen with 8 splitmuxsink chains: nothing written in 60 s); it is started again.
+    let mut baseline = start_gst_launch(dir, "gst-launch", n, chain, flowing).await?;
+    let cpu = cpu_percent(baseline.pid(), window).await?;
+    let rss = rss_mib(baseline.pid());
+    baseline.kill();
+    Ok((cpu, rss))
+}
+
+/// One `gst-launch-1.0` process running `chain(i)` for `i < n`, returned once `flowing` says
+/// media passes through every chain.
+pub async fn start_gst_launch(
+    dir: &std::path::Path,
+    name: &str,
+    n: usize,
+    chain: impl Fn(usize) -> String,
+    flowing: impl AsyncFn() -> bool,
+) -> anyhow::Result<crate::procs::Proc> {
+    // A baseline that is not doing its work looks cheap. Now and then one gst-launch process
+    // of many live chains never gets going (seen with 8 splitmuxsink chains: nothing written
+    // in 60 s); it is started again.
     let mut attempt = 0;
-    let mut baseline = loop {
+    loop {
         attempt += 1;
-        let mut p = gst_launch(dir, "gst-launch", (0..n).map(&chain))?;
+        let mut p = gst_launch(dir, name, (0..n).map(&chain))?;
         let flows =
             crate::procs::wait_for("gst-launch to run", Duration::from_secs(30), || async {
                 (ticks(p.pid()) > 50 && flowing().await).then_some(())
             })
             .await;
         match flows {
-            Ok(()) => break p,
+            Ok(()) => return Ok(p),
             Err(e) if attempt == 3 => return Err(e),
             Err(_) => {
                 eprintln!("gst-launch baseline: media not flowing after 30 s; starting it again");
                 p.kill();
             }
         }
-    };
-    let cpu = cpu_percent(baseline.pid(), window).await?;
-    let rss = rss_mib(baseline.pid());
-    baseline.kill();
-    Ok((cpu, rss))
+    }
 }
 
 /// go2rtc's release the relay benchmark compares with.
