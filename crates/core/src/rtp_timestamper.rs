@@ -92,11 +92,27 @@ impl Default for RtpTimestamper {
 
 /// Makes `rtspsrc` use an [`RtpTimestamper`] instead of a jitter buffer for each stream it
 /// receives. Only for `protocols=tcp`.
+///
+/// rtspsrc's one reader thread then pushes every stream's packets all the way to the sinks.
+/// So the pipeline's sinks must not wait for a preroll (`async=false`): a sink waiting for
+/// its first buffer would hold the thread that brings every other stream's buffers. And the
+/// pipeline must be stopped with [`stop_source_first`].
 pub fn skip_jitter_buffer(rtspsrc: &gst::Element) {
     rtspsrc.connect("new-manager", false, |args| {
         instead_of_jitter_buffers(&args.get(1)?.get::<gst::Element>().ok()?);
         None
     });
+}
+
+/// Stops `pipeline`, whose `rtspsrc` skips its jitter buffer. Stopping rtspsrc waits for its
+/// reader thread. A pipeline stopped as a whole pauses its sinks first, and a paused sink
+/// holds a thread that pushes into it until it plays again: the stop would never return. So
+/// the source stops first, while its sinks still take buffers, and then stays out of the
+/// pipeline's own state change.
+pub fn stop_source_first(pipeline: &gst::Pipeline, rtspsrc: &gst::Element) {
+    rtspsrc.set_locked_state(true);
+    let _ = rtspsrc.set_state(gst::State::Null);
+    let _ = pipeline.set_state(gst::State::Null);
 }
 
 /// Makes `rtpbin` use an [`RtpTimestamper`] for each stream instead of a jitter buffer.

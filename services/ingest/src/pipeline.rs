@@ -96,7 +96,7 @@ pub struct Targets {
 /// A running relay; dropping it stops the pipeline.
 pub struct Relay {
     pipeline: gst::Pipeline,
-    /// The camera's `rtspsrc`; stopped before the rest (see `Drop`).
+    /// The camera's `rtspsrc`; stopped before the rest (it may skip its jitter buffer).
     src: gst::Element,
     /// Where the video and audio RTP go (`multiudpsink`'s `clients`); each held while its
     /// stream is being linked.
@@ -284,14 +284,7 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.bus_task.abort();
-        // Over TCP, rtspsrc's own thread pushes each packet all the way into the sinks (no
-        // jitter buffer between). Stopping rtspsrc waits for that thread; a pipeline stopped
-        // as a whole pauses its sinks first, and a paused sink holds the thread until it
-        // plays again: the stop would never return. So the source stops first, while its
-        // sinks still take packets, and then stays out of the pipeline's own state change.
-        self.src.set_locked_state(true);
-        let _ = self.src.set_state(gst::State::Null);
-        let _ = self.pipeline.set_state(gst::State::Null);
+        cloudcam_core::rtp_timestamper::stop_source_first(&self.pipeline, &self.src);
     }
 }
 

@@ -51,6 +51,12 @@ enum Piped {
         running_ns: u64,
         wall_ms: i64,
     },
+    /// Of the frames since the previous keyframe, the least delayed (see `timeline`).
+    Clock {
+        run: u64,
+        running_ns: u64,
+        wall_ms: i64,
+    },
     Opened {
         run: u64,
         location: String,
@@ -76,6 +82,8 @@ pub struct Shared {
 /// A running pipeline; dropping it stops it and the segment writers.
 struct Pipeline {
     pipeline: gst::Pipeline,
+    /// The re-stream's `rtspsrc` (it skips its jitter buffer).
+    src: gst::Element,
     bus_task: tokio::task::JoinHandle<()>,
     segmenter: Segmenter,
 }
@@ -83,7 +91,7 @@ struct Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.bus_task.abort();
-        let _ = self.pipeline.set_state(gst::State::Null);
+        cloudcam_core::rtp_timestamper::stop_source_first(&self.pipeline, &self.src);
         self.segmenter.stop();
     }
 }
@@ -99,6 +107,8 @@ fn appsink(segmenter: &Segmenter, video: bool) -> gst_app::AppSink {
     gst_app::AppSink::builder()
         .caps(&caps)
         .sync(false)
+        // One thread brings audio and video (see `rtp_timestamper::skip_jitter_buffer`).
+        .async_(false)
         .enable_last_sample(false)
         .callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -515,6 +525,10 @@ impl RecordingActor {
             .property("user-pw", &auth.password)
             .build()?;
         src.set_property_from_str("protocols", "tcp");
+        // No jitter buffer (and no thread hop per packet): over TCP nothing arrives out of
+        // order. Without its skew estimation, the timeline maps running time to the wall
+        // clock itself (see `timeline`).
+        cloudcam_core::rtp_timestamper::skip_jitter_buffer(&src);
         let depay = gst::ElementFactory::make("rtph264depay").build()?;
         let parse = gst::ElementFactory::make("h264parse").build()?;
         let video_sink = appsink(&segmenter, true);
@@ -525,39 +539,59 @@ impl RecordingActor {
         let keyed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let video_keyed = keyed.clone();
         let keyframe_to = addr.clone();
+        // Since the previous keyframe, the least delayed frame: (wall ms, running time ns).
+        let least_delayed = std::sync::Mutex::new(None::<(i64, u64)>);
         parse
             .static_pad("src")
             .expect("h264parse src pad")
             .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
                 use std::sync::atomic::Ordering::Relaxed;
-                match info.buffer() {
-                    // mp4mux fails the whole pipeline ("Buffer has no PTS") on one: seen now
-                    // and then among a fresh re-stream session's first frames.
-                    Some(b) if b.pts().is_none() => {
-                        tracing::debug!("dropped a video buffer without a timestamp");
-                        gst::PadProbeReturn::Drop
-                    }
-                    Some(b) if !video_keyed.load(Relaxed) => {
-                        if b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
-                            return gst::PadProbeReturn::Drop;
-                        }
-                        video_keyed.store(true, Relaxed);
-                        // Where this pipeline's running time is on the wall clock.
-                        let running = pad.sticky_event::<gst::event::Segment>(0).and_then(|ev| {
-                            let segment = ev.segment().downcast_ref::<gst::ClockTime>()?;
-                            segment.to_running_time(b.pts()?)
-                        });
-                        if let Some(rt) = running {
-                            keyframe_to.do_send(Piped::Keyframe {
-                                run,
-                                running_ns: rt.nseconds(),
-                                wall_ms: cloudcam_core::now_ms(),
-                            });
-                        }
-                        gst::PadProbeReturn::Ok
-                    }
-                    _ => gst::PadProbeReturn::Ok,
+                let Some(b) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                // mp4mux fails the whole pipeline ("Buffer has no PTS") on one: seen now and
+                // then among a fresh re-stream session's first frames.
+                if b.pts().is_none() {
+                    tracing::debug!("dropped a video buffer without a timestamp");
+                    return gst::PadProbeReturn::Drop;
                 }
+                let keyframe = !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let first = !video_keyed.load(Relaxed);
+                if first && !keyframe {
+                    return gst::PadProbeReturn::Drop;
+                }
+                // Where this pipeline's running time is on the wall clock.
+                let running = pad.sticky_event::<gst::event::Segment>(0).and_then(|ev| {
+                    let segment = ev.segment().downcast_ref::<gst::ClockTime>()?;
+                    segment.to_running_time(b.pts()?)
+                });
+                let Some(rt) = running.map(|rt| rt.nseconds()) else {
+                    video_keyed.store(true, Relaxed);
+                    return gst::PadProbeReturn::Ok;
+                };
+                let wall_ms = cloudcam_core::now_ms();
+                if first {
+                    video_keyed.store(true, Relaxed);
+                    keyframe_to.do_send(Piped::Keyframe {
+                        run,
+                        running_ns: rt,
+                        wall_ms,
+                    });
+                    return gst::PadProbeReturn::Ok;
+                }
+                let mut least_delayed = least_delayed.lock().unwrap_or_else(|e| e.into_inner());
+                if keyframe && let Some((wall_ms, running_ns)) = least_delayed.take() {
+                    keyframe_to.do_send(Piped::Clock {
+                        run,
+                        running_ns,
+                        wall_ms,
+                    });
+                }
+                let delay = |(w, rt): (i64, u64)| w * 1_000_000 - rt as i64;
+                if least_delayed.is_none_or(|l| delay((wall_ms, rt)) < delay(l)) {
+                    *least_delayed = Some((wall_ms, rt));
+                }
+                gst::PadProbeReturn::Ok
             });
         // Audio (AAC) is recorded with the video when the re-stream has it; the segmenter must
         // know before the first segment starts, so the audio branch is made from the SDP.
@@ -665,6 +699,7 @@ impl RecordingActor {
         });
         let pipeline = Pipeline {
             pipeline,
+            src,
             bus_task,
             segmenter,
         };
@@ -820,6 +855,14 @@ impl Handler<Piped> for RecordingActor {
                 running_ns,
                 wall_ms,
             } => self.timeline.keyframe(run, running_ns, wall_ms, now),
+            Piped::Clock {
+                run,
+                running_ns,
+                wall_ms,
+            } => {
+                self.timeline.clock(run, running_ns, wall_ms);
+                Vec::new()
+            }
             Piped::Opened {
                 run,
                 location,

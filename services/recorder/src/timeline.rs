@@ -31,10 +31,21 @@
 //! *Wall clock.* A pipeline's first keyframe anchors its running time to the wall clock (the
 //! time it passed the parser, before the segmenter); every boundary of that pipeline is the
 //! anchor plus the running time elapsed — unless it took a recording over, then the anchor is
-//! the previous pipeline's end at that keyframe.
+//! the previous pipeline's end at that keyframe. The pipeline's running time follows the
+//! camera's RTP clock from its first packet on (no jitter buffer), so the anchor then follows
+//! the least delayed frame the pipeline reported over the last [`CLOCK_WINDOW_MS`]
+//! ([`Timeline::clock`]): a first frame that came late (in a burst at connect) does not put
+//! the recording ahead of the wall clock, and a camera clock that drifts is followed. Where a
+//! segment ends, the next one starts, at the same time on the wall clock, however the anchor
+//! moved in between.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// How long a frame the pipeline reported counts for its anchor (see the module docs): long
+/// enough to span a burst at connect and a long GOP, short enough that a clock drifting by
+/// 100 ppm moves the recording by 3 ms at most.
+pub const CLOCK_WINDOW_MS: i64 = 30_000;
 
 /// What the actor must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,15 +120,17 @@ struct Run {
     url: String,
     started: Instant,
     /// Wall clock (ms) and running time (ns) of the first keyframe (or of the keyframe where
-    /// it took over).
+    /// it took over), then of the least delayed frame reported in the window.
     anchor: Option<(i64, u64)>,
+    /// Frames reported (wall clock ms, running time ns) in the last [`CLOCK_WINDOW_MS`].
+    observed: VecDeque<(i64, u64)>,
     /// Released at the end (wall clock) of the recording it takes over: its first segment
     /// starts there.
     anchor_at: Option<i64>,
-    /// Open segment files: location → start (ms since the epoch).
-    open: HashMap<String, i64>,
-    /// End of the last completed segment (ms since the epoch).
-    last_end_ms: Option<i64>,
+    /// Open segment files: location → start (ms since the epoch, and running time).
+    open: HashMap<String, (i64, u64)>,
+    /// End of the last completed segment (ms since the epoch, and running time).
+    last_end: Option<(i64, u64)>,
     /// Since when it is ending at its next keyframe (for a pipeline that takes over).
     ending: Option<Instant>,
     last_activity: Instant,
@@ -126,7 +139,11 @@ struct Run {
 impl Run {
     /// Tears the run down, with whatever it was writing.
     fn dropped(self) -> Effect {
-        let mut unfinished: Vec<(String, i64)> = self.open.into_iter().collect();
+        let mut unfinished: Vec<(String, i64)> = self
+            .open
+            .into_iter()
+            .map(|(location, (start_ms, _))| (location, start_ms))
+            .collect();
         unfinished.sort();
         Effect::Drop {
             run: self.id,
@@ -137,6 +154,38 @@ impl Run {
     fn wall_ms(&mut self, running_ns: u64, wall_now_ms: i64) -> i64 {
         let (wall0, rt0) = *self.anchor.get_or_insert((wall_now_ms, running_ns));
         wall0 + (running_ns as i64 - rt0 as i64) / 1_000_000
+    }
+
+    /// A boundary at `running_ns` on the wall clock: where a segment that met it there
+    /// already put it, else by the anchor.
+    fn boundary_ms(&mut self, running_ns: u64, wall_now_ms: i64) -> i64 {
+        let met = self
+            .open
+            .values()
+            .chain(self.last_end.iter())
+            .find(|(_, rt)| *rt == running_ns)
+            .map(|(ms, _)| *ms);
+        met.unwrap_or_else(|| self.wall_ms(running_ns, wall_now_ms))
+    }
+
+    /// A frame at `running_ns` passed the parser at `wall_ms`: the anchor becomes the least
+    /// delayed frame of the window (unless it is to be pinned where a recording was taken
+    /// over).
+    fn observe(&mut self, running_ns: u64, wall_ms: i64) {
+        self.observed.push_back((wall_ms, running_ns));
+        while self
+            .observed
+            .front()
+            .is_some_and(|(w, _)| wall_ms - w > CLOCK_WINDOW_MS)
+        {
+            self.observed.pop_front();
+        }
+        if self.anchor.is_none() || self.anchor_at.is_some() {
+            return;
+        }
+        // Wall clock minus running time, in ns: the smaller, the less delayed the frame.
+        let delay = |(w, rt): &&(i64, u64)| w * 1_000_000 - *rt as i64;
+        self.anchor = self.observed.iter().min_by_key(delay).copied();
     }
 
     /// Where `at_ms` on the wall clock is on its running time, once it has a keyframe.
@@ -369,6 +418,14 @@ impl Timeline {
         out
     }
 
+    /// Pipeline `run` passed a frame at `running_ns` when the wall clock read `wall_ms` (the
+    /// least delayed since its previous report): its anchor follows (see the module docs).
+    pub fn clock(&mut self, run: u64, running_ns: u64, wall_ms: i64) {
+        if let Some(r) = self.run_mut(run) {
+            r.observe(running_ns, wall_ms);
+        }
+    }
+
     /// Pipeline `run` passed its first keyframe, at `running_ns`, `wall_now_ms` on the wall
     /// clock: the anchor of its segments; an incoming pipeline's keyframe ends the current one
     /// at its next.
@@ -382,6 +439,7 @@ impl Timeline {
         let mut out = Vec::new();
         if let Some(r) = self.run_mut(run) {
             r.anchor.get_or_insert((wall_now_ms, running_ns));
+            r.observe(running_ns, wall_now_ms);
             r.last_activity = now;
         }
         if self.incoming.as_ref().is_some_and(|i| i.id == run) {
@@ -434,8 +492,8 @@ impl Timeline {
             if let Some(at_ms) = r.anchor_at.take() {
                 r.anchor = Some((at_ms, running_ns));
             }
-            let start_ms = r.wall_ms(running_ns, wall_now_ms);
-            r.open.insert(location.clone(), start_ms);
+            let start_ms = r.boundary_ms(running_ns, wall_now_ms);
+            r.open.insert(location.clone(), (start_ms, running_ns));
             r.last_activity = now;
             out.push(Effect::Opened { location, start_ms });
         }
@@ -454,9 +512,9 @@ impl Timeline {
         let mut out = Vec::new();
         if let Some(r) = self.run_mut(run) {
             r.last_activity = now;
-            if let Some(start_ms) = r.open.remove(location) {
-                let end_ms = r.wall_ms(running_ns, wall_now_ms);
-                r.last_end_ms = Some(end_ms);
+            if let Some((start_ms, _)) = r.open.remove(location) {
+                let end_ms = r.boundary_ms(running_ns, wall_now_ms);
+                r.last_end = Some((end_ms, running_ns));
                 out.push(Effect::Segment {
                     location: location.to_string(),
                     start_ms,
@@ -474,10 +532,10 @@ impl Timeline {
         let is = |r: &Option<Run>| r.as_ref().is_some_and(|r| r.id == run);
         if is(&self.current) {
             let current = self.current.as_ref().expect("current");
-            let at_keyframe = current.ending.and(current.last_end_ms);
+            let at_keyframe = current.ending.and(current.last_end.map(|(ms, _)| ms));
             // Handing over, the recording ends here (at the agreed keyframe, or not).
             if let Some(Handover::Giving { ending, .. }) = self.handover {
-                let at_ms = current.last_end_ms.filter(|_| ending);
+                let at_ms = current.last_end.map(|(ms, _)| ms).filter(|_| ending);
                 self.drop_all(&mut out);
                 self.handover = None;
                 out.push(Effect::HandedOver { at_ms });
@@ -566,8 +624,9 @@ impl Timeline {
             started: now,
             anchor: None,
             anchor_at: None,
+            observed: VecDeque::new(),
             open: HashMap::new(),
-            last_end_ms: None,
+            last_end: None,
             ending: None,
             last_activity: now,
         }
@@ -678,6 +737,59 @@ mod tests {
         assert_eq!(
             sim.closed(1, "s2", 9000),
             [segment("s2", w0 + 2300, w0 + 4300)]
+        );
+    }
+
+    #[test]
+    fn the_wall_clock_follows_the_least_delayed_frame_and_segments_stay_contiguous() {
+        let mut sim = Sim::new();
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        // The first second of video arrives in a burst, 900 ms late: the first keyframe
+        // (running time 0) passes at w0, though it was captured at w0 - 900.
+        let w0 = sim.wall;
+        sim.t.keyframe(1, 0, sim.wall, sim.now);
+        assert_eq!(sim.opened(1, "s1", 0), [opened("s1", w0)]);
+        // From then on frames come on time: the frame at 1 s passes at w0 + 100.
+        sim.advance(100);
+        sim.t.clock(1, 1_000_000_000, sim.wall);
+        sim.advance(1000);
+        sim.t.clock(1, 2_000_000_000, sim.wall);
+        // The first segment ends where the camera's clock says, not 900 ms ahead; the next
+        // starts exactly there.
+        assert_eq!(sim.opened(1, "s2", 2000), [opened("s2", w0 + 1100)]);
+        assert_eq!(sim.closed(1, "s1", 2000), [segment("s1", w0, w0 + 1100)]);
+        // A frame that comes late does not move the recording later.
+        sim.advance(1500);
+        sim.t.clock(1, 3_000_000_000, sim.wall);
+        sim.advance(1000);
+        assert_eq!(
+            sim.closed(1, "s2", 4000),
+            [segment("s2", w0 + 1100, w0 + 3100)]
+        );
+    }
+
+    #[test]
+    fn a_camera_clock_running_slow_is_followed_within_the_window() {
+        let mut sim = Sim::new();
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        let w0 = sim.wall;
+        sim.t.keyframe(1, 0, sim.wall, sim.now);
+        sim.opened(1, "s1", 0);
+        // The camera's clock loses 1 ms a second: after 100 s of wall clock it says 99.9 s.
+        for s in 1..=100 {
+            sim.advance(1000);
+            sim.t.clock(1, s * 999_000_000, sim.wall);
+        }
+        // Ending at the camera's 99.9 s: on the wall clock that was 100 s after the start,
+        // not 99.9 s (give or take the window's 30 ms of drift).
+        let out = sim.closed(1, "s1", 99_900);
+        let [Effect::Segment { end_ms, .. }] = out.as_slice() else {
+            panic!("{out:?}");
+        };
+        assert!(
+            (w0 + 99_960..=w0 + 100_000).contains(end_ms),
+            "{}",
+            end_ms - w0
         );
     }
 
