@@ -176,9 +176,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// One baseline chain: `url` cut into segments of `SEGMENT_S` in `out`, as `r<i>-NNNNN.mp4`.
+/// Nothing before the first keyframe, as in the recorder: joining a re-stream mid-GOP, a frame
+/// without a timestamp may come first, and mp4mux fails the whole process on it.
 fn splitmux_chain(url: &str, out: &std::path::Path, i: usize) -> String {
     format!(
-        "rtspsrc location={url} protocols=tcp latency=200 ! rtph264depay ! h264parse \
+        "rtspsrc location={url} protocols=tcp latency=200 ! rtph264depay wait-for-keyframe=true \
+         ! h264parse \
          ! splitmuxsink muxer-factory=mp4mux max-size-time={} location={}/r{i}-%05d.mp4",
         u64::from(SEGMENT_S) * 1_000_000_000,
         out.display()
