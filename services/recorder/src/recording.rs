@@ -587,8 +587,8 @@ impl RecordingActor {
                         wall_ms,
                     });
                 }
-                let delay = |(w, rt): (i64, u64)| w * 1_000_000 - rt as i64;
-                if least_delayed.is_none_or(|l| delay((wall_ms, rt)) < delay(l)) {
+                use crate::timeline::delay_ns;
+                if least_delayed.is_none_or(|(w, r)| delay_ns(wall_ms, rt) < delay_ns(w, r)) {
                     *least_delayed = Some((wall_ms, rt));
                 }
                 gst::PadProbeReturn::Ok

@@ -47,6 +47,12 @@ use std::time::{Duration, Instant};
 /// 100 ppm moves the recording by 3 ms at most.
 pub const CLOCK_WINDOW_MS: i64 = 30_000;
 
+/// How late a frame at `running_ns` that passed at `wall_ms` is, up to a constant (in ns):
+/// the less delayed of two frames has the smaller.
+pub fn delay_ns(wall_ms: i64, running_ns: u64) -> i64 {
+    wall_ms * 1_000_000 - running_ns as i64
+}
+
 /// What the actor must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -183,9 +189,8 @@ impl Run {
         if self.anchor.is_none() || self.anchor_at.is_some() {
             return;
         }
-        // Wall clock minus running time, in ns: the smaller, the less delayed the frame.
-        let delay = |(w, rt): &&(i64, u64)| w * 1_000_000 - *rt as i64;
-        self.anchor = self.observed.iter().min_by_key(delay).copied();
+        let least_delayed = self.observed.iter().min_by_key(|(w, rt)| delay_ns(*w, *rt));
+        self.anchor = least_delayed.copied();
     }
 
     /// Where `at_ms` on the wall clock is on its running time, once it has a keyframe.
