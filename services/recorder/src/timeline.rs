@@ -130,6 +130,8 @@ struct Run {
     anchor: Option<(i64, u64)>,
     /// Frames reported (wall clock ms, running time ns) in the last [`CLOCK_WINDOW_MS`].
     observed: VecDeque<(i64, u64)>,
+    /// When the first keyframe passed the parser (ms since the epoch).
+    first_keyframe_ms: Option<i64>,
     /// Released at the end (wall clock) of the recording it takes over: its first segment
     /// starts there.
     anchor_at: Option<i64>,
@@ -269,7 +271,7 @@ impl Timeline {
     pub fn ready_since(&self) -> Option<i64> {
         match self.handover {
             Some(Handover::Receiving { since: Some(_) }) => {
-                self.current.as_ref()?.anchor.map(|(wall, _)| wall)
+                self.current.as_ref()?.first_keyframe_ms
             }
             _ => None,
         }
@@ -444,6 +446,7 @@ impl Timeline {
         let mut out = Vec::new();
         if let Some(r) = self.run_mut(run) {
             r.anchor.get_or_insert((wall_now_ms, running_ns));
+            r.first_keyframe_ms.get_or_insert(wall_now_ms);
             r.observe(running_ns, wall_now_ms);
             r.last_activity = now;
         }
@@ -630,6 +633,7 @@ impl Timeline {
             anchor: None,
             anchor_at: None,
             observed: VecDeque::new(),
+            first_keyframe_ms: None,
             open: HashMap::new(),
             last_end: None,
             ending: None,
