@@ -803,6 +803,20 @@ mod tests {
     }
 
     #[test]
+    fn a_holding_pipeline_says_when_its_first_keyframe_came_however_its_anchor_moves() {
+        let mut sim = Sim::new();
+        sim.t.take_over();
+        sim.t.status(Some("rtsp://a/cam/1"), sim.now);
+        let w0 = sim.wall;
+        sim.t.keyframe(1, 0, sim.wall, sim.now);
+        assert_eq!(sim.t.ready_since(), Some(w0));
+        // A later frame, less delayed: the anchor moves to it.
+        sim.advance(1000);
+        sim.t.clock(1, 1_100_000_000, sim.wall);
+        assert_eq!(sim.t.ready_since(), Some(w0));
+    }
+
+    #[test]
     fn a_moved_re_stream_takes_over_at_one_keyframe_without_a_gap() {
         let mut sim = Sim::new();
         let w0 = sim.wall;
