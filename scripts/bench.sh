@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks, each against a baseline measured in the same run (printed as ratios):
 #   bench_latency    watch → video playing in Chromium, GOP 1 s vs 2 s, cold vs warm
+#   bench_glass      glass-to-glass (capture → received/decoded/displayed in Chromium) with 16
+#                    other cameras relayed, browser playout vs low latency, drift; cold-start
+#                    freshness against a camera whose encoder keeps running (GLASS_SECONDS, 60)
 #   bench_relay_cpu  ingest CPU per camera vs a gst-launch relay of the same N streams and go2rtc
 #   bench_recorder   recorder CPU per camera vs gst-launch splitmuxsink; segment availability
 #   bench_failover   ingest failover after SIGKILL, rejoin and join times vs the session timeout
@@ -20,6 +23,7 @@ CLOUDCAM_LOAD_MINUTES="${EVICTION_MINUTES:-30}" cargo test --locked -q -p cloudc
   --test failover_under_load -- --nocapture
 # CPU is measured on release builds of the services.
 cargo build --workspace --locked -q --release
+CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_glass -- "${GLASS_SECONDS:-60}" 16 10
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_relay_cpu -- "${2:-16}" "${3:-20}"
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_recorder -- "${2:-8}" "${3:-20}"
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_control_plane

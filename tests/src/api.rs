@@ -132,6 +132,15 @@ impl Api {
         Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
     }
 
+    /// Creates a camera and returns its id.
+    pub async fn create_camera_id(&self, body: Value) -> Result<String> {
+        let cam = self.create_camera(body).await?;
+        cam["id"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| anyhow::anyhow!("a created camera without an id: {cam}"))
+    }
+
     pub async fn create_camera(&self, body: Value) -> Result<Value> {
         let (status, v) = self.call("POST", "/cameras", Some(body)).await?;
         if status != 201 {

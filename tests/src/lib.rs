@@ -10,6 +10,7 @@ pub mod browser;
 pub mod contract;
 pub mod cpu;
 pub mod fleet;
+pub mod glass;
 pub mod kafka;
 pub mod media;
 pub mod procs;

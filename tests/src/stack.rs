@@ -399,11 +399,20 @@ impl TestEnv {
 
     /// The platform, with media (snapshots, recordings) in `garage` when given.
     pub async fn platform_with(&self, garage: Option<&Garage>) -> Result<Platform> {
+        self.platform_tuned(garage, &[]).await
+    }
+
+    /// The platform, with extra `CLOUDCAM_SIGNAL_*` settings.
+    pub async fn platform_tuned(
+        &self,
+        garage: Option<&Garage>,
+        signal_env: &[(&str, &str)],
+    ) -> Result<Platform> {
         let kafka = self.kafka().await?;
         let redis = self.redis().await?;
         let janus = self.janus().await?;
         let signal = self
-            .signal(Some(&kafka), Some(&redis), &janus, garage)
+            .signal_with(Some(&kafka), Some(&redis), &[&janus], garage, signal_env)
             .await?;
         let ingest = self.ingest("ingest-1", &kafka, &redis, garage).await?;
         Ok(Platform {

@@ -28,6 +28,7 @@ pub struct AppState {
     pub users: Users,
     pub max_views_per_socket: usize,
     pub offer_timeout: Duration,
+    pub playout: crate::config::PlayoutSettings,
     /// Live workers (for `GET /workers`).
     pub state: Arc<dyn StateStore>,
     pub bus: Arc<dyn Bus>,
@@ -63,6 +64,7 @@ impl AppState {
             users,
             max_views_per_socket: config.max_views_per_socket,
             offer_timeout: Duration::from_millis(config.offer_timeout_ms),
+            playout: config.playout.clone(),
             cameras,
             state,
             bus,

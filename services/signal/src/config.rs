@@ -38,6 +38,30 @@ pub struct SignalConfig {
     /// Clip exports one signal instance runs at once (each downloads and remuxes up to an
     /// hour of video); more are answered 503 `busy`.
     pub max_clip_exports: usize,
+    /// How long browsers may hold live video before showing it.
+    pub playout: PlayoutSettings,
+}
+
+/// The playout delay a view asks the browser for (the RTP playout-delay extension, sent by
+/// Janus on every video packet of the view).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlayoutSettings {
+    /// Views are low-latency unless the browser's `watch` says otherwise.
+    pub low_latency: bool,
+    /// A low-latency view's largest delay, in ms (10 ms steps). Chrome renders at once when
+    /// the minimum is 0 and this is at most 500; 0 would make it drop every frame but the
+    /// newest, which breaks H.264 reference chains.
+    pub max_delay_ms: u32,
+}
+
+impl Default for PlayoutSettings {
+    fn default() -> Self {
+        Self {
+            low_latency: true,
+            max_delay_ms: 100,
+        }
+    }
 }
 
 impl Default for SignalConfig {
@@ -57,6 +81,7 @@ impl Default for SignalConfig {
             max_views_per_user: 16,
             offer_timeout_ms: 20_000,
             max_clip_exports: 2,
+            playout: PlayoutSettings::default(),
         }
     }
 }
@@ -184,6 +209,12 @@ impl Validate for SignalConfig {
                     .into(),
             );
         }
+        if !(10..=500).contains(&self.playout.max_delay_ms) {
+            return Err(format!(
+                "playout.max_delay_ms must be between 10 and 500, not {}",
+                self.playout.max_delay_ms
+            ));
+        }
         if self.janus.rtp_port_min == 0 || self.janus.rtp_port_max <= self.janus.rtp_port_min {
             return Err("janus.rtp_port_min must be > 0 and below janus.rtp_port_max".into());
         }
@@ -240,6 +271,18 @@ mod tests {
         let err = cloudcam_core::config::load::<SignalConfig>("signal-reference-test", Some(&file))
             .unwrap_err();
         assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn a_playout_delay_a_browser_cannot_honour_is_invalid() {
+        let mut cfg = SignalConfig::default();
+        cfg.auth.admin_password = "a-password-of-mine".into();
+        cfg.validate().unwrap();
+        for bad in [0, 501] {
+            cfg.playout.max_delay_ms = bad;
+            let err = cfg.validate().unwrap_err();
+            assert!(err.contains("playout.max_delay_ms"), "{err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 use crate::cameras::Cameras;
 use crate::error::ApiError;
+use crate::model::Mountpoint;
 use crate::store::DemandStore;
+use cloudcam_core::camera::CameraState;
 use cloudcam_core::state::StateStore;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,21 +51,42 @@ impl Demand {
 
     /// Registers a view of `user` and makes sure the camera is wanted (publishing at once if
     /// not). Refused when the user has the most live views allowed open already, on any signal
-    /// instance.
+    /// instance. The first viewer of a camera that is not live gets a mountpoint without
+    /// any earlier picture (see [`Demand::forget_past`]).
     pub async fn start_view(
         &self,
         camera_id: &str,
         view_id: &str,
         user: &str,
+        mountpoint: &Mountpoint,
     ) -> Result<Viewing, ApiError> {
         let (store, ttl) = (self.store.clone(), self.viewer_ttl);
         let (c, v, u) = (camera_id.to_string(), view_id.to_string(), user.to_string());
+        let live = self
+            .cameras
+            .store
+            .statuses(std::slice::from_ref(&c))
+            .await?
+            .pop()
+            .flatten()
+            .is_some_and(|s| s.state == CameraState::Live);
+        // Views of a camera that is not live start one after the other, so that exactly the
+        // first one resets the mountpoint, before anyone watches it.
+        let lease = if live {
+            None
+        } else {
+            Some(self.cameras.store.lease(camera_id).await?)
+        };
         // Registered first, then counted: two views opened at once cannot both slip under.
         store.view(&c, &v, &u, ttl).await?;
         if store.user_views(&u).await? > self.max_views_per_user as u64 {
             store.unview(&c, &v, &u).await?;
             return Err(ApiError::TooManyViews(self.max_views_per_user));
         }
+        if lease.is_some() && store.viewers_of(&c).await? == 1 {
+            self.forget_past(camera_id, mountpoint).await;
+        }
+        drop(lease);
         let refresher = tokio::spawn({
             let (store, c, v, u) = (store.clone(), c.clone(), v.clone(), u.clone());
             async move {
@@ -85,6 +108,28 @@ impl Demand {
             view_id: v,
             user: u,
         })
+    }
+
+    /// Drops what the camera's mountpoint holds from an earlier session. Janus hands every new
+    /// viewer the last keyframe it relayed, however old: for a camera that is not live, that
+    /// is a picture from before the watch, and the new session's frames would be decoded onto
+    /// it until their first keyframe. Re-creating the mountpoint (nobody watches it) empties
+    /// it; the first frame the viewer then decodes is the camera's next keyframe.
+    async fn forget_past(&self, camera_id: &str, mountpoint: &Mountpoint) {
+        let pool = self.cameras.pool();
+        let reset = async {
+            pool.remove(mountpoint).await?;
+            pool.ensure(mountpoint).await
+        };
+        match reset.await {
+            Ok(()) => {
+                tracing::debug!(camera = %camera_id, "first viewer of a camera not live: its mountpoint starts empty")
+            }
+            // The pool's pass re-creates a missing mountpoint; the view may see one old frame.
+            Err(e) => {
+                tracing::warn!(camera = %camera_id, error = %e, "cannot empty the mountpoint for a fresh start")
+            }
+        }
     }
 
     /// The camera has a viewer: it is wanted from now (published unless it was already).

@@ -120,6 +120,8 @@ impl Gateway {
             "pin": mp.pin,
             "is_private": true,
             "permanent": false,
+            // Lets each view ask the browser for its playout delay (see `viewer`).
+            "playoutdelay_ext": true,
             "media": [{
                 "type": "video",
                 "mid": "v",

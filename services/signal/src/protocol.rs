@@ -10,8 +10,14 @@ use serde_json::Value;
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
-    /// Start watching a camera; answered by `offer` (or `error`).
-    Watch { camera_id: String },
+    /// Start watching a camera; answered by `offer` (or `error`). `low_latency` (default:
+    /// the server's `playout.low_latency`) asks the browser to show frames as soon as they
+    /// are decoded rather than smooth them out.
+    Watch {
+        camera_id: String,
+        #[serde(default)]
+        low_latency: Option<bool>,
+    },
     /// The browser's SDP answer to an `offer`.
     Answer { view_id: String, sdp: String },
     /// A browser ICE candidate; `null` when gathering is complete.
@@ -66,7 +72,18 @@ mod tests {
         assert_eq!(
             m,
             ClientMessage::Watch {
-                camera_id: "abc".into()
+                camera_id: "abc".into(),
+                low_latency: None
+            }
+        );
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"watch","camera_id":"abc","low_latency":false}"#)
+                .unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Watch {
+                camera_id: "abc".into(),
+                low_latency: Some(false)
             }
         );
         let m: ClientMessage =

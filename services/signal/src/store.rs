@@ -381,6 +381,18 @@ impl DemandStore {
             .collect())
     }
 
+    /// Live views of one camera now, on every signal instance.
+    pub async fn viewers_of(&self, camera_id: &str) -> Result<usize, StateError> {
+        let prefix = format!("{camera_id}/");
+        Ok(self
+            .state
+            .zrange_by_score(VIEWERS, cloudcam_core::now_ms() + 1, i64::MAX)
+            .await?
+            .iter()
+            .filter(|(m, _)| m.starts_with(&prefix))
+            .count())
+    }
+
     pub async fn is_wanted(&self, camera_id: &str) -> Result<bool, StateError> {
         Ok(self.wanted_since(camera_id).await?.is_some())
     }

@@ -25,6 +25,9 @@ pub struct View {
     pub view_id: String,
     /// The view ends if its offer is not answered by then.
     pub offer_timeout: Duration,
+    /// Low latency: the browser shows each frame once decoded (minimum playout delay 0) and
+    /// smooths jitter by at most this much. `None` leaves the browser's own playout delay.
+    pub max_delay: Option<Duration>,
 }
 
 /// Runs the view until the browser stops it, the command channel closes (WebSocket gone) or
@@ -40,6 +43,7 @@ pub async fn run(
         mountpoint,
         view_id,
         offer_timeout,
+        max_delay,
     } = view;
     let fail = |code: &str, message: String| {
         send(ServerMessage::Error {
@@ -57,6 +61,14 @@ pub async fn run(
     if let Err(e) = handle.message(watch, None).await {
         let _ = handle.destroy().await;
         return fail("gateway_error", ApiError::from(e).client_message());
+    }
+    if let Some(max) = max_delay {
+        // In the extension's 10 ms units.
+        let configure =
+            json!({"request": "configure", "min_delay": 0, "max_delay": max.as_millis() / 10});
+        if let Err(e) = handle.message(configure, None).await {
+            tracing::warn!(view = %view_id, error = %e, "janus refused the playout delay; the browser keeps its own");
+        }
     }
     let ended = drive(
         &handle,

@@ -122,7 +122,10 @@ impl WsSession {
 
     fn handle_client(&mut self, msg: ClientMessage, ctx: &mut ws::WebsocketContext<Self>) {
         match msg {
-            ClientMessage::Watch { camera_id } => self.watch(camera_id, ctx),
+            ClientMessage::Watch {
+                camera_id,
+                low_latency,
+            } => self.watch(camera_id, low_latency, ctx),
             ClientMessage::Answer { view_id, sdp } => {
                 self.command(&view_id, Command::Answer(sdp), ctx)
             }
@@ -200,7 +203,12 @@ impl WsSession {
         }
     }
 
-    fn watch(&mut self, camera_id: String, ctx: &mut ws::WebsocketContext<Self>) {
+    fn watch(
+        &mut self,
+        camera_id: String,
+        low_latency: Option<bool>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         if self.views.len() >= self.max_views {
             return Self::error(
                 ctx,
@@ -252,7 +260,7 @@ impl WsSession {
             };
             let _viewing = match app
                 .demand
-                .start_view(&camera_id, &view_id, &caller.name)
+                .start_view(&camera_id, &view_id, &caller.name, &mountpoint)
                 .await
             {
                 Ok(v) => v,
@@ -272,6 +280,9 @@ impl WsSession {
                 mountpoint,
                 view_id,
                 offer_timeout: app.offer_timeout,
+                max_delay: low_latency
+                    .unwrap_or(app.playout.low_latency)
+                    .then(|| Duration::from_millis(app.playout.max_delay_ms.into())),
             };
             viewer::run(janus, view, rx, move |m| send_addr.do_send(Outgoing(m))).await;
         });

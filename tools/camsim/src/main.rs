@@ -14,8 +14,12 @@
 //! camsim --port 8554 --stream cam1 --stream "cam2:width=1280,height=720,fps=30,gop=60"
 //!        --stream "hevc:codec=h265" --stream "r1:mode=replay" --username u --password p --auth digest
 //! ```
+//!
+//! `stamp=wall` writes the capture time into each frame as a pixel code (see [`stamp`]), for
+//! glass-to-glass measurements.
 
 mod replay;
+mod stamp;
 mod stream;
 
 use anyhow::{Context, Result};
@@ -39,7 +43,8 @@ struct Args {
     stats_port: Option<u16>,
     /// A stream: `PATH[:key=value,...]`; keys: mode (live|replay), codec (h264|h265|mjpeg),
     /// width, height, fps, gop (frames), profile (baseline|main|high), overlay (true|false), audio (aac|none),
-    /// seconds (replay loop length), file (Annex-B H.264 for replay).
+    /// seconds (replay loop length), file (Annex-B H.264 for replay), stamp (none|wall|MS: a
+    /// machine-readable pixel clock in the bottom rows of every frame, live streams only).
     #[arg(long = "stream", required = true)]
     streams: Vec<String>,
     /// Require this user name (with --password) on every path.

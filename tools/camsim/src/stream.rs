@@ -1,6 +1,9 @@
 //! Stream specifications and the live (encoding) media factory.
 
+use crate::stamp::{self, Stamp};
 use anyhow::{Result, bail};
+use gstreamer as gst;
+use gstreamer::prelude::*;
 use gstreamer_rtsp_server::prelude::*;
 use gstreamer_rtsp_server::{self as rtsp_server};
 use std::str::FromStr;
@@ -33,6 +36,8 @@ pub struct StreamSpec {
     pub file: Option<String>,
     /// Also send AAC audio (a test tone), as many cameras do.
     pub audio: bool,
+    /// Write a pixel clock into every frame (live streams only; see [`crate::stamp`]).
+    pub stamp: Option<Stamp>,
 }
 
 impl FromStr for StreamSpec {
@@ -56,6 +61,7 @@ impl FromStr for StreamSpec {
             seconds: 4,
             file: None,
             audio: false,
+            stamp: None,
         };
         for kv in opts.split(',').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv
@@ -92,11 +98,23 @@ impl FromStr for StreamSpec {
                         _ => bail!("audio must be aac or none, not {v:?}"),
                     }
                 }
+                "stamp" => {
+                    spec.stamp = match v {
+                        "none" => None,
+                        "wall" => Some(Stamp::Wall),
+                        ms => Some(Stamp::Fixed(ms.parse().map_err(|_| {
+                            anyhow::anyhow!("stamp must be none, wall or milliseconds, not {ms:?}")
+                        })?)),
+                    }
+                }
                 _ => bail!("unknown stream option {k:?}"),
             }
         }
         if spec.fps == 0 || spec.gop == 0 || spec.width == 0 || spec.height == 0 {
             bail!("width, height, fps and gop must be positive");
+        }
+        if spec.stamp.is_some() && spec.mode != Mode::Live {
+            bail!("stamp needs mode=live: a replay stream encodes nothing while serving");
         }
         Ok(spec)
     }
@@ -143,10 +161,31 @@ pub fn live_factory(spec: &StreamSpec) -> Result<rtsp_server::RTSPMediaFactory> 
     } else {
         ""
     };
-    let launch = format!("( {} ! {enc}{audio} )", raw_source(spec, true, -1));
+    let stamp_point = if spec.stamp.is_some() {
+        " ! identity name=stamp"
+    } else {
+        ""
+    };
+    let launch = format!(
+        "( {}{stamp_point} ! {enc}{audio} )",
+        raw_source(spec, true, -1)
+    );
     let factory = rtsp_server::RTSPMediaFactory::new();
     factory.set_launch(&launch);
     factory.set_shared(true);
+    if let Some(clock) = spec.stamp {
+        let (width, height) = (spec.width as usize, spec.height as usize);
+        factory.connect_media_configure(move |_, media| {
+            let element = media.element();
+            let pad = element
+                .downcast_ref::<gst::Bin>()
+                .and_then(|bin| bin.by_name("stamp"))
+                .and_then(|e| e.static_pad("src"));
+            if let Some(pad) = pad {
+                stamp::attach(&pad, width, height, clock);
+            }
+        });
+    }
     Ok(factory)
 }
 
@@ -163,5 +202,11 @@ mod tests {
         assert_eq!(s.codec, Codec::H265);
         assert!("cam:bogus=1".parse::<StreamSpec>().is_err());
         assert!("cam:fps=0".parse::<StreamSpec>().is_err());
+        let s: StreamSpec = "cam:stamp=wall".parse().unwrap();
+        assert_eq!(s.stamp, Some(Stamp::Wall));
+        let s: StreamSpec = "cam:stamp=1234".parse().unwrap();
+        assert_eq!(s.stamp, Some(Stamp::Fixed(1234)));
+        assert!("cam:mode=replay,stamp=wall".parse::<StreamSpec>().is_err());
+        assert!("cam:stamp=soon".parse::<StreamSpec>().is_err());
     }
 }

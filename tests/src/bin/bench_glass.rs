@@ -1,0 +1,204 @@
+//! Benchmark: glass-to-glass delay of live view, and how fresh a cold start is, through the
+//! real stack (Kafka, Redis, Janus, signal, ingest, camsim) into headless Chromium.
+//!
+//! camsim stamps each frame's capture time as a pixel code (`stamp=wall`); the browser reads it
+//! back from every decoded frame and compares with its own clock (same machine). While N
+//! other cameras are relayed (camsim replay streams, always on), it prints:
+//!
+//! * for a warm camera (1280x720, 25 fps), per playout setting (browser default, then low
+//!   latency): capture → last packet received, → decoded, → expected on screen, p50/p95/p99
+//!   over the window, and the drift (median to display in the last tenth of the window minus
+//!   the first tenth);
+//! * for an on-demand camera that is idle before each try while its encoder keeps running (a
+//!   second RTSP client holds it, as a real camera's encoder runs whoever watches): frames
+//!   decoded that were captured before the watch (stale), and watch → first decoded frame and
+//!   → first frame captured after the watch.
+//!
+//!   cargo run -p cloudcam-tests --bin bench_glass [-- SECONDS [OTHER_CAMERAS [COLD_TRIES]]]
+//!
+//! `SECONDS` (default 60) is each warm window; 1800 gives the 30-minute drift.
+
+use cloudcam_tests::glass::{self, Frame, Glass};
+use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::{Api, Browser, wait_for};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let secs: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(60);
+    let others: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(16);
+    let tries: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10);
+    let env = TestEnv::new("bench_glass")?;
+    let mut streams = vec![
+        "glass:width=1280,height=720,fps=25,gop=25,stamp=wall".to_string(),
+        "cold:width=1280,height=720,fps=25,gop=25,stamp=wall".to_string(),
+    ];
+    streams.extend(
+        (0..others).map(|i| format!("r{i}:mode=replay,width=1280,height=720,fps=25,gop=50")),
+    );
+    let stream_refs: Vec<&str> = streams.iter().map(String::as_str).collect();
+    let camsim = env.camsim(&stream_refs, None).await?;
+    let platform = env
+        .platform_tuned(None, &[("CLOUDCAM_SIGNAL_DEMAND_GRACE_MS", "500")])
+        .await?;
+    let signal = &platform.signal;
+    let api = Api::login(&signal.base).await?;
+    let mut other_ids = Vec::new();
+    for i in 0..others {
+        let path = format!("r{i}");
+        other_ids.push(
+            api.create_camera_id(
+                json!({"name": path, "url": camsim.url(&path), "always_on": true}),
+            )
+            .await?,
+        );
+    }
+    let warm = api
+        .create_camera_id(json!({"name": "glass", "url": camsim.url("glass"), "always_on": true}))
+        .await?;
+    let cold = api
+        .create_camera_id(json!({"name": "cold", "url": camsim.url("cold")}))
+        .await?;
+    let _holder = glass::hold(&env.dir, &camsim.url("cold"))?;
+    api.wait_state(&warm, "live", Duration::from_secs(30))
+        .await?;
+    for id in &other_ids {
+        api.wait_state(id, "live", Duration::from_secs(60)).await?;
+    }
+    let browser = Browser::launch(&env.dir).await?;
+    browser.goto(&format!("{}/healthz", signal.base)).await?;
+    println!(
+        "{others} other cameras relayed; warm camera 1280x720, 25 fps, GOP 1 s; window {secs} s"
+    );
+
+    for (label, watch) in [
+        ("browser's own playout delay", json!({"low_latency": false})),
+        (
+            "low latency (playout delay 0..100 ms)",
+            json!({"low_latency": true}),
+        ),
+    ] {
+        let frames = warm_window(&browser, &api.token, &warm, watch, secs).await?;
+        report(label, &frames);
+    }
+
+    let mut stale_tries = 0;
+    let (mut first_any, mut first_fresh) = (Vec::new(), Vec::new());
+    for n in 0..tries {
+        api.wait_state(&cold, "idle", Duration::from_secs(30))
+            .await?;
+        let view = Glass::open(&browser, &api.token, &cold, json!({})).await?;
+        let (frames, clicked, fresh) = view.until_fresh_frame(Duration::from_secs(15)).await?;
+        view.close().await?;
+        let fresh =
+            fresh.ok_or_else(|| anyhow::anyhow!("no frame captured after the watch in 15 s"))?;
+        let before = &frames[..fresh];
+        let stale = before.iter().filter(|f| f.stamp.is_some()).count();
+        let unreadable = before.len() - stale;
+        if stale > 0 {
+            stale_tries += 1;
+        }
+        let any = frames[0].decode - clicked;
+        let fresh_ms = frames[fresh].decode - clicked;
+        println!(
+            "cold try {}: first decoded frame {any:.0} ms, first fresh frame {fresh_ms:.0} ms after the watch; before it {stale} stale and {unreadable} unreadable frames",
+            n + 1
+        );
+        first_any.push(any);
+        first_fresh.push(fresh_ms);
+    }
+    let med = |v: Vec<f64>| glass::percentiles(v).map_or(f64::NAN, |p| p[0]);
+    println!(
+        "cold (encoder running, GOP 1 s), {tries} tries: {stale_tries} showed stale frames; watch → first decoded frame median {:.0} ms, → first fresh frame median {:.0} ms",
+        med(first_any),
+        med(first_fresh)
+    );
+    browser.close().await;
+    Ok(())
+}
+
+/// The frames of one view of `camera` over `secs` seconds, from 2 s after its first stamped
+/// frame (the start-up is the cold measurement's business).
+async fn warm_window(
+    browser: &Browser,
+    token: &str,
+    camera: &str,
+    watch: Value,
+    secs: u64,
+) -> anyhow::Result<Vec<Frame>> {
+    let view = Glass::open(browser, token, camera, watch).await?;
+    let start = wait_for("stamped frames", Duration::from_secs(20), || async {
+        let taken = view.take().await.ok()?;
+        taken
+            .frames
+            .iter()
+            .find_map(|f| f.stamp)
+            .map(|s| s + 2000.0)
+    })
+    .await?;
+    let end = start + secs as f64 * 1000.0;
+    let mut frames = Vec::new();
+    loop {
+        // Collected every few seconds so the page holds little.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let taken = view.take().await?;
+        anyhow::ensure!(taken.errors.is_empty(), "view failed: {:?}", taken.errors);
+        let done = taken.frames.iter().any(|f| f.decode >= end);
+        frames.extend(
+            taken
+                .frames
+                .into_iter()
+                .filter(|f| (start..end).contains(&f.decode)),
+        );
+        if done {
+            break;
+        }
+    }
+    view.close().await?;
+    Ok(frames)
+}
+
+fn report(label: &str, frames: &[Frame]) {
+    let stamped: Vec<&Frame> = frames.iter().filter(|f| f.stamp.is_some()).collect();
+    let delays = |at: &dyn Fn(&Frame) -> Option<f64>| -> Vec<f64> {
+        stamped
+            .iter()
+            .filter_map(|f| Some(at(f)? - f.stamp?))
+            .collect()
+    };
+    let show = |v: Vec<f64>| match glass::percentiles(v) {
+        Some([p50, p95, p99]) => format!("p50 {p50:.0} / p95 {p95:.0} / p99 {p99:.0} ms"),
+        None => "n/a".into(),
+    };
+    println!(
+        "{label}: {} frames ({} with a readable stamp)",
+        frames.len(),
+        stamped.len()
+    );
+    println!("  capture → received  {}", show(delays(&|f| f.receive)));
+    println!(
+        "  capture → decoded   {}",
+        show(delays(&|f| Some(f.decode)))
+    );
+    println!(
+        "  capture → displayed {}",
+        show(delays(&|f| Some(f.display)))
+    );
+    let tenth = stamped.len() / 10;
+    if tenth > 0 {
+        let median = |fs: &[&Frame]| {
+            glass::percentiles(fs.iter().map(|f| f.display - f.stamp.unwrap()).collect())
+                .map_or(f64::NAN, |p| p[0])
+        };
+        let (first, last) = (
+            median(&stamped[..tenth]),
+            median(&stamped[stamped.len() - tenth..]),
+        );
+        println!(
+            "  drift to display: first tenth median {first:.0} ms, last tenth {last:.0} ms ({:+.0} ms)",
+            last - first
+        );
+    }
+}
