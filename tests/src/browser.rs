@@ -151,6 +151,23 @@ impl Browser {
             .await
     }
 
+    /// Marks the web UI's open view, so that [`Browser::wait_new_view`] tells a new one.
+    pub async fn mark_view(&self) -> Result<()> {
+        let _: bool = self.eval("(window.cloudcamView.old = true, true)").await?;
+        Ok(())
+    }
+
+    /// Waits for the web UI to open a view other than the one marked.
+    pub async fn wait_new_view(&self, timeout: Duration) -> Result<()> {
+        crate::wait_for("a new view", timeout, || async {
+            self.eval::<bool>("!!(window.cloudcamView && !window.cloudcamView.old)")
+                .await
+                .ok()?
+                .then_some(())
+        })
+        .await
+    }
+
     pub async fn eval<T: serde::de::DeserializeOwned>(&self, js: &str) -> Result<T> {
         Ok(self.page.evaluate(js).await?.into_value()?)
     }

@@ -1,5 +1,6 @@
 //! Through the web UI, on real components: sign in, add a camsim camera with the form, open the
-//! live view, and watch H.264 frames decode in headless Chromium.
+//! live view, and watch H.264 frames decode in headless Chromium; a view that falls behind is
+//! opened again by itself.
 
 use cloudcam_tests::{Api, Browser, TestEnv};
 use std::time::Duration;
@@ -46,6 +47,22 @@ async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
         std::fs::metadata(&shot)?.len() > 10_000,
         "screenshot looks empty"
     );
+
+    // Views are low-latency by default, and a view the browser holds back too long is opened
+    // again by itself (here with a limit every frame exceeds).
+    let offer: String = browser
+        .eval("window.cloudcamView.pc.remoteDescription.sdp")
+        .await?;
+    assert!(offer.contains("playout-delay"), "{offer}");
+    browser.mark_view().await?;
+    let _: f64 = browser
+        .eval("(window.cloudcamDelayLimitMs = 0.0001)")
+        .await?;
+    browser.wait_new_view(Duration::from_secs(20)).await?;
+    let _: bool = browser
+        .eval("(delete window.cloudcamDelayLimitMs, true)")
+        .await?;
+    browser.wait_frames(0, 25, Duration::from_secs(15)).await?;
 
     // Closing the view tears its Janus session down at once (Janus alone would keep it for
     // its 60 s session timeout). Signal's mountpoint reconciler opens a session for a few

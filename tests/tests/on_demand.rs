@@ -180,19 +180,12 @@ async fn viewers_move_to_another_gateway_when_one_dies() -> anyhow::Result<()> {
         .click(&format!(".camera[data-id='{id}'] .watch"))
         .await?;
     browser.wait_frames(0, 25, Duration::from_secs(20)).await?;
-    let _: bool = browser.eval("(window.cloudcamView.old = true)").await?;
+    browser.mark_view().await?;
 
     janus_a.proc.kill();
     let killed = Instant::now();
     // The UI reopens the view by itself; the new view plays from janus-b.
-    wait_for("a new view", Duration::from_secs(30), || async {
-        browser
-            .eval::<bool>("!!(window.cloudcamView && !window.cloudcamView.old)")
-            .await
-            .ok()?
-            .then_some(())
-    })
-    .await?;
+    browser.wait_new_view(Duration::from_secs(30)).await?;
     browser.wait_frames(0, 25, Duration::from_secs(30)).await?;
     let resumed = killed.elapsed();
     println!(

@@ -238,6 +238,41 @@ function retry(view, why) {
   setTimeout(() => { if (state.view === view) watch(view.cameraId); }, 2000);
 }
 
+// Low latency (the default): the browser shows each frame once decoded. Remembered per browser.
+const lowLatency = () => localStorage.getItem("cloudcam.lowLatency") !== "false";
+$("low-latency").checked = lowLatency();
+$("low-latency").addEventListener("change", (ev) => {
+  localStorage.setItem("cloudcam.lowLatency", String(ev.target.checked));
+  if (state.view) watch(state.view.cameraId);
+});
+
+// A view the browser holds back longer than this, three checks in a row, is opened again.
+const DELAY_LIMIT_MS = 1000;
+const DELAY_CHECK_MS = 2000;
+
+// The browser's own delay (jitter buffer) over the last interval. When it stays high — a
+// stream that keeps arriving later, a buffer that never drains — the view is opened again,
+// which starts it at the live edge.
+async function checkDelay(view) {
+  if (state.view !== view || view.ended) return;
+  const stats = await view.pc.getStats();
+  stats.forEach((r) => {
+    if (r.type !== "inbound-rtp" || r.kind !== "video") return;
+    const last = view.jitter;
+    view.jitter = { delay: r.jitterBufferDelay, count: r.jitterBufferEmittedCount };
+    if (!last || !(r.jitterBufferEmittedCount > last.count)) return;
+    view.delayMs = (1000 * (r.jitterBufferDelay - last.delay)) / (r.jitterBufferEmittedCount - last.count);
+    const limit = window.cloudcamDelayLimitMs || DELAY_LIMIT_MS;
+    view.late = view.delayMs > limit ? (view.late || 0) + 1 : 0;
+  });
+  if (view.late >= 3 && state.view === view) {
+    view.ended = true;
+    console.warn(`view of ${view.cameraId}: ${Math.round(view.delayMs)} ms behind; opening it again`);
+    watch(view.cameraId);
+    $("player-state").textContent = `reopened: video was ${Math.round(view.delayMs)} ms behind`;
+  }
+}
+
 // Opens (or re-opens) the live view of a camera.
 function watch(cameraId) {
   closeView(false);
@@ -256,7 +291,8 @@ function watch(cameraId) {
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "failed" && state.view === view) retry(view, "connection failed");
   };
-  send({ type: "watch", camera_id: cameraId });
+  send({ type: "watch", camera_id: cameraId, low_latency: lowLatency() });
+  view.watchdog = setInterval(() => checkDelay(view).catch(() => {}), DELAY_CHECK_MS);
   window.cloudcamView = view;
 }
 
@@ -264,6 +300,7 @@ function closeView(hide = true) {
   const view = state.view;
   if (view) {
     if (view.viewId) send({ type: "stop", view_id: view.viewId });
+    clearInterval(view.watchdog);
     view.pc.close();
     state.view = null;
   }
