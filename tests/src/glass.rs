@@ -137,6 +137,80 @@ pub fn hold(dir: &Path, url: &str) -> Result<Proc> {
     )
 }
 
+/// The time camsim stamped in a decoded 8-bit luma frame (`stride` bytes a row), read the
+/// way `glass.js` reads it: the centre of each of the 64 blocks, in the middle of the band.
+pub fn read_luma(luma: &[u8], width: usize, height: usize, stride: usize) -> Option<u64> {
+    const BITS: usize = 64;
+    const BAND: usize = 16;
+    let block = width / BITS;
+    let row = height.checked_sub(BAND / 2)?;
+    let line = luma.get(row * stride..row * stride + width)?;
+    let bits = (0..BITS).fold(0u64, |acc, i| {
+        (acc << 1) | u64::from(line[i * block + block / 2] > 128)
+    });
+    let bytes = bits.to_be_bytes();
+    let check = bytes[1..7].iter().fold(0u8, |a, b| a ^ b);
+    (bytes[0] == 0xb2 && bytes[7] == check).then_some((bits >> 8) & 0xFFFF_FFFF_FFFF)
+}
+
+/// Capture → decoded delays (ms) of the first `frames` stamped frames a plain GStreamer RTSP
+/// client decodes from `url` over `transport` (`tcp` or `udp`, no jitter buffer latency): the
+/// delay up to a point of the path, for the glass-to-glass split. Blocking; gives up after
+/// `timeout`.
+pub fn rtsp_delays(
+    url: &str,
+    transport: &str,
+    frames: usize,
+    timeout: Duration,
+) -> Result<Vec<f64>> {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init()?;
+    let pipeline = gst::parse::launch(&format!(
+        "rtspsrc location={url} protocols={transport} latency=0 ! rtph264depay ! avdec_h264 max-threads=1 \
+         ! videoconvert ! video/x-raw,format=GRAY8 ! fakesink name=sink sync=false"
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let pad = pipeline
+        .by_name("sink")
+        .and_then(|s| s.static_pad("sink"))
+        .ok_or_else(|| anyhow::anyhow!("no sink pad"))?;
+    let (tx, rx) = std::sync::mpsc::channel::<f64>();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let size = pad.current_caps().and_then(|caps| {
+            let s = caps.structure(0)?;
+            Some((s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?))
+        });
+        if let (Some((w, h)), Some(buffer)) = (size, info.buffer())
+            && let Ok(map) = buffer.map_readable()
+        {
+            let (w, h) = (w as usize, h as usize);
+            if let Some(stamp) = read_luma(&map, w, h, w.div_ceil(4) * 4) {
+                let _ = tx.send(crate::procs::now_ms() as f64 - stamp as f64);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing)?;
+    let deadline = Instant::now() + timeout;
+    let mut delays = Vec::new();
+    while delays.len() < frames {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(d) => delays.push(d),
+            Err(_) => break,
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    anyhow::ensure!(
+        delays.len() == frames,
+        "{} of {frames} stamped frames from {url} in {timeout:?}",
+        delays.len()
+    );
+    Ok(delays)
+}
+
 /// Draws the pixel code of `ms` on a `width` x `height` canvas and reads it back with the
 /// same reader the views use.
 pub async fn read_drawn(

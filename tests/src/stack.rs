@@ -353,6 +353,18 @@ impl TestEnv {
         redis: &Redis,
         garage: Option<&Garage>,
     ) -> Result<Ingest> {
+        self.ingest_with(name, kafka, redis, garage, &[]).await
+    }
+
+    /// An ingest worker with extra `CLOUDCAM_INGEST_*` settings.
+    pub async fn ingest_with(
+        &self,
+        name: &str,
+        kafka: &Kafka,
+        redis: &Redis,
+        garage: Option<&Garage>,
+        extra: &[(&str, &str)],
+    ) -> Result<Ingest> {
         let port = free_port();
         let mut cmd = Command::new(binary("cloudcam-ingest")?);
         cmd.env("RUST_LOG", "info")
@@ -370,7 +382,8 @@ impl TestEnv {
             .env("CLOUDCAM_INGEST_REDIS__URL", &redis.url)
             .env("CLOUDCAM_INGEST_CAMERA__STALL_TIMEOUT_MS", "3000")
             .env("CLOUDCAM_INGEST_CAMERA__BACKOFF_MAX_MS", "2000")
-            .env("CLOUDCAM_INGEST_CAMERA__SNAPSHOT_INTERVAL_MS", "0");
+            .env("CLOUDCAM_INGEST_CAMERA__SNAPSHOT_INTERVAL_MS", "0")
+            .envs(extra.iter().copied());
         if let Some(g) = garage {
             g.configure(&mut cmd, "CLOUDCAM_INGEST_MEDIA__");
         } else {
@@ -399,14 +412,15 @@ impl TestEnv {
 
     /// The platform, with media (snapshots, recordings) in `garage` when given.
     pub async fn platform_with(&self, garage: Option<&Garage>) -> Result<Platform> {
-        self.platform_tuned(garage, &[]).await
+        self.platform_tuned(garage, &[], &[]).await
     }
 
-    /// The platform, with extra `CLOUDCAM_SIGNAL_*` settings.
+    /// The platform, with extra `CLOUDCAM_SIGNAL_*` and `CLOUDCAM_INGEST_*` settings.
     pub async fn platform_tuned(
         &self,
         garage: Option<&Garage>,
         signal_env: &[(&str, &str)],
+        ingest_env: &[(&str, &str)],
     ) -> Result<Platform> {
         let kafka = self.kafka().await?;
         let redis = self.redis().await?;
@@ -414,7 +428,9 @@ impl TestEnv {
         let signal = self
             .signal_with(Some(&kafka), Some(&redis), &[&janus], garage, signal_env)
             .await?;
-        let ingest = self.ingest("ingest-1", &kafka, &redis, garage).await?;
+        let ingest = self
+            .ingest_with("ingest-1", &kafka, &redis, garage, ingest_env)
+            .await?;
         Ok(Platform {
             kafka,
             redis,

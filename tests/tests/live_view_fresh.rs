@@ -28,7 +28,7 @@ async fn a_viewer_sees_only_frames_captured_after_the_watch() -> anyhow::Result<
         )
         .await?;
     let platform = env
-        .platform_tuned(None, &[("CLOUDCAM_SIGNAL_DEMAND_GRACE_MS", "300")])
+        .platform_tuned(None, &[("CLOUDCAM_SIGNAL_DEMAND_GRACE_MS", "300")], &[])
         .await?;
     let signal = &platform.signal;
     let api = Api::login(&signal.base).await?;

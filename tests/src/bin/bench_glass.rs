@@ -3,8 +3,11 @@
 //!
 //! camsim stamps each frame's capture time as a pixel code (`stamp=wall`); the browser reads it
 //! back from every decoded frame and compares with its own clock (same machine). While N
-//! other cameras are relayed (camsim replay streams, always on), it prints:
+//! other cameras are relayed (camsim replay streams, always on; every camera pulled over UDP,
+//! see below), it prints:
 //!
+//! * capture → decoded by a plain GStreamer client of the camera itself and of the ingest's
+//!   re-stream: what the camera (encoder) and the ingest hop take before Janus and the browser;
 //! * for a warm camera (1280x720, 25 fps), per playout setting (browser default, then low
 //!   latency): capture → last packet received, → decoded, → expected on screen, p50/p95/p99
 //!   over the window, and the drift (median to display in the last tenth of the window minus
@@ -19,7 +22,7 @@
 //! `SECONDS` (default 60) is each warm window; 1800 gives the 30-minute drift.
 
 use cloudcam_tests::glass::{self, Frame, Glass};
-use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::stack::{RESTREAM_PASSWORD, TestEnv};
 use cloudcam_tests::{Api, Browser, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -40,8 +43,15 @@ async fn main() -> anyhow::Result<()> {
     );
     let stream_refs: Vec<&str> = streams.iter().map(String::as_str).collect();
     let camsim = env.camsim(&stream_refs, None).await?;
+    // camsim's RTSP server delivers over TCP the rest of each frame with the next one (see
+    // camsim's stream.rs): the cameras are pulled over UDP, so that the figures are cloudcam's
+    // path and not that artefact of the simulated camera.
     let platform = env
-        .platform_tuned(None, &[("CLOUDCAM_SIGNAL_DEMAND_GRACE_MS", "500")])
+        .platform_tuned(
+            None,
+            &[("CLOUDCAM_SIGNAL_DEMAND_GRACE_MS", "500")],
+            &[("CLOUDCAM_INGEST_CAMERA__TRANSPORT", "udp")],
+        )
         .await?;
     let signal = &platform.signal;
     let api = Api::login(&signal.base).await?;
@@ -67,11 +77,36 @@ async fn main() -> anyhow::Result<()> {
     for id in &other_ids {
         api.wait_state(id, "live", Duration::from_secs(60)).await?;
     }
-    let browser = Browser::launch(&env.dir).await?;
-    browser.goto(&format!("{}/healthz", signal.base)).await?;
     println!(
         "{others} other cameras relayed; warm camera 1280x720, 25 fps, GOP 1 s; window {secs} s"
     );
+
+    // Where the delay builds up before the browser: the same frames decoded by a plain
+    // GStreamer client of the camera itself, and of the ingest's re-stream (one more copy of
+    // what the relay sends Janus).
+    let restream = api.camera(&warm).await?["status"]["restream_url"]
+        .as_str()
+        .unwrap_or_default()
+        .replacen(
+            "rtsp://",
+            &format!("rtsp://cloudcam:{RESTREAM_PASSWORD}@"),
+            1,
+        );
+    for (label, url, transport) in [
+        ("camera (UDP)", camsim.url("glass"), "udp"),
+        ("ingest's re-stream (TCP)", restream, "tcp"),
+    ] {
+        let delays = tokio::task::spawn_blocking(move || {
+            glass::rtsp_delays(&url, transport, 250, Duration::from_secs(30))
+        })
+        .await??;
+        println!(
+            "capture → decoded by a GStreamer client of the {label}: {}",
+            show(delays)
+        );
+    }
+    let browser = Browser::launch(&env.dir).await?;
+    browser.goto(&format!("{}/healthz", signal.base)).await?;
 
     for (label, watch) in [
         ("browser's own playout delay", json!({"low_latency": false})),
@@ -160,6 +195,13 @@ async fn warm_window(
     Ok(frames)
 }
 
+fn show(delays: Vec<f64>) -> String {
+    match glass::percentiles(delays) {
+        Some([p50, p95, p99]) => format!("p50 {p50:.0} / p95 {p95:.0} / p99 {p99:.0} ms"),
+        None => "n/a".into(),
+    }
+}
+
 fn report(label: &str, frames: &[Frame]) {
     let stamped: Vec<&Frame> = frames.iter().filter(|f| f.stamp.is_some()).collect();
     let delays = |at: &dyn Fn(&Frame) -> Option<f64>| -> Vec<f64> {
@@ -167,10 +209,6 @@ fn report(label: &str, frames: &[Frame]) {
             .iter()
             .filter_map(|f| Some(at(f)? - f.stamp?))
             .collect()
-    };
-    let show = |v: Vec<f64>| match glass::percentiles(v) {
-        Some([p50, p95, p99]) => format!("p50 {p50:.0} / p95 {p95:.0} / p99 {p99:.0} ms"),
-        None => "n/a".into(),
     };
     println!(
         "{label}: {} frames ({} with a readable stamp)",
