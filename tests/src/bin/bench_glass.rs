@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     // camsim's RTSP server delivers over TCP the rest of each frame with the next one (see
     // camsim's stream.rs): the cameras are pulled over UDP, so that the figures are cloudcam's
     // path and not that artefact of the simulated camera.
-    let platform = env
+    let mut platform = env
         .platform_tuned(
             None,
             &[("CLOUDCAM_SIGNAL_DEMAND_GRACE_MS", "500")],
@@ -150,6 +150,65 @@ async fn main() -> anyhow::Result<()> {
         med(first_any),
         med(first_fresh)
     );
+
+    // Through an ingest failover: a second worker joins; the warm camera's owner is killed
+    // while a low-latency view plays; once the view shows fresh frames again, the same window.
+    let kafka = &platform.kafka;
+    let mut second = env
+        .ingest_with(
+            "ingest-2",
+            kafka,
+            &platform.redis,
+            None,
+            &[("CLOUDCAM_INGEST_CAMERA__TRANSPORT", "udp")],
+        )
+        .await?;
+    wait_for(
+        "ingest-2 to own cameras",
+        Duration::from_secs(60),
+        || async {
+            let mut owned = 0;
+            for id in &other_ids {
+                let cam = api.camera(id).await.ok()?;
+                owned += usize::from(
+                    cam["served_by"]["ingest"] == "ingest-2" && cam["status"]["state"] == "live",
+                );
+            }
+            (owned > 0).then_some(())
+        },
+    )
+    .await?;
+    let owner = api.camera(&warm).await?["served_by"]["ingest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let view = Glass::open(&browser, &api.token, &warm, json!({})).await?;
+    view.until_fresh_frame(Duration::from_secs(20)).await?;
+    if owner == "ingest-2" {
+        second.proc.kill();
+    } else {
+        platform.ingest.proc.kill();
+    }
+    let killed = cloudcam_tests::procs::now_ms() as f64;
+    let resumed = wait_for(
+        "fresh frames after the kill",
+        Duration::from_secs(30),
+        || async {
+            let taken = view.take().await.ok()?;
+            taken
+                .frames
+                .iter()
+                .find(|f| f.stamp.is_some_and(|s| s > killed))
+                .map(|f| f.decode - killed)
+        },
+    )
+    .await?;
+    view.close().await?;
+    println!(
+        "ingest failover ({owner} killed): the view showed fresh frames again {resumed:.0} ms after the kill"
+    );
+    let frames = warm_window(&browser, &api.token, &warm, json!({}), secs.min(60)).await?;
+    report("low latency, after the failover", &frames);
     browser.close().await;
     Ok(())
 }
