@@ -1,6 +1,7 @@
 //! Continuous recording to S3 (Garage) on real components: segments decode to the expected frame
-//! count, carry the camera's AAC audio, start with a keyframe and follow each other without gaps; a clip exported from an
-//! arbitrary range is the range rounded out to keyframes; a snapshot decodes at the camera's size.
+//! count, carry the camera's AAC audio (44.1 kHz), start with a keyframe and follow each other
+//! without gaps; a clip exported from an arbitrary range is the range rounded out to keyframes,
+//! with the audio; a snapshot decodes at the camera's size.
 
 use cloudcam_tests::media::{audio_frames, decode};
 use cloudcam_tests::stack::TestEnv;
@@ -18,7 +19,7 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
     let garage = env.garage().await?;
     let camsim = env
         .camsim(
-            &["lobby:width=640,height=360,fps=25,gop=25,audio=aac"],
+            &["lobby:width=640,height=360,fps=25,gop=25,audio=aac,audio_rate=44100"],
             None,
         )
         .await?;
@@ -180,6 +181,14 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         (d.duration_ms - want).abs() <= 2.0 * FRAME_MS,
         "clip lasts {} ms, its bounds say {want} ms",
         d.duration_ms
+    );
+    // The camera's audio comes along over the whole clip (AAC at 44.1 kHz: 1024 samples a
+    // frame), as it was recorded.
+    let audio = audio_frames(&clip)? as f64;
+    let expected = want / 1000.0 * 44_100.0 / 1024.0;
+    assert!(
+        (audio - expected).abs() <= expected * 0.1,
+        "the clip has {audio} audio frames, {expected:.0} expected over {want} ms"
     );
 
     // Playback in the web UI: open the camera's recordings, click the recorded span on the

@@ -1,4 +1,4 @@
-//! Reading back the video of a recorded MP4 segment, one access unit at a time.
+//! Reading back the video (and audio) of a recorded MP4 segment, one access unit at a time.
 //!
 //! The recorder measures what it salvaged from a killed writer with it, and signal cuts clips
 //! with it. Each file is read on its own, so its timestamps are its own (a segment's start in
@@ -20,6 +20,13 @@ pub enum ReadError {
     Timeout(String),
 }
 
+/// A track of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    Video,
+    Audio,
+}
+
 /// Hands each video access unit of `mp4` to `f`, in order, parsed (so keyframes are flagged
 /// from the bitstream: a buffer without `DELTA_UNIT` starts a GOP). Stops early when `f`
 /// breaks. Fails when the file cannot be read or reading takes longer than `timeout`.
@@ -27,6 +34,18 @@ pub fn read_video(
     mp4: &Path,
     timeout: Duration,
     mut f: impl FnMut(&gst::Sample) -> ControlFlow<()>,
+) -> Result<(), ReadError> {
+    read_media(mp4, timeout, false, |_, sample| f(sample))
+}
+
+/// [`read_video`], and with `audio` also the frames of the file's first audio track, as they
+/// are (`Track::Audio`). Each track's frames come in order; the two tracks interleave roughly
+/// as the file stores them.
+pub fn read_media(
+    mp4: &Path,
+    timeout: Duration,
+    audio: bool,
+    mut f: impl FnMut(Track, &gst::Sample) -> ControlFlow<()>,
 ) -> Result<(), ReadError> {
     let name = mp4.display().to_string();
     let err = |e: &dyn std::fmt::Display| ReadError::Gst(name.clone(), e.to_string());
@@ -38,29 +57,42 @@ pub fn read_video(
     let demux = gst::ElementFactory::make("qtdemux")
         .build()
         .map_err(|e| err(&e))?;
-    let sink = gst_app::AppSink::builder()
-        .sync(false)
-        .max_buffers(64)
-        .build();
+    let sink = || gst_app::AppSink::builder().sync(false).max_buffers(64);
+    // The audio sink stays unlinked in a file without audio: it must not hold the pipeline's
+    // state change waiting for a preroll.
+    let (sink, audio_sink) = (sink().build(), audio.then(|| sink().async_(false).build()));
     pipeline
         .add_many([&src, &demux, sink.upcast_ref()])
         .map_err(|e| err(&e))?;
+    if let Some(a) = &audio_sink {
+        pipeline.add(a).map_err(|e| err(&e))?;
+    }
     src.link(&demux).map_err(|e| err(&e))?;
     {
         let pipeline = pipeline.downgrade();
-        let sink = sink.clone();
+        let (sink, audio_sink) = (sink.clone(), audio_sink.clone());
         demux.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pipeline.upgrade() else {
                 return;
             };
             let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)));
-            let parser = match caps
+            let kind = caps
                 .as_ref()
                 .and_then(|c| c.structure(0))
-                .map(|s| s.name().as_str())
-            {
-                Some("video/x-h264") => "h264parse",
-                Some("video/x-h265") => "h265parse",
+                .map(|s| s.name().to_string())
+                .unwrap_or_default();
+            if kind.starts_with("audio/") {
+                // Taken as stored: the first audio track only.
+                if let Some(target) = audio_sink.as_ref().and_then(|a| a.static_pad("sink"))
+                    && !target.is_linked()
+                {
+                    let _ = pad.link(&target);
+                }
+                return;
+            }
+            let parser = match kind.as_str() {
+                "video/x-h264" => "h264parse",
+                "video/x-h265" => "h265parse",
                 _ => return,
             };
             let Ok(parse) = gst::ElementFactory::make(parser).build() else {
@@ -75,7 +107,10 @@ pub fn read_video(
             }
         });
     }
-    let result = pump(&pipeline, &sink, timeout, &mut f, &err).and_then(|finished| {
+    let sinks: Vec<(Track, gst_app::AppSink)> = std::iter::once((Track::Video, sink))
+        .chain(audio_sink.map(|a| (Track::Audio, a)))
+        .collect();
+    let result = pump(&pipeline, &sinks, timeout, &mut f, &err).and_then(|finished| {
         finished
             .then_some(())
             .ok_or(ReadError::Timeout(name.clone()))
@@ -84,11 +119,13 @@ pub fn read_video(
     result
 }
 
+/// Pulls from every sink until each that is linked has ended (the video sink always is, once
+/// the file is read); a sink nothing was linked to (a file without audio) does not count.
 fn pump(
     pipeline: &gst::Pipeline,
-    sink: &gst_app::AppSink,
+    sinks: &[(Track, gst_app::AppSink)],
     timeout: Duration,
-    f: &mut impl FnMut(&gst::Sample) -> ControlFlow<()>,
+    f: &mut impl FnMut(Track, &gst::Sample) -> ControlFlow<()>,
     err: &dyn Fn(&dyn std::fmt::Display) -> ReadError,
 ) -> Result<bool, ReadError> {
     pipeline
@@ -96,15 +133,28 @@ fn pump(
         .map_err(|e| err(&e))?;
     let bus = pipeline.bus().expect("pipeline bus");
     let deadline = Instant::now() + timeout;
+    let linked = |s: &gst_app::AppSink| s.static_pad("sink").is_some_and(|p| p.is_linked());
     loop {
-        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
-            if f(&sample).is_break() {
-                return Ok(true);
+        // Drain whatever is ready on any sink (a full one would hold up the demuxer), and wait
+        // a little on the video sink when nothing is.
+        let mut pulled = false;
+        for (i, (track, sink)) in sinks.iter().enumerate() {
+            let wait = if i == 0 && sinks.len() == 1 { 100 } else { 0 };
+            if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(wait)) {
+                pulled = true;
+                if f(*track, &sample).is_break() {
+                    return Ok(true);
+                }
             }
+        }
+        if pulled {
             continue;
         }
-        if sink.is_eos() {
+        if sinks[0].1.is_eos() && sinks[1..].iter().all(|(_, s)| !linked(s) || s.is_eos()) {
             return Ok(true);
+        }
+        if sinks.len() > 1 {
+            std::thread::sleep(Duration::from_millis(2));
         }
         if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
             && let gst::MessageView::Error(e) = msg.view()

@@ -5,8 +5,9 @@
 //! one, each placed at its start in the index (a file's own timestamps only order the frames
 //! within it), in one pass that holds back the current GOP until the next keyframe shows where
 //! the clip starts, and remuxes the access units between the keyframes around the requested
-//! range into one MP4 (`appsrc ! mp4mux`). Its bounds are the range rounded out to keyframes,
-//! and a clip stops at the first gap in the recording.
+//! range into one MP4 (`appsrc ! mp4mux`), with the camera's audio as it was recorded (a file
+//! without audio is a gap in the clip's audio track). Its bounds are the range rounded out to
+//! keyframes, and a clip stops at the first gap in the recording.
 //!
 //! Clips are cut in a scratch directory per export (`<tmp>/cloudcam-clips/<pid>-…`) and
 //! streamed from disk; the directory goes when the response ends or the client goes away, and
@@ -18,6 +19,7 @@ use crate::model::Need;
 use crate::store::CameraStore;
 use crate::users::Caller;
 use cloudcam_core::media::{Segment, segments, snapshot_key, spans};
+use cloudcam_core::mp4::Track;
 use cloudcam_core::state::StateStore;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -290,36 +292,88 @@ impl Recordings {
 }
 
 /// The clip being written: access units go in, retimed to start at the clip's first keyframe.
+/// The camera's audio, where its segments have any, goes along as it was recorded.
 struct ClipWriter {
-    pipeline: gst::Pipeline,
-    src: gst_app::AppSrc,
+    out: PathBuf,
+    /// Built once the clip's start is known (by then both tracks have shown their caps).
+    mux: Option<Mux>,
+    video_caps: Option<gst::Caps>,
+    audio_caps: Option<gst::Caps>,
     /// Where the clip starts (on the span's scale); `None` while the first GOP is held back.
     start: Option<u64>,
     /// The held-back GOP: the latest keyframe at or before the range's start and what follows.
     gop: Vec<gst::Buffer>,
+    /// Audio from the held-back GOP's keyframe on.
+    held_audio: Vec<gst::Buffer>,
     last_dts: u64,
 }
 
+struct Mux {
+    pipeline: gst::Pipeline,
+    video: gst_app::AppSrc,
+    audio: Option<gst_app::AppSrc>,
+}
+
+fn at(t: u64) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(t)
+}
+
+fn pts_of(buf: &gst::BufferRef) -> u64 {
+    buf.pts().map_or(0, |p| p.nseconds())
+}
+
 impl ClipWriter {
-    fn new(out: &Path) -> anyhow::Result<Self> {
-        let pipeline = gst::parse::launch(&format!(
-            "appsrc name=src format=time block=true max-bytes=8000000 ! mux.video_0 \
-             mp4mux name=mux faststart=true ! filesink location=\"{}\"",
-            out.display()
-        ))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-        let src = pipeline
-            .by_name("src")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or_else(|| anyhow::anyhow!("no appsrc"))?;
-        Ok(Self {
-            pipeline,
-            src,
+    fn new(out: &Path) -> Self {
+        Self {
+            out: out.to_path_buf(),
+            mux: None,
+            video_caps: None,
+            audio_caps: None,
             start: None,
             gop: Vec::new(),
+            held_audio: Vec::new(),
             last_dts: 0,
-        })
+        }
+    }
+
+    /// Starts the muxer: video, and audio if any has been seen.
+    fn open(&mut self) -> anyhow::Result<&mut Mux> {
+        if self.mux.is_none() {
+            let src = "format=time block=true max-bytes=8000000";
+            let audio = if self.audio_caps.is_some() {
+                format!("appsrc name=audio {src} ! mux.audio_0 ")
+            } else {
+                String::new()
+            };
+            let pipeline = gst::parse::launch(&format!(
+                "appsrc name=video {src} ! mux.video_0 {audio}\
+                 mp4mux name=mux faststart=true ! filesink location=\"{}\"",
+                self.out.display()
+            ))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+            let appsrc = |name: &str, caps: &Option<gst::Caps>| {
+                let src = pipeline
+                    .by_name(name)
+                    .and_then(|e| e.downcast::<gst_app::AppSrc>().ok());
+                if let Some(src) = &src {
+                    // The first file's caps hold for the clip (in-band parameter sets follow
+                    // changes).
+                    src.set_caps(caps.as_ref());
+                }
+                src
+            };
+            let video = appsrc("video", &self.video_caps)
+                .ok_or_else(|| anyhow::anyhow!("no video appsrc"))?;
+            let audio = appsrc("audio", &self.audio_caps);
+            pipeline.set_state(gst::State::Playing)?;
+            self.mux = Some(Mux {
+                pipeline,
+                video,
+                audio,
+            });
+        }
+        Ok(self.mux.as_mut().expect("opened"))
     }
 
     /// Takes one access unit, timed on the span's scale; `Break` once the clip is complete
@@ -330,30 +384,20 @@ impl ClipWriter {
         buf: gst::Buffer,
         (from, to): (u64, u64),
     ) -> anyhow::Result<ControlFlow<u64>> {
-        if self.src.caps().is_none()
-            && let Some(caps) = caps
-        {
-            // The first file's caps hold for the clip (in-band parameter sets follow changes).
-            self.src.set_caps(Some(&caps.to_owned()));
-            self.pipeline.set_state(gst::State::Playing)?;
+        if self.video_caps.is_none() {
+            self.video_caps = caps.map(|c| c.to_owned());
         }
-        let pts = buf.pts().map(|p| p.nseconds()).unwrap_or(0);
+        let pts = pts_of(&buf);
         let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
         match self.start {
             None if key && pts <= from => {
                 self.gop.clear();
                 self.gop.push(buf);
+                self.held_audio.retain(|a| pts_of(a) >= pts);
             }
             None if key => {
-                let start = self
-                    .gop
-                    .first()
-                    .and_then(|b| b.pts())
-                    .map_or(pts, |p| p.nseconds());
-                self.start = Some(start);
-                for held in std::mem::take(&mut self.gop) {
-                    self.push(held, start)?;
-                }
+                let start = self.gop.first().map_or(pts, |k| pts_of(k));
+                self.begin(start)?;
                 return self.take(caps, buf, (from, to));
             }
             // Frames before the first keyframe cannot be decoded.
@@ -365,21 +409,82 @@ impl ClipWriter {
         Ok(ControlFlow::Continue(()))
     }
 
+    /// Takes one audio frame, timed on the span's scale.
+    fn take_audio(&mut self, caps: Option<&gst::CapsRef>, buf: gst::Buffer) -> anyhow::Result<()> {
+        if self.audio_caps.is_none() && self.mux.is_none() {
+            self.audio_caps = caps.map(|c| c.to_owned());
+        }
+        match self.start {
+            None if self.gop.first().is_some_and(|k| pts_of(&buf) >= pts_of(k)) => {
+                self.held_audio.push(buf)
+            }
+            None => {}
+            Some(start) => self.push_audio(buf, start)?,
+        }
+        Ok(())
+    }
+
+    /// The clip starts at `start`: what was held back goes out.
+    fn begin(&mut self, start: u64) -> anyhow::Result<()> {
+        self.start = Some(start);
+        self.open()?;
+        for held in std::mem::take(&mut self.gop) {
+            self.push(held, start)?;
+        }
+        for held in std::mem::take(&mut self.held_audio) {
+            self.push_audio(held, start)?;
+        }
+        Ok(())
+    }
+
     fn push(&mut self, mut buf: gst::Buffer, start: u64) -> anyhow::Result<()> {
         {
             let b = buf.make_mut();
-            let pts = b.pts().map_or(0, |p| p.nseconds()).saturating_sub(start);
+            let pts = pts_of(b).saturating_sub(start);
             // Decode times never go back, also where reordered frames meet the clip's start.
             let dts = b
                 .dts()
                 .map_or(pts, |d| d.nseconds().saturating_sub(start))
                 .max(self.last_dts);
             self.last_dts = dts;
-            b.set_pts(gst::ClockTime::from_nseconds(pts));
-            b.set_dts(gst::ClockTime::from_nseconds(dts));
+            b.set_pts(at(pts));
+            b.set_dts(at(dts));
         }
-        self.src.push_buffer(buf)?;
+        self.open()?.video.push_buffer(buf)?;
         Ok(())
+    }
+
+    fn push_audio(&mut self, mut buf: gst::Buffer, start: u64) -> anyhow::Result<()> {
+        let pts = pts_of(&buf);
+        let Some(src) = self.mux.as_ref().and_then(|m| m.audio.clone()) else {
+            return Ok(());
+        };
+        if pts < start {
+            return Ok(());
+        }
+        {
+            let b = buf.make_mut();
+            b.set_pts(at(pts - start));
+            b.set_dts(at(pts - start));
+        }
+        src.push_buffer(buf)?;
+        Ok(())
+    }
+
+    /// A file of the span had no audio: the muxer is told there is none over `[from, to)` on
+    /// the span's scale (else it would wait for audio and hold the video back).
+    fn audio_gap(&mut self, from: u64, to: u64) {
+        if let (Some(start), Some(src)) =
+            (self.start, self.mux.as_ref().and_then(|m| m.audio.as_ref()))
+            && to > from.max(start)
+        {
+            let from = from.max(start);
+            src.send_event(
+                gst::event::Gap::builder(at(from - start))
+                    .duration(at(to - from))
+                    .build(),
+            );
+        }
     }
 
     /// Flushes what is held back and finishes the file; returns where the clip starts.
@@ -390,22 +495,23 @@ impl ClipWriter {
                 let start = self
                     .gop
                     .first()
-                    .and_then(|b| b.pts())
-                    .ok_or_else(|| anyhow::anyhow!("the recording has no keyframe"))?
-                    .nseconds();
-                for held in std::mem::take(&mut self.gop) {
-                    self.push(held, start)?;
-                }
+                    .map(|k| pts_of(k))
+                    .ok_or_else(|| anyhow::anyhow!("the recording has no keyframe"))?;
+                self.begin(start)?;
                 start
             }
         };
-        self.src.end_of_stream()?;
-        let bus = self.pipeline.bus().expect("pipeline bus");
+        let mux = self.mux.take().expect("opened by begin");
+        mux.video.end_of_stream()?;
+        if let Some(audio) = &mux.audio {
+            audio.end_of_stream()?;
+        }
+        let bus = mux.pipeline.bus().expect("pipeline bus");
         let ended = bus.timed_pop_filtered(
             gst::ClockTime::from_seconds(60),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         );
-        let _ = self.pipeline.set_state(gst::State::Null);
+        let _ = mux.pipeline.set_state(gst::State::Null);
         match ended.as_ref().map(|m| m.view()) {
             Some(gst::MessageView::Eos(_)) => Ok(start),
             Some(gst::MessageView::Error(e)) => Err(anyhow::anyhow!("{}", e.error())),
@@ -416,20 +522,22 @@ impl ClipWriter {
 
 impl Drop for ClipWriter {
     fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        if let Some(mux) = &self.mux {
+            let _ = mux.pipeline.set_state(gst::State::Null);
+        }
     }
 }
 
-/// Remuxes the video of `files` (each with its start and end, in nanoseconds from the first
-/// one's start; one that ends before what precedes it does repeats it and is skipped)
-/// between the keyframes around `[from, to)` on the same scale into `out`; returns the clip's
-/// actual bounds on that scale.
+/// Remuxes the video and audio of `files` (each with its start and end, in nanoseconds from
+/// the first one's start; one that ends before what precedes it does repeats it and is
+/// skipped) between the keyframes around `[from, to)` on the same scale into `out`; returns
+/// the clip's actual bounds on that scale.
 fn remux(
     files: &[(PathBuf, u64, u64)],
     (from, to): (u64, u64),
     out: &Path,
 ) -> anyhow::Result<(u64, u64)> {
-    let mut writer = ClipWriter::new(out)?;
+    let mut writer = ClipWriter::new(out);
     // The end of the latest frame on the span's scale: where the clip ends if the recording
     // does first, and the earliest a following file may start (index times are wall-clock
     // milliseconds, a file's frames are spaced by the camera's clock).
@@ -441,29 +549,63 @@ fn remux(
             continue;
         }
         let offset = (*offset).max(stream_end);
+        let file_start = stream_end;
+        // A file's own times are placed by its first video frame; audio read before that
+        // frame waits for it.
         let mut shift: Option<i128> = None;
-        cloudcam_core::mp4::read_video(file, Duration::from_secs(60), |sample| {
+        let mut early_audio: Vec<(Option<gst::Caps>, gst::Buffer)> = Vec::new();
+        let mut had_audio = false;
+        let retime = |buf: &mut gst::Buffer, shift: i128| {
+            let on_span = |t: Option<gst::ClockTime>| {
+                t.map(|t| at((t.nseconds() as i128 + shift).max(0) as u64))
+            };
+            let b = buf.make_mut();
+            let (pts, dts) = (on_span(b.pts().or(b.dts())), on_span(b.dts()));
+            b.set_pts(pts);
+            b.set_dts(dts);
+        };
+        cloudcam_core::mp4::read_media(file, Duration::from_secs(60), true, |track, sample| {
             let Some(mut buf) = sample.buffer_owned() else {
                 return ControlFlow::Continue(());
             };
-            let Some(ts) = buf.dts().or(buf.pts()).map(|t| t.nseconds() as i128) else {
-                return ControlFlow::Continue(());
+            let caps = sample.caps().map(|c| c.to_owned());
+            let result = match track {
+                Track::Audio => {
+                    had_audio = true;
+                    match shift {
+                        Some(shift) => {
+                            retime(&mut buf, shift);
+                            writer
+                                .take_audio(caps.as_deref(), buf)
+                                .map(|()| ControlFlow::Continue(()))
+                        }
+                        None => {
+                            early_audio.push((caps, buf));
+                            Ok(ControlFlow::Continue(()))
+                        }
+                    }
+                }
+                Track::Video => {
+                    let Some(ts) = buf.dts().or(buf.pts()).map(|t| t.nseconds() as i128) else {
+                        return ControlFlow::Continue(());
+                    };
+                    let shift = *shift.get_or_insert(offset as i128 - ts);
+                    retime(&mut buf, shift);
+                    let pts = pts_of(&buf);
+                    stream_end = stream_end.max(pts + buf.duration().map_or(0, |d| d.nseconds()));
+                    let taken = writer.take(sample.caps(), buf, (from, to));
+                    // Audio that came before this file's first frame, now that it is placed.
+                    let early = std::mem::take(&mut early_audio);
+                    taken.and_then(|flow| {
+                        for (caps, mut a) in early {
+                            retime(&mut a, shift);
+                            writer.take_audio(caps.as_deref(), a)?;
+                        }
+                        Ok(flow)
+                    })
+                }
             };
-            let shift = *shift.get_or_insert(offset as i128 - ts);
-            let on_span = |t: Option<gst::ClockTime>| {
-                t.map(|t| {
-                    gst::ClockTime::from_nseconds((t.nseconds() as i128 + shift).max(0) as u64)
-                })
-            };
-            {
-                let b = buf.make_mut();
-                let (pts, dts) = (on_span(b.pts().or(b.dts())), on_span(b.dts()));
-                b.set_pts(pts);
-                b.set_dts(dts);
-            }
-            let pts = buf.pts().map_or(0, |p| p.nseconds());
-            stream_end = stream_end.max(pts + buf.duration().map_or(0, |d| d.nseconds()));
-            match writer.take(sample.caps(), buf, (from, to)) {
+            match result {
                 Ok(ControlFlow::Break(at)) => {
                     end = Some(at);
                     ControlFlow::Break(())
@@ -477,6 +619,9 @@ fn remux(
         })?;
         if let Some(e) = failed {
             return Err(e);
+        }
+        if !had_audio {
+            writer.audio_gap(file_start, stream_end);
         }
         if end.is_some() {
             break;
@@ -517,10 +662,22 @@ mod tests {
     /// Two-second test segments (keyframe every second), written the way the recorder
     /// writes them: fragmented MP4, timestamps from zero.
     fn test_segment(path: &Path) {
+        test_segment_with(path, false);
+    }
+
+    /// … with AAC audio (44.1 kHz) when `audio`.
+    fn test_segment_with(path: &Path, audio: bool) {
+        let audio = if audio {
+            "audiotestsrc num-buffers=86 samplesperbuffer=1024 ! audio/x-raw,rate=44100,channels=1 \
+             ! avenc_aac ! aacparse ! m.audio_0 "
+        } else {
+            ""
+        };
         let p = gst::parse::launch(&format!(
             "videotestsrc num-buffers=50 ! video/x-raw,width=160,height=120,framerate=25/1 \
              ! x264enc key-int-max=25 speed-preset=ultrafast tune=zerolatency ! h264parse \
-             ! mp4mux fragment-duration=1000 streamable=true ! filesink location=\"{}\"",
+             ! m.video_0 {audio}mp4mux name=m fragment-duration=1000 streamable=true \
+             ! filesink location=\"{}\"",
             path.display()
         ))
         .unwrap();
@@ -569,5 +726,52 @@ mod tests {
         // with its last frame.
         let (start, end) = remux(&files, (0, 9 * S), &out).unwrap();
         assert_eq!((start, end), (0, 6 * S));
+    }
+
+    /// Audio frames (and the span they cover, ns) of a clip.
+    fn audio_of(clip: &Path) -> (usize, u64) {
+        let (mut n, mut last_end) = (0, 0);
+        cloudcam_core::mp4::read_media(clip, Duration::from_secs(10), true, |track, s| {
+            if let (Track::Audio, Some(b)) = (track, s.buffer()) {
+                n += 1;
+                last_end = pts_of(b) + b.duration().map_or(0, |d| d.nseconds());
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        (n, last_end)
+    }
+
+    #[test]
+    fn clips_carry_the_recorded_audio_and_a_file_without_audio_is_a_gap() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        const S: u64 = 1_000_000_000;
+        let files: Vec<(PathBuf, u64, u64)> = [0, 2 * S, 4 * S]
+            .iter()
+            .enumerate()
+            .map(|(i, &at)| (dir.path().join(format!("seg{i}.mp4")), at, at + 2 * S))
+            .collect();
+        test_segment_with(&files[0].0, true);
+        test_segment_with(&files[1].0, true);
+        let out = dir.path().join("clip.mp4");
+        // From the middle of the first segment into the second: 1 s .. 3 s + the GOP.
+        let (start, end) = remux(&files[..2], (S + S / 2, 3 * S + S / 2), &out).unwrap();
+        assert_eq!((start, end), (S, 4 * S));
+        let (frames, audio_end) = audio_of(&out);
+        // 44.1 kHz AAC: 1024 samples a frame, ~43 a second; the clip's 3 s carry ~129.
+        assert!((120..=135).contains(&frames), "{frames} audio frames");
+        assert!(
+            audio_end.abs_diff(end - start) < S / 10,
+            "audio ends at {audio_end}"
+        );
+
+        // The middle segment without audio: the clip is still cut, its audio has a hole.
+        test_segment_with(&files[1].0, false);
+        test_segment_with(&files[2].0, true);
+        let (start, end) = remux(&files, (S / 2, 5 * S + S / 2), &out).unwrap();
+        assert_eq!((start, end), (0, 6 * S));
+        let (frames, _) = audio_of(&out);
+        assert!((160..=180).contains(&frames), "{frames} audio frames");
     }
 }

@@ -43,7 +43,7 @@ struct Args {
     stats_port: Option<u16>,
     /// A stream: `PATH[:key=value,...]`; keys: mode (live|replay), codec (h264|h265|mjpeg),
     /// width, height, fps, gop (frames), profile (baseline|main|high), overlay (true|false), audio (aac|none),
-    /// seconds (replay loop length), file (Annex-B H.264 for replay), stamp (none|wall|MS: a
+    /// audio_rate (Hz, 48000), seconds (replay loop length), file (Annex-B H.264 for replay), stamp (none|wall|MS: a
     /// machine-readable pixel clock in the bottom rows of every frame, live streams only).
     #[arg(long = "stream", required = true)]
     streams: Vec<String>,

@@ -36,6 +36,8 @@ pub struct StreamSpec {
     pub file: Option<String>,
     /// Also send AAC audio (a test tone), as many cameras do.
     pub audio: bool,
+    /// The audio's sample rate.
+    pub audio_rate: u32,
     /// Write a pixel clock into every frame (live streams only; see [`crate::stamp`]).
     pub stamp: Option<Stamp>,
 }
@@ -61,6 +63,7 @@ impl FromStr for StreamSpec {
             seconds: 4,
             file: None,
             audio: false,
+            audio_rate: 48_000,
             stamp: None,
         };
         for kv in opts.split(',').filter(|kv| !kv.is_empty()) {
@@ -98,6 +101,7 @@ impl FromStr for StreamSpec {
                         _ => bail!("audio must be aac or none, not {v:?}"),
                     }
                 }
+                "audio_rate" => spec.audio_rate = v.parse()?,
                 "stamp" => {
                     spec.stamp = match v {
                         "none" => None,
@@ -156,10 +160,13 @@ pub fn live_factory(spec: &StreamSpec) -> Result<rtsp_server::RTSPMediaFactory> 
         Codec::Mjpeg => "jpegenc ! rtpjpegpay name=pay0 pt=26".to_string(),
     };
     let audio = if spec.audio {
-        " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample \
-         ! audio/x-raw,rate=48000,channels=1 ! avenc_aac ! aacparse ! rtpmp4gpay name=pay1 pt=97"
+        format!(
+            " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample \
+             ! audio/x-raw,rate={},channels=1 ! avenc_aac ! aacparse ! rtpmp4gpay name=pay1 pt=97",
+            spec.audio_rate
+        )
     } else {
-        ""
+        String::new()
     };
     let stamp_point = if spec.stamp.is_some() {
         " ! identity name=stamp"
