@@ -3,7 +3,8 @@
 #   bench_latency    watch → video playing in Chromium, GOP 1 s vs 2 s, cold vs warm
 #   bench_glass      glass-to-glass (capture → received/decoded/displayed in Chromium) with 16
 #                    other cameras relayed, browser playout vs low latency, drift; cold-start
-#                    freshness against a camera whose encoder keeps running (GLASS_SECONDS, 60)
+#                    freshness against a camera whose encoder keeps running (GLASS_SECONDS, 60;
+#                    the 30-minute drift: cargo run … --bin bench_glass -- 1800 16 0 low)
 #   bench_relay_cpu  ingest CPU per camera vs a gst-launch relay of the same N streams and go2rtc
 #   bench_recorder   recorder CPU per camera vs gst-launch splitmuxsink; segment availability
 #   bench_failover   ingest failover after SIGKILL, rejoin and join times vs the session timeout

@@ -17,7 +17,9 @@
 //!   decoded that were captured before the watch (stale), and watch → first decoded frame and
 //!   → first frame captured after the watch.
 //!
-//!   cargo run -p cloudcam-tests --bin bench_glass [-- SECONDS [OTHER_CAMERAS [COLD_TRIES]]]
+//!   cargo run -p cloudcam-tests --bin bench_glass [-- SECONDS [OTHER_CAMERAS [COLD_TRIES [low]]]]
+//!
+//! With `low`, only the low-latency window is measured (for a long drift run).
 //!
 //! `SECONDS` (default 60) is each warm window; 1800 gives the 30-minute drift.
 
@@ -33,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let secs: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(60);
     let others: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(16);
     let tries: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10);
+    let low_only = args.next().is_some_and(|a| a == "low");
     let env = TestEnv::new("bench_glass")?;
     let mut streams = vec![
         "glass:width=1280,height=720,fps=25,gop=25,stamp=wall".to_string(),
@@ -115,6 +118,9 @@ async fn main() -> anyhow::Result<()> {
             json!({"low_latency": true}),
         ),
     ] {
+        if low_only && watch["low_latency"] == false {
+            continue;
+        }
         let frames = warm_window(&browser, &api.token, &warm, watch, secs).await?;
         report(label, &frames);
     }
