@@ -135,11 +135,12 @@ fn pump(
     let deadline = Instant::now() + timeout;
     let linked = |s: &gst_app::AppSink| s.static_pad("sink").is_some_and(|p| p.is_linked());
     loop {
-        // Drain whatever is ready on any sink (a full one would hold up the demuxer), and wait
-        // a little on the video sink when nothing is.
+        // Drain whatever is ready on any sink (a full one would hold up the demuxer). One sink
+        // is waited on; with two, neither is (the other may be the one with data), and the
+        // loop pauses briefly when both are empty.
+        let wait = if sinks.len() == 1 { 100 } else { 0 };
         let mut pulled = false;
-        for (i, (track, sink)) in sinks.iter().enumerate() {
-            let wait = if i == 0 && sinks.len() == 1 { 100 } else { 0 };
+        for (track, sink) in sinks {
             if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(wait)) {
                 pulled = true;
                 if f(*track, &sample).is_break() {

@@ -130,10 +130,10 @@ fn spawn_event_relay(
                 Some(s) => s,
                 None => {
                     let stored = store
-                        .statuses(std::slice::from_ref(&ev.camera_id))
+                        .status(&ev.camera_id)
                         .await
                         .ok()
-                        .and_then(|mut s| s.pop().flatten())
+                        .flatten()
                         .unwrap_or_else(CameraStatus::unknown);
                     cache.entry(ev.camera_id.clone()).or_insert(stored)
                 }

@@ -65,10 +65,8 @@ impl Demand {
         let live = self
             .cameras
             .store
-            .statuses(std::slice::from_ref(&c))
+            .status(camera_id)
             .await?
-            .pop()
-            .flatten()
             .is_some_and(|s| s.state == CameraState::Live);
         // Views of a camera that is not live start one after the other, so that exactly the
         // first one resets the mountpoint, before anyone watches it.

@@ -253,6 +253,11 @@ impl CameraStore {
         self.json_many(ids, mountpoint_key).await
     }
 
+    /// One camera's status, if a worker has stored one.
+    pub async fn status(&self, id: &str) -> Result<Option<CameraStatus>, StateError> {
+        Ok(self.statuses(&[id.to_string()]).await?.pop().flatten())
+    }
+
     /// The statuses of `ids`, in order.
     pub async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<CameraStatus>>, StateError> {
         self.json_many(ids, status_key).await
