@@ -157,6 +157,66 @@ impl Api {
         Ok(v)
     }
 
+    /// Downloads the clip of camera `id` over `[from, to)` into `path`; its bounds as signal
+    /// cut it (rounded out to keyframes).
+    pub async fn clip(
+        &self,
+        id: &str,
+        (from, to): (i64, i64),
+        path: &std::path::Path,
+    ) -> Result<(i64, i64)> {
+        let res = self
+            .http
+            .get(format!(
+                "{}/api/v1/cameras/{id}/clip?from={from}&to={to}&download=true",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        if res.status() != 200 {
+            bail!("GET clip answered {}: {}", res.status(), res.text().await?);
+        }
+        let header = |n: &str| -> Result<i64> {
+            Ok(res
+                .headers()
+                .get(n)
+                .ok_or_else(|| anyhow::anyhow!("no {n}"))?
+                .to_str()?
+                .parse()?)
+        };
+        let bounds = (
+            header("x-cloudcam-clip-start-ms")?,
+            header("x-cloudcam-clip-end-ms")?,
+        );
+        std::fs::write(path, res.bytes().await?)?;
+        Ok(bounds)
+    }
+
+    /// Asks for a snapshot of the camera now and waits for it (the JPEG's bytes).
+    pub async fn take_snapshot(&self, id: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let (status, v) = self
+            .call("POST", &format!("/cameras/{id}/snapshot"), None)
+            .await?;
+        if status != 202 {
+            bail!("POST snapshot answered {status}: {v}");
+        }
+        wait_for("a snapshot", timeout, || async {
+            let res = self
+                .http
+                .get(format!("{}/api/v1/cameras/{id}/snapshot", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .ok()?;
+            if res.status() != 200 {
+                return None;
+            }
+            res.bytes().await.ok().map(|b| b.to_vec())
+        })
+        .await
+    }
+
     /// Waits until the camera's recording reaches past `t_ms` (its last span ends later).
     pub async fn wait_recorded_past(&self, id: &str, t_ms: i64, timeout: Duration) -> Result<()> {
         wait_for(

@@ -16,20 +16,30 @@ pub struct Decoded {
     pub duration_ms: f64,
     pub width: i32,
     pub height: i32,
+    /// The video's codec (`H264`, `H265`); empty for a JPEG.
+    pub codec: String,
 }
 
-/// Fully decodes an MP4 (H.264) or JPEG file.
+/// Fully decodes an MP4 (H.264 or H.265) or JPEG file.
 pub fn decode(path: &Path) -> Result<Decoded> {
     gst::init()?;
     let is_jpeg = path.extension().is_some_and(|e| e == "jpg");
+    let mut decoded = Decoded::default();
     let desc = if is_jpeg {
         "filesrc name=src ! jpegdec ! videoconvert ! fakesink name=sink sync=false".to_string()
     } else {
-        "filesrc name=src ! qtdemux ! h264parse name=parse ! avdec_h264 ! videoconvert ! fakesink name=sink sync=false"
-            .to_string()
+        // The demuxer names the codec; the file is then decoded with that codec's elements.
+        let (_, codec) = cloudcam_core::mp4::video_span(path, std::time::Duration::from_secs(30))?
+            .ok_or_else(|| anyhow!("{} holds no video", path.display()))?;
+        decoded.codec = codec.name().to_string();
+        format!(
+            "filesrc name=src ! qtdemux ! {} name=parse ! {} ! videoconvert ! fakesink name=sink sync=false",
+            codec.parser(),
+            codec.decoder()
+        )
     };
     let pipeline = reading(&desc, path)?;
-    let out = Arc::new(Mutex::new((Decoded::default(), None::<u64>, 0u64, false)));
+    let out = Arc::new(Mutex::new((decoded, None::<u64>, 0u64, false)));
     if let Some(parse) = pipeline.by_name("parse") {
         let out = out.clone();
         parse

@@ -2,12 +2,20 @@
 //! count, carry the camera's AAC audio (44.1 kHz), start with a keyframe and follow each other
 //! without gaps; a clip exported from an arbitrary range is the range rounded out to keyframes,
 //! with the audio; a snapshot decodes at the camera's size.
+//!
+//! An H.265 camera on the same stack is relayed and recorded as it sends it: segments and clips
+//! are MP4 with `hvc1` sample entries that decode as H.265 at the camera's size, indexed as
+//! H.265, and its snapshot decodes. A browser cannot play it live here (Chromium has no HEVC
+//! decoder), so its status says why, `watch` is refused with that reason, and the web UI shows
+//! it instead of a Watch button.
 
 use cloudcam_tests::media::{audio_frames, decode};
 use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::ws::WsClient;
 use cloudcam_tests::{Api, Browser, wait_for};
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
+use std::path::Path;
 use std::time::Duration;
 
 const FPS: f64 = 25.0;
@@ -19,7 +27,10 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
     let garage = env.garage().await?;
     let camsim = env
         .camsim(
-            &["lobby:width=640,height=360,fps=25,gop=25,audio=aac,audio_rate=44100"],
+            &[
+                "lobby:width=640,height=360,fps=25,gop=25,audio=aac,audio_rate=44100",
+                "gate:width=640,height=360,fps=25,gop=25,codec=h265",
+            ],
             None,
         )
         .await?;
@@ -33,27 +44,13 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         .await?;
     let id = cam["id"].as_str().unwrap().to_string();
     assert_eq!(cam["recording"], true);
+    let gate = api
+        .create_camera_id(json!({"name": "Gate", "url": camsim.url("gate"), "recording": true}))
+        .await?;
     api.wait_state(&id, "live", Duration::from_secs(20)).await?;
 
     // Snapshot on demand: a JPEG at the camera's resolution.
-    let (status, _) = api
-        .call("POST", &format!("/cameras/{id}/snapshot"), None)
-        .await?;
-    assert_eq!(status, 202);
-    let jpeg = wait_for("a snapshot", Duration::from_secs(20), || async {
-        let res = api
-            .http
-            .get(format!("{}/api/v1/cameras/{id}/snapshot", api.base))
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .ok()?;
-        if res.status() != 200 {
-            return None;
-        }
-        res.bytes().await.ok()
-    })
-    .await?;
+    let jpeg = api.take_snapshot(&id, Duration::from_secs(20)).await?;
     let snap = env.dir.join("snapshot.jpg");
     std::fs::write(&snap, &jpeg)?;
     let d = decode(&snap)?;
@@ -83,13 +80,8 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
     let store = garage.store()?;
     for (i, s) in segments.iter().enumerate() {
         let key = s["key"].as_str().unwrap();
-        let bytes = store
-            .get(&object_store::path::Path::from(key))
-            .await?
-            .bytes()
-            .await?;
         let file = env.dir.join(format!("segment-{i}.mp4"));
-        std::fs::write(&file, &bytes)?;
+        fetch(&store, key, &file).await?;
         let d = decode(&file)?;
         let indexed_ms = (s["end_ms"].as_i64().unwrap() - s["start_ms"].as_i64().unwrap()) as f64;
         let expected = indexed_ms / FRAME_MS;
@@ -118,21 +110,8 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
     // A 15 s clip of an arbitrary range, rounded out to keyframes (GOP 1 s).
     let first = segments[0]["start_ms"].as_i64().unwrap();
     let (from, to) = (first + 7_300, first + 22_300);
-    let res = api
-        .http
-        .get(format!(
-            "{}/api/v1/cameras/{id}/clip?from={from}&to={to}&download=true",
-            api.base
-        ))
-        .bearer_auth(&api.token)
-        .send()
-        .await?;
-    assert_eq!(res.status(), 200);
-    let header = |n: &str| -> i64 { res.headers()[n].to_str().unwrap().parse().unwrap() };
-    let (start, end) = (
-        header("x-cloudcam-clip-start-ms"),
-        header("x-cloudcam-clip-end-ms"),
-    );
+    let clip = env.dir.join("clip.mp4");
+    let (start, end) = api.clip(&id, (from, to), &clip).await?;
     assert!(
         start <= from && from - start < 1000 + FRAME_MS as i64,
         "clip starts at {start} for {from}"
@@ -141,8 +120,6 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         end >= to && end - to < 1000 + FRAME_MS as i64,
         "clip ends at {end} for {to}"
     );
-    let clip = env.dir.join("clip.mp4");
-    std::fs::write(&clip, res.bytes().await?)?;
     // The clip was cut in a scratch directory that went with the response; so does that of a
     // clip whose client goes away without reading it.
     let scratch = env.dir.join("tmp/cloudcam-clips");
@@ -191,6 +168,10 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         "the clip has {audio} audio frames, {expected:.0} expected over {want} ms"
     );
 
+    let h265_dir = env.dir.join("h265");
+    std::fs::create_dir_all(&h265_dir)?;
+    h265_is_recorded_as_sent(&api, &p.signal.base, &garage.store()?, &gate, &h265_dir).await?;
+
     // Playback in the web UI: open the camera's recordings, click the recorded span on the
     // timeline, and watch the position advance across segment boundaries (3 s segments).
     let browser = Browser::launch(&env.dir).await?;
@@ -222,6 +203,126 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         "{frames} frames decoded in {played} s"
     );
     browser.screenshot("playback").await?;
+
+    // The H.265 camera's card says why it cannot be watched, and offers no Watch button.
+    browser.click("#rec-close").await?;
+    let card = format!(".camera[data-id='{gate}']");
+    let reason: String = browser
+        .eval(&format!(
+            "document.querySelector(\"{card} .reason\").textContent"
+        ))
+        .await?;
+    assert!(
+        reason.starts_with("live view unavailable") && reason.contains("H.265"),
+        "{reason}"
+    );
+    let watch_buttons: u64 = browser
+        .eval(&format!(
+            "document.querySelectorAll(\"{card} .watch\").length"
+        ))
+        .await?;
+    assert_eq!(watch_buttons, 0, "an unplayable camera offers Watch");
+    browser.screenshot("h265-card").await?;
     browser.close().await;
+    Ok(())
+}
+
+/// Stores the media store's object `key` at `path`.
+async fn fetch(
+    store: &impl object_store::ObjectStore,
+    key: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let bytes = store
+        .get(&object_store::path::Path::from(key))
+        .await?
+        .bytes()
+        .await?;
+    std::fs::write(path, &bytes)?;
+    Ok(())
+}
+
+/// Whether an MP4 file's video sample entry is `hvc1` (parameter sets in the sample entry,
+/// the form players that take HEVC in MP4 expect).
+fn has_hvc1(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.windows(4).any(|w| w == b"hvc1"))
+}
+
+/// Camera `id` sends H.265: it is live with that codec and says why browsers cannot watch it;
+/// watching is refused; its snapshot, segments and a clip decode as H.265 (files in `dir`).
+async fn h265_is_recorded_as_sent(
+    api: &Api,
+    base: &str,
+    store: &impl object_store::ObjectStore,
+    id: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let cam = api.wait_state(id, "live", Duration::from_secs(10)).await?;
+    let status = &cam["status"];
+    assert_eq!(status["codec"], "H265", "{status}");
+    assert_eq!(
+        (status["width"].as_u64(), status["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    let why = status["live_unavailable"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("H.265") && why.contains("no H.264 stream"),
+        "{status}"
+    );
+
+    // Watching it is refused with that reason, not left to time out in the browser.
+    let mut ws = WsClient::connect(base, &api.token).await?;
+    let refused = ws.watch(id).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("live_unavailable") && refused.contains("H.265"),
+        "{refused}"
+    );
+    ws.close().await;
+
+    // Its snapshot is decoded from the H.265 re-stream.
+    let jpeg = api.take_snapshot(id, Duration::from_secs(20)).await?;
+    let snap = dir.join("snapshot.jpg");
+    std::fs::write(&snap, &jpeg)?;
+    let d = decode(&snap)?;
+    assert_eq!((d.width, d.height), (640, 360), "snapshot {d:?}");
+
+    // Segments: H.265 in `hvc1`, indexed as H.265, starting with a keyframe, every frame.
+    let list = api.recordings(id).await?;
+    let segments = list["segments"].as_array().unwrap();
+    assert!(segments.len() >= 3, "{list}");
+    for (i, s) in segments.iter().take(3).enumerate() {
+        assert_eq!(s["codec"], "H265", "{s}");
+        let key = s["key"].as_str().unwrap();
+        let file = dir.join(format!("segment-{i}.mp4"));
+        fetch(store, key, &file).await?;
+        assert!(has_hvc1(&file), "segment {key} has no hvc1 sample entry");
+        let d = decode(&file)?;
+        assert_eq!(d.codec, "H265", "segment {key}");
+        assert_eq!((d.width, d.height), (640, 360), "segment {key}");
+        assert!(
+            d.starts_with_keyframe,
+            "segment {key} starts with a delta frame"
+        );
+        let indexed_ms = (s["end_ms"].as_i64().unwrap() - s["start_ms"].as_i64().unwrap()) as f64;
+        assert!(
+            (d.frames as f64 - indexed_ms / FRAME_MS).abs() <= 1.5,
+            "segment {key}: {} frames for {indexed_ms} ms",
+            d.frames
+        );
+    }
+
+    // A clip across two segment boundaries: H.265 in `hvc1` too.
+    let first = segments[0]["start_ms"].as_i64().unwrap();
+    let clip = dir.join("clip.mp4");
+    api.clip(id, (first + 1_500, first + 7_500), &clip).await?;
+    assert!(has_hvc1(&clip), "the clip has no hvc1 sample entry");
+    let d = decode(&clip)?;
+    assert_eq!(d.codec, "H265");
+    assert!(d.starts_with_keyframe);
+    assert!(
+        d.duration_ms >= 6_000.0 - FRAME_MS,
+        "the clip lasts {} ms for a 6 s range",
+        d.duration_ms
+    );
     Ok(())
 }

@@ -114,6 +114,10 @@ pub struct CameraStatus {
     /// While live: the owning worker's RTSP re-stream of the camera.
     #[serde(default)]
     pub restream_url: String,
+    /// Why browsers cannot watch the camera live (it sends H.265 only, say); empty when they
+    /// can. Recording and the re-stream work either way.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub live_unavailable: String,
 }
 
 impl CameraStatus {
@@ -131,6 +135,7 @@ impl CameraStatus {
             last_frame_ms: 0,
             reconnects: 0,
             restream_url: String::new(),
+            live_unavailable: String::new(),
         }
     }
 
@@ -150,6 +155,7 @@ impl CameraStatus {
                     self.height = s.height;
                 }
                 self.restream_url.clone_from(&s.restream_url);
+                self.live_unavailable.clone_from(&s.live_unavailable);
                 if self.state != CameraState::Live {
                     self.fps = 0.0;
                     self.bitrate_bps = 0;

@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod camera;
+pub mod codec;
 pub mod config;
 pub mod media;
 pub mod metrics;

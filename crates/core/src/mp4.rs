@@ -5,6 +5,7 @@
 //! wall-clock time is in the recording index, not in the file): nothing depends on how a
 //! file's header states its duration.
 
+use crate::codec::VideoCodec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -90,12 +91,10 @@ pub fn read_media(
                 }
                 return;
             }
-            let parser = match kind.as_str() {
-                "video/x-h264" => "h264parse",
-                "video/x-h265" => "h265parse",
-                _ => return,
+            let Some(codec) = crate::codec::VideoCodec::from_media_type(&kind) else {
+                return;
             };
-            let Ok(parse) = gst::ElementFactory::make(parser).build() else {
+            let Ok(parse) = gst::ElementFactory::make(codec.parser()).build() else {
                 return;
             };
             if pipeline.add(&parse).is_ok()
@@ -168,11 +167,22 @@ fn pump(
     }
 }
 
-/// The span of the video in an MP4 file (from its first frame to the end of its last);
-/// `None` when it holds none.
-pub fn video_span(mp4: &Path, timeout: Duration) -> Result<Option<Duration>, ReadError> {
+/// The span of the video in an MP4 file (from its first frame to the end of its last), and
+/// its codec; `None` when it holds none.
+pub fn video_span(
+    mp4: &Path,
+    timeout: Duration,
+) -> Result<Option<(Duration, VideoCodec)>, ReadError> {
     let mut span: Option<(u64, u64)> = None;
+    let mut codec = VideoCodec::default();
     read_video(mp4, timeout, |sample| {
+        if let Some(c) = sample
+            .caps()
+            .and_then(|c| c.structure(0))
+            .and_then(|s| VideoCodec::from_media_type(s.name()))
+        {
+            codec = c;
+        }
         if let Some(b) = sample.buffer()
             && let Some(pts) = b.pts()
         {
@@ -184,5 +194,5 @@ pub fn video_span(mp4: &Path, timeout: Duration) -> Result<Option<Duration>, Rea
         }
         ControlFlow::Continue(())
     })?;
-    Ok(span.map(|(s, e)| Duration::from_nanos(e - s)))
+    Ok(span.map(|(s, e)| (Duration::from_nanos(e - s), codec)))
 }

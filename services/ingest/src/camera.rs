@@ -10,6 +10,7 @@ use crate::pipeline::{Counters, PipelineEvent, Relay, Source, Targets};
 use crate::report::{BYTES, FRAMES, LAST_FRAME_AGE, RECONNECTS, RTP_PACKETS, Reporter};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraSecret, CameraState, CameraStatus};
+use cloudcam_core::codec::VideoCodec;
 use cloudcam_core::state::{StateStore, get_json};
 use cloudcam_proto::v1::CameraSpec;
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct CameraActor {
     /// RTP packets already counted in the metric, from the current relay's counters.
     last_packets: u64,
     restream: Option<crate::restream::Mount>,
+    /// The camera's video codec, as its relay last found it.
+    codec: VideoCodec,
     /// Whether anybody pulls the re-stream: only then does the relay send it a copy.
     restream_pulled: bool,
     /// The camera's secret values (password, secret URL parameters), redacted from reasons.
@@ -103,6 +106,7 @@ impl CameraActor {
             last_health: (Instant::now(), 0, 0),
             last_packets: 0,
             restream: None,
+            codec: VideoCodec::default(),
             restream_pulled: false,
             secrets: Vec::new(),
             last_snapshot: None,
@@ -281,14 +285,14 @@ impl CameraActor {
             &self.core.spec().rtp_targets[..]
         };
         let mut targets = Targets {
-            video: janus
+            janus: janus
                 .iter()
                 .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
                 .collect(),
-            audio: Vec::new(),
+            ..Targets::default()
         };
         if let Some(m) = self.restream.as_ref().filter(|_| self.restream_pulled) {
-            targets.video.push(("127.0.0.1".into(), m.rtp_port));
+            targets.restream.push(("127.0.0.1".into(), m.rtp_port));
             targets.audio.push(("127.0.0.1".into(), m.audio_port));
         }
         targets
@@ -394,10 +398,11 @@ impl CameraActor {
                 .last_snapshot
                 .is_none_or(|t| t.elapsed() >= Duration::from_millis(interval));
         self.snapshot_busy = true;
-        let (state, id, url) = (
+        let (state, id, url, codec) = (
             self.shared.state.clone(),
             self.id().to_string(),
             mount.url.clone(),
+            self.codec,
         );
         async move {
             let req_key = cloudcam_core::media::snapshot_request_key(&id);
@@ -407,7 +412,7 @@ impl CameraActor {
             }
             let _ = state.del(&req_key).await;
             let jpeg = tokio::task::spawn_blocking(move || {
-                crate::snapshot::take(&url, &auth, Duration::from_secs(10))
+                crate::snapshot::take(&url, &auth, codec, Duration::from_secs(10))
             })
             .await;
             match jpeg {
@@ -565,10 +570,24 @@ impl Handler<Relayed> for CameraActor {
             return;
         }
         match &msg.event {
+            PipelineEvent::Video { codec } => {
+                self.codec = *codec;
+                self.status.codec = codec.name().into();
+                self.status.live_unavailable = if codec.plays_in_browsers() {
+                    String::new()
+                } else {
+                    format!(
+                        "the camera sends {codec} video, which browsers cannot play live here, \
+                         and no H.264 stream; it is recorded as {codec}"
+                    )
+                };
+                if let (Some(server), Some(mount)) = (&self.shared.restream, &self.restream) {
+                    server.set_video(self.id(), mount, *codec);
+                }
+            }
             PipelineEvent::FirstFrame => {
                 self.last_health = (Instant::now(), 0, 0);
                 self.refresh_size();
-                self.status.codec = "H264".into();
                 self.status.last_frame_ms = cloudcam_core::now_ms();
             }
             PipelineEvent::Forwarding { as_sent: true } => {

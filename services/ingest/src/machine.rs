@@ -315,7 +315,9 @@ impl CameraCore {
                     self.report(CameraState::Live, "receiving video", &mut out);
                 }
             }
-            PipelineEvent::Audio { .. } | PipelineEvent::Forwarding { .. } => {}
+            PipelineEvent::Video { .. }
+            | PipelineEvent::Audio { .. }
+            | PipelineEvent::Forwarding { .. } => {}
             PipelineEvent::Unsupported { reason } => {
                 self.fail(
                     CameraState::UnsupportedCodec,

@@ -4,12 +4,14 @@
 //! rtspsrc ─(H.264 video pad)─ output-selector ─(as sent)─────────────────────── multiudpsink → Janus
 //!         │                                 └(re-payloaded)─ rtph264depay ! h264parse
 //!         │                                                  ! rtph264pay ! multiudpsink → Janus
+//!         ├(H.265 video pad)─ rtph265depay ! h265parse ! rtph265pay ! multiudpsink → re-stream
 //!         ├(AAC audio pad)── multiudpsink → re-stream
 //!         └(any other pad)── fakesink
 //! ```
 //!
-//! Both video sinks also feed the worker's re-stream while it is pulled: the sinks' clients
-//! change in place ([`Relay::retarget`]).
+//! The video sinks also feed the worker's re-stream while it is pulled: the sinks' clients
+//! change in place ([`Relay::retarget`]). H.265 goes to the re-stream only (recordings,
+//! snapshots, RTSP clients): the Janus mountpoints, and the browsers behind them, take H.264.
 //!
 //! Nothing is decoded or encoded. A camera whose RTP serves a late-joining viewer as it is
 //! (SPS/PPS before every keyframe, packets small enough for WebRTC) is forwarded untouched;
@@ -20,6 +22,7 @@
 use crate::config::CameraSettings;
 use crate::forward::{Forwarding, Route, VIDEO_PT};
 use cloudcam_core::camera::CameraSecret;
+use cloudcam_core::codec::VideoCodec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Arc;
@@ -45,7 +48,11 @@ pub enum FailureKind {
 pub enum PipelineEvent {
     /// The camera answered the session (rtspsrc finished opening it); frames should follow.
     Opened,
-    /// The first H.264 access unit reached the relay.
+    /// The camera's video is `codec`; linked, frames follow.
+    Video {
+        codec: VideoCodec,
+    },
+    /// The first access unit reached the relay.
     FirstFrame,
     /// The camera sends AAC audio, forwarded untouched as RTP with these caps.
     Audio {
@@ -86,11 +93,27 @@ pub struct Source {
     pub secret: Option<CameraSecret>,
 }
 
-/// Where a relay sends RTP (`host`, `port`): the video, and the camera's AAC audio if it has any.
+/// Where a relay sends RTP (`host`, `port`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Targets {
-    pub video: Vec<(String, u16)>,
+    /// The camera's Janus mountpoints: H.264 video only.
+    pub janus: Vec<(String, u16)>,
+    /// The worker's re-stream (while it is pulled): the video, whatever its codec.
+    pub restream: Vec<(String, u16)>,
+    /// The camera's AAC audio, if it has any.
     pub audio: Vec<(String, u16)>,
+}
+
+impl Targets {
+    /// `multiudpsink`'s `clients` for video in `codec`.
+    fn video_clients(&self, codec: VideoCodec) -> String {
+        let janus = if codec.plays_in_browsers() {
+            &self.janus[..]
+        } else {
+            &[]
+        };
+        clients(janus.iter().chain(&self.restream))
+    }
 }
 
 /// A running relay; dropping it stops the pipeline.
@@ -98,10 +121,9 @@ pub struct Relay {
     pipeline: gst::Pipeline,
     /// The camera's `rtspsrc`; stopped before the rest (it may skip its jitter buffer).
     src: gst::Element,
-    /// Where the video and audio RTP go (`multiudpsink`'s `clients`); each held while its
+    /// Where the RTP goes, and the video's codec once its stream is linked; held while a
     /// stream is being linked.
-    clients: Arc<std::sync::Mutex<String>>,
-    audio_clients: Arc<std::sync::Mutex<String>>,
+    targets: Arc<std::sync::Mutex<(Targets, Option<VideoCodec>)>>,
     /// How the video packets are routed (as they are, or re-payloaded).
     forwarding: Arc<std::sync::Mutex<Forwarding>>,
     bus_task: tokio::task::JoinHandle<()>,
@@ -142,8 +164,7 @@ impl Relay {
         }
         pipeline.add(&src)?;
 
-        let audio_clients = Arc::new(std::sync::Mutex::new(clients(&targets.audio)));
-        let clients = Arc::new(std::sync::Mutex::new(clients(&targets.video)));
+        let targets = Arc::new(std::sync::Mutex::new((targets.clone(), None)));
         let forwarding = Arc::new(std::sync::Mutex::new(Forwarding::new(
             settings.forward_max_packet,
         )));
@@ -151,8 +172,7 @@ impl Relay {
         let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let weak = pipeline.downgrade();
         {
-            let clients = clients.clone();
-            let audio_clients = audio_clients.clone();
+            let targets = targets.clone();
             let forwarding = forwarding.clone();
             let linked = linked.clone();
             // One audio stream is re-streamed (its sink has a name); any other is not.
@@ -165,19 +185,32 @@ impl Relay {
                     return;
                 };
                 let (media, encoding) = pad_media(pad);
-                let result = if media == "video"
-                    && encoding == "H264"
+                let codec = VideoCodec::from_name(&encoding).filter(|_| media == "video");
+                let result = if let Some(codec) = codec
                     && !linked.swap(true, Ordering::SeqCst)
                 {
-                    let clients = clients.lock().expect("clients lock");
-                    link_h264(
-                        &pipeline,
-                        pad,
-                        &clients,
-                        forwarding.clone(),
-                        counters.clone(),
-                        on_event.clone(),
-                    )
+                    let mut targets = targets.lock().expect("targets lock");
+                    targets.1 = Some(codec);
+                    let clients = targets.0.video_clients(codec);
+                    on_event(PipelineEvent::Video { codec });
+                    match codec {
+                        VideoCodec::H264 => link_h264(
+                            &pipeline,
+                            pad,
+                            &clients,
+                            forwarding.clone(),
+                            counters.clone(),
+                            on_event.clone(),
+                        ),
+                        VideoCodec::H265 => link_repayloaded(
+                            &pipeline,
+                            pad,
+                            codec,
+                            &clients,
+                            counters.clone(),
+                            on_event.clone(),
+                        ),
+                    }
                 } else if media == "audio"
                     && encoding == "MPEG4-GENERIC"
                     && !audio_linked.swap(true, Ordering::SeqCst)
@@ -185,8 +218,8 @@ impl Relay {
                     on_event(PipelineEvent::Audio {
                         caps: stream_caps(pad),
                     });
-                    let clients = audio_clients.lock().expect("clients lock");
-                    link_audio(&pipeline, pad, &clients)
+                    let targets = targets.lock().expect("targets lock");
+                    link_audio(&pipeline, pad, &clients(&targets.0.audio))
                 } else {
                     seen.lock()
                         .expect("seen lock")
@@ -239,8 +272,7 @@ impl Relay {
         Ok(Self {
             pipeline,
             src,
-            clients,
-            audio_clients,
+            targets,
             forwarding,
             bus_task,
         })
@@ -248,17 +280,19 @@ impl Relay {
 
     /// Sends the RTP to `targets` from now on, without touching the camera's session.
     pub fn retarget(&self, targets: &Targets) {
+        let mut held = self.targets.lock().expect("targets lock");
+        held.0 = targets.clone();
+        // A stream not linked yet has no sink: it is linked to these targets then.
+        let video = held.1.map(|codec| targets.video_clients(codec));
         let sinks = [
-            (&self.clients, &targets.video, &[RTP_SINK, RAW_SINK][..]),
-            (&self.audio_clients, &targets.audio, &[AUDIO_SINK][..]),
+            (video, &[RTP_SINK, RAW_SINK][..]),
+            (Some(clients(&targets.audio)), &[AUDIO_SINK][..]),
         ];
-        for (held, targets, names) in sinks {
-            let mut current = held.lock().expect("clients lock");
-            *current = clients(targets);
-            // Not there while the stream is not linked yet: it is linked to these then.
+        for (clients, names) in sinks {
+            let Some(clients) = clients else { continue };
             for name in names {
                 if let Some(sink) = self.pipeline.by_name(name) {
-                    sink.set_property("clients", current.as_str());
+                    sink.set_property("clients", clients.as_str());
                 }
             }
         }
@@ -295,9 +329,9 @@ const RAW_SINK: &str = "rtp-out-raw";
 const AUDIO_SINK: &str = "rtp-out-audio";
 
 /// `multiudpsink`'s `clients` for `targets`.
-fn clients(targets: &[(String, u16)]) -> String {
+fn clients<'a>(targets: impl IntoIterator<Item = &'a (String, u16)>) -> String {
     targets
-        .iter()
+        .into_iter()
         .map(|(h, p)| format!("{h}:{p}"))
         .collect::<Vec<_>>()
         .join(",")
@@ -334,30 +368,9 @@ fn link_h264(
     let selector = gst::ElementFactory::make("output-selector").build()?;
     selector.set_property_from_str("pad-negotiation-mode", "active");
     let raw_sink = rtp_sink(RAW_SINK, clients)?;
-    let depay = gst::ElementFactory::make("rtph264depay").build()?;
-    let parse = gst::ElementFactory::make("h264parse")
-        .name("parse")
-        .property("config-interval", -1i32)
-        .build()?;
-    let caps = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder("video/x-h264")
-                .field("alignment", "au")
-                .build(),
-        )
-        .build()?;
-    let pay = gst::ElementFactory::make("rtph264pay")
-        .property("pt", u32::from(VIDEO_PT))
-        .property("config-interval", -1i32)
-        .property("mtu", 1200u32)
-        .build()?;
-    pay.set_property_from_str("aggregate-mode", "zero-latency");
-    let repay_sink = rtp_sink(RTP_SINK, clients)?;
-    let repay = [&depay, &parse, &caps, &pay, &repay_sink];
+    let repay = repay_chain(pipeline, VideoCodec::H264, clients)?;
+    let (depay, repay_sink) = (&repay[0], &repay[repay.len() - 1]);
     pipeline.add_many([&selector, &raw_sink])?;
-    pipeline.add_many(repay)?;
-    gst::Element::link_many(repay)?;
     let raw_pad = selector
         .request_pad_simple("src_%u")
         .ok_or_else(|| gst::glib::bool_error!("output-selector gave no pad"))?;
@@ -370,11 +383,11 @@ fn link_h264(
     repay_pad
         .link(&depay.static_pad("sink").expect("depay has a sink pad"))
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
-    for e in [&selector, &raw_sink].into_iter().chain(repay) {
+    for e in [&selector, &raw_sink].into_iter().chain(&repay) {
         e.sync_state_with_parent()?;
     }
     count_packets(&raw_sink, &counters);
-    count_packets(&repay_sink, &counters);
+    count_packets(repay_sink, &counters);
 
     // Where packets go now: 0 nowhere yet, else the route's sink. (Weak references: the
     // probe lives on the source's pad, which must not keep the pipeline's elements alive.)
@@ -421,20 +434,91 @@ fn link_h264(
                 let _ = rtp.set_payload_type(VIDEO_PT);
             }
         }
-        counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
-        if ends_frame {
-            counters
-                .last_frame_ms
-                .store(cloudcam_core::now_ms(), Ordering::Relaxed);
-            if counters.frames.fetch_add(1, Ordering::Relaxed) == 0 {
-                on_event(PipelineEvent::FirstFrame);
-            }
-        }
+        count_frames(&counters, &on_event, size, ends_frame);
         gst::PadProbeReturn::Ok
     });
     pad.link(&sink_pad)
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
     Ok(())
+}
+
+/// `depay ! parse ! capsfilter ! pay ! multiudpsink` for `codec`, added to `pipeline` and
+/// linked (not yet playing): whole access units, parameter sets before every keyframe,
+/// 1200-byte packets at [`VIDEO_PT`]. The parser is named `parse` (the video size is read
+/// from it).
+fn repay_chain(
+    pipeline: &gst::Pipeline,
+    codec: VideoCodec,
+    clients: &str,
+) -> Result<Vec<gst::Element>, gst::glib::BoolError> {
+    let depay = gst::ElementFactory::make(codec.depayloader()).build()?;
+    let parse = gst::ElementFactory::make(codec.parser())
+        .name("parse")
+        .property("config-interval", -1i32)
+        .build()?;
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder(codec.media_type())
+                .field("alignment", "au")
+                .build(),
+        )
+        .build()?;
+    let pay = gst::ElementFactory::make(codec.payloader())
+        .property("pt", u32::from(VIDEO_PT))
+        .property("config-interval", -1i32)
+        .property("mtu", 1200u32)
+        .build()?;
+    if codec == VideoCodec::H264 {
+        pay.set_property_from_str("aggregate-mode", "zero-latency");
+    }
+    let chain = vec![depay, parse, caps, pay, rtp_sink(RTP_SINK, clients)?];
+    pipeline.add_many(&chain)?;
+    gst::Element::link_many(&chain)?;
+    Ok(chain)
+}
+
+/// Links video the relay always re-payloads (H.265: it goes to the re-stream, which wants
+/// parameter sets in band and whole access units, whatever the camera sends).
+fn link_repayloaded(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    codec: VideoCodec,
+    clients: &str,
+    counters: Arc<Counters>,
+    on_event: EventSink,
+) -> Result<(), gst::glib::BoolError> {
+    let chain = repay_chain(pipeline, codec, clients)?;
+    for e in &chain {
+        e.sync_state_with_parent()?;
+    }
+    count_packets(&chain[chain.len() - 1], &counters);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+            // The RTP header's marker bit ends an access unit.
+            let ends_frame = buffer
+                .map_readable()
+                .is_ok_and(|m| m.get(1).is_some_and(|b| b & 0x80 != 0));
+            count_frames(&counters, &on_event, buffer.size(), ends_frame);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pad.link(&chain[0].static_pad("sink").expect("depay has a sink pad"))
+        .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
+    Ok(())
+}
+
+/// Counts a camera packet of `size` bytes, and a frame when it ends one (the first is told).
+fn count_frames(counters: &Counters, on_event: &EventSink, size: usize, ends_frame: bool) {
+    counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
+    if ends_frame {
+        counters
+            .last_frame_ms
+            .store(cloudcam_core::now_ms(), Ordering::Relaxed);
+        if counters.frames.fetch_add(1, Ordering::Relaxed) == 0 {
+            on_event(PipelineEvent::FirstFrame);
+        }
+    }
 }
 
 /// A `multiudpsink` (even without clients, so that clients can be added while it runs).
@@ -531,7 +615,7 @@ pub fn unsupported_reason(seen: &[String]) -> String {
         "the camera offers no video stream".to_string()
     } else {
         format!(
-            "the camera offers {} video only; cloudcam relays H.264 without transcoding",
+            "the camera offers {} video only; cloudcam relays H.264 and H.265 without transcoding",
             video.join(", ")
         )
     }
@@ -593,8 +677,8 @@ mod tests {
     #[test]
     fn reasons_name_the_codec() {
         assert_eq!(
-            unsupported_reason(&["video H265".into(), "audio MPEG4-GENERIC".into()]),
-            "the camera offers H265 video only; cloudcam relays H.264 without transcoding"
+            unsupported_reason(&["video JPEG".into(), "audio MPEG4-GENERIC".into()]),
+            "the camera offers JPEG video only; cloudcam relays H.264 and H.265 without transcoding"
         );
         assert_eq!(
             unsupported_reason(&["audio PCMU".into()]),
@@ -683,6 +767,75 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An H.265 camera is re-payloaded to the re-stream only: the Janus mountpoints (and the
+    /// browsers behind them) take H.264.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h265_goes_to_the_restream_and_not_to_janus() {
+        gst::init().unwrap();
+        let source = Source {
+            url: rtsp_server(
+                "( videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=25/1 \
+                 ! x265enc tune=zerolatency speed-preset=ultrafast key-int-max=5 \
+                 ! rtph265pay name=pay0 pt=96 )",
+            ),
+            secret: None,
+        };
+        let socket = || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            s
+        };
+        let (janus, restream) = (socket(), socket());
+        let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
+        let targets = Targets {
+            janus: vec![("127.0.0.1".into(), port(&janus))],
+            restream: vec![("127.0.0.1".into(), port(&restream))],
+            audio: Vec::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let relay = Relay::start(
+            &source,
+            &targets,
+            &CameraSettings::default(),
+            Default::default(),
+            Arc::new(move |e| {
+                let _ = tx.lock().unwrap().send(e);
+            }),
+        )
+        .unwrap();
+        let mut events = Vec::new();
+        while !events.contains(&PipelineEvent::FirstFrame) {
+            events.push(
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("first frame"),
+            );
+        }
+        assert!(
+            events.contains(&PipelineEvent::Video {
+                codec: VideoCodec::H265
+            }),
+            "{events:?}"
+        );
+        let mut packet = [0u8; 2048];
+        let n = restream.recv(&mut packet).expect("RTP at the re-stream");
+        assert!(
+            n > 12 && packet[1] & 0x7f == VIDEO_PT,
+            "an RTP packet at PT 96"
+        );
+        // Retargeted, the re-stream still gets it and Janus still does not.
+        relay.retarget(&targets);
+        restream.recv(&mut packet).expect("RTP at the re-stream");
+        assert!(janus.recv(&mut packet).is_err(), "H.265 reached Janus");
+        let size = (0..50).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            relay.video_size()
+        });
+        assert_eq!(size, Some((64, 48)));
+        drop(relay);
     }
 
     #[test]

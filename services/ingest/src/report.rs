@@ -197,6 +197,7 @@ impl Reporter {
             width: status.width,
             height: status.height,
             restream_url: status.restream_url.clone(),
+            live_unavailable: status.live_unavailable.clone(),
         });
         self.report(camera_id, status, Some(kind));
     }

@@ -12,12 +12,16 @@ use std::time::Duration;
 pub fn take(
     url: &str,
     auth: &cloudcam_core::config::RestreamAuth,
+    codec: cloudcam_core::codec::VideoCodec,
     timeout: Duration,
 ) -> anyhow::Result<Vec<u8>> {
-    let pipeline = gst::parse::launch(
-        "rtspsrc name=src protocols=tcp latency=0 ! rtph264depay ! h264parse name=parse \
-         ! avdec_h264 ! videoconvert ! jpegenc quality=85 ! appsink name=sink max-buffers=1 sync=false",
-    )?
+    let pipeline = gst::parse::launch(&format!(
+        "rtspsrc name=src protocols=tcp latency=0 ! {} ! {} name=parse \
+         ! {} ! videoconvert ! jpegenc quality=85 ! appsink name=sink max-buffers=1 sync=false",
+        codec.depayloader(),
+        codec.parser(),
+        codec.decoder()
+    ))?
     .downcast::<gst::Pipeline>()
     .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
     let src = pipeline.by_name("src").expect("named src");

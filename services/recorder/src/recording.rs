@@ -13,6 +13,7 @@ use crate::spool::Spool;
 use crate::timeline::{Effect, Note, Timeline, Timing};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
+use cloudcam_core::codec::VideoCodec;
 use cloudcam_core::media::{segments, unindex_segment};
 use cloudcam_core::state::{StateStore, get_json, set_json};
 use cloudcam_proto::v1::CameraSpec;
@@ -97,10 +98,10 @@ impl Drop for Pipeline {
 }
 
 /// An appsink handing each video (or audio) sample to `segmenter`, on the streaming thread.
-fn appsink(segmenter: &Segmenter, video: bool) -> gst_app::AppSink {
+fn appsink(segmenter: &Segmenter, video: Option<VideoCodec>) -> gst_app::AppSink {
     let (on_sample, on_eos) = (segmenter.clone(), segmenter.clone());
-    let caps = if video {
-        segmenter::video_caps()
+    let caps = if let Some(codec) = video {
+        codec.mp4_caps()
     } else {
         segmenter::audio_caps()
     };
@@ -114,7 +115,7 @@ fn appsink(segmenter: &Segmenter, video: bool) -> gst_app::AppSink {
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if video {
+                    if video.is_some() {
                         on_sample.video(&sample);
                     } else {
                         on_sample.audio(&sample);
@@ -122,7 +123,7 @@ fn appsink(segmenter: &Segmenter, video: bool) -> gst_app::AppSink {
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .eos(move |_| {
-                    if video {
+                    if video.is_some() {
                         on_eos.video_ended();
                     } else {
                         on_eos.audio_ended();
@@ -149,6 +150,8 @@ pub struct RecordingActor {
     successor: Option<String>,
     /// Taking over: since when the other recorder has not said it hands over.
     predecessor_silent: Option<Instant>,
+    /// The camera's video codec, as its status last named it (the re-stream serves it).
+    codec: VideoCodec,
     /// Carries the camera id into every log line of the actor.
     span: tracing::Span,
 }
@@ -214,6 +217,7 @@ impl RecordingActor {
             handover_polling: false,
             successor: None,
             predecessor_silent: None,
+            codec: VideoCodec::default(),
             span,
         }
     }
@@ -282,9 +286,11 @@ impl RecordingActor {
             .map(move |status, act, ctx| {
                 let _span = act.span.clone().entered();
                 act.polling = false;
-                let url = status
-                    .filter(|s| s.state == CameraState::Live)
-                    .map(|s| s.restream_url);
+                let live = status.filter(|s| s.state == CameraState::Live);
+                if let Some(codec) = live.as_ref().and_then(|s| VideoCodec::from_name(&s.codec)) {
+                    act.codec = codec;
+                }
+                let url = live.map(|s| s.restream_url);
                 let effects = act.timeline.status(url.as_deref(), Instant::now());
                 act.apply(effects, ctx);
             })
@@ -437,7 +443,11 @@ impl RecordingActor {
                     end_ms,
                 } => {
                     let path = std::path::Path::new(&location);
-                    if let Err(e) = self.shared.spool.finish(self.id(), path, start_ms, end_ms) {
+                    let done =
+                        self.shared
+                            .spool
+                            .finish(self.id(), path, (start_ms, end_ms), self.codec);
+                    if let Err(e) = done {
                         tracing::error!(error = %e, "cannot record a finished segment");
                     }
                 }
@@ -529,9 +539,10 @@ impl RecordingActor {
         // order. Without its skew estimation, the timeline maps running time to the wall
         // clock itself (see `timeline`).
         cloudcam_core::rtp_timestamper::skip_jitter_buffer(&src);
-        let depay = gst::ElementFactory::make("rtph264depay").build()?;
-        let parse = gst::ElementFactory::make("h264parse").build()?;
-        let video_sink = appsink(&segmenter, true);
+        // The codec the camera's status names: the re-stream serves it as the camera sends it.
+        let depay = gst::ElementFactory::make(self.codec.depayloader()).build()?;
+        let parse = gst::ElementFactory::make(self.codec.parser()).build()?;
+        let video_sink = appsink(&segmenter, Some(self.codec));
         pipeline.add_many([&src, &depay, &parse, video_sink.upcast_ref()])?;
         gst::Element::link_many([&depay, &parse, video_sink.upcast_ref()])?;
         // Joining the re-stream mid-GOP: nothing is written before the first keyframe, so every
@@ -541,10 +552,9 @@ impl RecordingActor {
         let keyframe_to = addr.clone();
         // Since the previous keyframe, the least delayed frame: (wall ms, running time ns).
         let least_delayed = std::sync::Mutex::new(None::<(i64, u64)>);
-        parse
-            .static_pad("src")
-            .expect("h264parse src pad")
-            .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        parse.static_pad("src").expect("parser src pad").add_probe(
+            gst::PadProbeType::BUFFER,
+            move |pad, info| {
                 use std::sync::atomic::Ordering::Relaxed;
                 let Some(b) = info.buffer() else {
                     return gst::PadProbeReturn::Ok;
@@ -592,7 +602,8 @@ impl RecordingActor {
                     *least_delayed = Some((wall_ms, rt));
                 }
                 gst::PadProbeReturn::Ok
-            });
+            },
+        );
         // Audio (AAC) is recorded with the video when the re-stream has it; the segmenter must
         // know before the first segment starts, so the audio branch is made from the SDP.
         let audio: std::sync::Arc<std::sync::Mutex<Option<gst::Element>>> = Default::default();
@@ -612,7 +623,7 @@ impl RecordingActor {
                     return None;
                 }
                 let pipeline = weak.upgrade()?;
-                let sink = appsink(&segmenter, false);
+                let sink = appsink(&segmenter, None);
                 if let Ok(adepay) = gst::ElementFactory::make("rtpmp4gdepay").build()
                     && let Ok(aparse) = gst::ElementFactory::make("aacparse").build()
                     && pipeline

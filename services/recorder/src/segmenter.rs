@@ -20,6 +20,7 @@
 //! finished (its pipeline dropped, or the recorder killed) leaves whole fragments on disk:
 //! [`salvage`] keeps them.
 
+use cloudcam_core::codec::VideoCodec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -56,14 +57,6 @@ struct Held {
     keyframe: bool,
     start_ns: u64,
     sample: gst::Sample,
-}
-
-/// Caps the appsinks ask for: what `mp4mux` takes.
-pub fn video_caps() -> gst::Caps {
-    gst::Caps::builder("video/x-h264")
-        .field("stream-format", "avc")
-        .field("alignment", "au")
-        .build()
 }
 
 pub fn audio_caps() -> gst::Caps {
@@ -560,7 +553,7 @@ pub fn complete_prefix(mp4: &[u8]) -> usize {
 
 /// Keeps what a segment file whose writer never finished holds: truncates it after its last
 /// complete fragment and returns the duration of the video left in it (`None`: nothing).
-pub fn salvage(mp4: &Path) -> anyhow::Result<Option<Duration>> {
+pub fn salvage(mp4: &Path) -> anyhow::Result<Option<(Duration, VideoCodec)>> {
     let bytes = std::fs::read(mp4)?;
     let keep = complete_prefix(&bytes);
     if keep == 0 {
@@ -575,8 +568,8 @@ pub fn salvage(mp4: &Path) -> anyhow::Result<Option<Duration>> {
     video_duration(mp4)
 }
 
-/// The span of the video in an MP4 file.
-fn video_duration(mp4: &Path) -> anyhow::Result<Option<Duration>> {
+/// The span of the video in an MP4 file, and its codec.
+fn video_duration(mp4: &Path) -> anyhow::Result<Option<(Duration, VideoCodec)>> {
     Ok(cloudcam_core::mp4::video_span(
         mp4,
         Duration::from_secs(10),
@@ -597,11 +590,20 @@ mod tests {
     /// Feeds 5.52 s of encoded video (a keyframe a second) through a segmenter cutting 2 s
     /// segments, as the recorder's pipeline does, and collects what it reports.
     fn segment_test_video(dir: &Path) -> Vec<Event> {
-        segment_test_video_with(dir, |_, _| {})
+        segment_test_video_in(dir, VideoCodec::H264, |_, _| {})
     }
 
-    /// 5.5 s at 25 fps, a keyframe a second; `each(i, segmenter)` runs before frame `i`.
-    fn segment_test_video_with(dir: &Path, mut each: impl FnMut(usize, &Segmenter)) -> Vec<Event> {
+    fn segment_test_video_with(dir: &Path, each: impl FnMut(usize, &Segmenter)) -> Vec<Event> {
+        segment_test_video_in(dir, VideoCodec::H264, each)
+    }
+
+    /// 5.5 s at 25 fps in `codec`, a keyframe a second; `each(i, segmenter)` runs before
+    /// frame `i`.
+    fn segment_test_video_in(
+        dir: &Path,
+        codec: VideoCodec,
+        mut each: impl FnMut(usize, &Segmenter),
+    ) -> Vec<Event> {
         gst::init().unwrap();
         let events: Arc<Mutex<Vec<Event>>> = Default::default();
         let seen = events.clone();
@@ -611,11 +613,17 @@ mod tests {
             Duration::from_secs(2),
             move |e| seen.lock().unwrap().push(e),
         );
-        let pipeline = gst::parse::launch(
+        let encoder = match codec {
+            VideoCodec::H264 => "x264enc",
+            VideoCodec::H265 => "x265enc",
+        };
+        let pipeline = gst::parse::launch(&format!(
             "videotestsrc num-buffers=138 ! video/x-raw,width=160,height=120,framerate=25/1 \
-             ! x264enc key-int-max=25 speed-preset=ultrafast tune=zerolatency \
-             ! h264parse ! appsink name=sink sync=false caps=video/x-h264,stream-format=avc,alignment=au",
-        )
+             ! {encoder} key-int-max=25 speed-preset=ultrafast tune=zerolatency \
+             ! {} ! appsink name=sink sync=false caps=\"{}\"",
+            codec.parser(),
+            codec.mp4_caps()
+        ))
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
@@ -649,10 +657,17 @@ mod tests {
 
     #[test]
     fn segments_are_cut_at_keyframes_and_each_ends_where_the_next_begins() {
-        let dir = tempfile::tempdir().unwrap();
-        let events = segment_test_video(dir.path());
+        for codec in [VideoCodec::H264, VideoCodec::H265] {
+            let dir = tempfile::tempdir().unwrap();
+            let events = segment_test_video_in(dir.path(), codec, |_, _| {});
+            segments_are_cut_well(&events, codec);
+        }
+    }
+
+    /// The segments `events` report are cut at keyframes and contiguous, and hold `codec`.
+    fn segments_are_cut_well(events: &[Event], codec: VideoCodec) {
         let (mut opened, mut closed) = (Vec::new(), Vec::new());
-        for e in &events {
+        for e in events {
             match e {
                 Event::Opened {
                     location,
@@ -680,7 +695,8 @@ mod tests {
                 assert_eq!(end, *next, "segment {i} ends where the next begins");
             }
             // Each file is a whole MP4 whose video spans the segment.
-            let d = video_duration(Path::new(location)).unwrap().unwrap();
+            let (d, recorded) = video_duration(Path::new(location)).unwrap().unwrap();
+            assert_eq!(recorded, codec, "{location}");
             assert!(
                 (d.as_millis() as u64).abs_diff((end - start) / 1_000_000) <= 40,
                 "{location}: {d:?} of video for {start}..{end}"
@@ -706,7 +722,7 @@ mod tests {
             .unwrap()
             .set_len(len * 6 / 10)
             .unwrap();
-        let kept = salvage(mp4).unwrap().expect("a whole fragment");
+        let (kept, _) = salvage(mp4).unwrap().expect("a whole fragment");
         assert!(
             (900..=1100).contains(&kept.as_millis()),
             "kept {kept:?} of the first 1.2 s (1 s fragments)"

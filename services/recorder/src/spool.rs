@@ -192,8 +192,8 @@ impl Spool {
         &self,
         camera_id: &str,
         mp4: &Path,
-        start_ms: i64,
-        end_ms: i64,
+        (start_ms, end_ms): (i64, i64),
+        codec: cloudcam_core::codec::VideoCodec,
     ) -> std::io::Result<()> {
         let segment = Segment {
             key: segment_key(camera_id, start_ms),
@@ -201,7 +201,7 @@ impl Spool {
             start_ms,
             end_ms,
             bytes: std::fs::metadata(mp4)?.len(),
-            codec: "H264".into(),
+            codec: codec.name().into(),
         };
         self.finished(mp4, &segment)
     }
@@ -247,10 +247,11 @@ impl Spool {
             return;
         }
         let kept = match crate::segmenter::salvage(mp4) {
-            Ok(Some(d)) if !d.is_zero() => {
+            Ok(Some((d, codec))) if !d.is_zero() => {
                 let end_ms = start_ms + d.as_millis() as i64;
                 tracing::info!(file = %mp4.display(), start_ms, end_ms, "kept the whole fragments of an unfinished segment");
-                self.finish(camera_id, mp4, start_ms, end_ms).is_ok()
+                self.finish(camera_id, mp4, (start_ms, end_ms), codec)
+                    .is_ok()
             }
             Ok(_) => false,
             Err(e) => {

@@ -35,7 +35,9 @@
 //! camera's RTP clock from its first packet on (no jitter buffer), so the anchor then follows
 //! the least delayed frame the pipeline reported over the last [`CLOCK_WINDOW_MS`]
 //! ([`Timeline::clock`]): a first frame that came late (in a burst at connect) does not put
-//! the recording ahead of the wall clock, and a camera clock that drifts is followed. Where a
+//! the recording ahead of the wall clock, and a camera clock that drifts is followed. The
+//! pipeline's first segment (unless pinned to a recording it took over) starts by the anchor
+//! it ends with, so it spans what it holds however late its first keyframe came. Where a
 //! segment ends, the next one starts, at the same time on the wall clock, however the anchor
 //! moved in between.
 
@@ -135,6 +137,8 @@ struct Run {
     /// Released at the end (wall clock) of the recording it takes over: its first segment
     /// starts there.
     anchor_at: Option<i64>,
+    /// Whether its first segment was pinned to where the recording it took over ended.
+    pinned: bool,
     /// Open segment files: location → start (ms since the epoch, and running time).
     open: HashMap<String, (i64, u64)>,
     /// End of the last completed segment (ms since the epoch, and running time).
@@ -499,6 +503,7 @@ impl Timeline {
             // Taken over: this recording begins where the previous one ended.
             if let Some(at_ms) = r.anchor_at.take() {
                 r.anchor = Some((at_ms, running_ns));
+                r.pinned = true;
             }
             let start_ms = r.boundary_ms(running_ns, wall_now_ms);
             r.open.insert(location.clone(), (start_ms, running_ns));
@@ -520,7 +525,16 @@ impl Timeline {
         let mut out = Vec::new();
         if let Some(r) = self.run_mut(run) {
             r.last_activity = now;
-            if let Some((start_ms, _)) = r.open.remove(location) {
+            if let Some((mut start_ms, start_ns)) = r.open.remove(location) {
+                // The pipeline's first segment was opened by its first keyframe's anchor;
+                // that keyframe may have come late (in a burst at connect: an H.265
+                // re-stream's first GOP waits for its parameter sets). By its end the anchor
+                // follows the least delayed frame: the segment starts by that anchor too, so
+                // that it spans what it holds. (A segment pinned where a recording was taken
+                // over stays where it was put.)
+                if r.last_end.is_none() && !r.pinned {
+                    start_ms = r.wall_ms(start_ns, wall_now_ms);
+                }
                 let end_ms = r.boundary_ms(running_ns, wall_now_ms);
                 r.last_end = Some((end_ms, running_ns));
                 out.push(Effect::Segment {
@@ -632,6 +646,7 @@ impl Timeline {
             started: now,
             anchor: None,
             anchor_at: None,
+            pinned: false,
             observed: VecDeque::new(),
             first_keyframe_ms: None,
             open: HashMap::new(),
@@ -764,9 +779,13 @@ mod tests {
         sim.advance(1000);
         sim.t.clock(1, 2_000_000_000, sim.wall);
         // The first segment ends where the camera's clock says, not 900 ms ahead; the next
-        // starts exactly there.
+        // starts exactly there. It begins where its first keyframe was captured by that
+        // clock, so it spans the 2 s it holds (its file was noted from the late keyframe).
         assert_eq!(sim.opened(1, "s2", 2000), [opened("s2", w0 + 1100)]);
-        assert_eq!(sim.closed(1, "s1", 2000), [segment("s1", w0, w0 + 1100)]);
+        assert_eq!(
+            sim.closed(1, "s1", 2000),
+            [segment("s1", w0 - 900, w0 + 1100)]
+        );
         // A frame that comes late does not move the recording later.
         sim.advance(1500);
         sim.t.clock(1, 3_000_000_000, sim.wall);

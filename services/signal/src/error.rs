@@ -44,6 +44,9 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}")]
     Conflict(String),
+    /// The camera cannot be watched live in a browser (its status says why).
+    #[error("{0}")]
+    LiveUnavailable(String),
     /// `If-Match` named another version than the stored one (which is given).
     #[error("the camera changed meanwhile (now at version {0}); reload it and try again")]
     PreconditionFailed(u64),
@@ -82,6 +85,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::TooLarge(_) => "body_too_large",
             Self::Conflict(_) => "conflict",
+            Self::LiveUnavailable(_) => "live_unavailable",
             Self::PreconditionFailed(_) => "precondition_failed",
             Self::Busy(_) => "busy",
             Self::State(_) => "state_unavailable",
@@ -103,7 +107,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Throttled(_) | Self::TooManyViews(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::LiveUnavailable(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::State(_) | Self::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,

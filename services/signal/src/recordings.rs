@@ -720,7 +720,7 @@ mod tests {
         let span = cloudcam_core::mp4::video_span(&out, Duration::from_secs(10))
             .unwrap()
             .unwrap();
-        assert_eq!(span.as_nanos() as u64, end - start);
+        assert_eq!(span.0.as_nanos() as u64, end - start);
 
         // A range before the recording starts at its first keyframe; one past its end ends
         // with its last frame.

@@ -234,10 +234,20 @@ impl WsSession {
         );
         tracing::info!(user = %self.caller.name, camera = %camera_id, view = %view_id, "view opened");
         actix::spawn(async move {
-            // One read of the record, authorized as loaded.
-            let camera = app.cameras.load(&camera_id).await.and_then(|c| {
+            // One read of the record, authorized as loaded; and the status, which says when
+            // the camera sends nothing a browser can play.
+            let (camera, status) = tokio::join!(
+                app.cameras.load(&camera_id),
+                app.cameras.store.status(&camera_id)
+            );
+            let camera = camera.and_then(|c| {
                 c.stored.record.authorize(&caller, Need::Live)?;
-                Ok(c)
+                match status? {
+                    Some(s) if !s.live_unavailable.is_empty() => {
+                        Err(crate::error::ApiError::LiveUnavailable(s.live_unavailable))
+                    }
+                    _ => Ok(c),
+                }
             });
             let mountpoint = match camera {
                 Ok(c) => c.mountpoint.ok_or_else(|| {

@@ -111,7 +111,9 @@ function render() {
       b.className = cls; b.textContent = label;
       actions.appendChild(b);
     };
-    button("watch", "Watch", can.live);
+    // A camera whose video no browser here can play (H.265 only) is recorded, not watched.
+    const watchable = can.live && !st.live_unavailable;
+    button("watch", "Watch", watchable);
     button("recordings", "Recordings", can.playback);
     button("record", cam.recording ? "Stop recording" : "Record", can.manage);
     button("rename", "Rename", can.manage);
@@ -120,7 +122,8 @@ function render() {
     card.querySelector(".name").textContent = cam.name;
     card.querySelector(".url").textContent = cam.url + (cam.username ? ` (as ${cam.username})` : "");
     const by = cam.served_by || {};
-    card.querySelector(".reason").textContent = by.gateway_error ? `live view unavailable: ${by.gateway_error}` : st.reason;
+    const unavailable = by.gateway_error || st.live_unavailable;
+    card.querySelector(".reason").textContent = unavailable ? `live view unavailable: ${unavailable}` : st.reason;
     card.querySelector(".served").textContent = [
       by.ingest && `ingest ${by.ingest}`, by.gateway && `gateway ${by.gateway}`, by.recorder && `recorder ${by.recorder}`,
     ].filter(Boolean).join(" · ");
@@ -152,7 +155,7 @@ function render() {
       if (!confirm(`Delete ${cam.name}?`)) return;
       try { await api("DELETE", `/cameras/${cam.id}`); state.cameras.delete(cam.id); render(); } catch (err) { alert(err.message); }
     });
-    if (can.live) card.addEventListener("click", () => watch(cam.id));
+    if (watchable) card.addEventListener("click", () => watch(cam.id));
     grid.appendChild(card);
   }
 }
@@ -198,7 +201,10 @@ async function onServerMessage(msg) {
       else api("GET", `/cameras/${msg.camera_id}`).then((c) => {
         if (!state.cameras.has(c.id)) { state.cameras.set(c.id, c); render(); }
       }).catch(() => {});
-      if (view && view.cameraId === msg.camera_id && msg.status.state === "live" && view.ended) watch(view.cameraId);
+      if (view && view.cameraId === msg.camera_id && msg.status.live_unavailable) {
+        closeView(false);
+        $("player-state").textContent = `live view unavailable: ${msg.status.live_unavailable}`;
+      } else if (view && view.cameraId === msg.camera_id && msg.status.state === "live" && view.ended) watch(view.cameraId);
       break;
     }
     case "offer": {
@@ -221,7 +227,7 @@ async function onServerMessage(msg) {
       }
       break;
     case "error":
-      if (msg.code === "forbidden" || msg.code === "camera_not_found" || msg.code === "too_many_views") {
+      if (["forbidden", "camera_not_found", "too_many_views", "live_unavailable"].includes(msg.code)) {
         if (view && !view.viewId) { view.ended = true; $("player-state").textContent = msg.message; }
         break;
       }

@@ -1,0 +1,138 @@
+//! The video codecs cloudcam relays and records without transcoding, and the GStreamer elements
+//! and caps each one needs. Every pipeline that touches compressed video (the relay, the
+//! re-stream, snapshots, the recorder, clips) takes its elements from here.
+
+use gstreamer as gst;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum VideoCodec {
+    #[default]
+    H264,
+    H265,
+}
+
+impl VideoCodec {
+    /// From an RTP `encoding-name` (or a status's `codec`), case-insensitive.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_uppercase().as_str() {
+            "H264" => Some(Self::H264),
+            "H265" | "HEVC" => Some(Self::H265),
+            _ => None,
+        }
+    }
+
+    /// From an elementary stream's media type (`video/x-h265`).
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        [Self::H264, Self::H265]
+            .into_iter()
+            .find(|c| c.media_type() == media_type)
+    }
+
+    /// The name in statuses, segment records and RTP (`encoding-name`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::H264 => "H264",
+            Self::H265 => "H265",
+        }
+    }
+
+    /// Whether browsers can be expected to play it over WebRTC. (Chromium offers H.265 only
+    /// where the platform decodes it; this deployment's gateway mountpoints are H.264.)
+    pub fn plays_in_browsers(self) -> bool {
+        self == Self::H264
+    }
+
+    pub fn depayloader(self) -> &'static str {
+        match self {
+            Self::H264 => "rtph264depay",
+            Self::H265 => "rtph265depay",
+        }
+    }
+
+    pub fn parser(self) -> &'static str {
+        match self {
+            Self::H264 => "h264parse",
+            Self::H265 => "h265parse",
+        }
+    }
+
+    pub fn payloader(self) -> &'static str {
+        match self {
+            Self::H264 => "rtph264pay",
+            Self::H265 => "rtph265pay",
+        }
+    }
+
+    pub fn decoder(self) -> &'static str {
+        match self {
+            Self::H264 => "avdec_h264",
+            Self::H265 => "avdec_h265",
+        }
+    }
+
+    /// The media type of its elementary stream.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::H264 => "video/x-h264",
+            Self::H265 => "video/x-h265",
+        }
+    }
+
+    /// Whole access units with out-of-band parameter sets, as `mp4mux` takes them (`avc1`,
+    /// `hvc1` sample entries).
+    pub fn mp4_caps(self) -> gst::Caps {
+        let format = match self {
+            Self::H264 => "avc",
+            Self::H265 => "hvc1",
+        };
+        gst::Caps::builder(self.media_type())
+            .field("stream-format", format)
+            .field("alignment", "au")
+            .build()
+    }
+
+    /// RTP caps of its stream at payload type 96.
+    pub fn rtp_caps(self) -> String {
+        format!(
+            "application/x-rtp,media=video,clock-rate=90000,encoding-name={},payload=96",
+            self.name()
+        )
+    }
+}
+
+impl std::fmt::Display for VideoCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::H264 => "H.264",
+            Self::H265 => "H.265",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_elements_exist() {
+        gst::init().unwrap();
+        for codec in [VideoCodec::H264, VideoCodec::H265] {
+            assert_eq!(VideoCodec::from_name(codec.name()), Some(codec));
+            for element in [
+                codec.depayloader(),
+                codec.parser(),
+                codec.payloader(),
+                codec.decoder(),
+            ] {
+                assert!(
+                    gst::ElementFactory::find(element).is_some(),
+                    "{element} is not installed"
+                );
+            }
+            assert!(codec.mp4_caps().is_fixed());
+            assert_eq!(VideoCodec::from_media_type(codec.media_type()), Some(codec));
+        }
+        assert_eq!(VideoCodec::from_name("hevc"), Some(VideoCodec::H265));
+        assert_eq!(VideoCodec::from_name("JPEG"), None);
+    }
+}
