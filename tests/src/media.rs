@@ -120,24 +120,43 @@ fn play_to_eos(pipeline: &gst::Pipeline, path: &Path, timeout_s: u64) -> Result<
 
 /// Decodes the AAC audio track of an MP4; the number of audio frames.
 pub fn audio_frames(path: &Path) -> Result<u64> {
+    Ok(audio_track(path)?.frames)
+}
+
+/// What an MP4's AAC audio track decodes to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AudioTrack {
+    /// Decoded audio frames (buffers).
+    pub frames: u64,
+    pub rate: i32,
+    pub channels: i32,
+}
+
+/// Decodes the AAC audio track of an MP4.
+pub fn audio_track(path: &Path) -> Result<AudioTrack> {
     gst::init()?;
     let pipeline = reading(
         "filesrc name=src ! qtdemux name=d d.audio_0 ! aacparse ! avdec_aac ! fakesink name=sink sync=false",
         path,
     )?;
-    let frames = Arc::new(Mutex::new(0u64));
+    let track = Arc::new(Mutex::new(AudioTrack::default()));
     {
-        let frames = frames.clone();
+        let track = track.clone();
         let pad = pipeline
             .by_name("sink")
             .unwrap()
             .static_pad("sink")
             .unwrap();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            *frames.lock().unwrap() += 1;
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+            let mut t = track.lock().unwrap();
+            t.frames += 1;
+            if let Some(s) = pad.current_caps().as_ref().and_then(|c| c.structure(0)) {
+                t.rate = s.get::<i32>("rate").unwrap_or(0);
+                t.channels = s.get::<i32>("channels").unwrap_or(0);
+            }
             gst::PadProbeReturn::Ok
         });
     }
     play_to_eos(&pipeline, path, 30)?;
-    Ok(*frames.lock().unwrap())
+    Ok(track.lock().unwrap().clone())
 }

@@ -100,6 +100,62 @@ impl VideoCodec {
     }
 }
 
+/// The audio cameras send that cloudcam carries: AAC in either RTP packetization, and G.711.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    /// AAC, RFC 3640 (`MPEG4-GENERIC`).
+    Aac,
+    /// AAC, RFC 3016 (`MP4A-LATM`).
+    AacLatm,
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+}
+
+impl AudioCodec {
+    /// From an RTP `encoding-name`, case-insensitive.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_uppercase().as_str() {
+            "MPEG4-GENERIC" => Some(Self::Aac),
+            "MP4A-LATM" => Some(Self::AacLatm),
+            "PCMU" => Some(Self::Pcmu),
+            "PCMA" => Some(Self::Pcma),
+            _ => None,
+        }
+    }
+
+    pub fn depayloader(self) -> &'static str {
+        match self {
+            Self::Aac => "rtpmp4gdepay",
+            Self::AacLatm => "rtpmp4adepay",
+            Self::Pcmu => "rtppcmudepay",
+            Self::Pcma => "rtppcmadepay",
+        }
+    }
+
+    /// How the re-stream serves it, from its RTP (`… name=pay1`): AAC always as
+    /// `MPEG4-GENERIC` (what recorders and most RTSP clients read), G.711 as it is.
+    pub fn restream_chain(self) -> String {
+        let out = match self {
+            Self::Aac | Self::AacLatm => "aacparse ! rtpmp4gpay pt=97",
+            Self::Pcmu => "rtppcmupay pt=0",
+            Self::Pcma => "rtppcmapay pt=8",
+        };
+        format!("{} ! {out} name=pay1", self.depayloader())
+    }
+
+    /// The elements that turn its depayloaded frames into AAC for an MP4 segment (which has
+    /// no G.711): nothing for AAC, a decode and an AAC encode (audio only) for G.711.
+    pub fn to_aac(self) -> &'static str {
+        match self {
+            Self::Aac | Self::AacLatm => "aacparse",
+            Self::Pcmu => "mulawdec ! audioconvert ! avenc_aac ! aacparse",
+            Self::Pcma => "alawdec ! audioconvert ! avenc_aac ! aacparse",
+        }
+    }
+}
+
 impl std::fmt::Display for VideoCodec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -133,6 +189,20 @@ mod tests {
             assert_eq!(VideoCodec::from_media_type(codec.media_type()), Some(codec));
         }
         assert_eq!(VideoCodec::from_name("hevc"), Some(VideoCodec::H265));
+        for audio in [
+            AudioCodec::Aac,
+            AudioCodec::AacLatm,
+            AudioCodec::Pcmu,
+            AudioCodec::Pcma,
+        ] {
+            for chain in [audio.restream_chain(), audio.to_aac().to_string()] {
+                let launch = format!("identity ! {chain}");
+                assert!(
+                    gst::parse::bin_from_description(&launch, false).is_ok(),
+                    "{launch}"
+                );
+            }
+        }
         assert_eq!(VideoCodec::from_name("JPEG"), None);
     }
 }

@@ -601,7 +601,7 @@ impl Handler<Relayed> for CameraActor {
             }
             PipelineEvent::Audio { caps } => {
                 if let (Some(server), Some(mount)) = (&self.shared.restream, &self.restream) {
-                    tracing::info!("camera sends AAC audio; re-streamed with the video");
+                    tracing::info!(%caps, "camera sends audio; re-streamed with the video");
                     server.set_audio(self.id(), mount, caps);
                 }
             }

@@ -5,7 +5,7 @@
 //!         │                                 └(re-payloaded)─ rtph264depay ! h264parse
 //!         │                                                  ! rtph264pay ! multiudpsink → Janus
 //!         ├(H.265 video pad)─ rtph265depay ! h265parse ! rtph265pay ! multiudpsink → re-stream
-//!         ├(AAC audio pad)── multiudpsink → re-stream
+//!         ├(AAC or G.711 audio pad)── multiudpsink → re-stream
 //!         └(any other pad)── fakesink
 //! ```
 //!
@@ -22,7 +22,7 @@
 use crate::config::CameraSettings;
 use crate::forward::{Forwarding, Route, VIDEO_PT};
 use cloudcam_core::camera::CameraSecret;
-use cloudcam_core::codec::VideoCodec;
+use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Arc;
@@ -54,7 +54,8 @@ pub enum PipelineEvent {
     },
     /// The first access unit reached the relay.
     FirstFrame,
-    /// The camera sends AAC audio, forwarded untouched as RTP with these caps.
+    /// The camera sends audio cloudcam carries (AAC or G.711), forwarded untouched as RTP
+    /// with these caps.
     Audio {
         caps: String,
     },
@@ -212,7 +213,7 @@ impl Relay {
                         ),
                     }
                 } else if media == "audio"
-                    && encoding == "MPEG4-GENERIC"
+                    && AudioCodec::from_name(&encoding).is_some()
                     && !audio_linked.swap(true, Ordering::SeqCst)
                 {
                     on_event(PipelineEvent::Audio {
@@ -566,6 +567,8 @@ fn stream_caps(pad: &gst::Pad) -> String {
         "profile-level-id",
         "mode",
         "config",
+        "cpresent",
+        "object",
         "sizelength",
         "indexlength",
         "indexdeltalength",

@@ -6,7 +6,7 @@
 //! a local UDP port, which the camera's media factory reads and re-payloads without decoding.
 //! Nobody watching, nothing is sent there: the relay is told through the mount's [`OnUse`].
 
-use cloudcam_core::codec::VideoCodec;
+use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use cloudcam_core::config::RestreamAuth;
 use gstreamer as gst;
 use gstreamer_rtsp_server::prelude::*;
@@ -46,6 +46,12 @@ struct Users {
     /// What the camera sends: its video codec, and its audio's RTP caps if it has audio.
     codec: VideoCodec,
     audio: Option<String>,
+}
+
+/// The audio codec RTP caps name.
+fn audio_codec(caps: &str) -> Option<AudioCodec> {
+    let caps = caps.parse::<gst::Caps>().ok()?;
+    AudioCodec::from_name(caps.structure(0)?.get::<&str>("encoding-name").ok()?)
 }
 
 /// The role the re-stream credential grants: access to every camera's media.
@@ -148,7 +154,7 @@ impl Restream {
         });
     }
 
-    /// Adds the camera's AAC audio (RTP caps as the camera sends them) to its re-stream.
+    /// Adds the camera's audio (RTP caps as the camera sends them) to its re-stream.
     pub fn set_audio(&self, camera_id: &str, mount: &Mount, caps: &str) {
         self.reshape(camera_id, mount, |u| {
             u.audio.replace(caps.to_string()).as_deref() != Some(caps)
@@ -173,12 +179,13 @@ impl Restream {
 
     fn serve(&self, camera_id: &str, mount: &Mount, codec: VideoCodec, audio_caps: Option<&str>) {
         let audio = audio_caps
-            .map(|caps| {
+            .and_then(|caps| Some((caps, audio_codec(caps)?)))
+            .map(|(caps, codec)| {
                 format!(
-                    " udpsrc address=127.0.0.1 port={} caps=\"{}\" ! {TIMESTAMPER} \
-                     ! rtpmp4gdepay ! aacparse ! rtpmp4gpay name=pay1 pt=97",
+                    " udpsrc address=127.0.0.1 port={} caps=\"{}\" ! {TIMESTAMPER} ! {}",
                     mount.audio_port,
-                    caps.replace('"', "")
+                    caps.replace('"', ""),
+                    codec.restream_chain()
                 )
             })
             .unwrap_or_default();

@@ -13,7 +13,7 @@ use crate::spool::Spool;
 use crate::timeline::{Effect, Note, Timeline, Timing};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
-use cloudcam_core::codec::VideoCodec;
+use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use cloudcam_core::media::{segments, unindex_segment};
 use cloudcam_core::state::{StateStore, get_json, set_json};
 use cloudcam_proto::v1::CameraSpec;
@@ -604,37 +604,39 @@ impl RecordingActor {
                 gst::PadProbeReturn::Ok
             },
         );
-        // Audio (AAC) is recorded with the video when the re-stream has it; the segmenter must
-        // know before the first segment starts, so the audio branch is made from the SDP.
+        // Audio (AAC, or G.711 encoded to AAC) is recorded with the video when the re-stream
+        // has it; the segmenter must know before the first segment starts, so the audio
+        // branch is made from the SDP.
         let audio: std::sync::Arc<std::sync::Mutex<Option<gst::Element>>> = Default::default();
         {
             let (weak, audio, segmenter) = (pipeline.downgrade(), audio.clone(), segmenter.clone());
             let keyed = keyed.clone();
             src.connect("on-sdp", false, move |args| {
                 let sdp = args[1].get::<gst_sdp::SDPMessage>().ok()?;
-                let has_aac = sdp.medias().any(|m| {
-                    m.media() == Some("audio")
-                        && m.attributes().any(|a| {
-                            a.key() == "rtpmap"
-                                && a.value().is_some_and(|v| v.contains("MPEG4-GENERIC"))
-                        })
-                });
-                if !has_aac {
-                    return None;
-                }
+                // `rtpmap:<pt> <encoding>/<rate>[/<channels>]`
+                let codec = sdp
+                    .medias()
+                    .filter(|m| m.media() == Some("audio"))
+                    .flat_map(|m| m.attributes().collect::<Vec<_>>())
+                    .filter(|a| a.key() == "rtpmap")
+                    .find_map(|a| {
+                        let encoding = a.value()?.split_whitespace().nth(1)?.split('/').next()?;
+                        AudioCodec::from_name(encoding)
+                    })?;
                 let pipeline = weak.upgrade()?;
                 let sink = appsink(&segmenter, None);
-                if let Ok(adepay) = gst::ElementFactory::make("rtpmp4gdepay").build()
-                    && let Ok(aparse) = gst::ElementFactory::make("aacparse").build()
-                    && pipeline
-                        .add_many([&adepay, &aparse, sink.upcast_ref()])
-                        .is_ok()
-                    && gst::Element::link_many([&adepay, &aparse, sink.upcast_ref()]).is_ok()
+                // MP4 has no G.711: such audio is encoded to AAC (audio only; the video
+                // never is).
+                let chain = format!("{} ! {}", codec.depayloader(), codec.to_aac());
+                if let Ok(bin) = gst::parse::bin_from_description(&chain, true)
+                    && let adepay = bin.upcast::<gst::Element>()
+                    && pipeline.add_many([&adepay, sink.upcast_ref()]).is_ok()
+                    && adepay.link(&sink).is_ok()
                 {
                     // No audio before the first video keyframe: the first segment would start
                     // (and be indexed) from the audio, up to a GOP before its first frame.
                     let keyed = keyed.clone();
-                    if let Some(pad) = aparse.static_pad("src") {
+                    if let Some(pad) = adepay.static_pad("src") {
                         pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                             if keyed.load(std::sync::atomic::Ordering::Relaxed) {
                                 gst::PadProbeReturn::Ok
@@ -644,7 +646,10 @@ impl RecordingActor {
                         });
                     }
                     segmenter.with_audio();
-                    for e in [&adepay, &aparse, sink.upcast_ref::<gst::Element>()] {
+                    if !matches!(codec, AudioCodec::Aac | AudioCodec::AacLatm) {
+                        tracing::info!(?codec, "G.711 audio recorded as AAC (MP4 has no G.711)");
+                    }
+                    for e in [&adepay, sink.upcast_ref::<gst::Element>()] {
                         let _ = e.sync_state_with_parent();
                     }
                     *audio.lock().expect("audio lock") = Some(adepay);

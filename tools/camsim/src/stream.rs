@@ -14,6 +14,19 @@ pub enum Mode {
     Replay,
 }
 
+/// How a camera sends its audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audio {
+    /// AAC, RFC 3640 (`mpeg4-generic`).
+    Aac,
+    /// AAC, RFC 3016 (`MP4A-LATM`).
+    AacLatm,
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     H264,
@@ -34,10 +47,12 @@ pub struct StreamSpec {
     pub overlay: bool,
     pub seconds: u32,
     pub file: Option<String>,
-    /// Also send AAC audio (a test tone), as many cameras do.
-    pub audio: bool,
-    /// The audio's sample rate.
+    /// Also send audio (a test tone), as most cameras do, in this shape.
+    pub audio: Option<Audio>,
+    /// The audio's sample rate (G.711 is always 8 kHz).
     pub audio_rate: u32,
+    /// Mono or stereo.
+    pub audio_channels: u32,
     /// Write a pixel clock into every frame (live streams only; see [`crate::stamp`]).
     pub stamp: Option<Stamp>,
 }
@@ -62,8 +77,9 @@ impl FromStr for StreamSpec {
             overlay: true,
             seconds: 4,
             file: None,
-            audio: false,
+            audio: None,
             audio_rate: 48_000,
+            audio_channels: 1,
             stamp: None,
         };
         for kv in opts.split(',').filter(|kv| !kv.is_empty()) {
@@ -96,12 +112,16 @@ impl FromStr for StreamSpec {
                 "file" => spec.file = Some(v.to_string()),
                 "audio" => {
                     spec.audio = match v {
-                        "aac" => true,
-                        "none" => false,
-                        _ => bail!("audio must be aac or none, not {v:?}"),
+                        "aac" => Some(Audio::Aac),
+                        "aac-latm" => Some(Audio::AacLatm),
+                        "pcmu" => Some(Audio::Pcmu),
+                        "pcma" => Some(Audio::Pcma),
+                        "none" => None,
+                        _ => bail!("audio must be aac, aac-latm, pcmu, pcma or none, not {v:?}"),
                     }
                 }
                 "audio_rate" => spec.audio_rate = v.parse()?,
+                "audio_channels" => spec.audio_channels = v.parse()?,
                 "stamp" => {
                     spec.stamp = match v {
                         "none" => None,
@@ -159,14 +179,22 @@ pub fn live_factory(spec: &StreamSpec) -> Result<rtsp_server::RTSPMediaFactory> 
         ),
         Codec::Mjpeg => "jpegenc ! rtpjpegpay name=pay0 pt=26".to_string(),
     };
-    let audio = if spec.audio {
-        format!(
-            " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample \
-             ! audio/x-raw,rate={},channels=1 ! avenc_aac ! aacparse ! rtpmp4gpay name=pay1 pt=97",
-            spec.audio_rate
-        )
-    } else {
-        String::new()
+    let audio = match spec.audio {
+        Some(shape) => {
+            let (rate, encode) = match shape {
+                Audio::Aac => (spec.audio_rate, "avenc_aac ! aacparse ! rtpmp4gpay pt=97"),
+                // RFC 3016 (MP4A-LATM), as some cameras packetize AAC.
+                Audio::AacLatm => (spec.audio_rate, "avenc_aac ! aacparse ! rtpmp4apay pt=97"),
+                Audio::Pcmu => (8_000, "mulawenc ! rtppcmupay pt=0"),
+                Audio::Pcma => (8_000, "alawenc ! rtppcmapay pt=8"),
+            };
+            format!(
+                " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample \
+                 ! audio/x-raw,rate={rate},channels={} ! {encode} name=pay1",
+                spec.audio_channels
+            )
+        }
+        None => String::new(),
     };
     let stamp_point = if spec.stamp.is_some() {
         " ! identity name=stamp"
