@@ -667,11 +667,18 @@ mod tests {
 
     /// … with AAC audio (44.1 kHz) when `audio`.
     fn test_segment_with(path: &Path, audio: bool) {
-        let audio = if audio {
-            "audiotestsrc num-buffers=86 samplesperbuffer=1024 ! audio/x-raw,rate=44100,channels=1 \
-             ! avenc_aac ! aacparse ! m.audio_0 "
-        } else {
-            ""
+        test_segment_at(path, audio.then_some(44_100));
+    }
+
+    /// A 2 s segment (25 fps, GOP 1 s) with AAC audio at `audio_rate` if given.
+    fn test_segment_at(path: &Path, audio_rate: Option<u32>) {
+        let audio = match audio_rate {
+            Some(rate) => format!(
+                "audiotestsrc num-buffers={} samplesperbuffer=1024 ! audio/x-raw,rate={rate},channels=1 \
+                 ! avenc_aac ! aacparse ! m.audio_0 ",
+                2 * rate / 1024
+            ),
+            None => String::new(),
         };
         let p = gst::parse::launch(&format!(
             "videotestsrc num-buffers=50 ! video/x-raw,width=160,height=120,framerate=25/1 \
@@ -730,28 +737,68 @@ mod tests {
 
     /// Audio frames (and the span they cover, ns) of a clip.
     fn audio_of(clip: &Path) -> (usize, u64) {
-        let (mut n, mut last_end) = (0, 0);
+        let pts = audio_pts(clip);
+        (pts.len(), pts.last().map_or(0, |(_, end)| *end))
+    }
+
+    /// Each audio frame's start and end in `clip`.
+    fn audio_pts(clip: &Path) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
         cloudcam_core::mp4::read_media(clip, Duration::from_secs(10), true, |track, s| {
             if let (Track::Audio, Some(b)) = (track, s.buffer()) {
-                n += 1;
-                last_end = pts_of(b) + b.duration().map_or(0, |d| d.nseconds());
+                out.push((
+                    pts_of(b),
+                    pts_of(b) + b.duration().map_or(0, |d| d.nseconds()),
+                ));
             }
             ControlFlow::Continue(())
         })
         .unwrap();
-        (n, last_end)
+        out
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    /// Three 2 s segments' files in `dir`, indexed one after the other from 0 (not written).
+    fn three_segments(dir: &Path) -> Vec<(PathBuf, u64, u64)> {
+        [0, 2 * S, 4 * S]
+            .iter()
+            .enumerate()
+            .map(|(i, &at)| (dir.join(format!("seg{i}.mp4")), at, at + 2 * S))
+            .collect()
+    }
+
+    /// Low-rate audio (8 kHz: 128 ms a frame, a GOP's audio read well ahead of its video)
+    /// starts with the clip and runs on without overlaps.
+    #[test]
+    fn low_rate_audio_is_placed_with_its_video() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = three_segments(dir.path());
+        for (file, ..) in &files {
+            test_segment_at(file, Some(8_000));
+        }
+        let out = dir.path().join("clip.mp4");
+        let (start, end) = remux(&files, (S + S / 2, 5 * S + S / 2), &out).unwrap();
+        assert_eq!((start, end), (S, 6 * S));
+        let pts = audio_pts(&out);
+        assert!(pts[0].0 < S / 5, "the audio starts at {:?}", pts[0]);
+        for w in pts.windows(2) {
+            assert!(w[1].0 + S / 100 >= w[0].1, "audio frames overlap: {w:?}");
+        }
+        let frames = pts.len() as f64;
+        let expected = (end - start) as f64 / 1e9 * 8_000.0 / 1024.0;
+        assert!(
+            (frames - expected).abs() <= 3.0,
+            "{frames} audio frames, {expected:.0} expected"
+        );
     }
 
     #[test]
     fn clips_carry_the_recorded_audio_and_a_file_without_audio_is_a_gap() {
         gst::init().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        const S: u64 = 1_000_000_000;
-        let files: Vec<(PathBuf, u64, u64)> = [0, 2 * S, 4 * S]
-            .iter()
-            .enumerate()
-            .map(|(i, &at)| (dir.path().join(format!("seg{i}.mp4")), at, at + 2 * S))
-            .collect();
+        let files = three_segments(dir.path());
         test_segment_with(&files[0].0, true);
         test_segment_with(&files[1].0, true);
         let out = dir.path().join("clip.mp4");
