@@ -81,9 +81,11 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
     let garage = env.garage().await?;
     // Signal, ingest and the recorder start before Kafka and Redis.
     let mut p = env.platform_before_deps(Some(&garage)).await?;
-    // The floor sits 300 MiB below what the disk has free now; a 600 MiB file crosses it.
+    // The floor sits 2 GiB below what the disk has free now (room for what the stack and
+    // anything else on the machine write meanwhile); a 4 GiB file (allocated, not written)
+    // crosses it.
     let spool_fs = env.dir.clone();
-    let floor = free_bytes(&spool_fs)? - 300 * 1024 * 1024;
+    let floor = free_bytes(&spool_fs)? - 2 * 1024 * 1024 * 1024;
     let recorder = env
         .recorder_with(
             "recorder-1",
@@ -151,7 +153,7 @@ async fn redis_paused_and_kafka_killed_lose_nothing() -> anyhow::Result<()> {
     // The spool disk fills up past the floor.
     let filler = env.dir.join("filler.bin");
     let ok = std::process::Command::new("fallocate")
-        .args(["-l", "600M"])
+        .args(["-l", "4G"])
         .arg(&filler)
         .status()?
         .success();
