@@ -130,6 +130,8 @@ pub struct AudioTrack {
     pub frames: u64,
     pub rate: i32,
     pub channels: i32,
+    /// Where the first frame plays, from the file's start (edit lists applied).
+    pub first_ms: Option<u64>,
 }
 
 /// Decodes the AAC audio track of an MP4.
@@ -147,9 +149,16 @@ pub fn audio_track(path: &Path) -> Result<AudioTrack> {
             .unwrap()
             .static_pad("sink")
             .unwrap();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             let mut t = track.lock().unwrap();
             t.frames += 1;
+            if t.first_ms.is_none()
+                && let Some(pts) = info.buffer().and_then(|b| b.pts())
+                && let Some(ev) = pad.sticky_event::<gst::event::Segment>(0)
+                && let Some(segment) = ev.segment().downcast_ref::<gst::ClockTime>()
+            {
+                t.first_ms = segment.to_running_time(pts).map(|t| t.mseconds());
+            }
             if let Some(s) = pad.current_caps().as_ref().and_then(|c| c.structure(0)) {
                 t.rate = s.get::<i32>("rate").unwrap_or(0);
                 t.channels = s.get::<i32>("channels").unwrap_or(0);

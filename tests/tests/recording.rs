@@ -118,7 +118,7 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         let audio = audio_frames(&file)?;
         assert!(audio > 0, "segment {key} has no audio");
         assert!(
-            (d.frames as f64 - expected).abs() <= 1.5,
+            holds_its_span(i, d.frames, expected),
             "segment {key}: {} frames decoded, {expected:.1} expected from {indexed_ms} ms",
             d.frames
         );
@@ -259,6 +259,14 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Whether segment `i`, with `frames` decoded, holds the `expected` frames its index span
+/// says. Not checked for the first: what the re-stream sent first, queued while it started,
+/// comes in a burst (squeezed into milliseconds, or cut short where the socket's buffer
+/// overflowed; see ARCHITECTURE.md).
+fn holds_its_span(i: usize, frames: u64, expected: f64) -> bool {
+    i == 0 || (frames as f64 - expected).abs() <= 1.5
+}
+
 /// Stores the media store's object `key` at `path`.
 async fn fetch(
     store: &impl object_store::ObjectStore,
@@ -285,14 +293,18 @@ async fn audio_is_recorded(
 ) -> anyhow::Result<()> {
     let list = api.recordings(id).await?;
     let segments = list["segments"].as_array().unwrap();
-    assert!(segments.len() >= 3, "{list}");
-    let file = dir.join("segment.mp4");
-    fetch(store, segments[1]["key"].as_str().unwrap(), &file).await?;
-    let track = audio_track(&file)?;
+    assert!(segments.len() >= 4, "{list}");
+    // The first four, kept with the test's artifacts. The clip is cut from the second on:
+    // the first GOP a re-stream sends may come in a burst (see ARCHITECTURE.md).
+    for (i, s) in segments.iter().take(4).enumerate() {
+        let file = dir.join(format!("segment-{i}.mp4"));
+        fetch(store, s["key"].as_str().unwrap(), &file).await?;
+    }
+    let track = audio_track(&dir.join("segment-1.mp4"))?;
     assert_eq!((track.rate, track.channels), (rate, channels), "{track:?}");
     assert!(track.frames > 0, "{track:?}");
 
-    let first = segments[0]["start_ms"].as_i64().unwrap();
+    let first = segments[1]["start_ms"].as_i64().unwrap();
     let clip = dir.join("clip.mp4");
     let (start, end) = api.clip(id, (first + 1_500, first + 7_500), &clip).await?;
     let track = audio_track(&clip)?;
@@ -301,11 +313,17 @@ async fn audio_is_recorded(
         (rate, channels),
         "clip {track:?}"
     );
-    // AAC: 1024 samples a frame. (Loose: at 8 kHz a clip's first file's audio was seen
-    // placed up to 0.6 s late, overlapping the next file's; to be fixed in the clip writer.)
+    // The audio starts with the clip (within a frame: 128 ms at 8 kHz) and fills it (AAC:
+    // 1024 samples a frame).
+    let frame_ms = 1024 * 1000 / rate as u64;
+    assert!(
+        track.first_ms.is_some_and(|ms| ms <= frame_ms + 20),
+        "the clip's audio starts at {:?} ms",
+        track.first_ms
+    );
     let expected = (end - start) as f64 / 1000.0 * f64::from(rate) / 1024.0;
     assert!(
-        (track.frames as f64 - expected).abs() <= expected * 0.3,
+        (track.frames as f64 - expected).abs() <= expected * 0.12 + 1.0,
         "the clip has {} audio frames, {expected:.0} expected over {} ms",
         track.frames,
         end - start
@@ -376,7 +394,7 @@ async fn h265_is_recorded_as_sent(
         );
         let indexed_ms = (s["end_ms"].as_i64().unwrap() - s["start_ms"].as_i64().unwrap()) as f64;
         assert!(
-            (d.frames as f64 - indexed_ms / FRAME_MS).abs() <= 1.5,
+            holds_its_span(i, d.frames, indexed_ms / FRAME_MS),
             "segment {key}: {} frames for {indexed_ms} ms",
             d.frames
         );

@@ -118,6 +118,47 @@ pub fn read_media(
     result
 }
 
+/// `sample` with its times on the file's timeline. The demuxer gives each track's times as
+/// stored and places the track with its segment: a track that starts later than the file
+/// (an edit list's empty edit, as in a clip whose audio begins after its video) comes with a
+/// segment that says so, and its times are moved by that much here. (Recorded segments are
+/// fragmented files without edit lists: there the two are the same.)
+fn on_timeline(sample: gst::Sample) -> gst::Sample {
+    let (Some(buffer), Some(segment)) = (
+        sample.buffer(),
+        sample
+            .segment()
+            .and_then(|s| s.downcast_ref::<gst::ClockTime>()),
+    ) else {
+        return sample;
+    };
+    let Some(pts) = buffer.pts() else {
+        return sample;
+    };
+    let Some(placed) = segment.to_running_time(pts) else {
+        return sample;
+    };
+    if placed == pts {
+        return sample;
+    }
+    let shift = |t: gst::ClockTime| {
+        let ns = t.nseconds() as i128 + placed.nseconds() as i128 - pts.nseconds() as i128;
+        gst::ClockTime::from_nseconds(ns.max(0) as u64)
+    };
+    let mut moved = buffer.copy();
+    {
+        let b = moved.make_mut();
+        b.set_pts(placed);
+        b.set_dts(buffer.dts().map(shift));
+    }
+    let caps = sample.caps_owned();
+    let out = gst::Sample::builder().buffer(&moved);
+    match &caps {
+        Some(caps) => out.caps(caps).build(),
+        None => out.build(),
+    }
+}
+
 /// Pulls from every sink until each that is linked has ended (the video sink always is, once
 /// the file is read); a sink nothing was linked to (a file without audio) does not count.
 fn pump(
@@ -142,7 +183,7 @@ fn pump(
         for (track, sink) in sinks {
             if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(wait)) {
                 pulled = true;
-                if f(*track, &sample).is_break() {
+                if f(*track, &on_timeline(sample)).is_break() {
                     return Ok(true);
                 }
             }
@@ -195,4 +236,47 @@ pub fn video_span(
         ControlFlow::Continue(())
     })?;
     Ok(span.map(|(s, e)| (Duration::from_nanos(e - s), codec)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A track that starts later than the file (an empty edit in its edit list) is read where
+    /// it starts, not from the file's start.
+    #[test]
+    fn a_track_that_starts_later_is_read_where_it_starts() {
+        gst::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("late-audio.mp4");
+        let p = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=50 ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! x264enc key-int-max=25 speed-preset=ultrafast tune=zerolatency ! h264parse \
+             ! m.video_0 audiotestsrc num-buffers=10 samplesperbuffer=1024 \
+             timestamp-offset=600000000 ! audio/x-raw,rate=8000,channels=1 ! avenc_aac \
+             ! aacparse ! m.audio_0 mp4mux name=m ! filesink location=\"{}\"",
+            file.display()
+        ))
+        .unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        let ended = p.bus().unwrap().timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        p.set_state(gst::State::Null).unwrap();
+        assert!(matches!(ended.unwrap().view(), gst::MessageView::Eos(_)));
+        let (mut video, mut audio) = (None, None);
+        read_media(&file, Duration::from_secs(10), true, |track, s| {
+            let pts = s.buffer().and_then(|b| b.pts());
+            match track {
+                Track::Video => video = video.or(pts),
+                Track::Audio => audio = audio.or(pts),
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(video.map(|t| t.mseconds()), Some(0));
+        let audio = audio.expect("audio").mseconds();
+        assert!(audio.abs_diff(600) <= 5, "the audio starts at {audio} ms");
+    }
 }

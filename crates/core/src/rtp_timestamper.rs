@@ -90,25 +90,6 @@ impl Default for RtpTimestamper {
     }
 }
 
-/// The name [`register`] gives the element, for pipeline descriptions.
-pub const ELEMENT: &str = "cloudcamrtptimestamper";
-
-/// Registers [`RtpTimestamper`] as [`ELEMENT`] (once; later calls do nothing), so that a
-/// pipeline description can name it: behind a `udpsrc`, it stamps packets by their RTP clock
-/// instead of their arrival, which a burst (packets queued in the socket while the pipeline
-/// started) would squeeze together.
-pub fn register() -> Result<(), glib::BoolError> {
-    if gst::ElementFactory::find(ELEMENT).is_some() {
-        return Ok(());
-    }
-    gst::Element::register(
-        None,
-        ELEMENT,
-        gst::Rank::NONE,
-        RtpTimestamper::static_type(),
-    )
-}
-
 /// Makes `rtspsrc` use an [`RtpTimestamper`] instead of a jitter buffer for each stream it
 /// receives. Only for `protocols=tcp`.
 ///

@@ -57,11 +57,6 @@ fn audio_codec(caps: &str) -> Option<AudioCodec> {
 /// The role the re-stream credential grants: access to every camera's media.
 const ROLE: &str = "recorder";
 
-/// Stamps the relay's packets by their RTP clock (the camera's), not by their arrival: the
-/// packets that wait in the socket while a media starts would otherwise come out squeezed
-/// into a burst (a first GOP of 22 frames within 12 ms was seen in recordings).
-const TIMESTAMPER: &str = cloudcam_core::rtp_timestamper::ELEMENT;
-
 /// A camera's mount: where its relay sends RTP, and the URL clients pull.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mount {
@@ -75,8 +70,6 @@ impl Restream {
     /// Listens on `listen` (`host:port`) and advertises `rtsp://<advertise or host>:<port>`;
     /// clients must authenticate with `auth` (RTSP digest). Runs its own GLib main loop thread.
     pub fn start(listen: &str, advertise: &str, auth: RestreamAuth) -> Result<Self, RestreamError> {
-        cloudcam_core::rtp_timestamper::register()
-            .map_err(|e| RestreamError::Listen(listen.to_string(), e))?;
         let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8554"));
         let server = rtsp_server::RTSPServer::new();
         server.set_address(host);
@@ -182,7 +175,7 @@ impl Restream {
             .and_then(|caps| Some((caps, audio_codec(caps)?)))
             .map(|(caps, codec)| {
                 format!(
-                    " udpsrc address=127.0.0.1 port={} caps=\"{}\" ! {TIMESTAMPER} ! {}",
+                    " udpsrc address=127.0.0.1 port={} caps=\"{}\" ! {}",
                     mount.audio_port,
                     caps.replace('"', ""),
                     codec.restream_chain()
@@ -191,7 +184,7 @@ impl Restream {
             .unwrap_or_default();
         let factory = rtsp_server::RTSPMediaFactory::new();
         factory.set_launch(&format!(
-            "( udpsrc address=127.0.0.1 port={} caps=\"{}\" ! {TIMESTAMPER} \
+            "( udpsrc address=127.0.0.1 port={} caps=\"{}\" \
              ! {} ! {} config-interval=-1 \
              ! {} name=pay0 pt=96 config-interval=-1{audio} )",
             mount.rtp_port,
@@ -203,17 +196,6 @@ impl Restream {
         factory.set_shared(true);
         let (users, id, port) = (self.users.clone(), camera_id.to_string(), mount.rtp_port);
         factory.connect_media_configure(move |_, media| {
-            // Nothing is held for a clock: the packets go out as they come.
-            let pipeline = media.element().parent();
-            if let Some(pipeline) = pipeline.and_then(|p| p.downcast::<gst::Bin>().ok()) {
-                pipeline.connect_deep_element_added(|_, _, sink| {
-                    if sink.element_flags().contains(gst::ElementFlags::SINK)
-                        && sink.has_property("sync")
-                    {
-                        sink.set_property("sync", false);
-                    }
-                });
-            }
             let mut all = users.lock().expect("users lock");
             if let Some(u) = all.get_mut(&id).filter(|u| u.port == port) {
                 u.media += 1;

@@ -97,6 +97,33 @@ impl Drop for Pipeline {
     }
 }
 
+/// How long a recording waits for the audio its re-stream announces before it starts
+/// without it.
+const AUDIO_WAIT: Duration = Duration::from_secs(2);
+
+/// A recording whose re-stream has audio starts at the first keyframe after its audio has
+/// begun (one GOP later at most; a camera's audio often begins after its first keyframe).
+/// An MP4 segment cannot say that a track starts later than the file (a fragmented file has
+/// no edit list), so audio that began later would be played from the segment's start.
+#[derive(Default)]
+struct AudioGate {
+    /// The re-stream announces audio that is recorded.
+    expected: std::sync::atomic::AtomicBool,
+    /// Its first frame has come.
+    arrived: std::sync::atomic::AtomicBool,
+    /// When the first video frame came.
+    first_video: std::sync::OnceLock<Instant>,
+}
+
+impl AudioGate {
+    /// Whether the recording's first keyframe is still to wait for the audio.
+    fn holds_video(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let since = *self.first_video.get_or_init(Instant::now);
+        self.expected.load(Relaxed) && !self.arrived.load(Relaxed) && since.elapsed() < AUDIO_WAIT
+    }
+}
+
 /// An appsink handing each video (or audio) sample to `segmenter`, on the streaming thread.
 fn appsink(segmenter: &Segmenter, video: Option<VideoCodec>) -> gst_app::AppSink {
     let (on_sample, on_eos) = (segmenter.clone(), segmenter.clone());
@@ -549,6 +576,8 @@ impl RecordingActor {
         // segment starts with one.
         let keyed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let video_keyed = keyed.clone();
+        let gate = std::sync::Arc::new(AudioGate::default());
+        let video_gate = gate.clone();
         let keyframe_to = addr.clone();
         // Since the previous keyframe, the least delayed frame: (wall ms, running time ns).
         let least_delayed = std::sync::Mutex::new(None::<(i64, u64)>);
@@ -567,7 +596,7 @@ impl RecordingActor {
                 }
                 let keyframe = !b.flags().contains(gst::BufferFlags::DELTA_UNIT);
                 let first = !video_keyed.load(Relaxed);
-                if first && !keyframe {
+                if first && (!keyframe || video_gate.holds_video()) {
                     return gst::PadProbeReturn::Drop;
                 }
                 // Where this pipeline's running time is on the wall clock.
@@ -611,6 +640,7 @@ impl RecordingActor {
         {
             let (weak, audio, segmenter) = (pipeline.downgrade(), audio.clone(), segmenter.clone());
             let keyed = keyed.clone();
+            let gate = gate.clone();
             src.connect("on-sdp", false, move |args| {
                 let sdp = args[1].get::<gst_sdp::SDPMessage>().ok()?;
                 // `rtpmap:<pt> <encoding>/<rate>[/<channels>]`
@@ -636,8 +666,13 @@ impl RecordingActor {
                     // No audio before the first video keyframe: the first segment would start
                     // (and be indexed) from the audio, up to a GOP before its first frame.
                     let keyed = keyed.clone();
+                    gate.expected
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    let gate = gate.clone();
                     if let Some(pad) = adepay.static_pad("src") {
                         pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                            gate.arrived
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
                             if keyed.load(std::sync::atomic::Ordering::Relaxed) {
                                 gst::PadProbeReturn::Ok
                             } else {

@@ -527,11 +527,10 @@ impl Timeline {
             r.last_activity = now;
             if let Some((mut start_ms, start_ns)) = r.open.remove(location) {
                 // The pipeline's first segment was opened by its first keyframe's anchor;
-                // that keyframe may have come late (in a burst at connect: an H.265
-                // re-stream's first GOP waits for its parameter sets). By its end the anchor
-                // follows the least delayed frame: the segment starts by that anchor too, so
-                // that it spans what it holds. (A segment pinned where a recording was taken
-                // over stays where it was put.)
+                // that keyframe may have come late (in a burst at connect). By its end the
+                // anchor follows the least delayed frame: the segment starts by that anchor
+                // too, so that it spans what it holds. (A segment pinned where a recording
+                // was taken over stays where it was put.)
                 if r.last_end.is_none() && !r.pinned {
                     start_ms = r.wall_ms(start_ns, wall_now_ms);
                 }

@@ -575,9 +575,13 @@ fn remux(
                     match shift {
                         Some(shift) => {
                             retime(&mut buf, shift);
-                            writer
-                                .take_audio(caps.as_deref(), buf)
-                                .map(|()| ControlFlow::Continue(()))
+                            match end {
+                                // The video has ended: its audio up to there still comes.
+                                Some(at) if pts_of(&buf) >= at => Ok(ControlFlow::Break(at)),
+                                _ => writer
+                                    .take_audio(caps.as_deref(), buf)
+                                    .map(|()| ControlFlow::Continue(())),
+                            }
                         }
                         None => {
                             early_audio.push((caps, buf));
@@ -585,6 +589,7 @@ fn remux(
                         }
                     }
                 }
+                Track::Video if end.is_some() => return ControlFlow::Continue(()),
                 Track::Video => {
                     let Some(ts) = buf.dts().or(buf.pts()).map(|t| t.nseconds() as i128) else {
                         return ControlFlow::Continue(());
@@ -606,10 +611,13 @@ fn remux(
                 }
             };
             match result {
-                Ok(ControlFlow::Break(at)) => {
+                // The clip's last frame: reading goes on for the audio up to its end, which
+                // a file may store after the video (a whole fragment's worth).
+                Ok(ControlFlow::Break(at)) if end.is_none() => {
                     end = Some(at);
-                    ControlFlow::Break(())
+                    ControlFlow::Continue(())
                 }
+                Ok(ControlFlow::Break(_)) => ControlFlow::Break(()),
                 Ok(ControlFlow::Continue(())) => ControlFlow::Continue(()),
                 Err(e) => {
                     failed = Some(e);
