@@ -1,5 +1,6 @@
 //! Broken cameras are reported with a clear state and reason — wrong password, closed port,
-//! H.265-only, MJPEG-only — while a healthy camera beside them keeps streaming to its viewer.
+//! MJPEG-only — and an H.265-only camera is live but says why browsers cannot watch it, while
+//! a healthy camera beside them keeps streaming to its viewer.
 
 use cloudcam_tests::stack::TestEnv;
 use cloudcam_tests::{Api, Browser, free_port};
@@ -55,11 +56,6 @@ async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyho
             "cannot reach",
         ),
         (
-            json!({"name": "HEVC only", "url": open.url("hevc")}),
-            "unsupported_codec",
-            "H265",
-        ),
-        (
             json!({"name": "MJPEG only", "url": open.url("mjpeg")}),
             "unsupported_codec",
             "JPEG",
@@ -80,6 +76,21 @@ async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyho
             body["name"]
         );
     }
+
+    // An H.265 camera is relayed (and recorded), but says why browsers cannot watch it.
+    let hevc = api
+        .create_camera(json!({"name": "HEVC only", "url": open.url("hevc"), "always_on": true}))
+        .await?;
+    let seen = api
+        .wait_state(
+            hevc["id"].as_str().unwrap(),
+            "live",
+            Duration::from_secs(10),
+        )
+        .await?;
+    assert_eq!(seen["status"]["codec"], "H265", "{seen}");
+    let why = seen["status"]["live_unavailable"].as_str().unwrap_or("");
+    assert!(why.contains("H.265"), "{seen}");
 
     // The healthy camera never stopped: still live, never reconnected, and its viewer kept
     // decoding frames all along (25 fps, so at least half the elapsed frames).
