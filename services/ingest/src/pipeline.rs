@@ -101,7 +101,8 @@ pub struct Targets {
     pub janus: Vec<(String, u16)>,
     /// The worker's re-stream (while it is pulled): the video, whatever its codec.
     pub restream: Vec<(String, u16)>,
-    /// The camera's AAC audio, if it has any.
+    /// The worker's re-stream (while it is pulled): the camera's audio (AAC or G.711), if
+    /// it has any.
     pub audio: Vec<(String, u16)>,
 }
 
