@@ -229,9 +229,97 @@ pub fn secret_key(camera_id: &str) -> String {
     format!("cloudcam:secret:{camera_id}")
 }
 
+/// What follows a camera's id in the id its substream runs by: its status, re-stream path and
+/// live demand are kept under `<camera id>~sub`. Camera ids never contain `~`.
+pub const SUBSTREAM_SUFFIX: &str = "~sub";
+
+/// The id a camera's substream runs by.
+pub fn substream_id(camera_id: &str) -> String {
+    format!("{camera_id}{SUBSTREAM_SUFFIX}")
+}
+
+/// The camera a stream id belongs to, and whether it names the substream.
+pub fn camera_of(stream_id: &str) -> (&str, bool) {
+    match stream_id.strip_suffix(SUBSTREAM_SUFFIX) {
+        Some(camera) => (camera, true),
+        None => (stream_id, false),
+    }
+}
+
+/// The spec the owning ingest worker runs a camera's substream by: the substream's URL with
+/// the camera's credentials, pulled only while viewers want it, relayed to the targets'
+/// substream ports, never recorded. `None` when the camera has no substream.
+pub fn substream_spec(spec: &v1::CameraSpec) -> Option<v1::CameraSpec> {
+    if spec.sub_source_url.is_empty() {
+        return None;
+    }
+    Some(v1::CameraSpec {
+        camera_id: substream_id(&spec.camera_id),
+        name: format!("{} (substream)", spec.name),
+        source_url: spec.sub_source_url.clone(),
+        source_generation: spec.sub_source_generation,
+        recording: false,
+        retention_hours: 0,
+        retention_seconds: 0,
+        always_on: false,
+        live_demand: spec.sub_live_demand,
+        rtp_targets: spec
+            .rtp_targets
+            .iter()
+            .filter(|t| t.sub_video_port != 0)
+            .map(|t| v1::RtpTarget {
+                video_port: t.sub_video_port,
+                sub_video_port: 0,
+                ..t.clone()
+            })
+            .collect(),
+        sub_source_url: String::new(),
+        sub_live_demand: 0,
+        sub_source_generation: 0,
+        ..spec.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_substream_runs_as_its_own_wanted_only_camera() {
+        let mut spec = v1::CameraSpec {
+            camera_id: "c1".into(),
+            name: "door".into(),
+            source_url: "rtsp://cam/main".into(),
+            credentials_ref: secret_key("c1"),
+            recording: true,
+            always_on: true,
+            live_demand: 1,
+            rtp_targets: vec![v1::RtpTarget {
+                host: "janus".into(),
+                video_port: 5000,
+                gateway: "g".into(),
+                sub_video_port: 5001,
+            }],
+            generation: 4,
+            source_generation: 2,
+            ..Default::default()
+        };
+        assert_eq!(substream_spec(&spec), None);
+        spec.sub_source_url = "rtsp://cam/sub".into();
+        spec.sub_source_generation = 3;
+        let sub = substream_spec(&spec).unwrap();
+        assert_eq!(sub.camera_id, "c1~sub");
+        assert_eq!(camera_of(&sub.camera_id), ("c1", true));
+        assert_eq!(camera_of("c1"), ("c1", false));
+        assert_eq!(sub.source_url, "rtsp://cam/sub");
+        assert_eq!(sub.credentials_ref, spec.credentials_ref);
+        assert!(!sub.recording && !sub.always_on);
+        assert_eq!((sub.live_demand, sub.source_generation), (0, 3));
+        assert_eq!(sub.rtp_targets[0].video_port, 5001);
+        assert!(sub.sub_source_url.is_empty());
+        spec.sub_live_demand = 1;
+        assert_eq!(substream_spec(&spec).unwrap().live_demand, 1);
+    }
 
     #[test]
     fn secret_debug_hides_password() {

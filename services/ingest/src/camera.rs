@@ -380,7 +380,11 @@ impl CameraActor {
     }
 
     /// Takes a snapshot when one is due or was requested (checked once a second while live).
+    /// A camera's snapshots come from its main stream, never from its substream.
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
+        if cloudcam_core::camera::camera_of(self.id()).1 {
+            return;
+        }
         let (Some(store), Some(mount), Some(server)) = (
             self.shared.store.clone(),
             self.restream.as_ref(),

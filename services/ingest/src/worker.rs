@@ -1,5 +1,5 @@
 //! The ingest worker: the shared owner loop ([`cloudcam_core::owner`]) over the consumer group
-//! `cloudcam-ingest`, with one [`CameraActor`] per owned camera.
+//! `cloudcam-ingest`, with one [`CameraActor`] per owned camera (and one more for its substream).
 //!
 //! A revoked camera is handed over: its actor stops feeding Janus at once and keeps only the
 //! re-stream up until the new owner is live and the recorders have cut over to the new
@@ -14,11 +14,13 @@ use crate::report::Reporter;
 use actix::prelude::*;
 use async_trait::async_trait;
 use cloudcam_core::bus::Bus;
+use cloudcam_core::camera::substream_spec;
 use cloudcam_core::owner::{Member, Members};
 use cloudcam_core::state::StateStore;
 use cloudcam_proto::v1::CameraSpec;
+use futures::future::join_all;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Consumer group of the ingest workers over the desired-state topic.
@@ -73,7 +75,12 @@ impl Members for Cameras {
     }
 
     fn start(&self, spec: CameraSpec) -> Box<dyn Member> {
-        Box::new(Camera(CameraActor::new(spec, self.0.clone()).start()))
+        let sub = substream_spec(&spec).map(|s| self.actor(s));
+        Box::new(Camera {
+            main: self.actor(spec),
+            sub: Mutex::new(sub),
+            cameras: Cameras(self.0.clone()),
+        })
     }
 
     fn handover_wait(&self) -> Duration {
@@ -85,28 +92,57 @@ impl Members for Cameras {
     }
 }
 
-/// A running actor, as the owner loop sees it.
-struct Camera(Addr<CameraActor>);
+impl Cameras {
+    fn actor(&self, spec: CameraSpec) -> Addr<CameraActor> {
+        CameraActor::new(spec, self.0.clone()).start()
+    }
+}
+
+/// A camera as the owner loop sees it: the actor of its main stream and, when it has one, the
+/// actor of its substream (started, changed and stopped with the camera's spec; moved with it).
+struct Camera {
+    main: Addr<CameraActor>,
+    sub: Mutex<Option<Addr<CameraActor>>>,
+    cameras: Cameras,
+}
+
+impl Camera {
+    fn actors(&self) -> Vec<Addr<CameraActor>> {
+        let sub = self.sub.lock().unwrap().clone();
+        std::iter::once(self.main.clone()).chain(sub).collect()
+    }
+}
 
 #[async_trait]
 impl Member for Camera {
     fn update(&self, spec: CameraSpec) {
-        self.0.do_send(UpdateSpec(spec));
+        let mut sub = self.sub.lock().unwrap();
+        match (substream_spec(&spec), sub.take()) {
+            (Some(s), Some(actor)) => {
+                actor.do_send(UpdateSpec(s));
+                *sub = Some(actor);
+            }
+            (Some(s), None) => *sub = Some(self.cameras.actor(s)),
+            (None, Some(actor)) => actor.do_send(Stop),
+            (None, None) => {}
+        }
+        self.main.do_send(UpdateSpec(spec));
     }
 
     async fn stop(&self) {
-        let _ = self.0.send(Stop).await;
+        join_all(self.actors().iter().map(|a| a.send(Stop))).await;
     }
 
     async fn hand_over(&self) {
-        let _ = self.0.send(HandOver).await;
+        join_all(self.actors().iter().map(|a| a.send(HandOver))).await;
     }
 
     async fn take_back(&self) -> bool {
-        self.0.send(TakeBack).await.unwrap_or(false)
+        let taken = join_all(self.actors().iter().map(|a| a.send(TakeBack))).await;
+        taken.into_iter().all(|t| t.unwrap_or(false))
     }
 
     fn alive(&self) -> bool {
-        self.0.connected()
+        self.main.connected()
     }
 }

@@ -11,13 +11,13 @@
 use crate::error::ApiError;
 use crate::model::{
     CameraInfo, CameraRecord, CameraView, CreateCamera, Grant, Mountpoint, Need, ServedBy, Share,
-    Stored, UpdateCamera, check_name, check_retention, parse_source,
+    Stored, SubMountpoint, UpdateCamera, check_name, check_retention, check_sub_url, parse_source,
 };
 use crate::pool::Pool;
 use crate::store::{Allocator, CameraStore, DemandStore};
 use crate::users::{Caller, Role, Users};
 use cloudcam_core::bus::Bus;
-use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key};
+use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key, substream_id};
 use cloudcam_core::state::StateStore;
 use cloudcam_core::workers::WorkerInfo;
 use cloudcam_proto::v1;
@@ -136,8 +136,10 @@ impl Cameras {
             .iter()
             .map(|(s, _)| s.record.info.id.clone())
             .collect();
-        let (statuses, mountpoints, errors, recording_errors, wanted, workers) = tokio::try_join!(
+        let sub_ids: Vec<String> = ids.iter().map(|id| substream_id(id)).collect();
+        let (statuses, sub_statuses, mountpoints, errors, recording_errors, wanted, workers) = tokio::try_join!(
             self.store.statuses(&ids),
+            self.store.statuses(&sub_ids),
             self.store.mountpoints(&ids),
             self.store.mountpoint_errors(&ids),
             self.store.recording_problems(&ids),
@@ -155,29 +157,38 @@ impl Cameras {
                 statuses
                     .into_iter()
                     .zip(mountpoints.into_iter().zip(errors))
-                    .zip(recording_errors),
+                    .zip(recording_errors.into_iter().zip(sub_statuses)),
             )
-            .map(|((s, access), ((status, (mp, error)), recording_error))| {
-                let id = s.record.info.id.clone();
-                let gateway = mp
-                    .map(|mp| self.pool.gateway(&mp.gateway).settings.name.clone())
-                    .unwrap_or_default();
-                let status = status.unwrap_or_else(CameraStatus::unknown);
-                CameraView {
-                    served_by: ServedBy {
-                        ingest: status.worker_id.clone(),
-                        gateway,
-                        gateway_error: error,
-                        recorder: recorders.get(id.as_str()).map(|w| w.id.clone()),
-                        recording_error,
-                        live_demand: u32::from(wanted.contains_key(&id)),
-                    },
-                    version: s.version,
-                    access,
-                    info: s.record.info,
-                    status,
-                }
-            })
+            .map(
+                |((s, access), ((status, (mp, error)), (recording_error, sub_status)))| {
+                    let id = s.record.info.id.clone();
+                    let gateway = mp
+                        .map(|mp| self.pool.gateway(&mp.gateway).settings.name.clone())
+                        .unwrap_or_default();
+                    let status = status.unwrap_or_else(CameraStatus::unknown);
+                    CameraView {
+                        served_by: ServedBy {
+                            ingest: status.worker_id.clone(),
+                            gateway,
+                            gateway_error: error,
+                            recorder: recorders.get(id.as_str()).map(|w| w.id.clone()),
+                            recording_error,
+                            live_demand: u32::from(wanted.contains_key(&id)),
+                            sub_live_demand: u32::from(wanted.contains_key(&substream_id(&id))),
+                        },
+                        version: s.version,
+                        access,
+                        sub_status: s
+                            .record
+                            .info
+                            .sub_url
+                            .is_some()
+                            .then(|| sub_status.unwrap_or_else(CameraStatus::unknown)),
+                        info: s.record.info,
+                        status,
+                    }
+                },
+            )
             .collect())
     }
 
@@ -208,6 +219,12 @@ impl Cameras {
         let name = check_name(&body.name)?;
         let source = parse_source(&body.url)?;
         let retention_hours = check_retention(body.retention_hours)?;
+        let sub_url = body
+            .sub_url
+            .as_deref()
+            .map(check_sub_url)
+            .transpose()?
+            .flatten();
         let username = body.username.or(source.username).filter(|u| !u.is_empty());
         let password = body.password.or(source.password);
         let secret =
@@ -224,6 +241,7 @@ impl Cameras {
                 id: id.clone(),
                 name,
                 url: source.url,
+                sub_url,
                 has_password,
                 username,
                 recording: body.recording,
@@ -235,6 +253,7 @@ impl Cameras {
             },
             generation: 1,
             source_generation: 1,
+            sub_source_generation: 1,
             shares: Default::default(),
         };
         let existing: Vec<Mountpoint> = self
@@ -251,14 +270,18 @@ impl Cameras {
             .name
             .clone();
         let port = self.alloc.claim_port(&id).await?;
-        let mountpoint = Mountpoint {
+        let mut mountpoint = Mountpoint {
             id: self.alloc.next_id().await?,
             port,
             secret: cloudcam_core::random_hex(16),
             pin: cloudcam_core::random_hex(8),
             gateway,
+            sub: None,
         };
         let made = async {
+            if record.info.sub_url.is_some() {
+                mountpoint.sub = Some(self.new_sub_mountpoint(&id).await?);
+            }
             self.store.set_secret(&id, secret.as_ref()).await?;
             self.store.set_mountpoint(&id, &mountpoint).await?;
             self.store.index_for_user(&caller.name, &id).await?;
@@ -270,6 +293,9 @@ impl Cameras {
         .await;
         if let Err(e) = made {
             let _ = self.alloc.release_port(&id, port).await;
+            if let Some(sub) = mountpoint.sub {
+                let _ = self.alloc.release_port(&substream_id(&id), sub.port).await;
+            }
             let _ = self.store.forget(&id).await;
             return Err(e);
         }
@@ -277,6 +303,45 @@ impl Cameras {
         self.publish(&id).await?;
         tracing::info!(camera = %id, name = %record.info.name, url = %record.info.url, owner = %caller.name, "camera added");
         self.get(caller, &id).await
+    }
+
+    /// A new mountpoint (id and RTP port) for the substream of camera `id`.
+    async fn new_sub_mountpoint(&self, id: &str) -> Result<SubMountpoint, ApiError> {
+        let port = self.alloc.claim_port(&substream_id(id)).await?;
+        match self.alloc.next_id().await {
+            Ok(mp) => Ok(SubMountpoint { id: mp, port }),
+            Err(e) => {
+                let _ = self.alloc.release_port(&substream_id(id), port).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Gives the camera a substream mountpoint, or takes it away, as its record now says; the
+    /// caller holds its lease.
+    async fn follow_substream(&self, id: &str, has_sub: bool) -> Result<(), ApiError> {
+        let Some(mut mp) = self.store.mountpoint(id).await? else {
+            return Ok(());
+        };
+        match (has_sub, mp.sub) {
+            (true, None) => {
+                mp.sub = Some(self.new_sub_mountpoint(id).await?);
+                self.store.set_mountpoint(id, &mp).await?;
+                self.ensure_mountpoint(id, &mp).await;
+            }
+            (false, Some(sub)) => {
+                if let Some(part) = mp.stream(true)
+                    && let Err(e) = self.pool.remove(&part).await
+                {
+                    tracing::warn!(camera = %id, error = %e, "cannot remove the substream's Janus mountpoint");
+                }
+                mp.sub = None;
+                self.store.set_mountpoint(id, &mp).await?;
+                self.alloc.release_port(&substream_id(id), sub.port).await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Creates the mountpoint on its gateway now, noting for the camera why it cannot be; the
@@ -323,6 +388,8 @@ impl Cameras {
             if new_secret != secret {
                 self.store.set_secret(id, new_secret.as_ref()).await?;
             }
+            self.follow_substream(id, record.info.sub_url.is_some())
+                .await?;
             self.publish_held(id).await?;
             drop(lease);
             tracing::info!(camera = %id, user = %caller.name, "camera changed");
@@ -471,7 +538,10 @@ impl Cameras {
             return Ok(None);
         };
         let mountpoint = self.store.mountpoint(id).await?;
-        let wanted = self.demand.is_wanted(id).await?;
+        let wanted = (
+            self.demand.is_wanted(id).await?,
+            self.demand.is_wanted(&substream_id(id)).await?,
+        );
         let info = &stored.record.info;
         let has_secret = info.username.is_some() || info.has_password;
         let spec = spec(
@@ -524,6 +594,7 @@ fn apply(
     body: &UpdateCamera,
 ) -> Result<(CameraRecord, Option<CameraSecret>), ApiError> {
     let before = (record.info.url.clone(), secret.clone());
+    let sub_before = (record.info.sub_url.clone(), secret.clone());
     let mut secret = secret;
     if let Some(name) = &body.name {
         record.info.name = check_name(name)?;
@@ -574,6 +645,9 @@ fn apply(
     {
         secret = None;
     }
+    if let Some(sub) = &body.sub_url {
+        record.info.sub_url = check_sub_url(sub)?;
+    }
     if let Some(rec) = body.recording {
         record.info.recording = rec;
     }
@@ -589,6 +663,9 @@ fn apply(
     if (record.info.url.clone(), secret.clone()) != before {
         record.source_generation += 1;
     }
+    if (record.info.sub_url.clone(), secret.clone()) != sub_before {
+        record.sub_source_generation += 1;
+    }
     Ok((record, secret))
 }
 
@@ -596,7 +673,7 @@ fn apply(
 fn spec(
     record: &CameraRecord,
     mountpoint: Option<&Mountpoint>,
-    wanted: bool,
+    wanted: (bool, bool),
     has_secret: bool,
     pool: &Pool,
 ) -> v1::CameraSpec {
@@ -607,6 +684,7 @@ fn spec(
                 host: gateway.settings.rtp_host.clone(),
                 video_port: u32::from(mp.port),
                 gateway: gateway.settings.name.clone(),
+                sub_video_port: mp.sub.map_or(0, |s| u32::from(s.port)),
             }]
         })
         .unwrap_or_default();
@@ -624,11 +702,14 @@ fn spec(
         recording: info.recording,
         retention_hours: (info.retention_hours.ceil()) as u32,
         retention_seconds: (info.retention_hours * 3600.0).round() as u64,
-        live_demand: u32::from(wanted),
+        live_demand: u32::from(wanted.0),
         always_on: info.always_on,
         rtp_targets,
         generation: record.generation,
         source_generation: record.source_generation,
+        sub_source_url: info.sub_url.clone().unwrap_or_default(),
+        sub_live_demand: u32::from(wanted.1),
+        sub_source_generation: record.sub_source_generation,
     }
 }
 
@@ -665,6 +746,7 @@ mod tests {
         CreateCamera {
             name: name.into(),
             url: "rtsp://u:p@cam.local/s".into(),
+            sub_url: None,
             username: None,
             password: None,
             recording: false,
@@ -695,6 +777,71 @@ mod tests {
         let got = cams.get(&admin(), &id).await.unwrap();
         assert_eq!((got.info.name.as_str(), got.info.recording), ("b", true));
         assert_eq!(got.version, 3);
+    }
+
+    #[tokio::test]
+    async fn a_substream_gets_its_own_mountpoint_and_is_pulled_with_the_camera_credentials() {
+        let (cams, bus) = service();
+        let mut body = camera("a");
+        body.sub_url = Some("rtsp://cam.local/sub".into());
+        let created = cams.create(&admin(), body).await.unwrap();
+        let id = created.info.id;
+        assert_eq!(
+            created.info.sub_url.as_deref(),
+            Some("rtsp://cam.local/sub")
+        );
+        assert!(created.sub_status.is_some());
+        let mp = cams.store.mountpoint(&id).await.unwrap().unwrap();
+        let sub = mp.sub.expect("a substream mountpoint");
+        assert_ne!((sub.id, sub.port), (mp.id, mp.port));
+        let spec = bus.latest_spec(&id).unwrap();
+        assert_eq!(spec.sub_source_url, "rtsp://cam.local/sub");
+        assert_eq!(spec.rtp_targets[0].sub_video_port, u32::from(sub.port));
+        assert_eq!(spec.sub_live_demand, 0);
+        // A URL change of the main stream does not restart the substream, and back.
+        let generation = spec.sub_source_generation;
+        let change = |url: &str, sub: Option<&str>| UpdateCamera {
+            url: Some(url.into()),
+            sub_url: sub.map(Into::into),
+            ..Default::default()
+        };
+        cams.update(&admin(), &id, change("rtsp://cam.local/s2", None), None)
+            .await
+            .unwrap();
+        let spec = bus.latest_spec(&id).unwrap();
+        assert_eq!(spec.sub_source_generation, generation);
+        cams.update(
+            &admin(),
+            &id,
+            change("rtsp://cam.local/s2", Some("rtsp://cam.local/sub2")),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            bus.latest_spec(&id).unwrap().sub_source_generation,
+            generation + 1
+        );
+        // Credentials in the substream's URL are refused; removing it frees its port.
+        let err = cams
+            .update(
+                &admin(),
+                &id,
+                change("rtsp://cam.local/s2", Some("rtsp://x:y@cam.local/sub")),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "invalid_sub_url");
+        cams.update(&admin(), &id, change("rtsp://cam.local/s2", Some("")), None)
+            .await
+            .unwrap();
+        assert_eq!(cams.store.mountpoint(&id).await.unwrap().unwrap().sub, None);
+        let spec = bus.latest_spec(&id).unwrap();
+        assert!(spec.sub_source_url.is_empty());
+        assert_eq!(spec.rtp_targets[0].sub_video_port, 0);
+        let claim = format!("cloudcam:port:{}", sub.port);
+        assert_eq!(cams.state.get(&claim).await.unwrap(), None, "port freed");
     }
 
     #[tokio::test]

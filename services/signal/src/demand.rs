@@ -3,12 +3,16 @@
 //! The first viewer makes a camera wanted and publishes at once; it is released only
 //! `demand_grace_ms` after the last viewer left. Every signal instance runs the same
 //! idempotent pass, which reads only the viewer and demand sets (never every camera).
+//!
+//! Demand is kept per stream: a camera's main stream by its id, its substream by
+//! [`substream_id`] (the camera wall watches the substream, full screen the main stream), and
+//! each is pulled only while it is wanted.
 
 use crate::cameras::Cameras;
 use crate::error::ApiError;
 use crate::model::Mountpoint;
 use crate::store::DemandStore;
-use cloudcam_core::camera::CameraState;
+use cloudcam_core::camera::{CameraState, camera_of};
 use cloudcam_core::state::StateStore;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,10 +53,11 @@ impl Demand {
         }
     }
 
-    /// Registers a view of `user` and makes sure the camera is wanted (publishing at once if
-    /// not). Refused when the user has the most live views allowed open already, on any signal
-    /// instance. The first viewer of a camera that is not live gets a mountpoint without
-    /// any earlier picture (see [`Demand::forget_past`]).
+    /// Registers a view of `user` of one stream (`camera_id` is the camera's id, or its
+    /// substream's) and makes sure the stream is wanted (publishing at once if not). Refused
+    /// when the user has the most live views allowed open already, on any signal instance.
+    /// The first viewer of a stream that is not live gets a mountpoint without any earlier
+    /// picture (see [`Demand::forget_past`]); `mountpoint` is that stream's.
     pub async fn start_view(
         &self,
         camera_id: &str,
@@ -130,12 +135,13 @@ impl Demand {
         }
     }
 
-    /// The camera has a viewer: it is wanted from now (published unless it was already).
+    /// The stream has a viewer: it is wanted from now (its camera published unless it was
+    /// already).
     async fn want(&self, camera_id: &str) -> Result<(), ApiError> {
         let was = self.store.is_wanted(camera_id).await?;
         self.store.want(camera_id).await?;
         if !was {
-            self.cameras.publish(camera_id).await?;
+            self.cameras.publish(camera_of(camera_id).0).await?;
             tracing::info!(camera = %camera_id, "first viewer: camera wanted");
         }
         Ok(())
@@ -150,7 +156,7 @@ impl Demand {
         for id in &watched {
             if wanted.contains_key(id) {
                 self.store.want(id).await?;
-            } else if self.cameras.store.get(id).await?.is_some() {
+            } else if self.cameras.store.get(camera_of(id).0).await?.is_some() {
                 self.want(id).await?;
             }
         }
@@ -158,14 +164,15 @@ impl Demand {
             if watched.contains(&id) || now - seen < self.grace_ms {
                 continue;
             }
-            let _lease = self.cameras.store.lease(&id).await?;
+            let camera = camera_of(&id).0;
+            let _lease = self.cameras.store.lease(camera).await?;
             // A viewer may have come back while this pass ran.
             let fresh = self.store.wanted_since(&id).await?;
             if fresh.is_some_and(|s| cloudcam_core::now_ms() - s < self.grace_ms) {
                 continue;
             }
             self.store.release(&id).await?;
-            self.cameras.publish_held(&id).await?;
+            self.cameras.publish_held(camera).await?;
             tracing::info!(camera = %id, "no viewer for the grace period: camera released");
         }
         Ok(())

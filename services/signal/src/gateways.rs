@@ -38,9 +38,16 @@ impl Gateways {
         let known: HashMap<&str, Option<String>> =
             ids.iter().map(String::as_str).zip(errors).collect();
         for (id, mp) in &cams {
-            let now = if let Some(reason) = outcomes.iter().find_map(|o| o.failed.get(&mp.id)) {
+            let parts = mp.parts();
+            let now = if let Some(reason) = outcomes
+                .iter()
+                .find_map(|o| parts.iter().find_map(|p| o.failed.get(&p.id)))
+            {
                 Some(reason.clone())
-            } else if outcomes.iter().any(|o| o.present.contains(&mp.id)) {
+            } else if outcomes
+                .iter()
+                .any(|o| parts.iter().all(|p| o.present.contains(&p.id)))
+            {
                 None
             } else {
                 // Its gateway did not answer: nothing new is known.

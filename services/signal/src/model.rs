@@ -19,6 +19,44 @@ pub struct Mountpoint {
     pub pin: String,
     /// The gateway of the Janus pool it is on.
     pub gateway: String,
+    /// The substream's own mountpoint on the same gateway (same secret and pin), for a camera
+    /// with a substream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<SubMountpoint>,
+}
+
+/// The Janus mountpoint of a camera's substream.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubMountpoint {
+    pub id: u64,
+    pub port: u16,
+}
+
+impl Mountpoint {
+    /// The Janus mountpoint of one stream (`None`: the camera has no substream), as a
+    /// mountpoint of its own.
+    pub fn stream(&self, sub: bool) -> Option<Mountpoint> {
+        let (id, port) = if sub {
+            let s = self.sub?;
+            (s.id, s.port)
+        } else {
+            (self.id, self.port)
+        };
+        Some(Mountpoint {
+            id,
+            port,
+            sub: None,
+            ..self.clone()
+        })
+    }
+
+    /// Every Janus mountpoint this camera has: its main stream's and its substream's.
+    pub fn parts(&self) -> Vec<Mountpoint> {
+        [false, true]
+            .into_iter()
+            .filter_map(|sub| self.stream(sub))
+            .collect()
+    }
 }
 
 /// What anyone signed in may see of a camera: no password, no mountpoint secrets.
@@ -28,6 +66,11 @@ pub struct CameraInfo {
     pub name: String,
     /// Source URL without credentials.
     pub url: String,
+    /// The camera's substream (a second, lower-resolution stream of the same camera, pulled
+    /// with the same credentials): the camera wall shows it, full screen and recordings use
+    /// the main stream. Absent when the camera has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_url: Option<String>,
     pub username: Option<String>,
     pub has_password: bool,
     pub recording: bool,
@@ -139,6 +182,9 @@ pub struct CameraRecord {
     /// Bumped when the source URL or credentials change.
     #[serde(default)]
     pub source_generation: u64,
+    /// Bumped when the substream's URL or the credentials change.
+    #[serde(default)]
+    pub sub_source_generation: u64,
     /// Who else may do what with it, by user name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shares: BTreeMap<String, Grant>,
@@ -191,6 +237,9 @@ pub struct CameraView {
     /// What the caller may do with it.
     pub access: Grant,
     pub status: CameraStatus,
+    /// The substream's status, for a camera with a substream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_status: Option<CameraStatus>,
     pub served_by: ServedBy,
 }
 
@@ -213,6 +262,8 @@ pub struct ServedBy {
     pub recording_error: Option<String>,
     /// 1 while viewers keep it pulled, else 0.
     pub live_demand: u32,
+    /// 1 while viewers keep its substream pulled, else 0.
+    pub sub_live_demand: u32,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -221,6 +272,10 @@ pub struct CreateCamera {
     pub name: String,
     /// `rtsp://` or `rtsps://`; credentials in it are moved out and kept secret.
     pub url: String,
+    /// The camera's substream, `rtsp://` or `rtsps://`, pulled with the camera's credentials
+    /// (so it carries none itself).
+    #[serde(default)]
+    pub sub_url: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -238,6 +293,8 @@ pub struct CreateCamera {
 pub struct UpdateCamera {
     pub name: Option<String>,
     pub url: Option<String>,
+    /// An empty string removes the substream.
+    pub sub_url: Option<String>,
     /// An empty string removes the credentials.
     pub username: Option<String>,
     pub password: Option<String>,
@@ -329,6 +386,29 @@ pub fn parse_source(raw: &str) -> Result<Source, ApiError> {
     })
 }
 
+/// A substream URL: like a source URL, but it may carry no credentials (the camera's own are
+/// used for it). `None` for an empty string (no substream).
+pub fn check_sub_url(raw: &str) -> Result<Option<String>, ApiError> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    let source = parse_source(raw).map_err(|e| match e {
+        ApiError::BadRequest(_, msg) => {
+            ApiError::BadRequest("invalid_sub_url", format!("sub_{msg}"))
+        }
+        other => other,
+    })?;
+    if source.username.is_some() || source.password.is_some() || !source.secret_query.is_empty() {
+        return Err(ApiError::BadRequest(
+            "invalid_sub_url",
+            "sub_url must carry no credentials: the substream is pulled with the camera's own \
+             (username, password, or those in url)"
+                .into(),
+        ));
+    }
+    Ok(Some(source.url))
+}
+
 pub fn check_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
@@ -375,6 +455,26 @@ mod tests {
         assert_eq!(s.url, "rtsp://cam.local:554/stream1");
         assert_eq!(s.username.as_deref(), Some("bob"));
         assert_eq!(s.password.as_deref(), Some("s@cret"));
+    }
+
+    #[test]
+    fn a_substream_url_carries_no_credentials() {
+        assert_eq!(
+            check_sub_url("rtsp://cam/sub?channel=1")
+                .unwrap()
+                .as_deref(),
+            Some("rtsp://cam/sub?channel=1")
+        );
+        assert_eq!(check_sub_url(" ").unwrap(), None);
+        for bad in [
+            "rtsp://u:p@cam/sub",
+            "rtsp://cam/sub?pwd=x",
+            "http://cam/sub",
+        ] {
+            let err = check_sub_url(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_sub_url", "{bad}");
+            assert!(!err.client_message().contains("p@"), "{bad}");
+        }
     }
 
     #[test]

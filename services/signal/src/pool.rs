@@ -251,42 +251,56 @@ impl Pool {
         self.settings.rtp_port_min..=self.settings.rtp_port_max
     }
 
-    /// Creates the mountpoint on its gateway unless it is there already.
+    /// Creates the camera's mountpoints (its main stream's and its substream's) on its
+    /// gateway unless they are there already.
     pub async fn ensure(&self, mp: &Mountpoint) -> Result<(), JanusError> {
         let g = self.gateway(&mp.gateway);
         let h = g.janus.open().await?;
-        let res = h.request(g.create_body(mp)).await;
-        let _ = h.destroy().await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if exists(&e) => Ok(()),
-            Err(e) => Err(e),
+        let mut res = Ok(());
+        for part in mp.parts() {
+            res = match h.request(g.create_body(&part)).await {
+                Err(e) if !exists(&e) => Err(e),
+                _ => Ok(()),
+            };
+            if res.is_err() {
+                break;
+            }
         }
+        let _ = h.destroy().await;
+        res
     }
 
+    /// Destroys the camera's mountpoints (or the one stream's that `mp` is).
     pub async fn remove(&self, mp: &Mountpoint) -> Result<(), JanusError> {
         let h = self.gateway(&mp.gateway).janus.open().await?;
-        let res = h
-            .request(json!({"request": "destroy", "id": mp.id, "secret": mp.secret}))
-            .await;
-        let _ = h.destroy().await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(JanusError::Plugin { code, .. }) if code == NO_SUCH_MOUNTPOINT => Ok(()),
-            Err(e) => Err(e),
+        let mut res = Ok(());
+        for part in mp.parts() {
+            res = match h
+                .request(json!({"request": "destroy", "id": part.id, "secret": part.secret}))
+                .await
+            {
+                Err(JanusError::Plugin { code, .. }) if code == NO_SUCH_MOUNTPOINT => Ok(()),
+                Err(e) => Err(e),
+                Ok(_) => Ok(()),
+            };
+            if res.is_err() {
+                break;
+            }
         }
+        let _ = h.destroy().await;
+        res
     }
 
     /// Health-checks every gateway, re-creating the mountpoints each is missing (after a
     /// restart, say). Returns what each answering gateway did.
     pub async fn reconcile(&self, mountpoints: &[&Mountpoint]) -> Vec<Outcome> {
         let checks = self.gateways.iter().map(|g| async move {
-            let mine: Vec<&Mountpoint> = mountpoints
+            let mine: Vec<Mountpoint> = mountpoints
                 .iter()
-                .copied()
                 .filter(|mp| self.hosts(g, mp))
+                .flat_map(|mp| mp.parts())
                 .collect();
-            let res = g.reconcile(&mine).await;
+            let res = g.reconcile(&mine.iter().collect::<Vec<_>>()).await;
             g.record(res.as_ref().map(|o| o.present.len()));
             match res {
                 Ok(o) => {
@@ -420,6 +434,7 @@ mod tests {
             secret: "s".into(),
             pin: "p".into(),
             gateway: "janus-1".into(),
+            sub: None,
         }
     }
 

@@ -12,11 +12,15 @@ use serde_json::Value;
 pub enum ClientMessage {
     /// Start watching a camera; answered by `offer` (or `error`). `low_latency` (default:
     /// the server's `playout.low_latency`) asks the browser to show frames as soon as they
-    /// are decoded rather than smooth them out.
+    /// are decoded rather than smooth them out. `stream` (default `main`) picks the camera's
+    /// main stream or its substream; a main stream browsers cannot play (H.265) is replaced
+    /// by the substream where there is one, and the offer says which stream it is.
     Watch {
         camera_id: String,
         #[serde(default)]
         low_latency: Option<bool>,
+        #[serde(default)]
+        stream: Option<Stream>,
     },
     /// The browser's SDP answer to an `offer`.
     Answer { view_id: String, sdp: String },
@@ -27,6 +31,17 @@ pub enum ClientMessage {
     },
     /// Stop watching; the Janus session is torn down at once.
     Stop { view_id: String },
+}
+
+/// One of a camera's streams.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// The camera's own (full-resolution) stream: the one recorded.
+    #[default]
+    Main,
+    /// Its second, low-resolution stream, where it has one.
+    Sub,
 }
 
 /// Signal → browser.
@@ -40,6 +55,8 @@ pub enum ServerMessage {
     Offer {
         view_id: String,
         camera_id: String,
+        /// Which of the camera's streams the view shows.
+        stream: Stream,
         sdp: String,
     },
     /// The view's WebRTC state: `up`, `receiving`, `ended`.
@@ -48,14 +65,19 @@ pub enum ServerMessage {
         state: String,
         reason: String,
     },
-    /// A camera's status changed.
+    /// The status of one of a camera's streams changed.
     CameraStatus {
         camera_id: String,
+        stream: Stream,
         status: CameraStatus,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
         view_id: Option<String>,
+        /// The camera of the view, for an error about one (the browser may not know the
+        /// view's id yet).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        camera_id: Option<String>,
         code: String,
         message: String,
     },
@@ -73,18 +95,27 @@ mod tests {
             m,
             ClientMessage::Watch {
                 camera_id: "abc".into(),
-                low_latency: None
+                low_latency: None,
+                stream: None,
             }
         );
-        let m: ClientMessage =
-            serde_json::from_str(r#"{"type":"watch","camera_id":"abc","low_latency":false}"#)
-                .unwrap();
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"watch","camera_id":"abc","low_latency":false,"stream":"sub"}"#,
+        )
+        .unwrap();
         assert_eq!(
             m,
             ClientMessage::Watch {
                 camera_id: "abc".into(),
-                low_latency: Some(false)
+                low_latency: Some(false),
+                stream: Some(Stream::Sub),
             }
+        );
+        assert!(
+            serde_json::from_str::<ClientMessage>(
+                r#"{"type":"watch","camera_id":"abc","stream":"third"}"#
+            )
+            .is_err()
         );
         let m: ClientMessage =
             serde_json::from_str(r#"{"type":"candidate","view_id":"v","candidate":null}"#).unwrap();

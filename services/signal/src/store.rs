@@ -18,7 +18,7 @@
 
 use crate::error::ApiError;
 use crate::model::{CameraRecord, Mountpoint, Stored};
-use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key, status_key};
+use cloudcam_core::camera::{CameraSecret, CameraStatus, secret_key, status_key, substream_id};
 use cloudcam_core::state::{Lease, StateError, StateStore, decode, get_json, set_json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -141,20 +141,27 @@ impl CameraStore {
     /// writer racing a delete left behind).
     pub async fn forget(&self, id: &str) -> Result<(), StateError> {
         self.state.set_remove(IDS, id).await?;
+        let sub = substream_id(id);
         if let Some(mp) = self.mountpoint(id).await? {
             self.state
                 .del_if_eq(&port_key(mp.port), id.as_bytes())
                 .await?;
+            if let Some(s) = mp.sub {
+                self.state
+                    .del_if_eq(&port_key(s.port), sub.as_bytes())
+                    .await?;
+            }
         }
         for key in [
             secret_key(id),
             status_key(id),
+            status_key(&sub),
             mountpoint_key(id),
             mountpoint_error_key(id),
         ] {
             self.state.del(&key).await?;
         }
-        self.state.zrem(DEMAND, &[id.to_string()]).await
+        self.state.zrem(DEMAND, &[id.to_string(), sub]).await
     }
 
     /// Notes that `user` owns or shares the camera, so their listing finds it without reading

@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use crate::janus::{Handle, Janus, Jsep, Reply};
 use crate::model::Mountpoint;
-use crate::protocol::ServerMessage;
+use crate::protocol::{ServerMessage, Stream};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -21,6 +21,8 @@ pub enum Command {
 /// What a view watches.
 pub struct View {
     pub camera_id: String,
+    /// Which of its streams, and that stream's mountpoint.
+    pub stream: Stream,
     pub mountpoint: Mountpoint,
     pub view_id: String,
     /// The view ends if its offer is not answered by then.
@@ -40,6 +42,7 @@ pub async fn run(
 ) {
     let View {
         camera_id,
+        stream,
         mountpoint,
         view_id,
         offer_timeout,
@@ -48,6 +51,7 @@ pub async fn run(
     let fail = |code: &str, message: String| {
         send(ServerMessage::Error {
             view_id: Some(view_id.clone()),
+            camera_id: Some(camera_id.clone()),
             code: code.into(),
             message,
         })
@@ -72,7 +76,7 @@ pub async fn run(
     }
     let ended = drive(
         &handle,
-        &camera_id,
+        (&camera_id, stream),
         &view_id,
         offer_timeout,
         &mut commands,
@@ -96,7 +100,7 @@ pub async fn run(
 /// The view's event loop; returns why it ended.
 async fn drive(
     handle: &Handle,
-    camera_id: &str,
+    (camera_id, stream): (&str, Stream),
     view_id: &str,
     offer_timeout: Duration,
     commands: &mut mpsc::Receiver<Command>,
@@ -150,6 +154,7 @@ async fn drive(
                             send(ServerMessage::Offer {
                                 view_id: view_id.to_string(),
                                 camera_id: camera_id.to_string(),
+                                stream,
                                 sdp: jsep.sdp,
                             });
                         }

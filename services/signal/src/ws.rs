@@ -9,12 +9,14 @@
 
 use crate::app::AppState;
 use crate::auth::{Authed, Caller, Credential};
+use crate::error::ApiError;
 use crate::model::{Grant, Need};
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::protocol::{ClientMessage, ServerMessage, Stream};
 use crate::viewer::{self, Command};
 use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
+use cloudcam_core::camera::{CameraStatus, substream_id};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -114,6 +116,7 @@ impl WsSession {
             ctx,
             &ServerMessage::Error {
                 view_id,
+                camera_id: None,
                 code: code.into(),
                 message,
             },
@@ -125,7 +128,8 @@ impl WsSession {
             ClientMessage::Watch {
                 camera_id,
                 low_latency,
-            } => self.watch(camera_id, low_latency, ctx),
+                stream,
+            } => self.watch(camera_id, low_latency, stream, ctx),
             ClientMessage::Answer { view_id, sdp } => {
                 self.command(&view_id, Command::Answer(sdp), ctx)
             }
@@ -207,17 +211,21 @@ impl WsSession {
         &mut self,
         camera_id: String,
         low_latency: Option<bool>,
+        stream: Option<Stream>,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         if self.views.len() >= self.max_views {
-            return Self::error(
+            return Self::send(
                 ctx,
-                None,
-                "too_many_views",
-                format!(
-                    "at most {} views may be open on one connection; stop one first",
-                    self.max_views
-                ),
+                &ServerMessage::Error {
+                    view_id: None,
+                    camera_id: Some(camera_id),
+                    code: "too_many_views".into(),
+                    message: format!(
+                        "at most {} views may be open on one connection; stop one first",
+                        self.max_views
+                    ),
+                },
             );
         }
         let app = self.app.clone();
@@ -234,34 +242,31 @@ impl WsSession {
         );
         tracing::info!(user = %self.caller.name, camera = %camera_id, view = %view_id, "view opened");
         actix::spawn(async move {
-            // One read of the record, authorized as loaded; and the status, which says when
-            // the camera sends nothing a browser can play.
-            let (camera, status) = tokio::join!(
+            // One read of the record, authorized as loaded; and the statuses, which say when
+            // a stream is nothing a browser can play.
+            let sub_id = substream_id(&camera_id);
+            let (camera, status, sub_status) = tokio::join!(
                 app.cameras.load(&camera_id),
-                app.cameras.store.status(&camera_id)
+                app.cameras.store.status(&camera_id),
+                app.cameras.store.status(&sub_id),
             );
-            let camera = camera.and_then(|c| {
+            let chosen = camera.and_then(|c| {
                 c.stored.record.authorize(&caller, Need::Live)?;
-                match status? {
-                    Some(s) if !s.live_unavailable.is_empty() => {
-                        Err(crate::error::ApiError::LiveUnavailable(s.live_unavailable))
-                    }
-                    _ => Ok(c),
-                }
+                let has_sub = c.stored.record.info.sub_url.is_some();
+                let stream = choose_stream(&camera_id, stream, has_sub, status?, sub_status?)?;
+                c.mountpoint
+                    .and_then(|mp| mp.stream(stream == Stream::Sub))
+                    .map(|mp| (stream, mp))
+                    .ok_or_else(|| {
+                        ApiError::NotFound(format!("camera {camera_id} has no mountpoint yet"))
+                    })
             });
-            let mountpoint = match camera {
-                Ok(c) => c.mountpoint.ok_or_else(|| {
-                    crate::error::ApiError::NotFound(format!(
-                        "camera {camera_id} has no mountpoint yet"
-                    ))
-                }),
-                Err(e) => Err(e),
-            };
-            let mountpoint = match mountpoint {
-                Ok(mp) => mp,
+            let (stream, mountpoint) = match chosen {
+                Ok(chosen) => chosen,
                 Err(e) => {
                     addr.do_send(Outgoing(ServerMessage::Error {
                         view_id: Some(view_id),
+                        camera_id: Some(camera_id),
                         code: e.code().into(),
                         message: e.client_message(),
                     }));
@@ -270,13 +275,23 @@ impl WsSession {
             };
             let _viewing = match app
                 .demand
-                .start_view(&camera_id, &view_id, &caller.name, &mountpoint)
+                .start_view(
+                    if stream == Stream::Sub {
+                        &sub_id
+                    } else {
+                        &camera_id
+                    },
+                    &view_id,
+                    &caller.name,
+                    &mountpoint,
+                )
                 .await
             {
                 Ok(v) => v,
                 Err(e) => {
                     addr.do_send(Outgoing(ServerMessage::Error {
                         view_id: Some(view_id),
+                        camera_id: Some(camera_id),
                         code: e.code().into(),
                         message: e.client_message(),
                     }));
@@ -287,6 +302,7 @@ impl WsSession {
             let send_addr = addr.clone();
             let view = viewer::View {
                 camera_id,
+                stream,
                 mountpoint,
                 view_id,
                 offer_timeout: app.offer_timeout,
@@ -381,10 +397,19 @@ impl StreamHandler<Result<(String, cloudcam_core::camera::CameraStatus), Broadca
         item: Result<(String, cloudcam_core::camera::CameraStatus), BroadcastStreamRecvError>,
         ctx: &mut Self::Context,
     ) {
-        if let Ok((camera_id, status)) = item
-            && self.may(&camera_id, |g| !g.is_empty())
-        {
-            Self::send(ctx, &ServerMessage::CameraStatus { camera_id, status });
+        if let Ok((id, status)) = item {
+            let (camera_id, sub) = cloudcam_core::camera::camera_of(&id);
+            if self.may(camera_id, |g| !g.is_empty()) {
+                let stream = if sub { Stream::Sub } else { Stream::Main };
+                Self::send(
+                    ctx,
+                    &ServerMessage::CameraStatus {
+                        camera_id: camera_id.into(),
+                        stream,
+                        status,
+                    },
+                );
+            }
         }
     }
 
@@ -421,5 +446,78 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 ctx.stop();
             }
         }
+    }
+}
+
+/// Which of a camera's streams a view gets: the one asked for (the main stream by default),
+/// except that a main stream browsers cannot play (`live_unavailable`: H.265, say) gives way
+/// to the substream where there is one. A stream browsers cannot play is refused with why.
+fn choose_stream(
+    camera_id: &str,
+    asked: Option<Stream>,
+    has_sub: bool,
+    main: Option<CameraStatus>,
+    sub: Option<CameraStatus>,
+) -> Result<Stream, ApiError> {
+    let unplayable = |s: &Option<CameraStatus>| {
+        s.as_ref()
+            .map(|s| s.live_unavailable.clone())
+            .filter(|r| !r.is_empty())
+    };
+    let stream = match asked.unwrap_or_default() {
+        Stream::Sub if !has_sub => {
+            return Err(ApiError::BadRequest(
+                "no_substream",
+                format!("camera {camera_id} has no substream"),
+            ));
+        }
+        Stream::Main if has_sub && unplayable(&main).is_some() => Stream::Sub,
+        asked => asked,
+    };
+    let status = if stream == Stream::Sub { &sub } else { &main };
+    match unplayable(status) {
+        Some(why) => Err(ApiError::LiveUnavailable(why)),
+        None => Ok(stream),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(live_unavailable: &str) -> Option<CameraStatus> {
+        Some(CameraStatus {
+            live_unavailable: live_unavailable.into(),
+            ..CameraStatus::unknown()
+        })
+    }
+
+    #[test]
+    fn a_view_gets_the_stream_asked_for_or_the_substream_in_place_of_h265() {
+        let h265 = "the camera sends H.265 video";
+        let pick = |asked, has_sub, main, sub| {
+            choose_stream("c", asked, has_sub, main, sub).map_err(|e| e.code())
+        };
+        assert_eq!(pick(None, true, status(""), None), Ok(Stream::Main));
+        assert_eq!(pick(Some(Stream::Sub), true, None, None), Ok(Stream::Sub));
+        assert_eq!(
+            pick(Some(Stream::Sub), false, None, None),
+            Err("no_substream")
+        );
+        // An H.265 main stream: the H.264 substream instead, whatever was asked.
+        assert_eq!(pick(None, true, status(h265), status("")), Ok(Stream::Sub));
+        assert_eq!(
+            pick(Some(Stream::Main), true, status(h265), None),
+            Ok(Stream::Sub)
+        );
+        // Nothing a browser can play.
+        assert_eq!(
+            pick(None, false, status(h265), None),
+            Err("live_unavailable")
+        );
+        assert_eq!(
+            pick(None, true, status(h265), status(h265)),
+            Err("live_unavailable")
+        );
     }
 }

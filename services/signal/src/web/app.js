@@ -1,12 +1,13 @@
 // cloudcam web UI: sign in, list cameras with live status, add/rename/delete/share cameras, watch
-// one live over WebRTC, users (administrators). All signalling goes through signal's WebSocket;
+// one live over WebRTC (full resolution, or its substream), a live wall of every camera (their
+// substreams where they have them), users (administrators). All signalling goes through signal's WebSocket;
 // the page never talks to Janus. The token travels only in the Authorization header: where the
 // browser cannot send one (<img>, <video>, the WebSocket) it uses a short-lived signed URL.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 // `unsent`: messages sent before the WebSocket opened (a Watch clicked as the page loads).
-const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), ws: null, unsent: [], view: null, snapshotEpoch: 0, rec: null, signed: new Map() };
+const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), ws: null, unsent: [], view: null, tiles: new Map(), wall: false, snapshotEpoch: 0, rec: null, signed: new Map() };
 // Snapshots on the camera list refresh every 30 s.
 setInterval(() => { state.snapshotEpoch += 1; if (state.token && !$("main-view").hidden) render(); }, 30000);
 
@@ -71,6 +72,7 @@ $("add-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("add-error").textContent = "";
   const body = { name: $("add-name").value, url: $("add-url").value };
+  if ($("add-sub-url").value) body.sub_url = $("add-sub-url").value;
   if ($("add-username").value) body.username = $("add-username").value;
   if ($("add-password").value) body.password = $("add-password").value;
   body.recording = $("add-recording").checked;
@@ -111,8 +113,9 @@ function render() {
       b.className = cls; b.textContent = label;
       actions.appendChild(b);
     };
-    // A camera whose video no browser here can play (H.265 only) is recorded, not watched.
-    const watchable = can.live && !st.live_unavailable;
+    // A camera whose video no browser here can play (H.265) is watched through its substream;
+    // without one it is recorded, not watched.
+    const watchable = can.live && (!st.live_unavailable || !!cam.sub_url);
     button("watch", "Watch", watchable);
     button("recordings", "Recordings", can.playback);
     button("record", cam.recording ? "Stop recording" : "Record", can.manage);
@@ -120,9 +123,9 @@ function render() {
     button("share", "Share", can.manage);
     button("delete", "Delete", can.manage);
     card.querySelector(".name").textContent = cam.name;
-    card.querySelector(".url").textContent = cam.url + (cam.username ? ` (as ${cam.username})` : "");
+    card.querySelector(".url").textContent = cam.url + (cam.sub_url ? ` · substream ${cam.sub_url}` : "") + (cam.username ? ` (as ${cam.username})` : "");
     const by = cam.served_by || {};
-    const unavailable = by.gateway_error || st.live_unavailable;
+    const unavailable = by.gateway_error || (!watchable && st.live_unavailable);
     card.querySelector(".reason").textContent = unavailable ? `live view unavailable: ${unavailable}` : st.reason;
     card.querySelector(".served").textContent = [
       by.ingest && `ingest ${by.ingest}`, by.gateway && `gateway ${by.gateway}`, by.recorder && `recorder ${by.recorder}`,
@@ -174,7 +177,8 @@ async function connectWs() {
       if (!state.token) return;
       try { await api("GET", "/me"); } catch (_) { return; }
       await connectWs();
-      if (state.view) watch(state.view.cameraId);
+      if (state.view) watch(state.view.cameraId, state.view.asked);
+      if (state.wall) openWall();
     }, 1000);
   };
   return new Promise((resolve) => {
@@ -195,53 +199,81 @@ async function onServerMessage(msg) {
   switch (msg.type) {
     case "camera_status": {
       const cam = state.cameras.get(msg.camera_id);
+      if (msg.stream === "sub") {
+        // The substream's own status: it never stands for the camera's.
+        if (cam) cam.sub_status = msg.status;
+        const tile = state.tiles.get(msg.camera_id);
+        if (tile && tile.ended && msg.status.state === "live") openTile(tile.cameraId);
+        break;
+      }
       if (cam) { cam.status = msg.status; render(); }
       // A camera this page does not know yet (just added, here or elsewhere, or shared with
       // this user): fetch it.
       else api("GET", `/cameras/${msg.camera_id}`).then((c) => {
         if (!state.cameras.has(c.id)) { state.cameras.set(c.id, c); render(); }
       }).catch(() => {});
-      if (view && view.cameraId === msg.camera_id && msg.status.live_unavailable) {
+      if (view && view.cameraId === msg.camera_id && msg.status.live_unavailable && !(cam && cam.sub_url)) {
         closeView(false);
         $("player-state").textContent = `live view unavailable: ${msg.status.live_unavailable}`;
-      } else if (view && view.cameraId === msg.camera_id && msg.status.state === "live" && view.ended) watch(view.cameraId);
+      } else if (view && view.cameraId === msg.camera_id && msg.status.state === "live" && view.ended) watch(view.cameraId, view.asked);
+      const tile = state.tiles.get(msg.camera_id);
+      if (tile && tile.ended && tile.asked === "main" && msg.status.state === "live") openTile(tile.cameraId);
       break;
     }
     case "offer": {
       // The server names the view in its offer.
-      if (view && !view.viewId && view.cameraId === msg.camera_id) {
-        view.viewId = msg.view_id;
-        for (const c of view.pending.splice(0)) send({ type: "candidate", view_id: view.viewId, candidate: c });
+      const target = viewFor(msg);
+      if (target && !target.viewId) {
+        target.viewId = msg.view_id;
+        for (const c of target.pending.splice(0)) send({ type: "candidate", view_id: target.viewId, candidate: c });
       }
-      if (!view || view.viewId !== msg.view_id) { send({ type: "stop", view_id: msg.view_id }); return; }
-      await view.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
-      const answer = await view.pc.createAnswer();
-      await view.pc.setLocalDescription(answer);
+      if (!target) { send({ type: "stop", view_id: msg.view_id }); return; }
+      target.stream = msg.stream;
+      if (target === view) showStream(view);
+      await target.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+      const answer = await target.pc.createAnswer();
+      await target.pc.setLocalDescription(answer);
       send({ type: "answer", view_id: msg.view_id, sdp: answer.sdp });
       break;
     }
-    case "view_state":
-      if (view && view.viewId === msg.view_id) {
-        $("player-state").textContent = msg.state;
-        if (msg.state === "ended") retry(view, "the view ended");
+    case "view_state": {
+      const target = viewFor(msg);
+      if (target) {
+        target.say(msg.state);
+        if (msg.state === "ended") retry(target, "the view ended");
       }
       break;
-    case "error":
-      if (["forbidden", "camera_not_found", "too_many_views", "live_unavailable"].includes(msg.code)) {
-        if (view && !view.viewId) { view.ended = true; $("player-state").textContent = msg.message; }
+    }
+    case "error": {
+      const target = viewFor(msg);
+      if (!target) break;
+      if (["forbidden", "camera_not_found", "too_many_views", "live_unavailable", "no_substream"].includes(msg.code)) {
+        if (!target.viewId) { target.ended = true; target.say(msg.message); }
         break;
       }
-      if (view && (msg.view_id === view.viewId || (!view.viewId && msg.view_id))) retry(view, msg.message);
+      retry(target, msg.message);
       break;
+    }
   }
+}
+
+// The open view (the player's, or a wall tile's) a server message is about: by its view id,
+// or — before the server has named it — the one of the message's camera still waiting.
+function viewFor(msg) {
+  const views = [state.view, ...state.tiles.values()].filter(Boolean);
+  return views.find((v) => v.viewId && v.viewId === msg.view_id)
+    || views.find((v) => !v.viewId && v.cameraId === msg.camera_id);
 }
 
 // A view the server ended (gateway lost, camera moved) is opened again until the user closes it.
 function retry(view, why) {
   if (view.ended) return;
   view.ended = true;
-  $("player-state").textContent = `reconnecting: ${why}`;
-  setTimeout(() => { if (state.view === view) watch(view.cameraId); }, 2000);
+  view.say(`reconnecting: ${why}`);
+  setTimeout(() => {
+    if (state.view === view) watch(view.cameraId, view.asked);
+    else if (state.tiles.get(view.cameraId) === view) openTile(view.cameraId);
+  }, 2000);
 }
 
 // Low latency (the default): the browser shows each frame once decoded. Remembered per browser.
@@ -249,7 +281,7 @@ const lowLatency = () => localStorage.getItem("cloudcam.lowLatency") !== "false"
 $("low-latency").checked = lowLatency();
 $("low-latency").addEventListener("change", (ev) => {
   localStorage.setItem("cloudcam.lowLatency", String(ev.target.checked));
-  if (state.view) watch(state.view.cameraId);
+  if (state.view) watch(state.view.cameraId, state.view.asked);
 });
 
 // A view the browser holds back longer than this, three checks in a row, is opened again.
@@ -274,44 +306,126 @@ async function checkDelay(view) {
   if (view.late >= 3 && state.view === view) {
     view.ended = true;
     console.warn(`view of ${view.cameraId}: ${Math.round(view.delayMs)} ms behind; opening it again`);
-    watch(view.cameraId);
+    watch(view.cameraId, view.asked);
     $("player-state").textContent = `reopened: video was ${Math.round(view.delayMs)} ms behind`;
   }
 }
 
-// Opens (or re-opens) the live view of a camera.
-function watch(cameraId) {
-  closeView(false);
-  const cam = state.cameras.get(cameraId);
-  $("player-title").textContent = cam ? cam.name : cameraId;
-  $("player-state").textContent = "connecting";
-  $("player").hidden = false;
+// A WebRTC view of one of a camera's streams ("main" or "sub"), shown in `video`; `say` shows
+// its state. The server answers with an offer naming the view and the stream it shows.
+function openStream(cameraId, stream, video, say, isCurrent) {
   const pc = new RTCPeerConnection({ iceServers: [] });
-  const view = { cameraId, pc, viewId: null, ended: false, pending: [] };
-  state.view = view;
-  pc.ontrack = (ev) => { $("video").srcObject = ev.streams[0] || new MediaStream([ev.track]); };
+  const view = { cameraId, asked: stream, stream, pc, viewId: null, ended: false, pending: [], say };
+  pc.ontrack = (ev) => { video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
   pc.onicecandidate = (ev) => {
     const c = ev.candidate ? ev.candidate.toJSON() : null;
     if (view.viewId) send({ type: "candidate", view_id: view.viewId, candidate: c }); else view.pending.push(c);
   };
   pc.onconnectionstatechange = () => {
-    if (pc.connectionState === "failed" && state.view === view) retry(view, "connection failed");
+    if (pc.connectionState === "failed" && isCurrent(view)) retry(view, "connection failed");
   };
-  send({ type: "watch", camera_id: cameraId, low_latency: lowLatency() });
+  send({ type: "watch", camera_id: cameraId, low_latency: lowLatency(), stream });
+  return view;
+}
+
+function stopStream(view) {
+  if (view.viewId) send({ type: "stop", view_id: view.viewId });
+  view.pc.close();
+}
+
+// Opens (or re-opens) the full view of a camera: its main stream unless `stream` says "sub".
+// The live wall is closed meanwhile (its tiles would watch the same cameras twice).
+function watch(cameraId, stream = "main") {
+  closeView(false);
+  if (state.wall) closeWall(true);
+  const cam = state.cameras.get(cameraId);
+  $("player-title").textContent = cam ? cam.name : cameraId;
+  $("player-state").textContent = "connecting";
+  $("player").hidden = false;
+  const say = (text) => { if (state.view === view) $("player-state").textContent = text; };
+  const view = openStream(cameraId, stream, $("video"), say, (v) => state.view === v);
+  state.view = view;
+  showStream(view);
   view.watchdog = setInterval(() => checkDelay(view).catch(() => {}), DELAY_CHECK_MS);
   window.cloudcamView = view;
 }
 
+// The player's stream choice, for a camera with a substream.
+function showStream(view) {
+  const cam = state.cameras.get(view.cameraId);
+  const select = $("player-stream");
+  select.hidden = !(cam && cam.sub_url);
+  select.value = view.stream;
+  if (view.stream !== view.asked) {
+    $("player-state").textContent = "substream: the main stream cannot be played in this browser";
+  }
+}
+
+$("player-stream").addEventListener("change", (ev) => {
+  if (state.view) watch(state.view.cameraId, ev.target.value);
+});
+
+// The live wall: every camera the user may watch, each in a tile showing its substream where
+// it has one (cheap to pull and decode by the dozen); a click opens its main stream.
+function openTile(cameraId) {
+  const cam = state.cameras.get(cameraId);
+  const old = state.tiles.get(cameraId);
+  if (old) stopStream(old);
+  let el = old && old.el;
+  if (!el) {
+    el = document.createElement("div");
+    el.className = "tile";
+    el.dataset.id = cameraId;
+    el.innerHTML = `<video autoplay muted playsinline></video><span class="label"></span><span class="tile-state"></span>`;
+    el.querySelector(".label").textContent = cam ? cam.name : cameraId;
+    el.addEventListener("click", () => watch(cameraId, "main"));
+    $("wall").appendChild(el);
+  }
+  const say = (text) => { el.querySelector(".tile-state").textContent = text; };
+  const stream = cam && cam.sub_url ? "sub" : "main";
+  const tile = openStream(cameraId, stream, el.querySelector("video"), say, (v) => state.tiles.get(cameraId) === v);
+  tile.el = el;
+  state.tiles.set(cameraId, tile);
+  say("connecting");
+}
+
+function openWall() {
+  closeWall(false);
+  state.wall = true;
+  $("wall").hidden = false;
+  $("wall-toggle").textContent = "Close wall";
+  for (const cam of state.cameras.values()) {
+    const st = cam.status || {};
+    if (cam.access && cam.access.live && (!st.live_unavailable || cam.sub_url)) openTile(cam.id);
+  }
+}
+
+// Stops every tile; `resume` keeps the wall to be opened again when the player closes.
+function closeWall(resume) {
+  for (const tile of state.tiles.values()) stopStream(tile);
+  state.tiles.clear();
+  $("wall").replaceChildren();
+  $("wall").hidden = true;
+  state.wall = false;
+  state.wallResume = resume;
+  $("wall-toggle").textContent = "Live wall";
+}
+
+$("wall-toggle").addEventListener("click", () => { if (state.wall) closeWall(false); else openWall(); });
+window.cloudcamTiles = state.tiles;
+
 function closeView(hide = true) {
   const view = state.view;
   if (view) {
-    if (view.viewId) send({ type: "stop", view_id: view.viewId });
+    stopStream(view);
     clearInterval(view.watchdog);
-    view.pc.close();
     state.view = null;
   }
   $("video").srcObject = null;
-  if (hide) $("player").hidden = true;
+  if (hide) {
+    $("player").hidden = true;
+    if (state.wallResume) openWall();
+  }
 }
 
 $("player-close").addEventListener("click", () => closeView(true));
