@@ -28,11 +28,10 @@ pub struct VideoStats {
     pub codec: String,
 }
 
-/// Reads the stats of the page's current view (the UI and the API client both keep it in
-/// `window.cloudcamView`).
+/// Decoded-video statistics of a view (`__VIEW__`) shown in a video element (`__VIDEO__`).
 const STATS_JS: &str = r#"(async () => {
-  const view = window.cloudcamView;
-  const video = document.querySelector('video');
+  const view = __VIEW__;
+  const video = __VIDEO__;
   const out = { framesDecoded: 0, width: video ? video.videoWidth : 0, height: video ? video.videoHeight : 0, codec: '' };
   if (!view || !view.pc) return out;
   const stats = await view.pc.getStats();
@@ -208,8 +207,43 @@ impl Browser {
         .await
     }
 
+    /// The statistics of the open view: the web UI's player, or the API viewer's.
     pub async fn video_stats(&self) -> Result<VideoStats> {
-        self.eval(STATS_JS).await
+        self.eval(
+            &STATS_JS.replace("__VIEW__", "window.cloudcamView").replace(
+                "__VIDEO__",
+                "document.getElementById('video') || document.querySelector('video')",
+            ),
+        )
+        .await
+    }
+
+    /// The statistics of the web UI's live-wall tile of `camera_id`.
+    pub async fn tile_stats(&self, camera_id: &str) -> Result<VideoStats> {
+        let tile = format!("window.cloudcamTiles.get('{camera_id}')");
+        self.eval(&STATS_JS.replace("__VIEW__", &tile).replace(
+            "__VIDEO__",
+            &format!("{tile} && {tile}.el.querySelector('video')"),
+        ))
+        .await
+    }
+
+    /// Waits for the live-wall tile of `camera_id` to decode `frames` frames.
+    pub async fn wait_tile_frames(
+        &self,
+        camera_id: &str,
+        frames: u64,
+        timeout: Duration,
+    ) -> Result<VideoStats> {
+        wait_for(
+            &format!("{frames} decoded frames in the tile of {camera_id}"),
+            timeout,
+            || async {
+                let s = self.tile_stats(camera_id).await.ok()?;
+                (s.frames_decoded >= frames).then_some(s)
+            },
+        )
+        .await
     }
 
     /// Waits for `frames` more decoded frames than `since`, within `timeout`.

@@ -102,6 +102,32 @@ async fn bad_requests_get_clear_json_errors() -> anyhow::Result<()> {
         .await?;
     assert_error("no URL at all", &got, 400, "invalid_url", "url");
 
+    // A substream is pulled with the camera's credentials: one of its own is refused, and the
+    // answer does not repeat it.
+    let got = api
+        .call(
+            "POST",
+            "/cameras",
+            Some(json!({"name": "x", "url": "rtsp://cam/main", "sub_url": "rtsp://u:hunter2@cam/sub"})),
+        )
+        .await?;
+    assert_error(
+        "credentials in sub_url",
+        &got,
+        400,
+        "invalid_sub_url",
+        "credentials",
+    );
+    assert!(!got.1.to_string().contains("hunter2"), "{}", got.1);
+    let got = api
+        .call(
+            "POST",
+            "/cameras",
+            Some(json!({"name": "x", "url": "rtsp://cam/main", "sub_url": "http://cam/sub"})),
+        )
+        .await?;
+    assert_error("http sub_url", &got, 400, "invalid_sub_url", "sub_url");
+
     let got = api
         .call(
             "POST",

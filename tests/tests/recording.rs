@@ -34,6 +34,7 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
             &[
                 "lobby:width=640,height=360,fps=25,gop=25,audio=aac,audio_rate=44100",
                 "gate:width=640,height=360,fps=25,gop=25,codec=h265",
+                &format!("lobby-sub:{SMALL}"),
                 &format!("latm:{SMALL},audio=aac-latm,audio_rate=16000,audio_channels=2"),
                 &format!("aac8k:{SMALL},audio=aac,audio_rate=8000"),
                 &format!("aac48k:{SMALL},audio=aac,audio_rate=48000,audio_channels=2"),
@@ -49,7 +50,7 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         .await?;
     let api = Api::login(&p.signal.base).await?;
     let cam = api
-        .create_camera(json!({"name": "Lobby", "url": camsim.url("lobby"), "recording": true, "retention_hours": 24}))
+        .create_camera(json!({"name": "Lobby", "url": camsim.url("lobby"), "sub_url": camsim.url("lobby-sub"), "recording": true, "retention_hours": 24}))
         .await?;
     let id = cam["id"].as_str().unwrap().to_string();
     assert_eq!(cam["recording"], true);
@@ -99,6 +100,9 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
     .await?;
     let spans = list["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 1, "one continuous span: {spans:?}");
+    // Recording pulls the main stream; the substream is left alone while nobody watches it.
+    assert_eq!(camsim.playing("lobby-sub").await, 0);
+    assert_eq!(camsim.playing("lobby").await, 1);
     let segments: Vec<Value> = list["segments"].as_array().unwrap().clone();
     assert!(segments.len() >= 15, "{} segments", segments.len());
 
@@ -108,6 +112,8 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         let file = env.dir.join(format!("segment-{i}.mp4"));
         fetch(&store, key, &file).await?;
         let d = decode(&file)?;
+        // The main stream is recorded, never the substream.
+        assert_eq!((d.width, d.height), (640, 360), "segment {key}");
         let indexed_ms = (s["end_ms"].as_i64().unwrap() - s["start_ms"].as_i64().unwrap()) as f64;
         let expected = indexed_ms / FRAME_MS;
         assert!(

@@ -212,12 +212,21 @@ async function onServerMessage(msg) {
       else api("GET", `/cameras/${msg.camera_id}`).then((c) => {
         if (!state.cameras.has(c.id)) { state.cameras.set(c.id, c); render(); }
       }).catch(() => {});
-      if (view && view.cameraId === msg.camera_id && msg.status.live_unavailable && !(cam && cam.sub_url)) {
-        closeView(false);
-        $("player-state").textContent = `live view unavailable: ${msg.status.live_unavailable}`;
+      // The main stream turned out to be one this browser cannot play (H.265): a camera with a
+      // substream is watched through it (the server picks it now), one without says why.
+      if (view && view.cameraId === msg.camera_id && msg.status.live_unavailable && view.stream === "main") {
+        if (cam && cam.sub_url) watch(view.cameraId, view.asked);
+        else {
+          closeView(false);
+          $("player-state").textContent = `live view unavailable: ${msg.status.live_unavailable}`;
+        }
       } else if (view && view.cameraId === msg.camera_id && msg.status.state === "live" && view.ended) watch(view.cameraId, view.asked);
       const tile = state.tiles.get(msg.camera_id);
-      if (tile && tile.ended && tile.asked === "main" && msg.status.state === "live") openTile(tile.cameraId);
+      if (tile && tile.stream === "main" && msg.status.live_unavailable) {
+        stopStream(tile);
+        tile.ended = true;
+        tile.say(`live view unavailable: ${msg.status.live_unavailable}`);
+      } else if (tile && tile.ended && tile.asked === "main" && msg.status.state === "live") openTile(tile.cameraId);
       break;
     }
     case "offer": {
