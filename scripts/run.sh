@@ -28,7 +28,8 @@ JANUS_ADMIN_KEY="$janus_admin_key" JANUS_API_SECRET="$janus_api_secret" \
   scripts/janus-config.sh "$PWD/$run/janus" "$janus_port"
 janus -F "$PWD/$run/janus" > "$run/janus.log" 2>&1 & pids+=($!)
 target/debug/camsim --port "$camsim_port" \
-  --stream "demo:width=1280,height=720,fps=25,gop=50" > "$run/camsim.log" 2>&1 & pids+=($!)
+  --stream "demo:width=1280,height=720,fps=25,gop=50" \
+  --stream "demo-sub:width=640,height=360,fps=25,gop=50" > "$run/camsim.log" 2>&1 & pids+=($!)
 
 CLOUDCAM_STANDALONE_SIGNAL__LISTEN="0.0.0.0:$port" \
 CLOUDCAM_STANDALONE_SIGNAL__AUTH__ADMIN_PASSWORD="$password" \
@@ -44,7 +45,7 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null &
 token=$(curl -sf -X POST "$api/login" -H 'content-type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$password\"}" | sed -E 's/.*"token":"([^"]+)".*/\1/')
 curl -sf -X POST "$api/cameras" -H "authorization: Bearer $token" -H 'content-type: application/json' \
-  -d "{\"name\":\"Simulated camera\",\"url\":\"rtsp://127.0.0.1:$camsim_port/demo\",\"always_on\":true}" >/dev/null
+  -d "{\"name\":\"Simulated camera\",\"url\":\"rtsp://127.0.0.1:$camsim_port/demo\",\"sub_url\":\"rtsp://127.0.0.1:$camsim_port/demo-sub\",\"always_on\":true}" >/dev/null
 
 cat <<MSG
 
