@@ -41,6 +41,45 @@ const STATS_JS: &str = r#"(async () => {
   return out;
 })()"#;
 
+/// The open view's received audio: packets, codec, decoded samples and getStats's level.
+const AUDIO_JS: &str = r#"(async () => {
+  const out = { packets: 0, codec: '', samples: 0, level: 0 };
+  const view = window.cloudcamView;
+  if (!view || !view.pc) return out;
+  const stats = await view.pc.getStats();
+  let codecId = null;
+  stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') { out.packets = s.packetsReceived || 0; out.samples = s.totalSamplesReceived || 0; out.level = s.audioLevel || 0; codecId = s.codecId; } });
+  stats.forEach((s) => { if (s.id === codecId) out.codec = s.mimeType; });
+  return out;
+})()"#;
+
+/// The RMS level (0..1) of the open view's audio as the page hears it, through Web Audio
+/// (getStats's `audioLevel` stays 0 where Chromium plays no sound); -1 without an audio track.
+const AUDIO_LEVEL_JS: &str = r#"(async () => {
+  const view = window.cloudcamView;
+  const track = view && view.pc.getReceivers().map((r) => r.track).find((t) => t && t.kind === 'audio');
+  if (!track) return -1;
+  if (!window.testAudio || window.testAudio.track !== track) {
+    const ctx = new AudioContext();
+    await ctx.resume();
+    const analyser = ctx.createAnalyser();
+    ctx.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+    window.testAudio = { track, analyser };
+  }
+  const data = new Float32Array(window.testAudio.analyser.fftSize);
+  window.testAudio.analyser.getFloatTimeDomainData(data);
+  return Math.sqrt(data.reduce((sum, x) => sum + x * x, 0) / data.length);
+})()"#;
+
+/// What the open view has received of the camera's audio.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AudioStats {
+    pub packets: u64,
+    pub codec: String,
+    pub samples: u64,
+    pub level: f64,
+}
+
 /// A viewer that uses only the REST token and the WebSocket protocol (not the web UI): it opens
 /// the WebSocket, sends `watch`, answers the offer and trickles candidates.
 const API_VIEWER_JS: &str = r#"(async (token, cameraId) => {
@@ -215,6 +254,24 @@ impl Browser {
                 "document.getElementById('video') || document.querySelector('video')",
             ),
         )
+        .await
+    }
+
+    /// Waits for the open view to have received `packets` audio packets.
+    pub async fn wait_audio(&self, packets: u64, timeout: Duration) -> Result<AudioStats> {
+        wait_for(&format!("{packets} audio packets"), timeout, || async {
+            let s: AudioStats = self.eval(AUDIO_JS).await.ok()?;
+            (s.packets >= packets).then_some(s)
+        })
+        .await
+    }
+
+    /// Waits for the open view's audio to be heard at an RMS level above `level`.
+    pub async fn wait_audible(&self, level: f64, timeout: Duration) -> Result<f64> {
+        wait_for(&format!("audio above RMS {level}"), timeout, || async {
+            let heard: f64 = self.eval(AUDIO_LEVEL_JS).await.ok()?;
+            (heard > level).then_some(heard)
+        })
         .await
     }
 

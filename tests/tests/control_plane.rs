@@ -54,8 +54,9 @@ async fn several_signal_instances_share_one_exact_control_plane() -> anyhow::Res
     let garage = env.garage().await?;
     let janus_a = env.janus_named("janus-a").await?;
     let mut janus_b = env.janus_named("janus-b").await?;
-    let rtp = free_udp_range(300);
-    let (rtp_min, rtp_max) = (rtp.to_string(), (rtp + 299).to_string());
+    // Each camera claims two ports (video, live audio).
+    let rtp = free_udp_range(500);
+    let (rtp_min, rtp_max) = (rtp.to_string(), (rtp + 499).to_string());
     let extra = [
         ("CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MIN", rtp_min.as_str()),
         ("CLOUDCAM_SIGNAL_JANUS__RTP_PORT_MAX", rtp_max.as_str()),
@@ -110,9 +111,10 @@ async fn several_signal_instances_share_one_exact_control_plane() -> anyhow::Res
         let mp: Value = serde_json::from_str(&raw)?;
         mp_ids.insert(mp["id"].as_u64().unwrap());
         ports.insert(mp["port"].as_u64().unwrap());
+        ports.insert(mp["audio_port"].as_u64().unwrap());
     }
     assert_eq!(mp_ids.len(), 200, "mountpoint ids given twice");
-    assert_eq!(ports.len(), 200, "RTP ports given twice");
+    assert_eq!(ports.len(), 400, "RTP ports given twice");
     let on_janus = janus_ids(&gateways).await?;
     assert!(
         mp_ids.is_subset(&on_janus),

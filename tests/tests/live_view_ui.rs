@@ -20,6 +20,8 @@ async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
                 "yard-sub:width=640,height=360,fps=25,gop=25",
                 "hevc:width=1280,height=720,fps=25,gop=25,codec=h265",
                 "hevc-sub:width=640,height=360,fps=25,gop=25",
+                "talk:width=320,height=180,fps=10,gop=10,audio=aac,audio_rate=44100",
+                "g711:width=320,height=180,fps=10,gop=10,audio=pcma",
             ],
             None,
         )
@@ -96,7 +98,43 @@ async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
     .await?;
 
     main_and_sub_streams(&browser, &api, &camsim).await?;
+    live_audio(&browser, &api, &camsim).await?;
     browser.close().await;
+    Ok(())
+}
+
+/// The camera's audio in the live view, as Opus (WebRTC has no AAC, and G.711 is made Opus
+/// too so every mountpoint takes one codec), muted until the viewer turns it on.
+async fn live_audio(browser: &Browser, api: &Api, camsim: &Camsim) -> anyhow::Result<()> {
+    for path in ["talk", "g711"] {
+        let id = api
+            .create_camera_id(json!({"name": path, "url": camsim.url(path)}))
+            .await?;
+        browser
+            .click(&format!(".camera[data-id='{id}'] .watch"))
+            .await?;
+        browser.wait_frames(0, 10, Duration::from_secs(20)).await?;
+        let audio = browser.wait_audio(100, Duration::from_secs(20)).await?;
+        assert_eq!(audio.codec, "audio/opus", "{path}: {audio:?}");
+        assert!(audio.samples > 0, "{path}: nothing decoded: {audio:?}");
+        // camsim's audio is a tone: what the page hears is not silence.
+        let heard = browser.wait_audible(0.01, Duration::from_secs(10)).await?;
+        assert!(heard <= 1.0, "{path}: RMS {heard}");
+        let muted: bool = browser
+            .eval("document.getElementById('video').muted")
+            .await?;
+        assert!(muted, "{path}: live audio must start muted");
+        browser
+            .wait_element("#player-mute:not([hidden])", Duration::from_secs(10))
+            .await?;
+        browser.click("#player-mute").await?;
+        let muted: bool = browser
+            .eval("document.getElementById('video').muted")
+            .await?;
+        assert!(!muted, "{path}: unmuting did not take");
+        browser.click("#player-mute").await?;
+        browser.click("#player-close").await?;
+    }
     Ok(())
 }
 

@@ -270,6 +270,7 @@ pub fn substream_spec(spec: &v1::CameraSpec) -> Option<v1::CameraSpec> {
             .map(|t| v1::RtpTarget {
                 video_port: t.sub_video_port,
                 sub_video_port: 0,
+                audio_port: 0,
                 ..t.clone()
             })
             .collect(),
@@ -299,6 +300,7 @@ mod tests {
                 video_port: 5000,
                 gateway: "g".into(),
                 sub_video_port: 5001,
+                audio_port: 5002,
             }],
             generation: 4,
             source_generation: 2,
@@ -316,6 +318,10 @@ mod tests {
         assert!(!sub.recording && !sub.always_on);
         assert_eq!((sub.live_demand, sub.source_generation), (0, 3));
         assert_eq!(sub.rtp_targets[0].video_port, 5001);
+        assert_eq!(
+            sub.rtp_targets[0].audio_port, 0,
+            "the substream is video only"
+        );
         assert!(sub.sub_source_url.is_empty());
         spec.sub_live_demand = 1;
         assert_eq!(substream_spec(&spec).unwrap().live_demand, 1);

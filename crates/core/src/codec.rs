@@ -145,6 +145,23 @@ impl AudioCodec {
         format!("{} ! {out} name=pay1", self.depayloader())
     }
 
+    /// The elements that turn its RTP into Opus RTP (payload type 111) for the live view:
+    /// WebRTC carries no AAC, so it is decoded and encoded to Opus (audio only; video is never
+    /// transcoded), and so is G.711, so that every mountpoint takes the one codec whatever the
+    /// camera turns out to send.
+    pub fn live_chain(self) -> String {
+        let decode = match self {
+            Self::Aac | Self::AacLatm => "aacparse ! avdec_aac",
+            Self::Pcmu => "mulawdec",
+            Self::Pcma => "alawdec",
+        };
+        format!(
+            "{} ! {decode} ! audioconvert ! audioresample ! opusenc bitrate=32000 frame-size=20 \
+             ! rtpopuspay pt=111",
+            self.depayloader()
+        )
+    }
+
     /// The elements that turn its depayloaded frames into AAC for an MP4 segment (which has
     /// no G.711): nothing for AAC, a decode and an AAC encode (audio only) for G.711.
     pub fn to_aac(self) -> &'static str {
@@ -195,7 +212,11 @@ mod tests {
             AudioCodec::Pcmu,
             AudioCodec::Pcma,
         ] {
-            for chain in [audio.restream_chain(), audio.to_aac().to_string()] {
+            for chain in [
+                audio.restream_chain(),
+                audio.to_aac().to_string(),
+                audio.live_chain(),
+            ] {
                 let launch = format!("identity ! {chain}");
                 assert!(
                     gst::parse::bin_from_description(&launch, false).is_ok(),

@@ -277,17 +277,26 @@ impl CameraActor {
     }
 
     /// Where the RTP goes: the video to the camera's Janus mountpoints (not while handing over:
-    /// the new owner feeds them), video and audio to the worker's re-stream while it is pulled.
+    /// the new owner feeds them), and its audio, as Opus, while someone watches; video and
+    /// audio to the worker's re-stream while it is pulled.
     fn targets(&self) -> Targets {
         let janus = if self.core.handing_over() {
             &[][..]
         } else {
             &self.core.spec().rtp_targets[..]
         };
+        let port = |p: u32| u16::try_from(p).ok().filter(|p| *p != 0);
+        // The live view's audio is transcoded only while someone watches.
+        let watched = self.core.spec().live_demand > 0;
         let mut targets = Targets {
             janus: janus
                 .iter()
-                .filter_map(|t| Some((t.host.clone(), u16::try_from(t.video_port).ok()?)))
+                .filter_map(|t| Some((t.host.clone(), port(t.video_port)?)))
+                .collect(),
+            janus_audio: janus
+                .iter()
+                .filter(|_| watched)
+                .filter_map(|t| Some((t.host.clone(), port(t.audio_port)?)))
                 .collect(),
             ..Targets::default()
         };

@@ -232,7 +232,10 @@ impl CameraCore {
             return out;
         }
         let restart = source_changed(&self.spec, &spec);
-        let retarget = self.spec.rtp_targets != spec.rtp_targets;
+        // Viewers coming or going change where the live audio goes (it is transcoded only
+        // while someone watches).
+        let retarget = self.spec.rtp_targets != spec.rtp_targets
+            || (self.spec.live_demand > 0) != (spec.live_demand > 0);
         let (was, is) = (wanted(&self.spec), wanted(&spec));
         self.spec = spec;
         match (was, is) {

@@ -5,7 +5,9 @@
 //!         │                                 └(re-payloaded)─ rtph264depay ! h264parse
 //!         │                                                  ! rtph264pay ! multiudpsink → Janus
 //!         ├(H.265 video pad)─ rtph265depay ! h265parse ! rtph265pay ! multiudpsink → re-stream
-//!         ├(AAC or G.711 audio pad)── multiudpsink → re-stream
+//!         ├(AAC or G.711 audio pad)─ tee ─ multiudpsink → re-stream
+//!         │                              └ queue ! valve ! decode ! opusenc ! rtpopuspay
+//!         │                                ! multiudpsink → Janus (while watched)
 //!         └(any other pad)── fakesink
 //! ```
 //!
@@ -13,7 +15,9 @@
 //! change in place ([`Relay::retarget`]). H.265 goes to the re-stream only (recordings,
 //! snapshots, RTSP clients): the Janus mountpoints, and the browsers behind them, take H.264.
 //!
-//! Nothing is decoded or encoded. A camera whose RTP serves a late-joining viewer as it is
+//! No video is decoded or encoded. (Audio is, for the live view only: WebRTC carries no AAC,
+//! so while someone watches, the camera's audio is decoded and encoded to Opus for Janus;
+//! the re-stream, and so recordings, get it as the camera sent it.) A camera whose RTP serves a late-joining viewer as it is
 //! (SPS/PPS before every keyframe, packets small enough for WebRTC) is forwarded untouched;
 //! any other has its access units depayloaded, parsed (so SPS/PPS are repeated before every
 //! keyframe) and payloaded again ([`crate::forward`] decides, packet by packet). The relay
@@ -104,6 +108,9 @@ pub struct Targets {
     /// The worker's re-stream (while it is pulled): the camera's audio (AAC or G.711), if
     /// it has any.
     pub audio: Vec<(String, u16)>,
+    /// The Janus mountpoints' live audio (Opus), while someone watches: the camera's audio
+    /// is transcoded only while this is not empty.
+    pub janus_audio: Vec<(String, u16)>,
 }
 
 impl Targets {
@@ -221,7 +228,8 @@ impl Relay {
                         caps: stream_caps(pad),
                     });
                     let targets = targets.lock().expect("targets lock");
-                    link_audio(&pipeline, pad, &clients(&targets.0.audio))
+                    let codec = AudioCodec::from_name(&encoding).expect("checked above");
+                    link_audio(&pipeline, pad, codec, &targets.0)
                 } else {
                     seen.lock()
                         .expect("seen lock")
@@ -289,7 +297,11 @@ impl Relay {
         let sinks = [
             (video, &[RTP_SINK, RAW_SINK][..]),
             (Some(clients(&targets.audio)), &[AUDIO_SINK][..]),
+            (Some(clients(&targets.janus_audio)), &[LIVE_AUDIO_SINK][..]),
         ];
+        if let Some(valve) = self.pipeline.by_name(LIVE_AUDIO_VALVE) {
+            valve.set_property("drop", targets.janus_audio.is_empty());
+        }
         for (clients, names) in sinks {
             let Some(clients) = clients else { continue };
             for name in names {
@@ -329,6 +341,10 @@ impl Drop for Relay {
 const RTP_SINK: &str = "rtp-out";
 const RAW_SINK: &str = "rtp-out-raw";
 const AUDIO_SINK: &str = "rtp-out-audio";
+/// The live view's audio: the sink of the Opus RTP, and the valve that lets the camera's audio
+/// through to the encoder only while someone watches.
+const LIVE_AUDIO_SINK: &str = "rtp-out-live-audio";
+const LIVE_AUDIO_VALVE: &str = "live-audio-valve";
 
 /// `multiudpsink`'s `clients` for `targets`.
 fn clients<'a>(targets: impl IntoIterator<Item = &'a (String, u16)>) -> String {
@@ -583,16 +599,38 @@ fn stream_caps(pad: &gst::Pad) -> String {
     out.to_string()
 }
 
-/// Forwards the camera's audio RTP as it is (no depayloading) to `host:port`.
+/// Forwards the camera's audio RTP as it is (no depayloading) to the re-stream, and — while
+/// `targets.janus_audio` is not empty — transcoded to Opus to the Janus mountpoints.
 fn link_audio(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
-    clients: &str,
+    codec: AudioCodec,
+    targets: &Targets,
 ) -> Result<(), gst::glib::BoolError> {
-    let sink = rtp_sink(AUDIO_SINK, clients)?;
-    pipeline.add(&sink)?;
-    sink.sync_state_with_parent()?;
-    pad.link(&sink.static_pad("sink").expect("sink has a sink pad"))
+    let tee = gst::ElementFactory::make("tee")
+        .property("allow-not-linked", true)
+        .build()?;
+    let sink = rtp_sink(AUDIO_SINK, &clients(&targets.audio))?;
+    // A slow encoder never holds the re-stream's audio back: its queue drops what it cannot
+    // take, and nothing reaches it while nobody watches.
+    let live = gst::parse::bin_from_description(
+        &format!(
+            "queue leaky=downstream max-size-buffers=100 max-size-bytes=0 max-size-time=0 \
+             ! valve name={LIVE_AUDIO_VALVE} drop={} ! {}",
+            targets.janus_audio.is_empty(),
+            codec.live_chain()
+        ),
+        true,
+    )
+    .map_err(|e| gst::glib::bool_error!("live audio: {e}"))?;
+    let live_sink = rtp_sink(LIVE_AUDIO_SINK, &clients(&targets.janus_audio))?;
+    pipeline.add_many([&tee, &sink, live.upcast_ref(), &live_sink])?;
+    gst::Element::link_many([&tee, &sink])?;
+    gst::Element::link_many([&tee, live.upcast_ref(), &live_sink])?;
+    for e in [&live_sink, live.upcast_ref(), &sink, &tee] {
+        e.sync_state_with_parent()?;
+    }
+    pad.link(&tee.static_pad("sink").expect("tee has a sink pad"))
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
     Ok(())
 }
@@ -773,6 +811,90 @@ mod tests {
         }
     }
 
+    /// A camera's audio goes to the re-stream as it is sent, and to Janus as Opus (payload
+    /// type 111) only while someone watches (targets name Janus's audio port).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_audio_is_opus_and_only_while_watched() {
+        gst::init().unwrap();
+        let video = "videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=25/1 \
+                     ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=5 \
+                     ! rtph264pay name=pay0 pt=96";
+        for (audio, camera_pt) in [
+            ("avenc_aac ! aacparse ! rtpmp4gpay name=pay1 pt=97", 97),
+            ("mulawenc ! rtppcmupay name=pay1 pt=0", 0),
+        ] {
+            let source = Source {
+                url: rtsp_server(&format!(
+                    "( {video} audiotestsrc is-live=true ! audioconvert ! {audio} )"
+                )),
+                secret: None,
+            };
+            let socket = || {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                s
+            };
+            let (restream_audio, live_audio) = (socket(), socket());
+            let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
+            let mut targets = Targets {
+                audio: vec![("127.0.0.1".into(), port(&restream_audio))],
+                ..Targets::default()
+            };
+            let relay = Relay::start(
+                &source,
+                &targets,
+                &CameraSettings::default(),
+                Default::default(),
+                Arc::new(|_| {}),
+            )
+            .unwrap();
+            let pt = |s: &std::net::UdpSocket| {
+                let mut packet = [0u8; 2048];
+                let n = s.recv(&mut packet).ok()?;
+                (n > 12).then_some(packet[1] & 0x7f)
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while pt(&restream_audio).is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no audio at the re-stream"
+                );
+            }
+            assert_eq!(pt(&restream_audio), Some(camera_pt), "{audio}");
+            assert_eq!(
+                pt(&live_audio),
+                None,
+                "{audio}: transcoded while nobody watches"
+            );
+            targets.janus_audio = vec![("127.0.0.1".into(), port(&live_audio))];
+            relay.retarget(&targets);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let got = loop {
+                if let Some(pt) = pt(&live_audio) {
+                    break pt;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{audio}: no live audio"
+                );
+            };
+            assert_eq!(got, 111, "{audio}: live audio is Opus");
+            targets.janus_audio.clear();
+            relay.retarget(&targets);
+            // Drained: what was on its way arrives within a moment, then nothing (each read
+            // waits 300 ms).
+            while pt(&live_audio).is_some() {}
+            assert_eq!(
+                pt(&live_audio),
+                None,
+                "{audio}: live audio after the viewers left"
+            );
+            assert_eq!(pt(&restream_audio), Some(camera_pt), "{audio}");
+            drop(relay);
+        }
+    }
+
     /// An H.265 camera is re-payloaded to the re-stream only: the Janus mountpoints (and the
     /// browsers behind them) take H.264.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -797,7 +919,7 @@ mod tests {
         let targets = Targets {
             janus: vec![("127.0.0.1".into(), port(&janus))],
             restream: vec![("127.0.0.1".into(), port(&restream))],
-            audio: Vec::new(),
+            ..Targets::default()
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let tx = std::sync::Mutex::new(tx);

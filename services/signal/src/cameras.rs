@@ -14,6 +14,7 @@ use crate::model::{
     Stored, SubMountpoint, UpdateCamera, check_name, check_retention, check_sub_url, parse_source,
 };
 use crate::pool::Pool;
+use crate::store::audio_id;
 use crate::store::{Allocator, CameraStore, DemandStore};
 use crate::users::{Caller, Role, Users};
 use cloudcam_core::bus::Bus;
@@ -277,8 +278,10 @@ impl Cameras {
             pin: cloudcam_core::random_hex(8),
             gateway,
             sub: None,
+            audio_port: None,
         };
         let made = async {
+            mountpoint.audio_port = Some(self.alloc.claim_port(&audio_id(&id)).await?);
             if record.info.sub_url.is_some() {
                 mountpoint.sub = Some(self.new_sub_mountpoint(&id).await?);
             }
@@ -295,6 +298,9 @@ impl Cameras {
             let _ = self.alloc.release_port(&id, port).await;
             if let Some(sub) = mountpoint.sub {
                 let _ = self.alloc.release_port(&substream_id(&id), sub.port).await;
+            }
+            if let Some(port) = mountpoint.audio_port {
+                let _ = self.alloc.release_port(&audio_id(&id), port).await;
             }
             let _ = self.store.forget(&id).await;
             return Err(e);
@@ -685,6 +691,7 @@ fn spec(
                 video_port: u32::from(mp.port),
                 gateway: gateway.settings.name.clone(),
                 sub_video_port: mp.sub.map_or(0, |s| u32::from(s.port)),
+                audio_port: mp.audio_port.map_or(0, u32::from),
             }]
         })
         .unwrap_or_default();

@@ -23,6 +23,10 @@ pub struct Mountpoint {
     /// with a substream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<SubMountpoint>,
+    /// The RTP port of the main stream's live audio (Opus), for cameras added since live
+    /// audio exists; the substream's mountpoint is video only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_port: Option<u16>,
 }
 
 /// The Janus mountpoint of a camera's substream.
@@ -36,15 +40,16 @@ impl Mountpoint {
     /// The Janus mountpoint of one stream (`None`: the camera has no substream), as a
     /// mountpoint of its own.
     pub fn stream(&self, sub: bool) -> Option<Mountpoint> {
-        let (id, port) = if sub {
+        let (id, port, audio_port) = if sub {
             let s = self.sub?;
-            (s.id, s.port)
+            (s.id, s.port, None)
         } else {
-            (self.id, self.port)
+            (self.id, self.port, self.audio_port)
         };
         Some(Mountpoint {
             id,
             port,
+            audio_port,
             sub: None,
             ..self.clone()
         })

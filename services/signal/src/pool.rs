@@ -135,6 +135,21 @@ impl Gateway {
                 "bufferkf": true
             }]
         });
+        if let Some(port) = mp.audio_port {
+            // The live view's audio: Opus, whatever the camera sends (ingest transcodes
+            // audio only, never video).
+            body["media"]
+                .as_array_mut()
+                .expect("media is a list")
+                .push(json!({
+                    "type": "audio",
+                    "mid": "a",
+                    "port": port,
+                    "iface": self.settings.rtp_iface,
+                    "pt": 111,
+                    "codec": "opus"
+                }));
+        }
         if !self.admin_key.is_empty() {
             body["admin_key"] = json!(self.admin_key);
         }
@@ -435,6 +450,7 @@ mod tests {
             pin: "p".into(),
             gateway: "janus-1".into(),
             sub: None,
+            audio_port: None,
         }
     }
 

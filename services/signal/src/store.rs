@@ -60,6 +60,11 @@ fn user_cameras_key(user: &str) -> String {
     format!("cloudcam:user-cameras:{user}")
 }
 
+/// Who claims a camera's live-audio RTP port.
+pub fn audio_id(camera_id: &str) -> String {
+    format!("{camera_id}~audio")
+}
+
 fn port_key(port: u16) -> String {
     format!("cloudcam:port:{port}")
 }
@@ -149,6 +154,11 @@ impl CameraStore {
             if let Some(s) = mp.sub {
                 self.state
                     .del_if_eq(&port_key(s.port), sub.as_bytes())
+                    .await?;
+            }
+            if let Some(port) = mp.audio_port {
+                self.state
+                    .del_if_eq(&port_key(port), audio_id(id).as_bytes())
                     .await?;
             }
         }

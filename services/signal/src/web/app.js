@@ -7,7 +7,7 @@
 
 const $ = (id) => document.getElementById(id);
 // `unsent`: messages sent before the WebSocket opened (a Watch clicked as the page loads).
-const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), ws: null, unsent: [], view: null, tiles: new Map(), wall: false, snapshotEpoch: 0, rec: null, signed: new Map() };
+const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), ws: null, unsent: [], view: null, muted: true, tiles: new Map(), wall: false, snapshotEpoch: 0, rec: null, signed: new Map() };
 // Snapshots on the camera list refresh every 30 s.
 setInterval(() => { state.snapshotEpoch += 1; if (state.token && !$("main-view").hidden) render(); }, 30000);
 
@@ -304,6 +304,8 @@ async function checkDelay(view) {
   if (state.view !== view || view.ended) return;
   const stats = await view.pc.getStats();
   stats.forEach((r) => {
+    // The sound control shows once the camera's audio arrives.
+    if (r.type === "inbound-rtp" && r.kind === "audio" && r.packetsReceived > 0) $("player-mute").hidden = false;
     if (r.type !== "inbound-rtp" || r.kind !== "video") return;
     const last = view.jitter;
     view.jitter = { delay: r.jitterBufferDelay, count: r.jitterBufferEmittedCount };
@@ -352,6 +354,8 @@ function watch(cameraId, stream = "main") {
   $("player-state").textContent = "connecting";
   $("player").hidden = false;
   const say = (text) => { if (state.view === view) $("player-state").textContent = text; };
+  $("player-mute").hidden = true;
+  $("video").muted = state.muted;
   const view = openStream(cameraId, stream, $("video"), say, (v) => state.view === v);
   state.view = view;
   showStream(view);
@@ -369,6 +373,13 @@ function showStream(view) {
     $("player-state").textContent = "substream: the main stream cannot be played in this browser";
   }
 }
+
+// Live audio starts muted (as browsers require without a click); the choice holds for the page.
+function showMuted() {
+  $("video").muted = state.muted;
+  $("player-mute").textContent = state.muted ? "Unmute" : "Mute";
+}
+$("player-mute").addEventListener("click", () => { state.muted = !state.muted; showMuted(); });
 
 $("player-stream").addEventListener("change", (ev) => {
   if (state.view) watch(state.view.cameraId, ev.target.value);
