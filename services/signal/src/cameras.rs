@@ -384,6 +384,12 @@ impl Cameras {
             }
             let secret = self.store.secret(id).await?;
             let (record, new_secret) = apply(stored.record.clone(), secret.clone(), &body)?;
+            // A new substream's mountpoint is claimed before the record says it has one, so a
+            // pool without room refuses the change and stores nothing (claiming again is a
+            // no-op; one the change then does not keep goes with the camera or its next change).
+            if record.info.sub_url.is_some() {
+                self.follow_substream(id, true).await?;
+            }
             if self.store.replace(stored.version, &record).await?.is_none() {
                 if if_match.is_some() {
                     let now = self.store.get(id).await?.map(|s| s.version).unwrap_or(0);
@@ -394,8 +400,9 @@ impl Cameras {
             if new_secret != secret {
                 self.store.set_secret(id, new_secret.as_ref()).await?;
             }
-            self.follow_substream(id, record.info.sub_url.is_some())
-                .await?;
+            if record.info.sub_url.is_none() {
+                self.follow_substream(id, false).await?;
+            }
             self.publish_held(id).await?;
             drop(lease);
             tracing::info!(camera = %id, user = %caller.name, "camera changed");

@@ -46,6 +46,7 @@ function signOut() {
   state.me = null;
   state.signed.clear();
   state.unsent = [];
+  if (state.wall) closeWall(false);
   if (state.ws) state.ws.close();
   show(false);
 }
