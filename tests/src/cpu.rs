@@ -196,3 +196,16 @@ pub async fn measure_go2rtc(
     go2rtc.kill();
     Ok((cpu, rss))
 }
+
+/// A CPU benchmark's command line: `[N [SECONDS]]`, the number of cameras (default `cameras`)
+/// and the length of each measuring window (default 20 s).
+pub fn bench_args(cameras: usize) -> anyhow::Result<(usize, u64)> {
+    let mut args = std::env::args().skip(1);
+    let n = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(cameras);
+    let secs = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20);
+    Ok((n, secs))
+}

@@ -24,9 +24,7 @@ const SEGMENT_S: u32 = 2;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(8);
-    let secs: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20);
+    let (n, secs) = cloudcam_tests::cpu::bench_args(8)?;
     let window = Duration::from_secs(secs);
     let env = TestEnv::new("bench_recorder")?;
     let streams: Vec<String> = (0..n)
