@@ -1,9 +1,10 @@
 //! Broken cameras are reported with a clear state and reason — wrong password, closed port,
-//! MJPEG-only — and an H.265-only camera is live but says why browsers cannot watch it, while
-//! a healthy camera beside them keeps streaming to its viewer.
+//! MJPEG-only — and an H.265-only camera is live but says why most browsers cannot watch it
+//! (one that decodes H.265 is offered it as it is), while a healthy camera beside them keeps
+//! streaming to its viewer.
 
 use cloudcam_tests::stack::TestEnv;
-use cloudcam_tests::{Api, Browser, free_port};
+use cloudcam_tests::{Api, Browser, WsClient, free_port};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,7 @@ async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyho
     assert_eq!(seen["status"]["codec"], "H265", "{seen}");
     let why = seen["status"]["live_unavailable"].as_str().unwrap_or("");
     assert!(why.contains("H.265"), "{seen}");
+    h265_is_offered_to_browsers_that_decode_it(&p, &api, hevc["id"].as_str().unwrap()).await?;
 
     // The healthy camera never stopped: still live, never reconnected, and its viewer kept
     // decoding frames all along (25 fps, so at least half the elapsed frames).
@@ -106,5 +108,55 @@ async fn broken_cameras_are_reported_and_do_not_disturb_a_healthy_one() -> anyho
     );
     assert!(!ingest.proc.log_text().contains("wrong-one"));
     browser.close().await;
+    Ok(())
+}
+
+/// An H.265 camera's mountpoint comes to take H.265 (signal re-creates it once the camera is
+/// known to send it) and ingest feeds it: a browser that says it decodes H.265 is offered it,
+/// one that does not is told why it cannot watch. (Chromium here has no HEVC decoder, so the
+/// offer and the RTP at Janus are what can be checked.)
+async fn h265_is_offered_to_browsers_that_decode_it(
+    p: &cloudcam_tests::stack::Platform,
+    api: &Api,
+    id: &str,
+) -> anyhow::Result<()> {
+    let mut ws = WsClient::connect(&p.signal.base, &api.token).await?;
+    let watch = |codecs: &[&str]| json!({"type": "watch", "camera_id": id, "codecs": codecs});
+    ws.send(watch(&[])).await?;
+    let refused = ws
+        .next_where(Duration::from_secs(10), |m| {
+            m["type"] == "error" || m["type"] == "offer"
+        })
+        .await?;
+    assert_eq!(refused["code"], "live_unavailable", "{refused}");
+    let offer = cloudcam_tests::wait_for("an H.265 offer", Duration::from_secs(20), || async {
+        let mut ws = WsClient::connect(&p.signal.base, &api.token).await.ok()?;
+        ws.send(watch(&["h265"])).await.ok()?;
+        let m = ws
+            .next_where(Duration::from_secs(5), |m| {
+                m["type"] == "error" || m["type"] == "offer"
+            })
+            .await
+            .ok()?;
+        let sdp = m["sdp"].as_str().unwrap_or_default();
+        sdp.contains("H265/90000").then(|| m.clone())
+    })
+    .await?;
+    assert_eq!(offer["stream"], "main", "{offer}");
+    // The camera's H.265 reaches its mountpoint. (Janus counts a media's age from the
+    // mountpoint's creation until a packet comes, so a young age counts only once the
+    // mountpoint, created before the offer, is older than a second.)
+    let offered = Instant::now();
+    let (_, mountpoint, secret) = p.redis.mountpoint(id).await?;
+    cloudcam_tests::wait_for(
+        "H.265 RTP at the mountpoint",
+        Duration::from_secs(10),
+        || async {
+            let age = p.janus.media_age_ms(mountpoint, &secret).await.ok()??;
+            (offered.elapsed() > Duration::from_millis(1500) && age < 500).then_some(())
+        },
+    )
+    .await?;
+    ws.close().await;
     Ok(())
 }

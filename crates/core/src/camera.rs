@@ -271,6 +271,8 @@ pub fn substream_spec(spec: &v1::CameraSpec) -> Option<v1::CameraSpec> {
                 video_port: t.sub_video_port,
                 sub_video_port: 0,
                 audio_port: 0,
+                // The substream's mountpoint always takes H.264.
+                video_codec: String::new(),
                 ..t.clone()
             })
             .collect(),
@@ -301,6 +303,7 @@ mod tests {
                 gateway: "g".into(),
                 sub_video_port: 5001,
                 audio_port: 5002,
+                video_codec: "H265".into(),
             }],
             generation: 4,
             source_generation: 2,
@@ -321,6 +324,10 @@ mod tests {
         assert_eq!(
             sub.rtp_targets[0].audio_port, 0,
             "the substream is video only"
+        );
+        assert_eq!(
+            sub.rtp_targets[0].video_codec, "",
+            "the substream's mountpoint is H.264"
         );
         assert!(sub.sub_source_url.is_empty());
         spec.sub_live_demand = 1;

@@ -288,11 +288,16 @@ impl CameraActor {
         let port = |p: u32| u16::try_from(p).ok().filter(|p| *p != 0);
         // The live view's audio is transcoded only while someone watches.
         let watched = self.core.spec().live_demand > 0;
-        let mut targets = Targets {
-            janus: janus
+        let video = |h265: bool| -> Vec<(String, u16)> {
+            janus
                 .iter()
+                .filter(|t| (t.video_codec == "H265") == h265)
                 .filter_map(|t| Some((t.host.clone(), port(t.video_port)?)))
-                .collect(),
+                .collect()
+        };
+        let mut targets = Targets {
+            janus: video(false),
+            janus_h265: video(true),
             janus_audio: janus
                 .iter()
                 .filter(|_| watched)
@@ -590,8 +595,8 @@ impl Handler<Relayed> for CameraActor {
                     String::new()
                 } else {
                     format!(
-                        "the camera sends {codec} video, which browsers cannot play live here, \
-                         and no H.264 stream; it is recorded as {codec}"
+                        "the camera sends {codec} video and no H.264 stream: only browsers \
+                         that decode {codec} can watch it live; it is recorded as {codec}"
                     )
                 };
                 if let (Some(server), Some(mount)) = (&self.shared.restream, &self.restream) {

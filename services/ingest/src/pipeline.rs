@@ -12,8 +12,9 @@
 //! ```
 //!
 //! The video sinks also feed the worker's re-stream while it is pulled: the sinks' clients
-//! change in place ([`Relay::retarget`]). H.265 goes to the re-stream only (recordings,
-//! snapshots, RTSP clients): the Janus mountpoints, and the browsers behind them, take H.264.
+//! change in place ([`Relay::retarget`]). Janus gets the video only where its mountpoint
+//! takes the codec: H.264, or H.265 once signal has made the camera's mountpoint take it (for
+//! browsers that decode it); the re-stream (recordings, snapshots, RTSP clients) always.
 //!
 //! No video is decoded or encoded. (Audio is, for the live view only: WebRTC carries no AAC,
 //! so while someone watches, the camera's audio is decoded and encoded to Opus for Janus;
@@ -101,8 +102,11 @@ pub struct Source {
 /// Where a relay sends RTP (`host`, `port`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Targets {
-    /// The camera's Janus mountpoints: H.264 video only.
+    /// The camera's Janus mountpoints that take H.264 video.
     pub janus: Vec<(String, u16)>,
+    /// The camera's Janus mountpoints that take H.265 video (signal makes them so once the
+    /// camera is found to send it, for browsers that decode it).
+    pub janus_h265: Vec<(String, u16)>,
     /// The worker's re-stream (while it is pulled): the video, whatever its codec.
     pub restream: Vec<(String, u16)>,
     /// The worker's re-stream (while it is pulled): the camera's audio (AAC or G.711), if
@@ -114,12 +118,12 @@ pub struct Targets {
 }
 
 impl Targets {
-    /// `multiudpsink`'s `clients` for video in `codec`.
+    /// `multiudpsink`'s `clients` for video in `codec`: the mountpoints that take it, and
+    /// the re-stream.
     fn video_clients(&self, codec: VideoCodec) -> String {
-        let janus = if codec.plays_in_browsers() {
-            &self.janus[..]
-        } else {
-            &[]
+        let janus = match codec {
+            VideoCodec::H264 => &self.janus,
+            VideoCodec::H265 => &self.janus_h265,
         };
         clients(janus.iter().chain(&self.restream))
     }
@@ -895,10 +899,10 @@ mod tests {
         }
     }
 
-    /// An H.265 camera is re-payloaded to the re-stream only: the Janus mountpoints (and the
-    /// browsers behind them) take H.264.
+    /// An H.265 camera is re-payloaded to the re-stream, and to Janus only where the camera's
+    /// mountpoint takes H.265 (most browsers, behind an H.264 mountpoint, cannot decode it).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn h265_goes_to_the_restream_and_not_to_janus() {
+    async fn h265_goes_to_the_restream_and_to_janus_only_where_its_mountpoint_takes_it() {
         gst::init().unwrap();
         let source = Source {
             url: rtsp_server(
@@ -916,7 +920,7 @@ mod tests {
         };
         let (janus, restream) = (socket(), socket());
         let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
-        let targets = Targets {
+        let mut targets = Targets {
             janus: vec![("127.0.0.1".into(), port(&janus))],
             restream: vec![("127.0.0.1".into(), port(&restream))],
             ..Targets::default()
@@ -956,6 +960,14 @@ mod tests {
         relay.retarget(&targets);
         restream.recv(&mut packet).expect("RTP at the re-stream");
         assert!(janus.recv(&mut packet).is_err(), "H.265 reached Janus");
+        // Once the mountpoint takes H.265 (for browsers that decode it), it gets the video.
+        let h265_mountpoint = Targets {
+            janus_h265: std::mem::take(&mut targets.janus),
+            ..targets.clone()
+        };
+        relay.retarget(&h265_mountpoint);
+        let n = janus.recv(&mut packet).expect("H.265 at its mountpoint");
+        assert!(n > 12 && packet[1] & 0x7f == VIDEO_PT);
         let size = (0..50).find_map(|_| {
             std::thread::sleep(Duration::from_millis(20));
             relay.video_size()

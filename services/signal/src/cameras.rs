@@ -279,6 +279,7 @@ impl Cameras {
             gateway,
             sub: None,
             audio_port: None,
+            h265: false,
         };
         let made = async {
             mountpoint.audio_port = Some(self.alloc.claim_port(&audio_id(&id)).await?);
@@ -567,6 +568,35 @@ impl Cameras {
         Ok(Some(spec))
     }
 
+    /// Re-creates the camera's main mountpoint for the video codec its camera turned out to
+    /// send (`h265`), under a new id so that a gateway still holding the old one is not taken
+    /// for having it, and repoints its RTP. Its viewers, who were getting nothing, reconnect.
+    pub async fn follow_codec(&self, id: &str, h265: bool) -> Result<bool, ApiError> {
+        let _lease = self.store.lease(id).await?;
+        let Some(old) = self.store.mountpoint(id).await? else {
+            return Ok(false);
+        };
+        if old.h265 == h265 || self.store.get(id).await?.is_none() {
+            return Ok(false);
+        }
+        let mp = Mountpoint {
+            id: self.alloc.next_id().await?,
+            h265,
+            ..old.clone()
+        };
+        // Stored first, so a gateway pass reading it from now on creates the new one (which
+        // takes the port once the old one is gone).
+        self.store.set_mountpoint(id, &mp).await?;
+        if let Some(main) = old.stream(false)
+            && let Err(e) = self.pool.remove(&main).await
+        {
+            tracing::warn!(camera = %id, error = %e, "cannot remove the mountpoint of the old codec");
+        }
+        self.ensure_mountpoint(id, &mp).await;
+        self.publish_held(id).await?;
+        Ok(true)
+    }
+
     /// Moves a camera's mountpoint to `gateway` (which has created it) and repoints its RTP;
     /// nothing happens to a camera deleted meanwhile.
     pub async fn move_mountpoint(&self, id: &str, to: &Mountpoint) -> Result<bool, ApiError> {
@@ -699,6 +729,11 @@ fn spec(
                 gateway: gateway.settings.name.clone(),
                 sub_video_port: mp.sub.map_or(0, |s| u32::from(s.port)),
                 audio_port: mp.audio_port.map_or(0, u32::from),
+                video_codec: if mp.h265 {
+                    "H265".into()
+                } else {
+                    String::new()
+                },
             }]
         })
         .unwrap_or_default();
@@ -856,6 +891,34 @@ mod tests {
         assert_eq!(spec.rtp_targets[0].sub_video_port, 0);
         let claim = format!("cloudcam:port:{}", sub.port);
         assert_eq!(cams.state.get(&claim).await.unwrap(), None, "port freed");
+    }
+
+    #[tokio::test]
+    async fn the_main_mountpoint_follows_the_cameras_video_codec() {
+        let (cams, bus) = service();
+        let mut body = camera("a");
+        body.sub_url = Some("rtsp://cam.local/sub".into());
+        let id = cams.create(&admin(), body).await.unwrap().info.id;
+        let before = cams.store.mountpoint(&id).await.unwrap().unwrap();
+        assert!(!before.h265);
+        assert!(cams.follow_codec(&id, true).await.unwrap());
+        let after = cams.store.mountpoint(&id).await.unwrap().unwrap();
+        assert!(after.h265);
+        assert_ne!(
+            after.id, before.id,
+            "a new id: a gateway keeping the old is not fooled"
+        );
+        assert_eq!((after.port, after.sub), (before.port, before.sub));
+        let target = bus.latest_spec(&id).unwrap().rtp_targets[0].clone();
+        assert_eq!(target.video_codec, "H265");
+        // The substream's mountpoint stays H.264.
+        assert!(!after.stream(true).unwrap().h265);
+        assert!(
+            !cams.follow_codec(&id, true).await.unwrap(),
+            "nothing to do"
+        );
+        assert!(cams.follow_codec(&id, false).await.unwrap());
+        assert_eq!(bus.latest_spec(&id).unwrap().rtp_targets[0].video_codec, "");
     }
 
     #[tokio::test]

@@ -1,10 +1,13 @@
 //! The gateway pass: keeps every camera's mountpoint present on its gateway (a restarted
 //! gateway forgets them), reports for each camera a mountpoint Janus refuses to create, and
-//! moves the mountpoints of a gateway that stays down to the others.
+//! moves the mountpoints of a gateway that stays down to the others. A camera's main
+//! mountpoint follows the video codec its camera sends (H.264, or H.265 for the browsers
+//! that decode it).
 
 use crate::cameras::Cameras;
 use crate::error::ApiError;
 use crate::model::Mountpoint;
+use cloudcam_core::camera::CameraStatus;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -24,8 +27,14 @@ impl Gateways {
     pub async fn pass(&self) -> Result<(), ApiError> {
         let store = &self.cameras.store;
         let ids = store.ids().await?;
-        let (mountpoints, errors) =
-            tokio::try_join!(store.mountpoints(&ids), store.mountpoint_errors(&ids))?;
+        let (mut mountpoints, errors, statuses) = tokio::try_join!(
+            store.mountpoints(&ids),
+            store.mountpoint_errors(&ids),
+            store.statuses(&ids)
+        )?;
+        if self.follow_codecs(&ids, &mountpoints, statuses).await {
+            mountpoints = store.mountpoints(&ids).await?;
+        }
         let cams: Vec<(String, Mountpoint)> = ids
             .iter()
             .cloned()
@@ -62,6 +71,43 @@ impl Gateways {
         }
         self.failover(&cams).await;
         Ok(())
+    }
+
+    /// Re-creates the main mountpoint of every camera whose video codec (as its status says)
+    /// is not the one its mountpoint takes; whether any was.
+    async fn follow_codecs(
+        &self,
+        ids: &[String],
+        mountpoints: &[Option<Mountpoint>],
+        statuses: Vec<Option<CameraStatus>>,
+    ) -> bool {
+        let mut changed = false;
+        for ((id, mp), status) in ids.iter().zip(mountpoints).zip(statuses) {
+            let (Some(mp), Some(status)) = (mp, status) else {
+                continue;
+            };
+            let h265 = match status.codec.as_str() {
+                "H265" => true,
+                "H264" => false,
+                _ => continue,
+            };
+            if mp.h265 == h265 {
+                continue;
+            }
+            match self.cameras.follow_codec(id, h265).await {
+                Ok(true) => {
+                    changed = true;
+                    tracing::info!(camera = %id, codec = %status.codec, "mountpoint re-created for the camera's video codec")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    // Part of it may have been done: read it again either way.
+                    changed = true;
+                    tracing::warn!(camera = %id, error = %e, "cannot re-create the mountpoint for the camera's video codec")
+                }
+            }
+        }
+        changed
     }
 
     /// Re-creates the mountpoints of every gateway down for longer than `failover_after_ms` on

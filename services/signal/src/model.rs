@@ -27,6 +27,10 @@ pub struct Mountpoint {
     /// audio exists; the substream's mountpoint is video only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_port: Option<u16>,
+    /// The main stream's mountpoint takes H.265 (its camera sends it; browsers that decode
+    /// H.265 watch it there) instead of H.264.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub h265: bool,
 }
 
 /// The Janus mountpoint of a camera's substream.
@@ -40,16 +44,17 @@ impl Mountpoint {
     /// The Janus mountpoint of one stream (`None`: the camera has no substream), as a
     /// mountpoint of its own.
     pub fn stream(&self, sub: bool) -> Option<Mountpoint> {
-        let (id, port, audio_port) = if sub {
+        let (id, port, audio_port, h265) = if sub {
             let s = self.sub?;
-            (s.id, s.port, None)
+            (s.id, s.port, None, false)
         } else {
-            (self.id, self.port, self.audio_port)
+            (self.id, self.port, self.audio_port, self.h265)
         };
         Some(Mountpoint {
             id,
             port,
             audio_port,
+            h265,
             sub: None,
             ..self.clone()
         })

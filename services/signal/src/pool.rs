@@ -111,6 +111,22 @@ impl Gateway {
     }
 
     fn create_body(&self, mp: &Mountpoint) -> serde_json::Value {
+        let mut video = json!({
+            "type": "video",
+            "mid": "v",
+            "port": mp.port,
+            "iface": self.settings.rtp_iface,
+            "pt": 96,
+            "codec": "h264",
+            // Constrained baseline is what every browser accepts; High-profile streams
+            // decode fine advertised this way.
+            "fmtp": "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1",
+            "bufferkf": true
+        });
+        if mp.h265 {
+            video["codec"] = json!("h265");
+            video.as_object_mut().expect("an object").remove("fmtp");
+        }
         let mut body = json!({
             "request": "create",
             "type": "rtp",
@@ -122,18 +138,7 @@ impl Gateway {
             "permanent": false,
             // Lets each view ask the browser for its playout delay (see `viewer`).
             "playoutdelay_ext": true,
-            "media": [{
-                "type": "video",
-                "mid": "v",
-                "port": mp.port,
-                "iface": self.settings.rtp_iface,
-                "pt": 96,
-                "codec": "h264",
-                // Constrained baseline is what every browser accepts; High-profile streams
-                // decode fine advertised this way.
-                "fmtp": "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1",
-                "bufferkf": true
-            }]
+            "media": [video]
         });
         if let Some(port) = mp.audio_port {
             // The live view's audio: Opus, whatever the camera sends (ingest transcodes
@@ -451,6 +456,7 @@ mod tests {
             gateway: "janus-1".into(),
             sub: None,
             audio_port: None,
+            h265: false,
         }
     }
 

@@ -15,12 +15,17 @@ pub enum ClientMessage {
     /// are decoded rather than smooth them out. `stream` (default `main`) picks the camera's
     /// main stream or its substream; a main stream browsers cannot play (H.265) is replaced
     /// by the substream where there is one, and the offer says which stream it is.
+    /// `codecs` names the video codecs the browser decodes besides H.264 (`"h265"`, from
+    /// `RTCRtpReceiver.getCapabilities`): a browser that decodes H.265 watches an H.265 main
+    /// stream as it is.
     Watch {
         camera_id: String,
         #[serde(default)]
         low_latency: Option<bool>,
         #[serde(default)]
         stream: Option<Stream>,
+        #[serde(default)]
+        codecs: Vec<String>,
     },
     /// The browser's SDP answer to an `offer`.
     Answer { view_id: String, sdp: String },
@@ -97,10 +102,11 @@ mod tests {
                 camera_id: "abc".into(),
                 low_latency: None,
                 stream: None,
+                codecs: Vec::new(),
             }
         );
         let m: ClientMessage = serde_json::from_str(
-            r#"{"type":"watch","camera_id":"abc","low_latency":false,"stream":"sub"}"#,
+            r#"{"type":"watch","camera_id":"abc","low_latency":false,"stream":"sub","codecs":["h265"]}"#,
         )
         .unwrap();
         assert_eq!(
@@ -109,6 +115,7 @@ mod tests {
                 camera_id: "abc".into(),
                 low_latency: Some(false),
                 stream: Some(Stream::Sub),
+                codecs: vec!["h265".into()],
             }
         );
         assert!(

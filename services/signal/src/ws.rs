@@ -129,7 +129,11 @@ impl WsSession {
                 camera_id,
                 low_latency,
                 stream,
-            } => self.watch(camera_id, low_latency, stream, ctx),
+                codecs,
+            } => {
+                let h265 = codecs.iter().any(|c| c.eq_ignore_ascii_case("h265"));
+                self.watch(camera_id, low_latency, (stream, h265), ctx)
+            }
             ClientMessage::Answer { view_id, sdp } => {
                 self.command(&view_id, Command::Answer(sdp), ctx)
             }
@@ -211,7 +215,7 @@ impl WsSession {
         &mut self,
         camera_id: String,
         low_latency: Option<bool>,
-        stream: Option<Stream>,
+        (stream, decodes_h265): (Option<Stream>, bool),
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         if self.views.len() >= self.max_views {
@@ -253,7 +257,11 @@ impl WsSession {
             let chosen = camera.and_then(|c| {
                 c.stored.record.authorize(&caller, Need::Live)?;
                 let has_sub = c.stored.record.info.sub_url.is_some();
-                let stream = choose_stream(&camera_id, stream, has_sub, status?, sub_status?)?;
+                // The main stream plays here whatever its status says when the browser decodes
+                // H.265 and the mountpoint takes it.
+                let h265 = decodes_h265 && c.mountpoint.as_ref().is_some_and(|mp| mp.h265);
+                let stream =
+                    choose_stream(&camera_id, stream, (has_sub, h265), status?, sub_status?)?;
                 c.mountpoint
                     .and_then(|mp| mp.stream(stream == Stream::Sub))
                     .map(|mp| (stream, mp))
@@ -451,14 +459,17 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
 
 /// Which of a camera's streams a view gets: the one asked for (the main stream by default),
 /// except that a main stream browsers cannot play (`live_unavailable`: H.265, say) gives way
-/// to the substream where there is one. A stream browsers cannot play is refused with why.
+/// to the substream where there is one — unless this browser plays it (`h265`: it decodes
+/// H.265 and the main mountpoint takes it). A stream the browser cannot play is refused with
+/// why.
 fn choose_stream(
     camera_id: &str,
     asked: Option<Stream>,
-    has_sub: bool,
+    (has_sub, h265): (bool, bool),
     main: Option<CameraStatus>,
     sub: Option<CameraStatus>,
 ) -> Result<Stream, ApiError> {
+    let main = main.filter(|s| !(h265 && s.codec == "H265"));
     let unplayable = |s: &Option<CameraStatus>| {
         s.as_ref()
             .map(|s| s.live_unavailable.clone())
@@ -496,7 +507,7 @@ mod tests {
     fn a_view_gets_the_stream_asked_for_or_the_substream_in_place_of_h265() {
         let h265 = "the camera sends H.265 video";
         let pick = |asked, has_sub, main, sub| {
-            choose_stream("c", asked, has_sub, main, sub).map_err(|e| e.code())
+            choose_stream("c", asked, (has_sub, false), main, sub).map_err(|e| e.code())
         };
         assert_eq!(pick(None, true, status(""), None), Ok(Stream::Main));
         assert_eq!(pick(Some(Stream::Sub), true, None, None), Ok(Stream::Sub));
@@ -519,5 +530,18 @@ mod tests {
             pick(None, true, status(h265), status(h265)),
             Err("live_unavailable")
         );
+        // A browser that decodes H.265, with a mountpoint that takes it: the main stream.
+        let hevc = || {
+            status(h265).map(|s| CameraStatus {
+                codec: "H265".into(),
+                ..s
+            })
+        };
+        let decodes = |asked, has_sub| {
+            choose_stream("c", asked, (has_sub, true), hevc(), status("")).map_err(|e| e.code())
+        };
+        assert_eq!(decodes(None, false), Ok(Stream::Main));
+        assert_eq!(decodes(None, true), Ok(Stream::Main));
+        assert_eq!(decodes(Some(Stream::Sub), true), Ok(Stream::Sub));
     }
 }

@@ -116,7 +116,7 @@ function render() {
     };
     // A camera whose video no browser here can play (H.265) is watched through its substream;
     // without one it is recorded, not watched.
-    const watchable = can.live && (!st.live_unavailable || !!cam.sub_url);
+    const watchable = can.live && (playable(st) || !!cam.sub_url);
     button("watch", "Watch", watchable);
     button("recordings", "Recordings", can.playback);
     button("record", cam.recording ? "Stop recording" : "Record", can.manage);
@@ -215,7 +215,7 @@ async function onServerMessage(msg) {
       }).catch(() => {});
       // The main stream turned out to be one this browser cannot play (H.265): a camera with a
       // substream is watched through it (the server picks it now), one without says why.
-      if (view && view.cameraId === msg.camera_id && msg.status.live_unavailable && view.stream === "main") {
+      if (view && view.cameraId === msg.camera_id && !playable(msg.status) && view.stream === "main") {
         if (cam && cam.sub_url) watch(view.cameraId, view.asked);
         else {
           closeView(false);
@@ -223,7 +223,7 @@ async function onServerMessage(msg) {
         }
       } else if (view && view.cameraId === msg.camera_id && msg.status.state === "live" && view.ended) watch(view.cameraId, view.asked);
       const tile = state.tiles.get(msg.camera_id);
-      if (tile && tile.stream === "main" && msg.status.live_unavailable) {
+      if (tile && tile.stream === "main" && !playable(msg.status)) {
         stopStream(tile);
         tile.ended = true;
         tile.say(`live view unavailable: ${msg.status.live_unavailable}`);
@@ -286,6 +286,12 @@ function retry(view, why) {
   }, 2000);
 }
 
+// Whether this browser decodes H.265: it then watches an H.265 camera's main stream as it is.
+const decodesH265 = typeof RTCRtpReceiver !== "undefined" && !!RTCRtpReceiver.getCapabilities
+  && (RTCRtpReceiver.getCapabilities("video") || { codecs: [] }).codecs.some((c) => /^video\/(h265|hevc)$/i.test(c.mimeType));
+// Whether this browser can play a stream whose status is `st`.
+const playable = (st) => !st.live_unavailable || (decodesH265 && st.codec === "H265");
+
 // Low latency (the default): the browser shows each frame once decoded. Remembered per browser.
 const lowLatency = () => localStorage.getItem("cloudcam.lowLatency") !== "false";
 $("low-latency").checked = lowLatency();
@@ -336,7 +342,7 @@ function openStream(cameraId, stream, video, say, isCurrent) {
   pc.onconnectionstatechange = () => {
     if (pc.connectionState === "failed" && isCurrent(view)) retry(view, "connection failed");
   };
-  send({ type: "watch", camera_id: cameraId, low_latency: lowLatency(), stream });
+  send({ type: "watch", camera_id: cameraId, low_latency: lowLatency(), stream, codecs: decodesH265 ? ["h265"] : [] });
   return view;
 }
 
@@ -417,7 +423,7 @@ function openWall() {
   $("wall-toggle").textContent = "Close wall";
   for (const cam of state.cameras.values()) {
     const st = cam.status || {};
-    if (cam.access && cam.access.live && (!st.live_unavailable || cam.sub_url)) openTile(cam.id);
+    if (cam.access && cam.access.live && (playable(st) || cam.sub_url)) openTile(cam.id);
   }
 }
 
