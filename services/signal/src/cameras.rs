@@ -579,10 +579,42 @@ impl Cameras {
         if old.h265 == h265 || self.store.get(id).await?.is_none() {
             return Ok(false);
         }
-        let mp = Mountpoint {
-            id: self.alloc.next_id().await?,
+        let new = Mountpoint {
             h265,
             ..old.clone()
+        };
+        self.recreate_main(id, &old, new).await
+    }
+
+    /// Gives a camera added before live audio existed its live-audio port, re-creating its
+    /// main mountpoint with the audio stream (as [`Cameras::follow_codec`] does).
+    pub async fn give_live_audio(&self, id: &str) -> Result<bool, ApiError> {
+        let _lease = self.store.lease(id).await?;
+        let Some(old) = self.store.mountpoint(id).await? else {
+            return Ok(false);
+        };
+        if old.audio_port.is_some() || self.store.get(id).await?.is_none() {
+            return Ok(false);
+        }
+        let port = self.alloc.claim_port(&audio_id(id)).await?;
+        let new = Mountpoint {
+            audio_port: Some(port),
+            ..old.clone()
+        };
+        self.recreate_main(id, &old, new).await
+    }
+
+    /// Replaces the camera's main mountpoint `old` with `new` under a new id; the caller holds
+    /// the camera's lease.
+    async fn recreate_main(
+        &self,
+        id: &str,
+        old: &Mountpoint,
+        new: Mountpoint,
+    ) -> Result<bool, ApiError> {
+        let mp = Mountpoint {
+            id: self.alloc.next_id().await?,
+            ..new
         };
         // Stored first, so a gateway pass reading it from now on creates the new one (which
         // takes the port once the old one is gone).
@@ -919,6 +951,22 @@ mod tests {
         );
         assert!(cams.follow_codec(&id, false).await.unwrap());
         assert_eq!(bus.latest_spec(&id).unwrap().rtp_targets[0].video_codec, "");
+    }
+
+    #[tokio::test]
+    async fn a_camera_from_before_live_audio_is_given_its_audio_stream() {
+        let (cams, bus) = service();
+        let id = cams.create(&admin(), camera("a")).await.unwrap().info.id;
+        let mut old = cams.store.mountpoint(&id).await.unwrap().unwrap();
+        old.audio_port = None;
+        cams.store.set_mountpoint(&id, &old).await.unwrap();
+        assert!(cams.give_live_audio(&id).await.unwrap());
+        let now = cams.store.mountpoint(&id).await.unwrap().unwrap();
+        let port = now.audio_port.expect("an audio port");
+        assert_ne!(now.id, old.id);
+        let target = bus.latest_spec(&id).unwrap().rtp_targets[0].clone();
+        assert_eq!(target.audio_port, u32::from(port));
+        assert!(!cams.give_live_audio(&id).await.unwrap(), "nothing to do");
     }
 
     #[tokio::test]

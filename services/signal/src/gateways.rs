@@ -2,7 +2,7 @@
 //! gateway forgets them), reports for each camera a mountpoint Janus refuses to create, and
 //! moves the mountpoints of a gateway that stays down to the others. A camera's main
 //! mountpoint follows the video codec its camera sends (H.264, or H.265 for the browsers
-//! that decode it).
+//! that decode it), and one from before live audio gets its audio stream.
 
 use crate::cameras::Cameras;
 use crate::error::ApiError;
@@ -32,7 +32,7 @@ impl Gateways {
             store.mountpoint_errors(&ids),
             store.statuses(&ids)
         )?;
-        if self.follow_codecs(&ids, &mountpoints, statuses).await {
+        if self.reshape(&ids, &mountpoints, statuses).await {
             mountpoints = store.mountpoints(&ids).await?;
         }
         let cams: Vec<(String, Mountpoint)> = ids
@@ -74,8 +74,9 @@ impl Gateways {
     }
 
     /// Re-creates the main mountpoint of every camera whose video codec (as its status says)
-    /// is not the one its mountpoint takes; whether any was.
-    async fn follow_codecs(
+    /// is not the one its mountpoint takes, or that has no live-audio stream yet; whether any
+    /// was.
+    async fn reshape(
         &self,
         ids: &[String],
         mountpoints: &[Option<Mountpoint>],
@@ -83,27 +84,36 @@ impl Gateways {
     ) -> bool {
         let mut changed = false;
         for ((id, mp), status) in ids.iter().zip(mountpoints).zip(statuses) {
-            let (Some(mp), Some(status)) = (mp, status) else {
+            let Some(mp) = mp else { continue };
+            let h265 = match status.as_ref().map(|s| s.codec.as_str()) {
+                Some("H265") => Some(true),
+                Some("H264") => Some(false),
+                _ => None,
+            };
+            let (why, done) = if let Some(h265) = h265.filter(|h| *h != mp.h265) {
+                (
+                    "the camera's video codec",
+                    self.cameras.follow_codec(id, h265).await,
+                )
+            } else if mp.audio_port.is_none() {
+                ("live audio", self.cameras.give_live_audio(id).await)
+            } else {
                 continue;
             };
-            let h265 = match status.codec.as_str() {
-                "H265" => true,
-                "H264" => false,
-                _ => continue,
-            };
-            if mp.h265 == h265 {
-                continue;
-            }
-            match self.cameras.follow_codec(id, h265).await {
+            match done {
                 Ok(true) => {
                     changed = true;
-                    tracing::info!(camera = %id, codec = %status.codec, "mountpoint re-created for the camera's video codec")
+                    tracing::info!(camera = %id, "mountpoint re-created for {why}")
                 }
                 Ok(false) => {}
+                // A full port range stays full until an administrator widens it.
+                Err(e) if e.code() == "no_capacity" => {
+                    tracing::debug!(camera = %id, error = %e, "no port for {why}")
+                }
                 Err(e) => {
                     // Part of it may have been done: read it again either way.
                     changed = true;
-                    tracing::warn!(camera = %id, error = %e, "cannot re-create the mountpoint for the camera's video codec")
+                    tracing::warn!(camera = %id, error = %e, "cannot re-create the mountpoint for {why}")
                 }
             }
         }

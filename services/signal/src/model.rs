@@ -23,8 +23,9 @@ pub struct Mountpoint {
     /// with a substream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<SubMountpoint>,
-    /// The RTP port of the main stream's live audio (Opus), for cameras added since live
-    /// audio exists; the substream's mountpoint is video only.
+    /// The RTP port of the main stream's live audio (Opus); absent only for a camera from
+    /// before live audio, until the gateway pass gives it one. The substream's mountpoint is
+    /// video only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_port: Option<u16>,
     /// The main stream's mountpoint takes H.265 (its camera sends it; browsers that decode
