@@ -118,6 +118,10 @@ pub struct CameraStatus {
     /// can. Recording and the re-stream work either way.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub live_unavailable: String,
+    /// The camera's audio by its RTP encoding name (`MPEG4-GENERIC`, `MP4A-LATM`, `PCMU`,
+    /// `PCMA`); empty while none is known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub audio_codec: String,
 }
 
 impl CameraStatus {
@@ -136,6 +140,7 @@ impl CameraStatus {
             reconnects: 0,
             restream_url: String::new(),
             live_unavailable: String::new(),
+            audio_codec: String::new(),
         }
     }
 
@@ -156,6 +161,9 @@ impl CameraStatus {
                 }
                 self.restream_url.clone_from(&s.restream_url);
                 self.live_unavailable.clone_from(&s.live_unavailable);
+                if !s.audio_codec.is_empty() {
+                    self.audio_codec.clone_from(&s.audio_codec);
+                }
                 if self.state != CameraState::Live {
                     self.fps = 0.0;
                     self.bitrate_bps = 0;
@@ -271,6 +279,7 @@ pub fn substream_spec(spec: &v1::CameraSpec) -> Option<v1::CameraSpec> {
                 video_port: t.sub_video_port,
                 sub_video_port: 0,
                 audio_port: 0,
+                audio_codec: String::new(),
                 // The substream's mountpoint always takes H.264.
                 video_codec: String::new(),
                 ..t.clone()
@@ -304,6 +313,7 @@ mod tests {
                 sub_video_port: 5001,
                 audio_port: 5002,
                 video_codec: "H265".into(),
+                audio_codec: "PCMU".into(),
             }],
             generation: 4,
             source_generation: 2,

@@ -125,6 +125,22 @@ impl AudioCodec {
         }
     }
 
+    /// Its RTP `encoding-name` (what [`AudioCodec::from_name`] reads back), as the camera's
+    /// status names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aac => "MPEG4-GENERIC",
+            Self::AacLatm => "MP4A-LATM",
+            Self::Pcmu => "PCMU",
+            Self::Pcma => "PCMA",
+        }
+    }
+
+    /// Whether browsers play it as the camera sends it (WebRTC carries G.711, not AAC).
+    pub fn plays_in_browsers(self) -> bool {
+        matches!(self, Self::Pcmu | Self::Pcma)
+    }
+
     pub fn depayloader(self) -> &'static str {
         match self {
             Self::Aac => "rtpmp4gdepay",
@@ -147,8 +163,7 @@ impl AudioCodec {
 
     /// The elements that turn its RTP into Opus RTP (payload type 111) for the live view:
     /// WebRTC carries no AAC, so it is decoded and encoded to Opus (audio only; video is never
-    /// transcoded), and so is G.711, so that every mountpoint takes the one codec whatever the
-    /// camera turns out to send.
+    /// transcoded). G.711 is too, until its camera's mountpoint takes G.711 as it is sent.
     pub fn live_chain(self) -> String {
         let decode = match self {
             Self::Aac | Self::AacLatm => "aacparse ! avdec_aac",
@@ -212,6 +227,7 @@ mod tests {
             AudioCodec::Pcmu,
             AudioCodec::Pcma,
         ] {
+            assert_eq!(AudioCodec::from_name(audio.name()), Some(audio));
             for chain in [
                 audio.restream_chain(),
                 audio.to_aac().to_string(),

@@ -10,7 +10,7 @@ use crate::pipeline::{Counters, PipelineEvent, Relay, Source, Targets};
 use crate::report::{BYTES, FRAMES, LAST_FRAME_AGE, RECONNECTS, RTP_PACKETS, Reporter};
 use actix::prelude::*;
 use cloudcam_core::camera::{CameraSecret, CameraState, CameraStatus};
-use cloudcam_core::codec::VideoCodec;
+use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use cloudcam_core::state::{StateStore, get_json};
 use cloudcam_proto::v1::CameraSpec;
 use std::sync::Arc;
@@ -301,7 +301,10 @@ impl CameraActor {
             janus_audio: janus
                 .iter()
                 .filter(|_| watched)
-                .filter_map(|t| Some((t.host.clone(), port(t.audio_port)?)))
+                .filter_map(|t| {
+                    let takes = AudioCodec::from_name(&t.audio_codec);
+                    Some((t.host.clone(), port(t.audio_port)?, takes))
+                })
                 .collect(),
             ..Targets::default()
         };
@@ -617,7 +620,15 @@ impl Handler<Relayed> for CameraActor {
                      or sends packets larger than camera.forward_max_packet"
                 );
             }
-            PipelineEvent::Audio { caps } => {
+            PipelineEvent::Audio { codec, caps } => {
+                self.status.audio_codec = codec.name().into();
+                // The audio stream may be linked after the camera went live: say so (signal
+                // makes the mountpoint take G.711 as it is).
+                if self.status.state == CameraState::Live {
+                    self.shared
+                        .reporter
+                        .state(self.id(), &self.status, self.core.attempt());
+                }
                 if let (Some(server), Some(mount)) = (&self.shared.restream, &self.restream) {
                     tracing::info!(%caps, "camera sends audio; re-streamed with the video");
                     server.set_audio(self.id(), mount, caps);

@@ -6,8 +6,10 @@
 //!         │                                                  ! rtph264pay ! multiudpsink → Janus
 //!         ├(H.265 video pad)─ rtph265depay ! h265parse ! rtph265pay ! multiudpsink → re-stream
 //!         ├(AAC or G.711 audio pad)─ tee ─ multiudpsink → re-stream
-//!         │                              └ queue ! valve ! decode ! opusenc ! rtpopuspay
-//!         │                                ! multiudpsink → Janus (while watched)
+//!         │                              ├ queue ! valve ! decode ! opusenc ! rtpopuspay
+//!         │                              │ ! multiudpsink → Janus (Opus, while watched)
+//!         │                              └ multiudpsink → Janus (G.711 as sent, while watched,
+//!         │                                where the mountpoint takes it)
 //!         └(any other pad)── fakesink
 //! ```
 //!
@@ -16,9 +18,10 @@
 //! takes the codec: H.264, or H.265 once signal has made the camera's mountpoint take it (for
 //! browsers that decode it); the re-stream (recordings, snapshots, RTSP clients) always.
 //!
-//! No video is decoded or encoded. (Audio is, for the live view only: WebRTC carries no AAC,
-//! so while someone watches, the camera's audio is decoded and encoded to Opus for Janus;
-//! the re-stream, and so recordings, get it as the camera sent it.) A camera whose RTP serves a late-joining viewer as it is
+//! No video is decoded or encoded. (Audio may be, for the live view only: WebRTC carries no
+//! AAC, so while someone watches, AAC is decoded and encoded to Opus for Janus; G.711 goes as
+//! it is once the camera's mountpoint takes it. The re-stream, and so recordings, get the
+//! audio as the camera sent it.) A camera whose RTP serves a late-joining viewer as it is
 //! (SPS/PPS before every keyframe, packets small enough for WebRTC) is forwarded untouched;
 //! any other has its access units depayloaded, parsed (so SPS/PPS are repeated before every
 //! keyframe) and payloaded again ([`crate::forward`] decides, packet by packet). The relay
@@ -62,6 +65,7 @@ pub enum PipelineEvent {
     /// The camera sends audio cloudcam carries (AAC or G.711), forwarded untouched as RTP
     /// with these caps.
     Audio {
+        codec: AudioCodec,
         caps: String,
     },
     /// The video is forwarded as the camera sends it (`as_sent`), or re-payloaded from now on.
@@ -112,9 +116,10 @@ pub struct Targets {
     /// The worker's re-stream (while it is pulled): the camera's audio (AAC or G.711), if
     /// it has any.
     pub audio: Vec<(String, u16)>,
-    /// The Janus mountpoints' live audio (Opus), while someone watches: the camera's audio
-    /// is transcoded only while this is not empty.
-    pub janus_audio: Vec<(String, u16)>,
+    /// The Janus mountpoints' live audio, while someone watches, with the codec each takes:
+    /// `None` for Opus (the camera's audio is transcoded only while one of these is here),
+    /// or the G.711 the camera sends, relayed as it is.
+    pub janus_audio: Vec<(String, u16, Option<AudioCodec>)>,
 }
 
 impl Targets {
@@ -127,16 +132,33 @@ impl Targets {
         };
         clients(janus.iter().chain(&self.restream))
     }
+
+    /// `multiudpsink`'s `clients` for the live audio of a camera sending `codec`: the Opus
+    /// transcode's (`as_sent` false), or the camera's own RTP's (true).
+    fn live_audio_clients(&self, codec: AudioCodec, as_sent: bool) -> String {
+        let wanted = as_sent.then_some(codec);
+        clients(
+            self.janus_audio
+                .iter()
+                .filter(|(_, _, takes)| *takes == wanted)
+                .map(|(host, port, _)| (host.clone(), *port))
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+    }
 }
+
+/// Where the RTP goes, and the codecs of the video and audio streams linked so far.
+type Linked = (Targets, Option<VideoCodec>, Option<AudioCodec>);
 
 /// A running relay; dropping it stops the pipeline.
 pub struct Relay {
     pipeline: gst::Pipeline,
     /// The camera's `rtspsrc`; stopped before the rest (it may skip its jitter buffer).
     src: gst::Element,
-    /// Where the RTP goes, and the video's codec once its stream is linked; held while a
-    /// stream is being linked.
-    targets: Arc<std::sync::Mutex<(Targets, Option<VideoCodec>)>>,
+    /// Where the RTP goes, and the video's and audio's codecs once their streams are linked;
+    /// held while a stream is being linked.
+    targets: Arc<std::sync::Mutex<Linked>>,
     /// How the video packets are routed (as they are, or re-payloaded).
     forwarding: Arc<std::sync::Mutex<Forwarding>>,
     bus_task: tokio::task::JoinHandle<()>,
@@ -177,7 +199,7 @@ impl Relay {
         }
         pipeline.add(&src)?;
 
-        let targets = Arc::new(std::sync::Mutex::new((targets.clone(), None)));
+        let targets = Arc::new(std::sync::Mutex::new((targets.clone(), None, None)));
         let forwarding = Arc::new(std::sync::Mutex::new(Forwarding::new(
             settings.forward_max_packet,
         )));
@@ -228,11 +250,13 @@ impl Relay {
                     && AudioCodec::from_name(&encoding).is_some()
                     && !audio_linked.swap(true, Ordering::SeqCst)
                 {
+                    let codec = AudioCodec::from_name(&encoding).expect("checked above");
                     on_event(PipelineEvent::Audio {
+                        codec,
                         caps: stream_caps(pad),
                     });
-                    let targets = targets.lock().expect("targets lock");
-                    let codec = AudioCodec::from_name(&encoding).expect("checked above");
+                    let mut targets = targets.lock().expect("targets lock");
+                    targets.2 = Some(codec);
                     link_audio(&pipeline, pad, codec, &targets.0)
                 } else {
                     seen.lock()
@@ -298,13 +322,18 @@ impl Relay {
         held.0 = targets.clone();
         // A stream not linked yet has no sink: it is linked to these targets then.
         let video = held.1.map(|codec| targets.video_clients(codec));
+        let live = |as_sent| {
+            held.2
+                .map(|codec| targets.live_audio_clients(codec, as_sent))
+        };
         let sinks = [
             (video, &[RTP_SINK, RAW_SINK][..]),
             (Some(clients(&targets.audio)), &[AUDIO_SINK][..]),
-            (Some(clients(&targets.janus_audio)), &[LIVE_AUDIO_SINK][..]),
+            (live(false), &[LIVE_AUDIO_SINK][..]),
+            (live(true), &[LIVE_AUDIO_AS_SENT_SINK][..]),
         ];
-        if let Some(valve) = self.pipeline.by_name(LIVE_AUDIO_VALVE) {
-            valve.set_property("drop", targets.janus_audio.is_empty());
+        if let (Some(valve), Some(opus)) = (self.pipeline.by_name(LIVE_AUDIO_VALVE), live(false)) {
+            valve.set_property("drop", opus.is_empty());
         }
         for (clients, names) in sinks {
             let Some(clients) = clients else { continue };
@@ -348,6 +377,8 @@ const AUDIO_SINK: &str = "rtp-out-audio";
 /// The live view's audio: the sink of the Opus RTP, and the valve that lets the camera's audio
 /// through to the encoder only while someone watches.
 const LIVE_AUDIO_SINK: &str = "rtp-out-live-audio";
+/// The live view's audio as the camera sends it (G.711, where the mountpoint takes it).
+const LIVE_AUDIO_AS_SENT_SINK: &str = "rtp-out-live-audio-as-sent";
 const LIVE_AUDIO_VALVE: &str = "live-audio-valve";
 
 /// `multiudpsink`'s `clients` for `targets`.
@@ -603,8 +634,9 @@ fn stream_caps(pad: &gst::Pad) -> String {
     out.to_string()
 }
 
-/// Forwards the camera's audio RTP as it is (no depayloading) to the re-stream, and — while
-/// `targets.janus_audio` is not empty — transcoded to Opus to the Janus mountpoints.
+/// Forwards the camera's audio RTP as it is (no depayloading) to the re-stream, and, while
+/// someone watches, to the Janus mountpoints: as it is where they take its codec, else
+/// transcoded to Opus.
 fn link_audio(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
@@ -617,21 +649,27 @@ fn link_audio(
     let sink = rtp_sink(AUDIO_SINK, &clients(&targets.audio))?;
     // A slow encoder never holds the re-stream's audio back: its queue drops what it cannot
     // take, and nothing reaches it while nobody watches.
+    let opus = targets.live_audio_clients(codec, false);
     let live = gst::parse::bin_from_description(
         &format!(
             "queue leaky=downstream max-size-buffers=100 max-size-bytes=0 max-size-time=0 \
              ! valve name={LIVE_AUDIO_VALVE} drop={} ! {}",
-            targets.janus_audio.is_empty(),
+            opus.is_empty(),
             codec.live_chain()
         ),
         true,
     )
     .map_err(|e| gst::glib::bool_error!("live audio: {e}"))?;
-    let live_sink = rtp_sink(LIVE_AUDIO_SINK, &clients(&targets.janus_audio))?;
-    pipeline.add_many([&tee, &sink, live.upcast_ref(), &live_sink])?;
+    let live_sink = rtp_sink(LIVE_AUDIO_SINK, &opus)?;
+    let as_sent = rtp_sink(
+        LIVE_AUDIO_AS_SENT_SINK,
+        &targets.live_audio_clients(codec, true),
+    )?;
+    pipeline.add_many([&tee, &sink, live.upcast_ref(), &live_sink, &as_sent])?;
     gst::Element::link_many([&tee, &sink])?;
     gst::Element::link_many([&tee, live.upcast_ref(), &live_sink])?;
-    for e in [&live_sink, live.upcast_ref(), &sink, &tee] {
+    gst::Element::link_many([&tee, &as_sent])?;
+    for e in [&as_sent, &live_sink, live.upcast_ref(), &sink, &tee] {
         e.sync_state_with_parent()?;
     }
     pad.link(&tee.static_pad("sink").expect("tee has a sink pad"))
@@ -815,8 +853,9 @@ mod tests {
         }
     }
 
-    /// A camera's audio goes to the re-stream as it is sent, and to Janus as Opus (payload
-    /// type 111) only while someone watches (targets name Janus's audio port).
+    /// A camera's audio goes to the re-stream as it is sent, and to Janus only while someone
+    /// watches (targets name Janus's audio port): as Opus (payload type 111), or as it is sent
+    /// where the mountpoint takes its codec (G.711).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn live_audio_is_opus_and_only_while_watched() {
         gst::init().unwrap();
@@ -871,7 +910,7 @@ mod tests {
                 None,
                 "{audio}: transcoded while nobody watches"
             );
-            targets.janus_audio = vec![("127.0.0.1".into(), port(&live_audio))];
+            targets.janus_audio = vec![("127.0.0.1".into(), port(&live_audio), None)];
             relay.retarget(&targets);
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             let got = loop {
@@ -895,6 +934,14 @@ mod tests {
                 "{audio}: live audio after the viewers left"
             );
             assert_eq!(pt(&restream_audio), Some(camera_pt), "{audio}");
+            // A mountpoint that takes G.711 µ-law gets the camera's own RTP if that is what
+            // it sends (no transcode), and nothing if not.
+            let g711 = Some(AudioCodec::Pcmu);
+            targets.janus_audio = vec![("127.0.0.1".into(), port(&live_audio), g711)];
+            relay.retarget(&targets);
+            let got = (0..5).find_map(|_| pt(&live_audio));
+            let expected = (camera_pt == 0).then_some(0);
+            assert_eq!(got, expected, "{audio}: at a G.711 mountpoint");
             drop(relay);
         }
     }

@@ -198,6 +198,7 @@ impl Reporter {
             height: status.height,
             restream_url: status.restream_url.clone(),
             live_unavailable: status.live_unavailable.clone(),
+            audio_codec: status.audio_codec.clone(),
         });
         self.report(camera_id, status, Some(kind));
     }

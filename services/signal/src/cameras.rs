@@ -280,6 +280,7 @@ impl Cameras {
             sub: None,
             audio_port: None,
             h265: false,
+            audio_codec: String::new(),
         };
         let made = async {
             mountpoint.audio_port = Some(self.alloc.claim_port(&audio_id(&id)).await?);
@@ -586,6 +587,26 @@ impl Cameras {
         self.recreate_main(id, &old, new).await
     }
 
+    /// Re-creates the camera's main mountpoint for the live audio its camera sends:
+    /// `audio_codec` is the G.711 it takes as it is (`PCMU`, `PCMA`), or empty for Opus.
+    pub async fn follow_audio(&self, id: &str, audio_codec: &str) -> Result<bool, ApiError> {
+        let _lease = self.store.lease(id).await?;
+        let Some(old) = self.store.mountpoint(id).await? else {
+            return Ok(false);
+        };
+        if old.audio_codec == audio_codec
+            || old.audio_port.is_none()
+            || self.store.get(id).await?.is_none()
+        {
+            return Ok(false);
+        }
+        let new = Mountpoint {
+            audio_codec: audio_codec.to_string(),
+            ..old.clone()
+        };
+        self.recreate_main(id, &old, new).await
+    }
+
     /// Gives a camera added before live audio existed its live-audio port, re-creating its
     /// main mountpoint with the audio stream (as [`Cameras::follow_codec`] does).
     pub async fn give_live_audio(&self, id: &str) -> Result<bool, ApiError> {
@@ -766,6 +787,7 @@ fn spec(
                 } else {
                     String::new()
                 },
+                audio_codec: mp.audio_codec.clone(),
             }]
         })
         .unwrap_or_default();
@@ -967,6 +989,19 @@ mod tests {
         let target = bus.latest_spec(&id).unwrap().rtp_targets[0].clone();
         assert_eq!(target.audio_port, u32::from(port));
         assert!(!cams.give_live_audio(&id).await.unwrap(), "nothing to do");
+        // A G.711 camera's mountpoint comes to take it as it is, and back to Opus.
+        assert!(cams.follow_audio(&id, "PCMA").await.unwrap());
+        let target = bus.latest_spec(&id).unwrap().rtp_targets[0].clone();
+        assert_eq!(
+            (target.audio_codec.as_str(), target.audio_port),
+            ("PCMA", u32::from(port))
+        );
+        assert!(
+            !cams.follow_audio(&id, "PCMA").await.unwrap(),
+            "nothing to do"
+        );
+        assert!(cams.follow_audio(&id, "").await.unwrap());
+        assert_eq!(bus.latest_spec(&id).unwrap().rtp_targets[0].audio_codec, "");
     }
 
     #[tokio::test]

@@ -2,12 +2,14 @@
 //! gateway forgets them), reports for each camera a mountpoint Janus refuses to create, and
 //! moves the mountpoints of a gateway that stays down to the others. A camera's main
 //! mountpoint follows the video codec its camera sends (H.264, or H.265 for the browsers
-//! that decode it), and one from before live audio gets its audio stream.
+//! that decode it) and audio codec (the G.711 it sends as it is, else Opus), and one from
+//! before live audio gets its audio stream.
 
 use crate::cameras::Cameras;
 use crate::error::ApiError;
 use crate::model::Mountpoint;
 use cloudcam_core::camera::CameraStatus;
+use cloudcam_core::codec::AudioCodec;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -90,10 +92,21 @@ impl Gateways {
                 Some("H264") => Some(false),
                 _ => None,
             };
+            // G.711 goes to browsers as it is; AAC is made Opus.
+            let audio = status
+                .as_ref()
+                .and_then(|s| AudioCodec::from_name(&s.audio_codec))
+                .map(|c| if c.plays_in_browsers() { c.name() } else { "" })
+                .filter(|a| mp.audio_port.is_some() && *a != mp.audio_codec);
             let (why, done) = if let Some(h265) = h265.filter(|h| *h != mp.h265) {
                 (
                     "the camera's video codec",
                     self.cameras.follow_codec(id, h265).await,
+                )
+            } else if let Some(audio) = audio {
+                (
+                    "the camera's audio codec",
+                    self.cameras.follow_audio(id, audio).await,
                 )
             } else if mp.audio_port.is_none() {
                 ("live audio", self.cameras.give_live_audio(id).await)

@@ -32,6 +32,10 @@ pub struct Mountpoint {
     /// H.265 watch it there) instead of H.264.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub h265: bool,
+    /// The audio codec its live-audio stream takes: empty for Opus, or the G.711 (`PCMU`,
+    /// `PCMA`) its camera sends, relayed as it is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub audio_codec: String,
 }
 
 /// The Janus mountpoint of a camera's substream.

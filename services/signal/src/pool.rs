@@ -141,8 +141,13 @@ impl Gateway {
             "media": [video]
         });
         if let Some(port) = mp.audio_port {
-            // The live view's audio: Opus, whatever the camera sends (ingest transcodes
-            // audio only, never video).
+            // The live view's audio: the G.711 the camera sends as it is, or Opus (ingest
+            // encodes AAC to it; audio is the only thing ever encoded).
+            let (codec, pt) = match mp.audio_codec.as_str() {
+                "PCMU" => ("pcmu", 0),
+                "PCMA" => ("pcma", 8),
+                _ => ("opus", 111),
+            };
             body["media"]
                 .as_array_mut()
                 .expect("media is a list")
@@ -151,8 +156,8 @@ impl Gateway {
                     "mid": "a",
                     "port": port,
                     "iface": self.settings.rtp_iface,
-                    "pt": 111,
-                    "codec": "opus"
+                    "pt": pt,
+                    "codec": codec
                 }));
         }
         if !self.admin_key.is_empty() {
@@ -457,6 +462,7 @@ mod tests {
             sub: None,
             audio_port: None,
             h265: false,
+            audio_codec: String::new(),
         }
     }
 
