@@ -22,6 +22,7 @@ async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
                 "hevc-sub:width=640,height=360,fps=25,gop=25",
                 "talk:width=320,height=180,fps=10,gop=10,audio=aac,audio_rate=44100",
                 "g711:width=320,height=180,fps=10,gop=10,audio=pcma",
+                "voip:width=320,height=180,fps=10,gop=10,audio=opus",
             ],
             None,
         )
@@ -103,13 +104,18 @@ async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The camera's audio in the live view: AAC as Opus (WebRTC has no AAC), G.711 as it is sent;
-/// muted until the viewer turns it on.
+/// The camera's audio in the live view: AAC as Opus (WebRTC has no AAC), G.711 and Opus as
+/// they are sent; muted until the viewer turns it on.
 async fn live_audio(browser: &Browser, api: &Api, camsim: &Camsim) -> anyhow::Result<()> {
     // AAC is encoded to Opus; G.711 goes as it is, once signal has made the camera's
     // mountpoint take it (the first view may hear it as Opus; the page reopens the view when
     // the mountpoint is re-created).
-    for (path, codec) in [("talk", "audio/opus"), ("g711", "audio/PCMA")] {
+    let cameras = [
+        ("talk", "MPEG4-GENERIC", "audio/opus"),
+        ("g711", "PCMA", "audio/PCMA"),
+        ("voip", "OPUS", "audio/opus"),
+    ];
+    for (path, sent, codec) in cameras {
         let id = api
             .create_camera_id(json!({"name": path, "url": camsim.url(path)}))
             .await?;
@@ -128,11 +134,6 @@ async fn live_audio(browser: &Browser, api: &Api, camsim: &Camsim) -> anyhow::Re
         .await?;
         assert!(audio.samples > 0, "{path}: nothing decoded: {audio:?}");
         let cam = api.camera(&id).await?;
-        let sent = if path == "talk" {
-            "MPEG4-GENERIC"
-        } else {
-            "PCMA"
-        };
         assert_eq!(cam["status"]["audio_codec"], sent, "{cam}");
         // camsim's audio is a tone: what the page hears is not silence.
         let heard = browser.wait_audible(0.01, Duration::from_secs(10)).await?;

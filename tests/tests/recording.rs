@@ -40,6 +40,7 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
                 &format!("aac48k:{SMALL},audio=aac,audio_rate=48000,audio_channels=2"),
                 &format!("pcmu:{SMALL},audio=pcmu"),
                 &format!("pcma:{SMALL},audio=pcma"),
+                &format!("opus:{SMALL},audio=opus"),
             ],
             None,
         )
@@ -58,13 +59,17 @@ async fn records_to_s3_exports_clips_and_takes_snapshots() -> anyhow::Result<()>
         .create_camera_id(json!({"name": "Gate", "url": camsim.url("gate"), "recording": true}))
         .await?;
     // The audio cameras send: (path, decoded sample rate, channels). G.711 is recorded as
-    // 8 kHz mono AAC (MP4 has no G.711); AAC as it comes, in either packetization.
+    // 8 kHz mono AAC (MP4 has no G.711), Opus as 48 kHz stereo AAC; AAC as it comes, in either
+    // packetization.
     let shapes = [
         ("latm", 16_000, 2),
         ("aac8k", 8_000, 1),
         ("aac48k", 48_000, 2),
         ("pcmu", 8_000, 1),
         ("pcma", 8_000, 1),
+        // RTP Opus is always signalled as two channels (RFC 7587): a mono camera's audio is
+        // decoded, and recorded, as stereo.
+        ("opus", 48_000, 2),
     ];
     let mut audio_cameras = Vec::new();
     for (path, rate, channels) in shapes {

@@ -100,7 +100,8 @@ impl VideoCodec {
     }
 }
 
-/// The audio cameras send that cloudcam carries: AAC in either RTP packetization, and G.711.
+/// The audio cameras send that cloudcam carries: AAC in either RTP packetization, G.711 and
+/// Opus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AudioCodec {
     /// AAC, RFC 3640 (`MPEG4-GENERIC`).
@@ -111,6 +112,8 @@ pub enum AudioCodec {
     Pcmu,
     /// G.711 A-law.
     Pcma,
+    /// Opus (RFC 7587).
+    Opus,
 }
 
 impl AudioCodec {
@@ -121,6 +124,7 @@ impl AudioCodec {
             "MP4A-LATM" => Some(Self::AacLatm),
             "PCMU" => Some(Self::Pcmu),
             "PCMA" => Some(Self::Pcma),
+            "OPUS" => Some(Self::Opus),
             _ => None,
         }
     }
@@ -133,12 +137,28 @@ impl AudioCodec {
             Self::AacLatm => "MP4A-LATM",
             Self::Pcmu => "PCMU",
             Self::Pcma => "PCMA",
+            Self::Opus => "OPUS",
         }
     }
 
-    /// Whether browsers play it as the camera sends it (WebRTC carries G.711, not AAC).
+    /// Whether browsers play it as the camera sends it (WebRTC carries G.711 and Opus, not
+    /// AAC).
     pub fn plays_in_browsers(self) -> bool {
-        matches!(self, Self::Pcmu | Self::Pcma)
+        matches!(self, Self::Pcmu | Self::Pcma | Self::Opus)
+    }
+
+    /// What the live view's mountpoint must take to get it as it is sent: G.711, or Opus
+    /// (what every mountpoint takes unless told otherwise, so `None`); `None` for AAC too,
+    /// which is encoded to Opus.
+    pub fn mountpoint_codec(self) -> Option<Self> {
+        matches!(self, Self::Pcmu | Self::Pcma).then_some(self)
+    }
+
+    /// The elements that make its RTP what a mountpoint taking it as sent expects: Opus at
+    /// payload type 111 (cameras choose their own dynamic type); G.711's types are static, so
+    /// nothing.
+    pub fn as_sent_chain(self) -> Option<&'static str> {
+        (self == Self::Opus).then_some("rtpopusdepay ! rtpopuspay pt=111")
     }
 
     pub fn depayloader(self) -> &'static str {
@@ -147,28 +167,32 @@ impl AudioCodec {
             Self::AacLatm => "rtpmp4adepay",
             Self::Pcmu => "rtppcmudepay",
             Self::Pcma => "rtppcmadepay",
+            Self::Opus => "rtpopusdepay",
         }
     }
 
     /// How the re-stream serves it, from its RTP (`… name=pay1`): AAC always as
-    /// `MPEG4-GENERIC` (what recorders and most RTSP clients read), G.711 as it is.
+    /// `MPEG4-GENERIC` (what recorders and most RTSP clients read), G.711 and Opus as they are.
     pub fn restream_chain(self) -> String {
         let out = match self {
             Self::Aac | Self::AacLatm => "aacparse ! rtpmp4gpay pt=97",
             Self::Pcmu => "rtppcmupay pt=0",
             Self::Pcma => "rtppcmapay pt=8",
+            Self::Opus => "rtpopuspay pt=111",
         };
         format!("{} ! {out} name=pay1", self.depayloader())
     }
 
     /// The elements that turn its RTP into Opus RTP (payload type 111) for the live view:
     /// WebRTC carries no AAC, so it is decoded and encoded to Opus (audio only; video is never
-    /// transcoded). G.711 is too, until its camera's mountpoint takes G.711 as it is sent.
+    /// transcoded). G.711 is too, until its camera's mountpoint takes G.711 as it is sent;
+    /// Opus never needs it.
     pub fn live_chain(self) -> String {
         let decode = match self {
             Self::Aac | Self::AacLatm => "aacparse ! avdec_aac",
             Self::Pcmu => "mulawdec",
             Self::Pcma => "alawdec",
+            Self::Opus => "opusdec",
         };
         format!(
             "{} ! {decode} ! audioconvert ! audioresample ! opusenc bitrate=32000 frame-size=20 \
@@ -177,13 +201,15 @@ impl AudioCodec {
         )
     }
 
-    /// The elements that turn its depayloaded frames into AAC for an MP4 segment (which has
-    /// no G.711): nothing for AAC, a decode and an AAC encode (audio only) for G.711.
+    /// The elements that turn its depayloaded frames into AAC for an MP4 segment (which has no
+    /// G.711, and whose readers here take AAC): nothing for AAC, a decode and an AAC encode
+    /// (audio only) for G.711 and Opus.
     pub fn to_aac(self) -> &'static str {
         match self {
             Self::Aac | Self::AacLatm => "aacparse",
             Self::Pcmu => "mulawdec ! audioconvert ! avenc_aac ! aacparse",
             Self::Pcma => "alawdec ! audioconvert ! avenc_aac ! aacparse",
+            Self::Opus => "opusdec ! audioconvert ! avenc_aac ! aacparse",
         }
     }
 }
@@ -226,8 +252,15 @@ mod tests {
             AudioCodec::AacLatm,
             AudioCodec::Pcmu,
             AudioCodec::Pcma,
+            AudioCodec::Opus,
         ] {
             assert_eq!(AudioCodec::from_name(audio.name()), Some(audio));
+            if let Some(chain) = audio.as_sent_chain() {
+                assert!(
+                    gst::parse::bin_from_description(chain, true).is_ok(),
+                    "{chain}"
+                );
+            }
             for chain in [
                 audio.restream_chain(),
                 audio.to_aac().to_string(),

@@ -277,8 +277,8 @@ impl CameraActor {
     }
 
     /// Where the RTP goes: the video to the camera's Janus mountpoints (not while handing over:
-    /// the new owner feeds them), and its audio, as Opus, while someone watches; video and
-    /// audio to the worker's re-stream while it is pulled.
+    /// the new owner feeds them), and its audio while someone watches (in the codec each
+    /// mountpoint takes); video and audio to the worker's re-stream while it is pulled.
     fn targets(&self) -> Targets {
         let janus = if self.core.handing_over() {
             &[][..]
@@ -286,7 +286,8 @@ impl CameraActor {
             &self.core.spec().rtp_targets[..]
         };
         let port = |p: u32| u16::try_from(p).ok().filter(|p| *p != 0);
-        // The live view's audio is transcoded only while someone watches.
+        // The live view's audio is sent (and transcoded, if at all) only while someone
+        // watches.
         let watched = self.core.spec().live_demand > 0;
         let video = |h265: bool| -> Vec<(String, u16)> {
             janus

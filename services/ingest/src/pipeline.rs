@@ -117,8 +117,9 @@ pub struct Targets {
     /// it has any.
     pub audio: Vec<(String, u16)>,
     /// The Janus mountpoints' live audio, while someone watches, with the codec each takes:
-    /// `None` for Opus (the camera's audio is transcoded only while one of these is here),
-    /// or the G.711 the camera sends, relayed as it is.
+    /// `None` for Opus (an Opus camera's audio is relayed to it as it is; any other is
+    /// transcoded, only while one of these is here), or the G.711 the camera sends, relayed as
+    /// it is.
     pub janus_audio: Vec<(String, u16, Option<AudioCodec>)>,
 }
 
@@ -134,13 +135,20 @@ impl Targets {
     }
 
     /// `multiudpsink`'s `clients` for the live audio of a camera sending `codec`: the Opus
-    /// transcode's (`as_sent` false), or the camera's own RTP's (true).
+    /// transcode's (`as_sent` false: Opus mountpoints, unless the camera sends Opus), or the
+    /// camera's own RTP's (true: mountpoints that take its codec).
     fn live_audio_clients(&self, codec: AudioCodec, as_sent: bool) -> String {
-        let wanted = as_sent.then_some(codec);
+        let to = |takes: Option<AudioCodec>| {
+            if as_sent {
+                codec.plays_in_browsers() && takes == codec.mountpoint_codec()
+            } else {
+                takes.is_none() && codec != AudioCodec::Opus
+            }
+        };
         clients(
             self.janus_audio
                 .iter()
-                .filter(|(_, _, takes)| *takes == wanted)
+                .filter(|(_, _, takes)| to(*takes))
                 .map(|(host, port, _)| (host.clone(), *port))
                 .collect::<Vec<_>>()
                 .iter(),
@@ -665,11 +673,32 @@ fn link_audio(
         LIVE_AUDIO_AS_SENT_SINK,
         &targets.live_audio_clients(codec, true),
     )?;
-    pipeline.add_many([&tee, &sink, live.upcast_ref(), &live_sink, &as_sent])?;
+    // Opus is re-payloaded at the payload type browsers are offered (no transcode).
+    let as_sent_chain: gst::Element = match codec.as_sent_chain() {
+        Some(chain) => gst::parse::bin_from_description(chain, true)
+            .map_err(|e| gst::glib::bool_error!("live audio: {e}"))?
+            .upcast(),
+        None => gst::ElementFactory::make("identity").build()?,
+    };
+    pipeline.add_many([
+        &tee,
+        &sink,
+        live.upcast_ref(),
+        &live_sink,
+        &as_sent_chain,
+        &as_sent,
+    ])?;
     gst::Element::link_many([&tee, &sink])?;
     gst::Element::link_many([&tee, live.upcast_ref(), &live_sink])?;
-    gst::Element::link_many([&tee, &as_sent])?;
-    for e in [&as_sent, &live_sink, live.upcast_ref(), &sink, &tee] {
+    gst::Element::link_many([&tee, &as_sent_chain, &as_sent])?;
+    for e in [
+        &as_sent,
+        &as_sent_chain,
+        &live_sink,
+        live.upcast_ref(),
+        &sink,
+        &tee,
+    ] {
         e.sync_state_with_parent()?;
     }
     pad.link(&tee.static_pad("sink").expect("tee has a sink pad"))
@@ -865,6 +894,7 @@ mod tests {
         for (audio, camera_pt) in [
             ("avenc_aac ! aacparse ! rtpmp4gpay name=pay1 pt=97", 97),
             ("mulawenc ! rtppcmupay name=pay1 pt=0", 0),
+            ("opusenc ! rtpopuspay name=pay1 pt=98", 98),
         ] {
             let source = Source {
                 url: rtsp_server(&format!(
@@ -923,6 +953,10 @@ mod tests {
                 );
             };
             assert_eq!(got, 111, "{audio}: live audio is Opus");
+            // Opus goes as it is (re-payloaded at 111); anything else through the encoder.
+            let valve = relay.pipeline.by_name(LIVE_AUDIO_VALVE).unwrap();
+            let transcoding = !valve.property::<bool>("drop");
+            assert_eq!(transcoding, camera_pt != 98, "{audio}: transcoding");
             targets.janus_audio.clear();
             relay.retarget(&targets);
             // Drained: what was on its way arrives within a moment, then nothing (each read

@@ -655,8 +655,8 @@ impl RecordingActor {
                     })?;
                 let pipeline = weak.upgrade()?;
                 let sink = appsink(&segmenter, None);
-                // MP4 has no G.711: such audio is encoded to AAC (audio only; the video
-                // never is).
+                // MP4 has no G.711, and segments here hold AAC: other audio is encoded to AAC
+                // (audio only; the video never is).
                 let chain = format!("{} ! {}", codec.depayloader(), codec.to_aac());
                 if let Ok(bin) = gst::parse::bin_from_description(&chain, true)
                     && let adepay = bin.upcast::<gst::Element>()
@@ -682,7 +682,7 @@ impl RecordingActor {
                     }
                     segmenter.with_audio();
                     if !matches!(codec, AudioCodec::Aac | AudioCodec::AacLatm) {
-                        tracing::info!(?codec, "G.711 audio recorded as AAC (MP4 has no G.711)");
+                        tracing::info!(?codec, "audio recorded as AAC");
                     }
                     for e in [&adepay, sink.upcast_ref::<gst::Element>()] {
                         let _ = e.sync_state_with_parent();

@@ -92,11 +92,11 @@ impl Gateways {
                 Some("H264") => Some(false),
                 _ => None,
             };
-            // G.711 goes to browsers as it is; AAC is made Opus.
+            // G.711 goes to browsers as it is; Opus too, and AAC is made Opus.
             let audio = status
                 .as_ref()
                 .and_then(|s| AudioCodec::from_name(&s.audio_codec))
-                .map(|c| if c.plays_in_browsers() { c.name() } else { "" })
+                .map(|c| c.mountpoint_codec().map_or("", AudioCodec::name))
                 .filter(|a| mp.audio_port.is_some() && *a != mp.audio_codec);
             let (why, done) = if let Some(h265) = h265.filter(|h| *h != mp.h265) {
                 (

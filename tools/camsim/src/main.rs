@@ -42,7 +42,7 @@ struct Args {
     #[arg(long)]
     stats_port: Option<u16>,
     /// A stream: `PATH[:key=value,...]`; keys: mode (live|replay), codec (h264|h265|mjpeg),
-    /// width, height, fps, gop (frames), profile (baseline|main|high), overlay (true|false), audio (aac|none),
+    /// width, height, fps, gop (frames), profile (baseline|main|high), overlay (true|false), audio (aac|aac-latm|pcmu|pcma|opus|none),
     /// audio_rate (Hz, 48000), seconds (replay loop length), file (Annex-B H.264 for replay), stamp (none|wall|MS: a
     /// machine-readable pixel clock in the bottom rows of every frame, live streams only).
     #[arg(long = "stream", required = true)]

@@ -25,6 +25,8 @@ pub enum Audio {
     Pcmu,
     /// G.711 A-law.
     Pcma,
+    /// Opus, 48 kHz.
+    Opus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,8 +118,11 @@ impl FromStr for StreamSpec {
                         "aac-latm" => Some(Audio::AacLatm),
                         "pcmu" => Some(Audio::Pcmu),
                         "pcma" => Some(Audio::Pcma),
+                        "opus" => Some(Audio::Opus),
                         "none" => None,
-                        _ => bail!("audio must be aac, aac-latm, pcmu, pcma or none, not {v:?}"),
+                        _ => bail!(
+                            "audio must be aac, aac-latm, pcmu, pcma, opus or none, not {v:?}"
+                        ),
                     }
                 }
                 "audio_rate" => spec.audio_rate = v.parse()?,
@@ -187,6 +192,8 @@ pub fn live_factory(spec: &StreamSpec) -> Result<rtsp_server::RTSPMediaFactory> 
                 Audio::AacLatm => (spec.audio_rate, "avenc_aac ! aacparse ! rtpmp4apay pt=97"),
                 Audio::Pcmu => (8_000, "mulawenc ! rtppcmupay pt=0"),
                 Audio::Pcma => (8_000, "alawenc ! rtppcmapay pt=8"),
+                // A dynamic payload type other than the 111 browsers are offered.
+                Audio::Opus => (48_000, "opusenc ! rtpopuspay pt=98"),
             };
             format!(
                 " audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample \
