@@ -107,7 +107,7 @@ async fn add_camera_in_the_ui_and_watch_it_live() -> anyhow::Result<()> {
 /// The camera's audio in the live view: AAC as Opus (WebRTC has no AAC), G.711 and Opus as
 /// they are sent; muted until the viewer turns it on.
 async fn live_audio(browser: &Browser, api: &Api, camsim: &Camsim) -> anyhow::Result<()> {
-    // AAC is encoded to Opus; G.711 goes as it is, once signal has made the camera's
+    // AAC is encoded to Opus; Opus goes as it is, and G.711 too once signal has made the camera's
     // mountpoint take it (the first view may hear it as Opus; the page reopens the view when
     // the mountpoint is re-created).
     let cameras = [

@@ -5,11 +5,11 @@
 //!         │                                 └(re-payloaded)─ rtph264depay ! h264parse
 //!         │                                                  ! rtph264pay ! multiudpsink → Janus
 //!         ├(H.265 video pad)─ rtph265depay ! h265parse ! rtph265pay ! multiudpsink → re-stream
-//!         ├(AAC or G.711 audio pad)─ tee ─ multiudpsink → re-stream
-//!         │                              ├ queue ! valve ! decode ! opusenc ! rtpopuspay
-//!         │                              │ ! multiudpsink → Janus (Opus, while watched)
-//!         │                              └ multiudpsink → Janus (G.711 as sent, while watched,
-//!         │                                where the mountpoint takes it)
+//!         ├(AAC, G.711 or Opus audio pad)─ tee ─ multiudpsink → re-stream
+//!         │                         ├ queue ! valve ! decode ! opusenc ! rtpopuspay
+//!         │                         │ ! multiudpsink → Janus (AAC as Opus, while watched)
+//!         │                         └ [Opus: re-payloaded at PT 111] ! multiudpsink → Janus
+//!         │                           (G.711 or Opus as sent, while watched)
 //!         └(any other pad)── fakesink
 //! ```
 //!
@@ -19,8 +19,8 @@
 //! browsers that decode it); the re-stream (recordings, snapshots, RTSP clients) always.
 //!
 //! No video is decoded or encoded. (Audio may be, for the live view only: WebRTC carries no
-//! AAC, so while someone watches, AAC is decoded and encoded to Opus for Janus; G.711 goes as
-//! it is once the camera's mountpoint takes it. The re-stream, and so recordings, get the
+//! AAC, so while someone watches, AAC is decoded and encoded to Opus for Janus; Opus goes as
+//! it is, and so does G.711 once the camera's mountpoint takes it. The re-stream gets the
 //! audio as the camera sent it.) A camera whose RTP serves a late-joining viewer as it is
 //! (SPS/PPS before every keyframe, packets small enough for WebRTC) is forwarded untouched;
 //! any other has its access units depayloaded, parsed (so SPS/PPS are repeated before every
@@ -62,7 +62,7 @@ pub enum PipelineEvent {
     },
     /// The first access unit reached the relay.
     FirstFrame,
-    /// The camera sends audio cloudcam carries (AAC or G.711), forwarded untouched as RTP
+    /// The camera sends audio cloudcam carries (AAC, G.711, Opus), forwarded untouched as RTP
     /// with these caps.
     Audio {
         codec: AudioCodec,
@@ -113,7 +113,7 @@ pub struct Targets {
     pub janus_h265: Vec<(String, u16)>,
     /// The worker's re-stream (while it is pulled): the video, whatever its codec.
     pub restream: Vec<(String, u16)>,
-    /// The worker's re-stream (while it is pulled): the camera's audio (AAC or G.711), if
+    /// The worker's re-stream (while it is pulled): the camera's audio (AAC, G.711, Opus), if
     /// it has any.
     pub audio: Vec<(String, u16)>,
     /// The Janus mountpoints' live audio, while someone watches, with the codec each takes:
@@ -383,9 +383,9 @@ const RTP_SINK: &str = "rtp-out";
 const RAW_SINK: &str = "rtp-out-raw";
 const AUDIO_SINK: &str = "rtp-out-audio";
 /// The live view's audio: the sink of the Opus RTP, and the valve that lets the camera's audio
-/// through to the encoder only while someone watches.
+/// through to the encoder only while a watched mountpoint wants it encoded.
 const LIVE_AUDIO_SINK: &str = "rtp-out-live-audio";
-/// The live view's audio as the camera sends it (G.711, where the mountpoint takes it).
+/// The live view's audio as the camera sends it (G.711 where the mountpoint takes it, Opus).
 const LIVE_AUDIO_AS_SENT_SINK: &str = "rtp-out-live-audio-as-sent";
 const LIVE_AUDIO_VALVE: &str = "live-audio-valve";
 
