@@ -122,6 +122,10 @@ pub struct CameraStatus {
     /// `PCMA`); empty while none is known.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub audio_codec: String,
+    /// A pushed camera's: where the owning worker takes its stream (RTSP RECORD; the push
+    /// credential is not in it). Empty for a camera that is pulled.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub push_url: String,
 }
 
 impl CameraStatus {
@@ -141,6 +145,7 @@ impl CameraStatus {
             restream_url: String::new(),
             live_unavailable: String::new(),
             audio_codec: String::new(),
+            push_url: String::new(),
         }
     }
 
@@ -161,6 +166,7 @@ impl CameraStatus {
                 }
                 self.restream_url.clone_from(&s.restream_url);
                 self.live_unavailable.clone_from(&s.live_unavailable);
+                self.push_url.clone_from(&s.push_url);
                 if !s.audio_codec.is_empty() {
                     self.audio_codec.clone_from(&s.audio_codec);
                 }
@@ -288,6 +294,7 @@ pub fn substream_spec(spec: &v1::CameraSpec) -> Option<v1::CameraSpec> {
         sub_source_url: String::new(),
         sub_live_demand: 0,
         sub_source_generation: 0,
+        push: false,
         ..spec.clone()
     })
 }

@@ -95,6 +95,9 @@ impl CameraActor {
     pub fn new(spec: CameraSpec, shared: Shared) -> Self {
         let mut status = CameraStatus::unknown();
         status.worker_id.clone_from(&shared.worker_id);
+        if let Some(server) = shared.restream.as_ref().filter(|_| spec.push) {
+            status.push_url = server.push_url(&spec.camera_id);
+        }
         let span = tracing::info_span!("camera", camera = %spec.camera_id);
         Self {
             core: CameraCore::new(spec, shared.settings.clone(), Instant::now()),
@@ -339,9 +342,30 @@ impl CameraActor {
             .iter()
             .flat_map(|s| s.values().map(str::to_owned))
             .collect();
+        let push = if self.core.spec().push {
+            match (&self.shared.restream, &self.secret) {
+                (Some(server), Some(secret)) => {
+                    Some(server.accept_push(self.id(), &secret.password))
+                }
+                _ => {
+                    let failed = PipelineEvent::Failed {
+                        kind: crate::pipeline::FailureKind::Other,
+                        reason: "a pushed camera needs a push credential and the worker's RTSP \
+                                 server (restream.listen)"
+                            .into(),
+                    };
+                    let effects = self.core.relayed(run, &failed, Instant::now());
+                    self.apply(effects, ctx);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let source = Source {
             url: self.core.spec().source_url.clone(),
             secret: self.secret.clone(),
+            push,
         };
         match Relay::start(
             &source,
@@ -502,6 +526,14 @@ impl Actor for CameraActor {
         self.relay = None;
         if let (Some(server), Some(_)) = (&self.shared.restream, self.restream.take()) {
             server.unmount(self.id());
+        }
+        if let Some(server) = self
+            .shared
+            .restream
+            .as_ref()
+            .filter(|_| self.core.spec().push)
+        {
+            server.refuse_push(self.id());
         }
         self.shared.reporter.gone(self.id());
         tracing::info!("camera actor stopped");

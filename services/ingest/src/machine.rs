@@ -21,6 +21,10 @@
 //! moved to this worker is then live again within that timeout instead of the whole connect
 //! timeout plus a backoff.
 //!
+//! *Pushed cameras* (`spec.push`) are not pulled: their relay waits for a push session as long
+//! as it takes, and the camera is `unreachable` ([`PUSH_WAITING`]) until one starts. When a push
+//! ends, the next run waits for the next push at once (no backoff: the pusher decides when).
+//!
 //! *Handing over.* When the camera moves to another worker on a planned move (a rebalance, a
 //! graceful stop), a live camera is not stopped at once: its relay stops feeding Janus (the
 //! new owner does) but keeps feeding the worker's re-stream until the new owner reports the
@@ -98,10 +102,15 @@ pub struct CameraCore {
     handover: Option<Instant>,
 }
 
-/// Whether the camera is to be pulled: someone watches it, it records, or it is always on.
+/// Whether the camera is to be pulled: someone watches it, it records, or it is always on. A
+/// pushed camera is always taken: it is live whenever it pushes.
 pub fn wanted(spec: &CameraSpec) -> bool {
-    spec.live_demand > 0 || spec.recording || spec.always_on
+    spec.live_demand > 0 || spec.recording || spec.always_on || spec.push
 }
+
+/// A pushed camera's status while nothing is pushed to it.
+pub const PUSH_WAITING: &str =
+    "nothing is pushed to the camera: waiting for its encoder or edge agent to push";
 
 /// Whether going from `old` to `new` needs a new session with the camera.
 fn source_changed(old: &CameraSpec, new: &CameraSpec) -> bool {
@@ -340,7 +349,11 @@ impl CameraCore {
             }
             PipelineEvent::Eos => self.fail(
                 CameraState::Unreachable,
-                "the camera ended the stream".into(),
+                if self.spec.push {
+                    "the push ended".into()
+                } else {
+                    "the camera ended the stream".into()
+                },
                 false,
                 now,
                 &mut out,
@@ -380,7 +393,7 @@ impl CameraCore {
                         first_frame.as_millis()
                     );
                     self.fail(CameraState::Stalled, reason, true, now, &mut out);
-                } else if now.duration_since(since) >= self.connect_timeout() {
+                } else if !self.spec.push && now.duration_since(since) >= self.connect_timeout() {
                     let reason = format!(
                         "no video from the camera within {} s of connecting",
                         self.settings.connect_timeout_ms / 1000
@@ -441,7 +454,11 @@ impl CameraCore {
         self.run += 1;
         self.phase = Phase::Fetching;
         out.push(Effect::TickEvery(Duration::from_secs(1)));
-        self.report(CameraState::Connecting, "connecting to the camera", out);
+        if self.spec.push {
+            self.report(CameraState::Unreachable, PUSH_WAITING, out);
+        } else {
+            self.report(CameraState::Connecting, "connecting to the camera", out);
+        }
         out.push(Effect::FetchCredentials {
             run: self.run,
             reconnect,
@@ -482,7 +499,8 @@ impl CameraCore {
         self.run += 1;
         self.attempt += 1;
         self.report(state, reason, out);
-        let delay = if silent && self.attempt == 1 {
+        let pushed_away = self.spec.push && state == CameraState::Unreachable;
+        let delay = if (silent && self.attempt == 1) || pushed_away {
             Duration::ZERO
         } else {
             self.settings.backoff(self.attempt)
@@ -557,6 +575,43 @@ mod tests {
         fn check(&mut self, age_ms: Option<u64>) -> Vec<Effect> {
             self.core.check(self.now, age_ms.map(Duration::from_millis))
         }
+    }
+
+    #[test]
+    fn a_pushed_camera_waits_for_its_push_as_long_as_it_takes_and_again_at_once_after_it() {
+        let mut pushed = spec(0);
+        pushed.source_url.clear();
+        pushed.push = true;
+        let mut sim = Sim::new(pushed);
+        let out = sim.core.start(sim.now);
+        // Taken with nobody watching; unreachable, saying why, until a push starts.
+        assert_eq!(Sim::states(&out), [CameraState::Unreachable]);
+        assert!(out.contains(&Effect::Report {
+            state: CameraState::Unreachable,
+            reason: PUSH_WAITING.into()
+        }));
+        let out = sim.core.credentials(1, Ok(()), sim.now);
+        assert!(out.contains(&Effect::StartRelay { run: 1 }));
+        // No connect timeout: an hour without a push is still the same run.
+        sim.advance(3_600_000);
+        assert!(Sim::states(&sim.check(None)).is_empty());
+        assert!(sim.core.is_current(1));
+        sim.event(PipelineEvent::Opened);
+        let out = sim.event(PipelineEvent::FirstFrame);
+        assert_eq!(Sim::states(&out), [CameraState::Live]);
+        // The push ends: the next run waits for the next push, with no backoff.
+        let out = sim.event(PipelineEvent::Eos);
+        assert_eq!(Sim::states(&out), [CameraState::Unreachable]);
+        assert!(out.contains(&Effect::WakeAfter(Duration::ZERO)));
+        let out = sim.check(None);
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::FetchCredentials { .. }))
+        );
+        assert!(out.contains(&Effect::Report {
+            state: CameraState::Unreachable,
+            reason: PUSH_WAITING.into()
+        }));
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!         └(any other pad)── fakesink
 //! ```
 //!
+//! A pushed camera's relay has no `rtspsrc`: a bin takes the place, with an `appsrc` per stream
+//! of the push session under way ([`crate::push`]), whose pads are linked just the same.
+//!
 //! The video sinks also feed the worker's re-stream while it is pulled: the sinks' clients
 //! change in place ([`Relay::retarget`]). Janus gets the video only where its mountpoint
 //! takes the codec: H.264, or H.265 once signal has made the camera's mountpoint take it (for
@@ -29,10 +32,12 @@
 
 use crate::config::CameraSettings;
 use crate::forward::{Forwarding, Route, VIDEO_PT};
+use crate::push::{PushEvent, PushFeed, PushSink};
 use cloudcam_core::camera::CameraSecret;
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
@@ -96,11 +101,13 @@ pub struct Counters {
     pub rtp_packets: AtomicU64,
 }
 
-/// Where a camera's stream comes from.
+/// Where a camera's stream comes from: pulled from `url`, or pushed to the worker (`push`).
 #[derive(Clone)]
 pub struct Source {
     pub url: String,
     pub secret: Option<CameraSecret>,
+    /// A pushed camera's sessions; `url` is unused then.
+    pub push: Option<Arc<PushFeed>>,
 }
 
 /// Where a relay sends RTP (`host`, `port`).
@@ -162,8 +169,11 @@ type Linked = (Targets, Option<VideoCodec>, Option<AudioCodec>);
 /// A running relay; dropping it stops the pipeline.
 pub struct Relay {
     pipeline: gst::Pipeline,
-    /// The camera's `rtspsrc`; stopped before the rest (it may skip its jitter buffer).
+    /// The camera's `rtspsrc` (or the bin of a push session's sources); stopped before the
+    /// rest (it may skip its jitter buffer).
     src: gst::Element,
+    /// A pushed camera's sessions, which this relay takes while it runs.
+    push: Option<Arc<PushFeed>>,
     /// Where the RTP goes, and the video's and audio's codecs once their streams are linked;
     /// held while a stream is being linked.
     targets: Arc<std::sync::Mutex<Linked>>,
@@ -181,30 +191,11 @@ impl Relay {
         on_event: EventSink,
     ) -> Result<Self, PipelineError> {
         let pipeline = gst::Pipeline::new();
-        let location = source
-            .secret
-            .as_ref()
-            .map_or_else(|| source.url.clone(), |s| s.location(&source.url));
-        let src = gst::ElementFactory::make("rtspsrc")
-            .property("location", &location)
-            .property("latency", settings.latency_ms)
-            .property("tcp-timeout", settings.connect_timeout_ms * 1000)
-            .property("drop-on-latency", true)
-            .build()?;
-        // The relay never syncs to a clock: the jitter buffer only reorders, and need not
-        // map the camera's timestamps onto the pipeline clock (8 % of a relay's CPU).
-        src.set_property_from_str("buffer-mode", "none");
-        if settings.transport != "auto" {
-            src.set_property_from_str("protocols", &settings.transport);
-        }
-        // Over TCP nothing arrives out of order: no jitter buffer (and no thread hop) at all.
-        if settings.transport == "tcp" {
-            cloudcam_core::rtp_timestamper::skip_jitter_buffer(&src);
-        }
-        if let Some(secret) = source.secret.as_ref().filter(|s| !s.username.is_empty()) {
-            src.set_property("user-id", &secret.username);
-            src.set_property("user-pw", &secret.password);
-        }
+        let src = match &source.push {
+            None => pull_source(source, settings)?,
+            // Its pads are made as the pushed streams arrive (see `push_sink`).
+            Some(_) => gst::Bin::with_name("push").upcast(),
+        };
         pipeline.add(&src)?;
 
         let targets = Arc::new(std::sync::Mutex::new((targets.clone(), None, None)));
@@ -280,6 +271,9 @@ impl Relay {
                 }
             });
         }
+        if let Some(feed) = &source.push {
+            feed.attach(push_sink(&src, on_event.clone()));
+        }
         {
             let on_event = on_event.clone();
             src.connect_no_more_pads(move |_| {
@@ -318,6 +312,7 @@ impl Relay {
         Ok(Self {
             pipeline,
             src,
+            push: source.push.clone(),
             targets,
             forwarding,
             bus_task,
@@ -373,8 +368,133 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.bus_task.abort();
+        if let Some(feed) = &self.push {
+            feed.detach();
+        }
         cloudcam_core::rtp_timestamper::stop_source_first(&self.pipeline, &self.src);
     }
+}
+
+/// `rtspsrc` pulling the camera (its pads are the camera's streams, as RTP).
+fn pull_source(
+    source: &Source,
+    settings: &CameraSettings,
+) -> Result<gst::Element, gst::glib::BoolError> {
+    let location = source
+        .secret
+        .as_ref()
+        .map_or_else(|| source.url.clone(), |s| s.location(&source.url));
+    let src = gst::ElementFactory::make("rtspsrc")
+        .property("location", &location)
+        .property("latency", settings.latency_ms)
+        .property("tcp-timeout", settings.connect_timeout_ms * 1000)
+        .property("drop-on-latency", true)
+        .build()?;
+    // The relay never syncs to a clock: the jitter buffer only reorders, and need not
+    // map the camera's timestamps onto the pipeline clock (8 % of a relay's CPU).
+    src.set_property_from_str("buffer-mode", "none");
+    if settings.transport != "auto" {
+        src.set_property_from_str("protocols", &settings.transport);
+    }
+    // Over TCP nothing arrives out of order: no jitter buffer (and no thread hop) at all.
+    if settings.transport == "tcp" {
+        cloudcam_core::rtp_timestamper::skip_jitter_buffer(&src);
+    }
+    if let Some(secret) = source.secret.as_ref().filter(|s| !s.username.is_empty()) {
+        src.set_property("user-id", &secret.username);
+        src.set_property("user-pw", &secret.password);
+    }
+    Ok(src)
+}
+
+/// Takes a push session's RTP into `bin` (the relay's source): an `appsrc` per stream, made
+/// at the stream's first packet, whose ghost pad is linked as an `rtspsrc` pad would be. The
+/// session's end is the camera's end of stream.
+fn push_sink(bin: &gst::Element, on_event: EventSink) -> PushSink {
+    let bin = bin
+        .downcast_ref::<gst::Bin>()
+        .expect("a push source is a bin")
+        .downgrade();
+    let sources = std::sync::Mutex::new(Vec::<Option<gst_app::AppSrc>>::new());
+    let ended = AtomicBool::new(false);
+    Arc::new(move |event| {
+        if ended.load(Ordering::SeqCst) {
+            return;
+        }
+        let (stream, caps, mut buffer) = match event {
+            PushEvent::Ended => {
+                ended.store(true, Ordering::SeqCst);
+                on_event(PipelineEvent::Eos);
+                return;
+            }
+            PushEvent::Rtp {
+                stream,
+                caps,
+                buffer,
+            } => (stream, caps, buffer),
+        };
+        let Some(bin) = bin.upgrade() else {
+            return;
+        };
+        let mut sources = sources.lock().expect("push sources lock");
+        if sources.len() <= stream {
+            sources.resize(stream + 1, None);
+        }
+        if sources[stream].is_none() {
+            if sources.iter().all(Option::is_none) {
+                on_event(PipelineEvent::Opened);
+            }
+            match add_push_stream(&bin, &caps) {
+                Ok(src) => sources[stream] = Some(src),
+                Err(e) => {
+                    ended.store(true, Ordering::SeqCst);
+                    on_event(PipelineEvent::Failed {
+                        kind: FailureKind::Other,
+                        reason: format!("cannot take the pushed stream: {e}"),
+                    });
+                    return;
+                }
+            }
+        }
+        // Stamped by this pipeline's clock on the way in, as rtspsrc's packets are.
+        let b = buffer.make_mut();
+        b.set_pts(gst::ClockTime::NONE);
+        b.set_dts(gst::ClockTime::NONE);
+        if let Some(src) = &sources[stream] {
+            let _ = src.push_buffer(buffer);
+        }
+    })
+}
+
+/// An `appsrc` in `bin` for a pushed stream with `caps`, exposed (and so linked) as a pad of
+/// `bin`, and playing.
+fn add_push_stream(
+    bin: &gst::Bin,
+    caps: &gst::Caps,
+) -> Result<gst_app::AppSrc, gst::glib::BoolError> {
+    let src = gst_app::AppSrc::builder()
+        .caps(caps)
+        .format(gst::Format::Time)
+        .is_live(true)
+        .do_timestamp(true)
+        // A stalled relay drops the oldest packets rather than hold the pusher back.
+        .max_bytes(4 << 20)
+        .leaky_type(gst_app::AppLeakyType::Downstream)
+        .build();
+    // The pad's caps answer what the stream is before any packet has passed (an appsrc's own
+    // pad answers ANY until then).
+    let filter = gst::ElementFactory::make("capsfilter")
+        .property("caps", caps)
+        .build()?;
+    bin.add_many([src.upcast_ref(), &filter])?;
+    src.link(&filter)?;
+    let ghost =
+        gst::GhostPad::with_target(&filter.static_pad("src").expect("capsfilter has a src pad"))?;
+    ghost.set_active(true)?;
+    bin.add_pad(&ghost)?;
+    filter.sync_state_with_parent()?;
+    src.sync_state_with_parent()?;
+    Ok(src)
 }
 
 /// The elements that send the video RTP (to Janus and the re-stream): re-payloaded, and as the
@@ -848,6 +968,7 @@ mod tests {
             let source = Source {
                 url: rtsp_server(&launch),
                 secret: None,
+                push: None,
             };
             for round in 0..30 {
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -901,6 +1022,7 @@ mod tests {
                     "( {video} audiotestsrc is-live=true ! audioconvert ! {audio} )"
                 )),
                 secret: None,
+                push: None,
             };
             let socket = || {
                 let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -992,6 +1114,7 @@ mod tests {
                  ! rtph265pay name=pay0 pt=96 )",
             ),
             secret: None,
+            push: None,
         };
         let socket = || {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -199,6 +199,7 @@ impl Reporter {
             restream_url: status.restream_url.clone(),
             live_unavailable: status.live_unavailable.clone(),
             audio_codec: status.audio_codec.clone(),
+            push_url: status.push_url.clone(),
         });
         self.report(camera_id, status, Some(kind));
     }

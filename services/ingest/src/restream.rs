@@ -6,6 +6,7 @@
 //! a local UDP port, which the camera's media factory reads and re-payloads without decoding.
 //! Nobody watching, nothing is sent there: the relay is told through the mount's [`OnUse`].
 
+use crate::push::{PushFactory, PushFeed};
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use cloudcam_core::config::RestreamAuth;
 use gstreamer as gst;
@@ -29,6 +30,10 @@ pub type OnUse = Arc<dyn Fn(bool) + Send + Sync>;
 /// A running re-stream server. Cheap to share (`Arc`); mount points are thread-safe.
 pub struct Restream {
     mounts: rtsp_server::RTSPMountPoints,
+    /// Who may do what: the re-stream credential, and each pushed camera's push credential.
+    rtsp_auth: rtsp_server::RTSPAuth,
+    /// Pushed cameras' mounts: their feed, and the credential it was mounted with.
+    pushes: Mutex<HashMap<String, (Arc<PushFeed>, String)>>,
     public_base: String,
     auth: RestreamAuth,
     /// Media being served per camera (a shared media lives while it has clients), and who is
@@ -81,6 +86,12 @@ impl Restream {
             .build();
         rtsp_auth.add_digest(&auth.user, &auth.password, &token);
         server.set_auth(Some(&rtsp_auth));
+        // Every client in a thread of its own: a client waiting for a media to be ready (a
+        // re-stream's first DESCRIBE waits for its first frame) must not hold up the others,
+        // least of all the push that brings that frame.
+        if let Some(pool) = server.thread_pool() {
+            pool.set_max_threads(-1);
+        }
         let mounts = server
             .mount_points()
             .expect("a new server has mount points");
@@ -104,6 +115,8 @@ impl Restream {
         };
         Ok(Self {
             mounts,
+            rtsp_auth,
+            pushes: Default::default(),
             public_base: format!("rtsp://{public_host}:{bound}"),
             auth,
             users: Default::default(),
@@ -228,6 +241,50 @@ impl Restream {
     /// The credential clients present (the worker's own snapshots pull with it too).
     pub fn auth(&self) -> &RestreamAuth {
         &self.auth
+    }
+
+    /// Where `camera_id` is pushed to (RTSP RECORD; no credentials in it).
+    pub fn push_url(&self, camera_id: &str) -> String {
+        format!("{}/push/{camera_id}", self.public_base)
+    }
+
+    /// Takes pushes of `camera_id` at [`Self::push_url`] from clients that authenticate (RTSP
+    /// digest) as the camera id with `password`, and hands them to the returned feed. Called
+    /// again with another password (the credential was replaced), the old one stops working
+    /// and a push made with it is cut.
+    pub fn accept_push(&self, camera_id: &str, password: &str) -> Arc<PushFeed> {
+        let mut pushes = self.pushes.lock().expect("pushes lock");
+        if let Some((feed, current)) = pushes.get(camera_id) {
+            if current == password {
+                return feed.clone();
+            }
+            feed.cut();
+        }
+        let role = format!("push:{camera_id}");
+        let token = rtsp_server::RTSPToken::builder()
+            .field(rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, role.as_str())
+            .build();
+        self.rtsp_auth.remove_digest(camera_id);
+        self.rtsp_auth.add_digest(camera_id, password, &token);
+        let feed = pushes
+            .get(camera_id)
+            .map(|(feed, _)| feed.clone())
+            .unwrap_or_default();
+        self.mounts.add_factory(
+            &format!("/push/{camera_id}"),
+            PushFactory::new(feed.clone(), &role),
+        );
+        pushes.insert(camera_id.to_string(), (feed.clone(), password.to_string()));
+        feed
+    }
+
+    /// Takes no more pushes of `camera_id`; a push under way is cut.
+    pub fn refuse_push(&self, camera_id: &str) {
+        if let Some((feed, _)) = self.pushes.lock().expect("pushes lock").remove(camera_id) {
+            self.mounts.remove_factory(&format!("/push/{camera_id}"));
+            self.rtsp_auth.remove_digest(camera_id);
+            feed.cut();
+        }
     }
 
     pub fn unmount(&self, camera_id: &str) {

@@ -43,6 +43,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/cameras/{id}", web::get().to(get_camera))
                 .route("/cameras/{id}", web::patch().to(update_camera))
                 .route("/cameras/{id}", web::delete().to(delete_camera))
+                .route(
+                    "/cameras/{id}/push-credential",
+                    web::post().to(new_push_credential),
+                )
                 .route("/cameras/{id}/shares", web::get().to(shares))
                 .route("/cameras/{id}/shares/{user}", web::put().to(share))
                 .route("/cameras/{id}/shares/{user}", web::delete().to(unshare))
@@ -72,8 +76,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
     paths(
         login, logout, sign_url, me, change_password, sign_out_everywhere, list_users, create_user,
         update_user, sign_out_user, list_cameras, create_camera, get_camera, update_camera,
-        delete_camera, shares, share, unshare, recordings, clip, snapshot, request_snapshot,
-        workers
+        delete_camera, new_push_credential, shares, share, unshare, recordings, clip, snapshot,
+        request_snapshot, workers
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -313,7 +317,8 @@ async fn list_cameras(app: web::Data<AppState>, authed: Authed) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(app.cameras.list(&authed.caller).await?))
 }
 
-/// Add a camera (pulled on demand unless it records or is always on).
+/// Add a camera (pulled on demand unless it records or is always on), or a camera that pushes
+/// its stream (`push`: the answer holds its push credential, once).
 #[utoipa::path(post, path = "/api/v1/cameras", security(("bearer" = [])), request_body = CreateCamera,
     responses((status = 201, body = CameraView, headers(("ETag" = String))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
@@ -339,6 +344,24 @@ async fn get_camera(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = app.cameras.get(&authed.caller, &id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(etag(view.version))
+        .json(view))
+}
+
+/// Give a pushed camera a new push credential (in the answer only, never shown again): the
+/// old one stops working and a push made with it is cut.
+#[utoipa::path(post, path = "/api/v1/cameras/{id}/push-credential", security(("bearer" = [])),
+    params(("id" = String, Path, description = "camera id")),
+    responses((status = 200, body = CameraView, headers(("ETag" = String))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn new_push_credential(
+    app: web::Data<AppState>,
+    authed: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = app.cameras.new_push_credential(&authed.caller, &id).await?;
     Ok(HttpResponse::Ok()
         .insert_header(etag(view.version))
         .json(view))

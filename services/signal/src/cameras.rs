@@ -10,8 +10,9 @@
 
 use crate::error::ApiError;
 use crate::model::{
-    CameraInfo, CameraRecord, CameraView, CreateCamera, Grant, Mountpoint, Need, ServedBy, Share,
-    Stored, SubMountpoint, UpdateCamera, check_name, check_retention, check_sub_url, parse_source,
+    CameraInfo, CameraRecord, CameraView, CreateCamera, Grant, Mountpoint, Need, PushCredential,
+    ServedBy, Share, Source, Stored, SubMountpoint, UpdateCamera, check_name, check_retention,
+    check_sub_url, parse_source,
 };
 use crate::pool::Pool;
 use crate::store::audio_id;
@@ -187,6 +188,7 @@ impl Cameras {
                             .then(|| sub_status.unwrap_or_else(CameraStatus::unknown)),
                         info: s.record.info,
                         status,
+                        push_credential: None,
                     }
                 },
             )
@@ -218,30 +220,46 @@ impl Cameras {
             ));
         }
         let name = check_name(&body.name)?;
-        let source = parse_source(&body.url)?;
         let retention_hours = check_retention(body.retention_hours)?;
-        let sub_url = body
-            .sub_url
-            .as_deref()
-            .map(check_sub_url)
-            .transpose()?
-            .flatten();
-        let username = body.username.or(source.username).filter(|u| !u.is_empty());
-        let password = body.password.or(source.password);
-        let secret =
-            (username.is_some() || !source.secret_query.is_empty()).then(|| CameraSecret {
-                username: username.clone().unwrap_or_default(),
-                password: password.clone().unwrap_or_default(),
-                query: source.secret_query,
-            });
+        let id = self.new_id().await?;
+        let (source, sub_url, secret) = if body.push {
+            check_push(&body)?;
+            let source = Source {
+                url: String::new(),
+                username: None,
+                password: None,
+                secret_query: Vec::new(),
+            };
+            (source, None, Some(push_secret(&id)))
+        } else {
+            let source = parse_source(&body.url)?;
+            let sub_url = body
+                .sub_url
+                .as_deref()
+                .map(check_sub_url)
+                .transpose()?
+                .flatten();
+            let username = body
+                .username
+                .or(source.username.clone())
+                .filter(|u| !u.is_empty());
+            let password = body.password.or(source.password.clone());
+            let secret =
+                (username.is_some() || !source.secret_query.is_empty()).then(|| CameraSecret {
+                    username: username.clone().unwrap_or_default(),
+                    password: password.clone().unwrap_or_default(),
+                    query: source.secret_query.clone(),
+                });
+            (source, sub_url, secret)
+        };
         let (username, has_password) = shown(secret.as_ref());
         let now = cloudcam_core::now_ms();
-        let id = self.new_id().await?;
         let record = CameraRecord {
             info: CameraInfo {
                 id: id.clone(),
                 name,
                 url: source.url,
+                push: body.push,
                 sub_url,
                 has_password,
                 username,
@@ -309,8 +327,54 @@ impl Cameras {
         }
         self.ensure_mountpoint(&id, &mountpoint).await;
         self.publish(&id).await?;
-        tracing::info!(camera = %id, name = %record.info.name, url = %record.info.url, owner = %caller.name, "camera added");
-        self.get(caller, &id).await
+        tracing::info!(camera = %id, name = %record.info.name, url = %record.info.url, push = record.info.push, owner = %caller.name, "camera added");
+        let mut view = self.get(caller, &id).await?;
+        view.push_credential = secret.filter(|_| body.push).map(|s| PushCredential {
+            username: s.username,
+            password: s.password,
+        });
+        Ok(view)
+    }
+
+    /// Gives a pushed camera a new push credential, shown in the answer only: the old one
+    /// stops working, and a push made with it is cut (the owning worker takes the new one).
+    pub async fn new_push_credential(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<CameraView, ApiError> {
+        let stored = self.authorize(caller, id, Need::Manage).await?;
+        if !stored.record.info.push {
+            return Err(ApiError::BadRequest(
+                "not_pushed",
+                format!(
+                    "camera {id} is pulled from its url; only a pushed camera has a push credential"
+                ),
+            ));
+        }
+        let secret = push_secret(id);
+        let _lease = self.store.lease(id).await?;
+        self.store.set_secret(id, Some(&secret)).await?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let stored = self.authorize(caller, id, Need::Manage).await?;
+            let mut record = stored.record.clone();
+            // A new source generation: the owning worker reads the new credential.
+            record.source_generation += 1;
+            record.generation += 1;
+            record.info.updated_ms = cloudcam_core::now_ms();
+            if self.store.replace(stored.version, &record).await?.is_none() {
+                continue;
+            }
+            self.publish_held(id).await?;
+            tracing::info!(camera = %id, by = %caller.name, "push credential replaced");
+            let mut view = self.get(caller, id).await?;
+            view.push_credential = Some(PushCredential {
+                username: secret.username,
+                password: secret.password,
+            });
+            return Ok(view);
+        }
+        Err(ApiError::Busy(format!("camera {id} is being changed")))
     }
 
     /// A new mountpoint (id and RTP port) for the substream of camera `id`.
@@ -689,6 +753,19 @@ fn apply(
     secret: Option<CameraSecret>,
     body: &UpdateCamera,
 ) -> Result<(CameraRecord, Option<CameraSecret>), ApiError> {
+    if record.info.push
+        && (body.url.is_some()
+            || body.sub_url.is_some()
+            || body.username.is_some()
+            || body.password.is_some())
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_field",
+            "a pushed camera has no url, sub_url, username or password; replace its push \
+             credential with POST /cameras/{id}/push-credential"
+                .into(),
+        ));
+    }
     let before = (record.info.url.clone(), secret.clone());
     let sub_before = (record.info.sub_url.clone(), secret.clone());
     let mut secret = secret;
@@ -765,6 +842,35 @@ fn apply(
     Ok((record, secret))
 }
 
+/// A pushed camera's create request takes nothing a pulled camera is reached with.
+fn check_push(body: &CreateCamera) -> Result<(), ApiError> {
+    if !body.url.trim().is_empty()
+        || body
+            .sub_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
+        || body.username.is_some()
+        || body.password.is_some()
+    {
+        return Err(ApiError::BadRequest(
+            "invalid_push",
+            "a pushed camera takes no url, sub_url, username or password: it pushes to cloudcam \
+             with the push credential it is given"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A new push credential for camera `id`: the camera id and a random password (128 bits).
+fn push_secret(id: &str) -> CameraSecret {
+    CameraSecret {
+        username: id.to_string(),
+        password: cloudcam_core::random_hex(16),
+        query: Vec::new(),
+    }
+}
+
 /// The desired state published for ingest workers and recorders.
 fn spec(
     record: &CameraRecord,
@@ -813,6 +919,7 @@ fn spec(
         sub_source_url: info.sub_url.clone().unwrap_or_default(),
         sub_live_demand: u32::from(wanted.1),
         sub_source_generation: record.sub_source_generation,
+        push: info.push,
     }
 }
 
@@ -849,6 +956,7 @@ mod tests {
         CreateCamera {
             name: name.into(),
             url: "rtsp://u:p@cam.local/s".into(),
+            push: false,
             sub_url: None,
             username: None,
             password: None,
@@ -856,6 +964,64 @@ mod tests {
             retention_hours: 0.0,
             always_on: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_pushed_camera_gets_a_push_credential_once_and_a_new_one_on_request() {
+        let (cams, bus) = service();
+        let body = CreateCamera {
+            url: String::new(),
+            push: true,
+            ..camera("encoder")
+        };
+        let created = cams.create(&admin(), body).await.unwrap();
+        let id = created.info.id.clone();
+        let credential = created.push_credential.expect("shown when made");
+        assert_eq!(credential.username, id);
+        assert_eq!(credential.password.len(), 32);
+        assert!(!format!("{credential:?}").contains(&credential.password));
+        assert!(
+            cams.get(&admin(), &id)
+                .await
+                .unwrap()
+                .push_credential
+                .is_none()
+        );
+        let spec = bus.latest_spec(&id).unwrap();
+        assert!(spec.push);
+        assert_eq!(spec.source_url, "");
+        assert_eq!(spec.credentials_ref, secret_key(&id));
+        let stored = cams.store.secret(&id).await.unwrap().unwrap();
+        assert_eq!(stored.password, credential.password);
+        // A new credential replaces the stored one and makes the worker read it.
+        let fresh = cams.new_push_credential(&admin(), &id).await.unwrap();
+        let replaced = fresh.push_credential.unwrap();
+        assert_ne!(replaced.password, credential.password);
+        assert_eq!(
+            cams.store.secret(&id).await.unwrap().unwrap().password,
+            replaced.password
+        );
+        assert!(bus.latest_spec(&id).unwrap().source_generation > spec.source_generation);
+        // Nothing of a pulled camera's is taken for it, nor given at creation.
+        let change = UpdateCamera {
+            url: Some("rtsp://cam.local/s".into()),
+            ..Default::default()
+        };
+        let err = cams.update(&admin(), &id, change, None).await.unwrap_err();
+        assert_eq!(err.code(), "invalid_field");
+        let body = CreateCamera {
+            push: true,
+            ..camera("encoder")
+        };
+        let err = cams.create(&admin(), body).await.unwrap_err();
+        assert_eq!(err.code(), "invalid_push");
+        // A pulled camera has no push credential.
+        let pulled = cams.create(&admin(), camera("p")).await.unwrap().info.id;
+        let err = cams
+            .new_push_credential(&admin(), &pulled)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "not_pushed");
     }
 
     #[tokio::test]

@@ -79,8 +79,12 @@ impl Mountpoint {
 pub struct CameraInfo {
     pub id: String,
     pub name: String,
-    /// Source URL without credentials.
+    /// Source URL without credentials; empty for a pushed camera.
     pub url: String,
+    /// The camera pushes its stream to cloudcam (RTSP RECORD to `status.push_url`) instead of
+    /// being pulled from `url`.
+    #[serde(default)]
+    pub push: bool,
     /// The camera's substream (a second, lower-resolution stream of the same camera, pulled
     /// with the same credentials): the camera wall shows it, full screen and recordings use
     /// the main stream. Absent when the camera has none.
@@ -256,6 +260,26 @@ pub struct CameraView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_status: Option<CameraStatus>,
     pub served_by: ServedBy,
+    /// A pushed camera's push credential: only in the answer to the request that made it
+    /// (adding the camera, or replacing the credential); it is never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_credential: Option<PushCredential>,
+}
+
+/// What a pusher presents (RTSP digest) to push a camera: shown once.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct PushCredential {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for PushCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushCredential")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Which machines serve a camera now.
@@ -285,8 +309,15 @@ pub struct ServedBy {
 #[serde(deny_unknown_fields)]
 pub struct CreateCamera {
     pub name: String,
-    /// `rtsp://` or `rtsps://`; credentials in it are moved out and kept secret.
+    /// `rtsp://` or `rtsps://`; credentials in it are moved out and kept secret. Absent for a
+    /// pushed camera.
+    #[serde(default)]
     pub url: String,
+    /// The camera is not pulled: its encoder (or an edge agent) pushes it to the owning
+    /// ingest worker, at the camera's `status.push_url`, with the push credential the response
+    /// gives once. It takes no url, sub_url or credentials.
+    #[serde(default)]
+    pub push: bool,
     /// The camera's substream, `rtsp://` or `rtsps://`, pulled with the camera's credentials
     /// (so it carries none itself).
     #[serde(default)]

@@ -41,6 +41,7 @@ function show(signedIn) {
 }
 
 function signOut() {
+  hidePushCredential();
   localStorage.removeItem("cloudcam.token");
   state.token = null;
   state.me = null;
@@ -72,10 +73,11 @@ $("logout").addEventListener("click", async () => { try { await api("POST", "/lo
 $("add-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("add-error").textContent = "";
-  const body = { name: $("add-name").value, url: $("add-url").value };
-  if ($("add-sub-url").value) body.sub_url = $("add-sub-url").value;
-  if ($("add-username").value) body.username = $("add-username").value;
-  if ($("add-password").value) body.password = $("add-password").value;
+  const push = $("add-push").checked;
+  const body = push ? { name: $("add-name").value, push } : { name: $("add-name").value, url: $("add-url").value };
+  if (!push && $("add-sub-url").value) body.sub_url = $("add-sub-url").value;
+  if (!push && $("add-username").value) body.username = $("add-username").value;
+  if (!push && $("add-password").value) body.password = $("add-password").value;
   body.recording = $("add-recording").checked;
   body.always_on = $("add-always-on").checked;
   body.retention_hours = Number($("add-retention").value || 0);
@@ -86,9 +88,38 @@ $("add-form").addEventListener("submit", async (e) => {
     if (known) cam.status = known.status;
     state.cameras.set(cam.id, cam);
     e.target.reset();
+    showPull();
     render();
+    if (cam.push_credential) showPushCredential(cam);
   } catch (err) { $("add-error").textContent = err.message; }
 });
+
+// A pushed camera has no URL or credentials of its own to give.
+const showPull = () => {
+  const push = $("add-push").checked;
+  $("add-pull").hidden = push;
+  $("add-url").required = !push;
+};
+$("add-push").addEventListener("change", showPull);
+
+// A push credential is in the one answer that made it: shown until the user says they have it.
+function showPushCredential(cam) {
+  const url = cam.status.push_url || `rtsp://<ingest worker>/push/${cam.id}`;
+  const { username, password } = cam.push_credential;
+  $("push-camera").textContent = cam.name;
+  $("push-url").textContent = url;
+  $("push-user").textContent = username;
+  $("push-password").textContent = password;
+  const withAuth = url.replace("rtsp://", `rtsp://${username}:${password}@`);
+  $("push-example").textContent = `ffmpeg -re -i input.mp4 -c copy -f rtsp -rtsp_transport tcp ${withAuth}`;
+  $("push-info").hidden = false;
+  delete cam.push_credential;
+}
+function hidePushCredential() {
+  for (const id of ["push-url", "push-user", "push-password", "push-example"]) $(id).textContent = "";
+  $("push-info").hidden = true;
+}
+$("push-done").addEventListener("click", hidePushCredential);
 
 function render() {
   const grid = $("cameras");
@@ -120,11 +151,14 @@ function render() {
     button("watch", "Watch", watchable);
     button("recordings", "Recordings", can.playback);
     button("record", cam.recording ? "Stop recording" : "Record", can.manage);
+    button("push-credential", "New push credential", can.manage && cam.push);
     button("rename", "Rename", can.manage);
     button("share", "Share", can.manage);
     button("delete", "Delete", can.manage);
     card.querySelector(".name").textContent = cam.name;
-    card.querySelector(".url").textContent = cam.url + (cam.sub_url ? ` · substream ${cam.sub_url}` : "") + (cam.username ? ` (as ${cam.username})` : "");
+    card.querySelector(".url").textContent = cam.push
+      ? `pushes to ${st.push_url || "its ingest worker"}`
+      : cam.url + (cam.sub_url ? ` · substream ${cam.sub_url}` : "") + (cam.username ? ` (as ${cam.username})` : "");
     const by = cam.served_by || {};
     const unavailable = by.gateway_error || (!watchable && st.live_unavailable);
     card.querySelector(".reason").textContent = unavailable ? `live view unavailable: ${unavailable}` : st.reason;
@@ -155,6 +189,16 @@ function render() {
       try { state.cameras.set(cam.id, await api("PATCH", `/cameras/${cam.id}`, { name })); render(); } catch (err) { alert(err.message); }
     });
     on("share", () => openShares(cam.id));
+    on("push-credential", async () => {
+      if (!confirm(`Replace the push credential of ${cam.name}? The old one stops working.`)) return;
+      try {
+        const fresh = await api("POST", `/cameras/${cam.id}/push-credential`);
+        fresh.status = cam.status;
+        state.cameras.set(cam.id, fresh);
+        render();
+        showPushCredential(fresh);
+      } catch (err) { alert(err.message); }
+    });
     on("delete", async () => {
       if (!confirm(`Delete ${cam.name}?`)) return;
       try { await api("DELETE", `/cameras/${cam.id}`); state.cameras.delete(cam.id); render(); } catch (err) { alert(err.message); }

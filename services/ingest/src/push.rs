@@ -1,0 +1,403 @@
+//! Push ingest: cameras that send their stream to the worker instead of being pulled — an
+//! encoder, OBS, ffmpeg or GStreamer pushing directly, or an edge agent on a site behind NAT.
+//!
+//! The worker's RTSP server ([`crate::restream`]) takes a pushed camera's stream at
+//! `/push/<camera id>` (RTSP RECORD, digest-authenticated with the camera's push credential).
+//! [`PushMedia`] makes one `appsink` per stream the pusher announces; each RTP packet, as the
+//! pusher sent it, goes through the camera's [`PushFeed`] to its relay
+//! ([`crate::pipeline::Relay`]), which treats it exactly as a pulled camera's RTP from
+//! `rtspsrc`: the same fan-out to Janus, the re-stream, snapshots and recordings. Nothing is
+//! decoded. One push at a time per camera: a second one is refused while the first lasts.
+
+use cloudcam_core::codec::VideoCodec;
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_rtsp_server as rtsp_server;
+use gstreamer_rtsp_server::prelude::*;
+use gstreamer_rtsp_server::subclass::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a push session delivers to the relay.
+pub enum PushEvent {
+    /// An RTP packet of the session's stream number `stream`, with its caps (from the SDP the
+    /// pusher announced).
+    Rtp {
+        stream: usize,
+        caps: gst::Caps,
+        buffer: gst::Buffer,
+    },
+    /// The session ended: the pusher tore it down or its connection closed.
+    Ended,
+}
+
+/// Where a running relay takes a camera's push sessions.
+pub type PushSink = Arc<dyn Fn(PushEvent) + Send + Sync>;
+
+/// Carries a camera's push sessions to its relay while one runs (shared by the server's media
+/// and the relay); between relay runs, what is pushed is dropped.
+#[derive(Default)]
+pub struct PushFeed {
+    sink: Mutex<Option<PushSink>>,
+    /// The session being pushed (0: none), and its RTSP client (closed when the camera's push
+    /// credential is revoked).
+    session: Mutex<(u64, Option<glib::WeakRef<rtsp_server::RTSPClient>>)>,
+}
+
+/// Numbers push sessions across the worker.
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+
+impl PushFeed {
+    /// The relay takes the camera's pushed RTP from now on (replacing any earlier relay).
+    pub fn attach(&self, sink: PushSink) {
+        *self.sink.lock().expect("push sink lock") = Some(sink);
+    }
+
+    /// The relay stopped: pushed RTP is dropped until the next one attaches.
+    pub fn detach(&self) {
+        self.sink.lock().expect("push sink lock").take();
+    }
+
+    /// Whether a push session is under way.
+    pub fn pushing(&self) -> bool {
+        self.session.lock().expect("push session lock").0 != 0
+    }
+
+    fn send(&self, event: PushEvent) {
+        let sink = self.sink.lock().expect("push sink lock").clone();
+        if let Some(sink) = sink {
+            sink(event);
+        }
+    }
+
+    /// Session `session` starts, unless another one is under way.
+    fn claim(&self, session: u64, client: Option<rtsp_server::RTSPClient>) -> bool {
+        let mut current = self.session.lock().expect("push session lock");
+        if current.0 != 0 && current.0 != session {
+            return false;
+        }
+        *current = (session, client.map(|c| c.downgrade()));
+        true
+    }
+
+    fn rtp(&self, session: u64, stream: usize, sample: &gst::Sample) {
+        if self.session.lock().expect("push session lock").0 != session {
+            return;
+        }
+        let (Some(caps), Some(buffer)) = (sample.caps(), sample.buffer_owned()) else {
+            return;
+        };
+        self.send(PushEvent::Rtp {
+            stream,
+            caps: caps.to_owned(),
+            buffer,
+        });
+    }
+
+    fn release(&self, session: u64) {
+        let mut current = self.session.lock().expect("push session lock");
+        if current.0 != session {
+            return;
+        }
+        *current = (0, None);
+        drop(current);
+        self.send(PushEvent::Ended);
+    }
+
+    /// Ends the push under way (its credential was revoked): its client is disconnected.
+    pub fn cut(&self) {
+        let client = self.session.lock().expect("push session lock").1.clone();
+        if let Some(client) = client.and_then(|c| c.upgrade()) {
+            client.close();
+        }
+    }
+}
+
+/// The encoding of an SDP media's first format (`H264` in `a=rtpmap:96 H264/90000`).
+fn encoding(media: &gstreamer_sdp::SDPMediaRef) -> Option<String> {
+    let rtpmap = media.attribute_val("rtpmap")?;
+    let name = rtpmap.split_whitespace().nth(1)?.split('/').next()?;
+    Some(name.to_uppercase())
+}
+
+mod imp {
+    use super::*;
+
+    /// See [`super::PushMedia`].
+    #[derive(Default)]
+    pub struct PushMedia {
+        pub(super) feed: Mutex<Option<(Arc<PushFeed>, u64)>>,
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for PushMedia {
+        const NAME: &'static str = "CloudcamPushMedia";
+        type Type = super::PushMedia;
+        type ParentType = rtsp_server::RTSPMedia;
+    }
+
+    impl ObjectImpl for PushMedia {}
+
+    impl RTSPMediaImpl for PushMedia {
+        /// Makes one stream per medium the pusher announces (its RTP to an `appsink`), after
+        /// checking that it sends video cloudcam relays and that nobody else pushes.
+        fn handle_sdp(&self, sdp: &gstreamer_sdp::SDPMessageRef) -> Result<(), gst::LoggableError> {
+            let fail = |why: &str| Err(gst::loggable_error!(CAT, "push refused: {why}"));
+            let Some((feed, session)) = self.feed.lock().expect("push media lock").clone() else {
+                return fail("the camera is not taken here");
+            };
+            let video = sdp.medias().any(|m| {
+                m.media() == Some("video")
+                    && encoding(m).is_some_and(|e| VideoCodec::from_name(&e).is_some())
+            });
+            if !video {
+                tracing::warn!("a push without H.264 or H.265 video was refused");
+                return fail("no H.264 or H.265 video announced");
+            }
+            let client =
+                rtsp_server::RTSPContext::with_current_context(|ctx| ctx.client().cloned())
+                    .flatten();
+            if !feed.claim(session, client) {
+                tracing::warn!("a second push while one is under way was refused");
+                return fail("another push to this camera is under way");
+            }
+            let streams = self.add_streams(sdp, &feed, session);
+            if streams.is_err() {
+                feed.release(session);
+            }
+            streams?;
+            self.parent_handle_sdp(sdp)
+        }
+    }
+
+    impl PushMedia {
+        fn add_streams(
+            &self,
+            sdp: &gstreamer_sdp::SDPMessageRef,
+            feed: &Arc<PushFeed>,
+            session: u64,
+        ) -> Result<(), gst::LoggableError> {
+            let media = self.obj();
+            let bin = media
+                .element()
+                .downcast::<gst::Bin>()
+                .map_err(|_| gst::loggable_error!(CAT, "the media's element is not a bin"))?;
+            for stream in 0..sdp.medias_len() as usize {
+                let sink = gst_app::AppSink::builder()
+                    .name(format!("depay{stream}"))
+                    .sync(false)
+                    .async_(false)
+                    .build();
+                let feed = feed.clone();
+                sink.set_callbacks(
+                    gst_app::AppSinkCallbacks::builder()
+                        .new_sample(move |sink| {
+                            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                            feed.rtp(session, stream, &sample);
+                            Ok(gst::FlowSuccess::Ok)
+                        })
+                        .build(),
+                );
+                bin.add(&sink)
+                    .map_err(|e| gst::loggable_error!(CAT, "cannot add a sink: {e}"))?;
+                let pad = sink.static_pad("sink").expect("an appsink has a sink pad");
+                media.create_stream(&sink, &pad);
+            }
+            Ok(())
+        }
+    }
+
+    /// See [`super::PushFactory`].
+    #[derive(Default)]
+    pub struct PushFactory;
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for PushFactory {
+        const NAME: &'static str = "CloudcamPushFactory";
+        type Type = super::PushFactory;
+        type ParentType = rtsp_server::RTSPMediaFactory;
+    }
+
+    impl ObjectImpl for PushFactory {}
+
+    impl RTSPMediaFactoryImpl for PushFactory {
+        /// An empty bin: [`PushMedia`] adds the streams the pusher announces.
+        fn create_element(&self, _url: &gstreamer_rtsp::RTSPUrl) -> Option<gst::Element> {
+            Some(gst::Bin::new().upcast())
+        }
+    }
+
+    static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+        gst::DebugCategory::new(
+            "cloudcam-push",
+            gst::DebugColorFlags::empty(),
+            Some("cloudcam push ingest"),
+        )
+    });
+}
+
+glib::wrapper! {
+    /// A push session's media: its streams are made from the SDP the pusher announces.
+    pub struct PushMedia(ObjectSubclass<imp::PushMedia>) @extends rtsp_server::RTSPMedia;
+}
+
+glib::wrapper! {
+    /// The factory of a pushed camera's mount (`/push/<camera id>`, RECORD only).
+    pub struct PushFactory(ObjectSubclass<imp::PushFactory>)
+        @extends rtsp_server::RTSPMediaFactory;
+}
+
+impl PushFactory {
+    /// The mount of a camera whose pushes go to `feed`; clients holding `role` may push.
+    pub fn new(feed: Arc<PushFeed>, role: &str) -> Self {
+        let factory: Self = glib::Object::new();
+        factory.set_transport_mode(rtsp_server::RTSPTransportMode::RECORD);
+        factory.set_media_gtype(PushMedia::static_type());
+        // Packets are passed on as they come (over TCP they come in order).
+        factory.set_latency(0);
+        factory.set_shared(false);
+        factory.add_role_from_structure(
+            &gst::Structure::builder(role)
+                .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                .build(),
+        );
+        factory.connect_media_constructed(move |_, media| {
+            let Some(media) = media.downcast_ref::<PushMedia>() else {
+                return;
+            };
+            let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
+            *media.imp().feed.lock().expect("push media lock") = Some((feed.clone(), session));
+            let feed = feed.clone();
+            media.connect_unprepared(move |_| feed.release(session));
+        });
+        factory
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::CameraSettings;
+    use crate::pipeline::{PipelineEvent, Relay, Source, Targets};
+    use crate::restream::Restream;
+    use cloudcam_core::config::RestreamAuth;
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// An in-process encoder pushing H.264 to `url` as `user`.
+    fn pusher(url: &str, user: &str, password: &str) -> gst::Element {
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=25/1 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=5 ! h264parse \
+             ! rtspclientsink location={url} protocols=tcp user-id={user} user-pw={password}"
+        ))
+        .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        pipeline
+    }
+
+    /// Whether `pipeline` posts an error within `within`.
+    fn fails(pipeline: &gst::Element, within: Duration) -> bool {
+        let bus = pipeline.bus().unwrap();
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(within.as_nanos() as u64),
+            &[gst::MessageType::Error],
+        )
+        .is_some()
+    }
+
+    /// A push with the camera's credential reaches its relay, which sends it on like a pulled
+    /// camera's; a wrong credential, another camera's mount, or a second push is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_push_reaches_the_relay_and_only_with_its_credential() {
+        gst::init().unwrap();
+        let auth = RestreamAuth {
+            user: "recorder".into(),
+            password: "recorder-password".into(),
+        };
+        let server = Restream::start("127.0.0.1:0", "", auth).unwrap();
+        let feed = server.accept_push("cam1", "push-password-1");
+        server.accept_push("cam2", "push-password-2");
+        let url = server.push_url("cam1");
+        let janus = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        janus
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let targets = Targets {
+            janus: vec![("127.0.0.1".into(), janus.local_addr().unwrap().port())],
+            ..Targets::default()
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let counters = Arc::new(crate::pipeline::Counters::default());
+        let _relay = Relay::start(
+            &Source {
+                url: String::new(),
+                secret: None,
+                push: Some(feed.clone()),
+            },
+            &targets,
+            &CameraSettings::default(),
+            counters.clone(),
+            Arc::new(move |e| {
+                let _ = tx.lock().unwrap().send(e);
+            }),
+        )
+        .unwrap();
+
+        // Refused: a wrong password, another camera's credential.
+        for (user, password) in [("cam1", "wrong"), ("cam2", "push-password-2")] {
+            let refused = pusher(&url, user, password);
+            assert!(fails(&refused, Duration::from_secs(10)), "{user}");
+            refused.set_state(gst::State::Null).unwrap();
+        }
+        assert!(!feed.pushing());
+
+        let push = pusher(&url, "cam1", "push-password-1");
+        let first = loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(PipelineEvent::FirstFrame) => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        assert!(first, "no frame reached the relay");
+        assert!(feed.pushing());
+        // And the frames keep coming (25 a second).
+        let frames = || counters.frames.load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while frames() < 50 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} frames in 5 s",
+                frames()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut packet = [0u8; 2048];
+        let n = janus.recv(&mut packet).expect("RTP at the target");
+        assert!(n > 12 && packet[1] & 0x7f == 96);
+
+        // One push at a time.
+        let second = pusher(&url, "cam1", "push-password-1");
+        assert!(fails(&second, Duration::from_secs(10)));
+        second.set_state(gst::State::Null).unwrap();
+        assert!(janus.recv(&mut packet).is_ok(), "the first push goes on");
+
+        // The push ends: the relay hears of it.
+        push.set_state(gst::State::Null).unwrap();
+        let ended = loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(PipelineEvent::Eos) => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        assert!(ended, "the end of the push was not noticed");
+        assert!(!feed.pushing());
+    }
+}

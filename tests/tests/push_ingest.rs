@@ -1,0 +1,253 @@
+//! Push ingest on real components: a camera that sends its stream to cloudcam instead of being
+//! pulled. It is added with `push: true`, gets a push credential once, and an encoder
+//! (GStreamer's `rtspclientsink`, RTSP RECORD over TCP) pushes to the `push_url` its status
+//! names. It is then like any camera: watched in Chromium at the pushed size, recorded to S3
+//! (Garage). A push with a wrong credential, a second push while one is under way, and a push
+//! with a replaced credential are refused and relay nothing; replacing the credential cuts the
+//! push made with the old one. The credential is nowhere but in the answers that made it.
+
+use cloudcam_tests::media::decode;
+use cloudcam_tests::procs::Proc;
+use cloudcam_tests::stack::{TestEnv, metric};
+use cloudcam_tests::{Api, Browser, wait_for};
+use object_store::ObjectStoreExt;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// An encoder pushing 640x360 H.264 at 25 fps (a keyframe a second) to `url` as `user`.
+fn pusher(dir: &Path, name: &str, url: &str, user: &str, password: &str) -> anyhow::Result<Proc> {
+    Proc::spawn(
+        name,
+        dir,
+        Command::new("gst-launch-1.0").args([
+            "videotestsrc",
+            "is-live=true",
+            "pattern=ball",
+            "!",
+            "video/x-raw,width=640,height=360,framerate=25/1",
+            "!",
+            "x264enc",
+            "tune=zerolatency",
+            "speed-preset=ultrafast",
+            "key-int-max=25",
+            "!",
+            "h264parse",
+            "!",
+            "rtspclientsink",
+            &format!("location={url}"),
+            "protocols=tcp",
+            &format!("user-id={user}"),
+            &format!("user-pw={password}"),
+        ]),
+    )
+}
+
+/// Waits until `proc` has exited (a refused push ends the pusher).
+async fn wait_exit(proc: &mut Proc, what: &str) -> anyhow::Result<()> {
+    wait_for(what, Duration::from_secs(15), || {
+        let alive = proc.alive();
+        async move { (!alive).then_some(()) }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow::Result<()> {
+    let env = TestEnv::new("push_ingest")?;
+    let garage = env.garage().await?;
+    let p = env.platform_with(Some(&garage)).await?;
+    let _recorder = env
+        .recorder("recorder-1", &p.kafka, &p.redis, &garage, 3)
+        .await?;
+    let api = Api::login(&p.signal.base).await?;
+    let mut responses: Vec<String> = Vec::new();
+
+    // A pushed camera is reached with nothing of a pulled one's.
+    for extra in [
+        json!({"url": "rtsp://192.0.2.1/stream"}),
+        json!({"username": "admin"}),
+        json!({"sub_url": "rtsp://192.0.2.1/sub"}),
+    ] {
+        let mut body = json!({"name": "Encoder", "push": true});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, err) = api.call("POST", "/cameras", Some(body)).await?;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["code"], "invalid_push", "{err}");
+    }
+
+    let cam = api
+        .create_camera(json!({"name": "Encoder", "push": true, "recording": true}))
+        .await?;
+    let id = cam["id"].as_str().unwrap().to_string();
+    assert_eq!(cam["push"], true);
+    let user = cam["push_credential"]["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let password = cam["push_credential"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(user, id);
+    assert!(password.len() >= 32, "{cam}");
+    // Shown once: never again.
+    let again = api.camera(&id).await?;
+    assert!(again.get("push_credential").is_none(), "{again}");
+    responses.push(again.to_string());
+
+    // Taken by a worker with nobody watching, and unreachable until something pushes.
+    let waiting = api
+        .wait_state(&id, "unreachable", Duration::from_secs(20))
+        .await?;
+    responses.push(waiting.to_string());
+    let reason = waiting["status"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("nothing is pushed"), "{waiting}");
+    let push_url = waiting["status"]["push_url"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        push_url.starts_with("rtsp://127.0.0.1:") && push_url.ends_with(&format!("/push/{id}")),
+        "{waiting}"
+    );
+    let frames = format!("cloudcam_ingest_camera_frames_total{{camera=\"{id}\"}}");
+
+    // A wrong password is refused and nothing is relayed.
+    let mut wrong = pusher(
+        &env.dir,
+        "pusher-wrong",
+        &push_url,
+        &user,
+        "not-the-password",
+    )?;
+    wait_exit(&mut wrong, "the push with a wrong password refused").await?;
+    assert!(
+        wrong.log_text().contains("Unauthorized"),
+        "{}",
+        wrong.log_text()
+    );
+
+    // With its credential it is live at the pushed size.
+    let mut push = pusher(&env.dir, "pusher", &push_url, &user, &password)?;
+    let live = api.wait_state(&id, "live", Duration::from_secs(20)).await?;
+    responses.push(live.to_string());
+    assert_eq!(
+        (
+            live["status"]["width"].as_u64(),
+            live["status"]["height"].as_u64()
+        ),
+        (Some(640), Some(360)),
+        "{live}"
+    );
+    assert_eq!(live["status"]["codec"], "H264", "{live}");
+
+    // A second push while one is under way is refused; the first goes on.
+    let mut second = pusher(&env.dir, "pusher-second", &push_url, &user, &password)?;
+    wait_exit(&mut second, "the second push refused").await?;
+    assert!(push.alive(), "the first push was cut by the second");
+
+    // Watched in Chromium like a pulled camera.
+    let browser = Browser::launch(&env.dir).await?;
+    browser
+        .watch_via_api(&p.signal.base, &api.token, &id)
+        .await?;
+    let first = browser.wait_frames(0, 1, Duration::from_secs(15)).await?;
+    let stats = browser
+        .wait_frames(first.frames_decoded, 50, Duration::from_secs(10))
+        .await?;
+    assert_eq!((stats.width, stats.height), (640, 360), "{stats:?}");
+    assert_eq!(stats.codec, "video/H264");
+    browser.screenshot("pushed-view").await?;
+    responses.extend(browser.api_messages().await?.iter().map(Value::to_string));
+    browser.close().await;
+
+    // Recorded: segments in the bucket, indexed, decoding at the pushed size.
+    let recordings = wait_for(
+        "three recorded segments",
+        Duration::from_secs(60),
+        || async {
+            let v = api.recordings(&id).await.ok()?;
+            (v["segments"].as_array()?.len() >= 3).then_some(v)
+        },
+    )
+    .await?;
+    let store = garage.store()?;
+    let segment = recordings["segments"][1]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bytes = store
+        .get(&object_store::path::Path::from(segment.as_str()))
+        .await?
+        .bytes()
+        .await?;
+    let file = env.dir.join("segment.mp4");
+    std::fs::write(&file, &bytes)?;
+    let d = decode(&file)?;
+    assert_eq!((d.width, d.height), (640, 360), "{d:?}");
+    assert!(d.frames >= 25, "{d:?}");
+
+    // A new credential: the push made with the old one is cut, the old one refused, the new
+    // one taken.
+    let (status, fresh) = api
+        .call("POST", &format!("/cameras/{id}/push-credential"), None)
+        .await?;
+    assert_eq!(status, 200, "{fresh}");
+    let new_password = fresh["push_credential"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_password, password);
+    // (rtspclientsink only warns that the server closed the connection, and goes on.)
+    api.wait_state(&id, "unreachable", Duration::from_secs(20))
+        .await?;
+    wait_for(
+        "the server to have closed the replaced credential's push",
+        Duration::from_secs(10),
+        || {
+            let log = push.log_text();
+            async move { log.contains("server closed the connection").then_some(()) }
+        },
+    )
+    .await?;
+    push.kill();
+    let before = metric(&p.ingest.metrics, &frames).await.unwrap_or(0.0);
+    let mut old = pusher(&env.dir, "pusher-old", &push_url, &user, &password)?;
+    wait_exit(&mut old, "the push with the old credential refused").await?;
+    assert_eq!(
+        metric(&p.ingest.metrics, &frames).await.unwrap_or(0.0),
+        before
+    );
+    let _push = pusher(&env.dir, "pusher-new", &push_url, &user, &new_password)?;
+    api.wait_state(&id, "live", Duration::from_secs(20)).await?;
+
+    // A pulled camera has no push credential to replace.
+    let pulled = api
+        .create_camera_id(json!({"name": "Pulled", "url": "rtsp://192.0.2.1/stream"}))
+        .await?;
+    let (status, err) = api
+        .call("POST", &format!("/cameras/{pulled}/push-credential"), None)
+        .await?;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("not_pushed"))
+    );
+
+    // The credentials are nowhere else: API answers, logs.
+    for r in &responses {
+        assert!(!r.contains(&password), "push password in an answer: {r}");
+    }
+    for log in [&p.ingest.proc, p.signal.proc.as_ref().unwrap()] {
+        let text = log.log_text();
+        assert!(
+            !text.contains(&password) && !text.contains(&new_password),
+            "push password in the log of {}",
+            log.name
+        );
+    }
+    Ok(())
+}
