@@ -8,6 +8,7 @@
 #   bench_relay_cpu  ingest CPU per camera vs a gst-launch relay of the same N streams and go2rtc
 #   bench_audio_cpu  ingest CPU of the live view's audio transcode (AAC → Opus, while watched)
 #                    vs the relay of the same cameras
+#   bench_push_cpu   ingest CPU per pushed camera (RTSP RECORD) vs per pulled camera
 #   bench_recorder   recorder CPU per camera vs gst-launch splitmuxsink; segment availability
 #   bench_failover   ingest failover after SIGKILL, rejoin and join times vs the session timeout
 #   failover_under_load (the scenario test, run longer)  false evictions per hour under load
@@ -29,6 +30,7 @@ cargo build --workspace --locked -q --release
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_glass -- "${GLASS_SECONDS:-60}" 16 10
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_relay_cpu -- "${2:-16}" "${3:-20}"
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_audio_cpu -- 8 "${3:-20}"
+CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_push_cpu -- 8 "${3:-20}"
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_recorder -- "${2:-8}" "${3:-20}"
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_control_plane
 CLOUDCAM_BIN_PROFILE=release cargo run --locked -q --release -p cloudcam-tests --bin bench_access

@@ -1,12 +1,12 @@
 //! Push ingest on real components: a camera that sends its stream to cloudcam instead of being
 //! pulled. It is added with `push: true`, gets a push credential once, and an encoder
-//! (GStreamer's `rtspclientsink`, RTSP RECORD over TCP) pushes to the `push_url` its status
-//! names. It is then like any camera: watched in Chromium at the pushed size, recorded to S3
-//! (Garage). A push with a wrong credential, a second push while one is under way, and a push
+//! (GStreamer's `rtspclientsink`, RTSP RECORD over TCP) pushes H.264 and AAC to the
+//! `push_url` its status names. It is then like any camera: watched in Chromium at the pushed
+//! size, recorded to S3 (Garage) with its audio. A push with a wrong credential, a second push while one is under way, and a push
 //! with a replaced credential are refused and relay nothing; replacing the credential cuts the
 //! push made with the old one. The credential is nowhere but in the answers that made it.
 
-use cloudcam_tests::media::decode;
+use cloudcam_tests::media::{audio_track, decode};
 use cloudcam_tests::procs::Proc;
 use cloudcam_tests::stack::{TestEnv, metric};
 use cloudcam_tests::{Api, Browser, wait_for};
@@ -16,12 +16,25 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// An encoder pushing 640x360 H.264 at 25 fps (a keyframe a second) to `url` as `user`.
+/// An encoder pushing 640x360 H.264 at 25 fps (a keyframe a second) and 48 kHz AAC to `url`
+/// as `user`.
 fn pusher(dir: &Path, name: &str, url: &str, user: &str, password: &str) -> anyhow::Result<Proc> {
     Proc::spawn(
         name,
         dir,
         Command::new("gst-launch-1.0").args([
+            "audiotestsrc",
+            "is-live=true",
+            "!",
+            "audio/x-raw,rate=48000,channels=1",
+            "!",
+            "audioconvert",
+            "!",
+            "avenc_aac",
+            "!",
+            "aacparse",
+            "!",
+            "push.",
             "videotestsrc",
             "is-live=true",
             "pattern=ball",
@@ -36,6 +49,7 @@ fn pusher(dir: &Path, name: &str, url: &str, user: &str, password: &str) -> anyh
             "h264parse",
             "!",
             "rtspclientsink",
+            "name=push",
             &format!("location={url}"),
             "protocols=tcp",
             &format!("user-id={user}"),
@@ -163,6 +177,43 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
     assert_eq!(stats.codec, "video/H264");
     browser.screenshot("pushed-view").await?;
     responses.extend(browser.api_messages().await?.iter().map(Value::to_string));
+
+    // The web UI: the card names where the camera pushes to and offers a new credential; a
+    // pushed camera added there shows its credential once.
+    browser.sign_in(&p.signal.base).await?;
+    let card = format!(".camera[data-id=\"{id}\"]");
+    browser
+        .wait_element(&format!("{card} .push-credential"), Duration::from_secs(10))
+        .await?;
+    let shown: String = browser
+        .eval(&format!(
+            "document.querySelector('{card} .url').textContent"
+        ))
+        .await?;
+    assert_eq!(shown, format!("pushes to {push_url}"));
+    browser.fill("#add-name", "Door encoder").await?;
+    browser.click("#add-push").await?;
+    browser.click("#add-submit").await?;
+    browser
+        .wait_element("#push-info:not([hidden])", Duration::from_secs(10))
+        .await?;
+    let (user_shown, password_shown): (String, String) = browser
+        .eval("[document.querySelector('#push-user').textContent, document.querySelector('#push-password').textContent]")
+        .await?;
+    assert_eq!(password_shown.len(), 32, "{password_shown}");
+    browser.screenshot("push-credential").await?;
+    browser.click("#push-done").await?;
+    let cleared: String = browser
+        .eval("document.querySelector('#push-password').textContent")
+        .await?;
+    assert_eq!(cleared, "");
+    // Made for the camera the form added, and never shown again.
+    let added = api.camera(&user_shown).await?;
+    assert_eq!(
+        (added["name"].as_str(), added["push"].as_bool()),
+        (Some("Door encoder"), Some(true))
+    );
+    assert!(!added.to_string().contains(&password_shown));
     browser.close().await;
 
     // Recorded: segments in the bucket, indexed, decoding at the pushed size.
@@ -190,6 +241,12 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
     let d = decode(&file)?;
     assert_eq!((d.width, d.height), (640, 360), "{d:?}");
     assert!(d.frames >= 25, "{d:?}");
+    // With the pushed audio.
+    let audio = audio_track(&file)?;
+    assert_eq!((audio.rate, audio.channels), (48_000, 1), "{audio:?}");
+    let now = api.camera(&id).await?;
+    // (rtspclientsink packetizes AAC as MP4A-LATM.)
+    assert_eq!(now["status"]["audio_codec"], "MP4A-LATM", "{now}");
 
     // A new credential: the push made with the old one is cut, the old one refused, the new
     // one taken.

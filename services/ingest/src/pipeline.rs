@@ -444,7 +444,7 @@ fn push_sink(bin: &gst::Element, on_event: EventSink) -> PushSink {
             if sources.iter().all(Option::is_none) {
                 on_event(PipelineEvent::Opened);
             }
-            match add_push_stream(&bin, &caps) {
+            match add_push_stream(&bin, stream, &caps) {
                 Ok(src) => sources[stream] = Some(src),
                 Err(e) => {
                     ended.store(true, Ordering::SeqCst);
@@ -466,10 +466,11 @@ fn push_sink(bin: &gst::Element, on_event: EventSink) -> PushSink {
     })
 }
 
-/// An `appsrc` in `bin` for a pushed stream with `caps`, exposed (and so linked) as a pad of
-/// `bin`, and playing.
+/// An `appsrc` in `bin` for pushed stream number `stream` with `caps`, exposed (and so linked)
+/// as a pad of `bin`, and playing.
 fn add_push_stream(
     bin: &gst::Bin,
+    stream: usize,
     caps: &gst::Caps,
 ) -> Result<gst_app::AppSrc, gst::glib::BoolError> {
     let src = gst_app::AppSrc::builder()
@@ -488,8 +489,11 @@ fn add_push_stream(
         .build()?;
     bin.add_many([src.upcast_ref(), &filter])?;
     src.link(&filter)?;
-    let ghost =
-        gst::GhostPad::with_target(&filter.static_pad("src").expect("capsfilter has a src pad"))?;
+    let ghost = gst::GhostPad::builder_with_target(
+        &filter.static_pad("src").expect("capsfilter has a src pad"),
+    )?
+    .name(format!("stream_{stream}"))
+    .build();
     ghost.set_active(true)?;
     bin.add_pad(&ghost)?;
     filter.sync_state_with_parent()?;

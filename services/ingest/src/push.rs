@@ -288,12 +288,14 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// An in-process encoder pushing H.264 to `url` as `user`.
+    /// An in-process encoder pushing H.264 and AAC to `url` as `user`.
     fn pusher(url: &str, user: &str, password: &str) -> gst::Element {
         let pipeline = gst::parse::launch(&format!(
             "videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=25/1 \
              ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=5 ! h264parse \
-             ! rtspclientsink location={url} protocols=tcp user-id={user} user-pw={password}"
+             ! rtspclientsink name=push location={url} protocols=tcp user-id={user} \
+             user-pw={password} \
+             audiotestsrc is-live=true ! audioconvert ! avenc_aac ! aacparse ! push."
         ))
         .unwrap();
         pipeline.set_state(gst::State::Playing).unwrap();
@@ -358,14 +360,17 @@ mod tests {
         assert!(!feed.pushing());
 
         let push = pusher(&url, "cam1", "push-password-1");
-        let first = loop {
+        // Both streams are linked: the video's first frame, and the audio.
+        let (mut first, mut audio) = (false, false);
+        while !(first && audio) {
             match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(PipelineEvent::FirstFrame) => break true,
-                Ok(_) => continue,
-                Err(_) => break false,
+                Ok(PipelineEvent::FirstFrame) => first = true,
+                Ok(PipelineEvent::Audio { .. }) => audio = true,
+                Ok(PipelineEvent::Failed { reason, .. }) => panic!("{reason}"),
+                Ok(_) => {}
+                Err(_) => panic!("frame {first}, audio {audio}: not both within 10 s"),
             }
-        };
-        assert!(first, "no frame reached the relay");
+        }
         assert!(feed.pushing());
         // And the frames keep coming (25 a second).
         let frames = || counters.frames.load(std::sync::atomic::Ordering::Relaxed);

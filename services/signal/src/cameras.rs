@@ -221,17 +221,19 @@ impl Cameras {
         }
         let name = check_name(&body.name)?;
         let retention_hours = check_retention(body.retention_hours)?;
-        let id = self.new_id().await?;
-        let (source, sub_url, secret) = if body.push {
+        // Everything is checked before an id is drawn (drawing one takes a partition's turn).
+        let pulled = if body.push {
             check_push(&body)?;
-            let source = Source {
-                url: String::new(),
-                username: None,
-                password: None,
-                secret_query: Vec::new(),
-            };
-            (source, None, Some(push_secret(&id)))
+            None
         } else {
+            if body.url.trim().is_empty() {
+                return Err(ApiError::BadRequest(
+                    "invalid_field",
+                    "missing field `url`: a pulled camera needs its rtsp:// or rtsps:// URL \
+                     (a camera that pushes its stream says \"push\": true instead)"
+                        .into(),
+                ));
+            }
             let source = parse_source(&body.url)?;
             let sub_url = body
                 .sub_url
@@ -250,8 +252,18 @@ impl Cameras {
                     password: password.clone().unwrap_or_default(),
                     query: source.secret_query.clone(),
                 });
-            (source, sub_url, secret)
+            Some((source, sub_url, secret))
         };
+        let id = self.new_id().await?;
+        let (source, sub_url, secret) = pulled.unwrap_or_else(|| {
+            let source = Source {
+                url: String::new(),
+                username: None,
+                password: None,
+                secret_query: Vec::new(),
+            };
+            (source, None, Some(push_secret(&id)))
+        });
         let (username, has_password) = shown(secret.as_ref());
         let now = cloudcam_core::now_ms();
         let record = CameraRecord {

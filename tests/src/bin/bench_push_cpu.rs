@@ -1,0 +1,136 @@
+//! Benchmark: ingest CPU per pushed camera against per pulled camera, in the same run. N camsim
+//! replay streams (1280x720, 25 fps) are first pulled by ingest as N always-on cameras; those
+//! are then removed and the same streams pushed to N push cameras (one `gst-launch-1.0`
+//! process pulls each stream from camsim and pushes it unmodified with `rtspclientsink`, RTSP
+//! RECORD over TCP; its CPU is not ingest's and is not counted). Both windows relay to Janus
+//! and nobody watches. Prints CPU % of one core per camera and the ratio pushed / pulled
+//! (target ≤ 1.1). Run it on release builds (`CLOUDCAM_BIN_PROFILE=release`, as
+//! `scripts/bench.sh` does).
+//!
+//!   cargo run -p cloudcam-tests --bin bench_push_cpu [-- N [SECONDS]]
+
+use cloudcam_tests::cpu::{cpu_percent, start_gst_launch};
+use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::{Api, wait_for};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let (n, secs) = cloudcam_tests::cpu::bench_args(8)?;
+    let window = Duration::from_secs(secs);
+    let env = TestEnv::new("bench_push_cpu")?;
+    let streams: Vec<String> = (0..n)
+        .map(|i| format!("r{i}:mode=replay,width=1280,height=720,fps=25,gop=50,seconds=4"))
+        .collect();
+    let stream_refs: Vec<&str> = streams.iter().map(String::as_str).collect();
+    let camsim = env.camsim(&stream_refs, None).await?;
+    let p = env.platform().await?;
+    let api = Api::login(&p.signal.base).await?;
+    let all_live = |ids: &[String]| {
+        let ids = ids.to_vec();
+        let api = &api;
+        async move {
+            for id in &ids {
+                api.wait_state(id, "live", Duration::from_secs(60)).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+
+    let mut pulled = Vec::new();
+    for i in 0..n {
+        pulled.push(
+            api.create_camera_id(json!({"name": format!("pulled {i}"), "url": camsim.url(&format!("r{i}")), "always_on": true}))
+                .await?,
+        );
+    }
+    all_live(&pulled).await?;
+    let pulled_cpu = cpu_percent(p.ingest.proc.pid(), window).await?;
+    for id in &pulled {
+        api.call("DELETE", &format!("/cameras/{id}"), None).await?;
+    }
+    wait_for(
+        "camsim to be pulled by nobody",
+        Duration::from_secs(30),
+        || async {
+            let mut total = 0;
+            for i in 0..n {
+                total += camsim.playing(&format!("r{i}")).await;
+            }
+            (total == 0).then_some(())
+        },
+    )
+    .await?;
+
+    let mut pushed = Vec::new();
+    let mut targets = Vec::new();
+    for i in 0..n {
+        let cam = api
+            .create_camera(json!({"name": format!("pushed {i}"), "push": true}))
+            .await?;
+        let id = cam["id"].as_str().unwrap_or_default().to_string();
+        let status = api
+            .wait_state(&id, "unreachable", Duration::from_secs(30))
+            .await?;
+        targets.push((
+            status["status"]["push_url"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            cam["push_credential"]["username"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            cam["push_credential"]["password"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ));
+        pushed.push(id);
+    }
+    let source = |i: usize| camsim.url(&format!("r{i}"));
+    let mut pushers = start_gst_launch(
+        &env.dir,
+        "pushers",
+        n,
+        |i| {
+            let (url, user, password) = &targets[i];
+            format!(
+                "rtspsrc location={} protocols=tcp ! rtph264depay ! h264parse \
+                 ! rtspclientsink location={url} protocols=tcp user-id={user} user-pw={password}",
+                source(i)
+            )
+        },
+        || async {
+            for id in &pushed {
+                let Ok(cam) = api.camera(id).await else {
+                    return false;
+                };
+                if cam["status"]["state"] != "live" {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await?;
+    let pushed_cpu = cpu_percent(p.ingest.proc.pid(), window).await?;
+    pushers.kill();
+
+    let per = |cpu: f64| cpu / n as f64;
+    println!("{n} cameras (1280x720, 25 fps replay), ingest CPU over {secs} s, % of one core:");
+    println!(
+        "  pulled (rtspsrc)              : {pulled_cpu:6.1} % total, {:5.2} % per camera",
+        per(pulled_cpu)
+    );
+    println!(
+        "  pushed (RTSP RECORD over TCP) : {pushed_cpu:6.1} % total, {:5.2} % per camera",
+        per(pushed_cpu)
+    );
+    println!(
+        "  ratio pushed / pulled: {:.2} (target <= 1.1)",
+        pushed_cpu / pulled_cpu
+    );
+    Ok(())
+}
