@@ -191,6 +191,15 @@ impl Relay {
         on_event: EventSink,
     ) -> Result<Self, PipelineError> {
         let pipeline = gst::Pipeline::new();
+        // The first frame is reported once every stream is linked (see `LiveGate`).
+        let gate = LiveGate::new(on_event.clone());
+        let on_event: EventSink = {
+            let (gate, inner) = (gate.clone(), on_event);
+            Arc::new(move |event| match event {
+                PipelineEvent::FirstFrame => gate.frame(),
+                event => inner(event),
+            })
+        };
         let src = match &source.push {
             None => pull_source(source, settings)?,
             // Its pads are made as the pushed streams arrive (see `push_sink`).
@@ -272,11 +281,12 @@ impl Relay {
             });
         }
         if let Some(feed) = &source.push {
-            feed.attach(push_sink(&src, on_event.clone()));
+            feed.attach(push_sink(&src, on_event.clone(), gate.clone()));
         }
         {
             let on_event = on_event.clone();
             src.connect_no_more_pads(move |_| {
+                gate.all_linked();
                 if !linked.load(Ordering::SeqCst) {
                     let seen = seen.lock().expect("seen lock").clone();
                     on_event(PipelineEvent::Unsupported {
@@ -410,7 +420,7 @@ fn pull_source(
 /// Takes a push session's RTP into `bin` (the relay's source): an `appsrc` per stream, made
 /// at the stream's first packet, whose ghost pad is linked as an `rtspsrc` pad would be. The
 /// session's end is the camera's end of stream.
-fn push_sink(bin: &gst::Element, on_event: EventSink) -> PushSink {
+fn push_sink(bin: &gst::Element, on_event: EventSink, gate: Arc<LiveGate>) -> PushSink {
     let bin = bin
         .downcast_ref::<gst::Bin>()
         .expect("a push source is a bin")
@@ -421,7 +431,7 @@ fn push_sink(bin: &gst::Element, on_event: EventSink) -> PushSink {
         if ended.load(Ordering::SeqCst) {
             return;
         }
-        let (stream, caps, mut buffer) = match event {
+        let (stream, streams, caps, mut buffer) = match event {
             PushEvent::Ended => {
                 ended.store(true, Ordering::SeqCst);
                 on_event(PipelineEvent::Eos);
@@ -429,9 +439,10 @@ fn push_sink(bin: &gst::Element, on_event: EventSink) -> PushSink {
             }
             PushEvent::Rtp {
                 stream,
+                streams,
                 caps,
                 buffer,
-            } => (stream, caps, buffer),
+            } => (stream, streams, caps, buffer),
         };
         let Some(bin) = bin.upgrade() else {
             return;
@@ -445,7 +456,12 @@ fn push_sink(bin: &gst::Element, on_event: EventSink) -> PushSink {
                 on_event(PipelineEvent::Opened);
             }
             match add_push_stream(&bin, stream, &caps) {
-                Ok(src) => sources[stream] = Some(src),
+                Ok(src) => {
+                    sources[stream] = Some(src);
+                    if sources.iter().flatten().count() == streams {
+                        gate.all_linked();
+                    }
+                }
                 Err(e) => {
                     ended.store(true, Ordering::SeqCst);
                     on_event(PipelineEvent::Failed {
@@ -691,6 +707,61 @@ fn link_repayloaded(
     pad.link(&chain[0].static_pad("sink").expect("depay has a sink pad"))
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
     Ok(())
+}
+
+/// Holds the report of the camera's first frame until every stream it sends is linked, or
+/// [`ALL_STREAMS_WAIT`] has passed since that frame: a camera reported live has its re-stream
+/// (and so its recording) made with all of its streams. rtspsrc links a camera's audio after
+/// the video's first frame at times, and a recorder pulling the re-stream in between recorded
+/// the video alone.
+pub(crate) struct LiveGate {
+    on_event: EventSink,
+    /// First frame seen, every stream linked, first frame reported.
+    state: std::sync::Mutex<(bool, bool, bool)>,
+}
+
+/// How long a first frame waits for the camera's other streams to be linked.
+const ALL_STREAMS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl LiveGate {
+    fn new(on_event: EventSink) -> Arc<Self> {
+        Arc::new(Self {
+            on_event,
+            state: Default::default(),
+        })
+    }
+
+    /// The first frame passed.
+    fn frame(self: &Arc<Self>) {
+        let mut state = self.state.lock().expect("live gate lock");
+        if state.0 {
+            return;
+        }
+        state.0 = true;
+        if state.1 {
+            state.2 = true;
+            drop(state);
+            (self.on_event)(PipelineEvent::FirstFrame);
+            return;
+        }
+        drop(state);
+        let gate = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(ALL_STREAMS_WAIT);
+            gate.all_linked();
+        });
+    }
+
+    /// Every stream of the camera is linked (or no more are waited for).
+    fn all_linked(&self) {
+        let mut state = self.state.lock().expect("live gate lock");
+        state.1 = true;
+        if state.0 && !state.2 {
+            state.2 = true;
+            drop(state);
+            (self.on_event)(PipelineEvent::FirstFrame);
+        }
+    }
 }
 
 /// Counts a camera packet of `size` bytes, and a frame when it ends one (the first is told).

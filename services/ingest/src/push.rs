@@ -26,6 +26,8 @@ pub enum PushEvent {
     /// pusher announced).
     Rtp {
         stream: usize,
+        /// How many streams the pusher announced.
+        streams: usize,
         caps: gst::Caps,
         buffer: gst::Buffer,
     },
@@ -82,7 +84,7 @@ impl PushFeed {
         true
     }
 
-    fn rtp(&self, session: u64, stream: usize, sample: &gst::Sample) {
+    fn rtp(&self, session: u64, stream: usize, streams: usize, sample: &gst::Sample) {
         if self.session.lock().expect("push session lock").0 != session {
             return;
         }
@@ -91,6 +93,7 @@ impl PushFeed {
         };
         self.send(PushEvent::Rtp {
             stream,
+            streams,
             caps: caps.to_owned(),
             buffer,
         });
@@ -184,7 +187,8 @@ mod imp {
                 .element()
                 .downcast::<gst::Bin>()
                 .map_err(|_| gst::loggable_error!(CAT, "the media's element is not a bin"))?;
-            for stream in 0..sdp.medias_len() as usize {
+            let streams = sdp.medias_len() as usize;
+            for stream in 0..streams {
                 let sink = gst_app::AppSink::builder()
                     .name(format!("depay{stream}"))
                     .sync(false)
@@ -195,7 +199,7 @@ mod imp {
                     gst_app::AppSinkCallbacks::builder()
                         .new_sample(move |sink| {
                             let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                            feed.rtp(session, stream, &sample);
+                            feed.rtp(session, stream, streams, &sample);
                             Ok(gst::FlowSuccess::Ok)
                         })
                         .build(),

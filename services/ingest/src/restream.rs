@@ -5,6 +5,9 @@
 //! While somebody watches (shared media), the camera's relay sends one more copy of its RTP to
 //! a local UDP port, which the camera's media factory reads and re-payloads without decoding.
 //! Nobody watching, nothing is sent there: the relay is told through the mount's [`OnUse`].
+//!
+//! The same server takes pushed cameras' streams at `rtsp://<host>:<port>/push/<camera id>`
+//! (RTSP RECORD, each camera's own push credential; see [`crate::push`]).
 
 use crate::push::{PushFactory, PushFeed};
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
