@@ -171,7 +171,12 @@ mod imp {
                 feed.release(session);
             }
             streams?;
-            self.parent_handle_sdp(sdp)
+            // A session that does not start leaves the camera free for the next push.
+            let handled = self.parent_handle_sdp(sdp);
+            if handled.is_err() {
+                feed.release(session);
+            }
+            handled
         }
     }
 
