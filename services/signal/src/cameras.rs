@@ -11,7 +11,7 @@
 use crate::error::ApiError;
 use crate::model::{
     CameraInfo, CameraRecord, CameraView, CreateCamera, Grant, Mountpoint, Need, PushCredential,
-    ServedBy, Share, Source, Stored, SubMountpoint, UpdateCamera, check_name, check_retention,
+    ServedBy, Share, Stored, SubMountpoint, UpdateCamera, check_name, check_retention,
     check_sub_url, parse_source,
 };
 use crate::pool::Pool;
@@ -241,36 +241,27 @@ impl Cameras {
                 .map(check_sub_url)
                 .transpose()?
                 .flatten();
-            let username = body
-                .username
-                .or(source.username.clone())
-                .filter(|u| !u.is_empty());
-            let password = body.password.or(source.password.clone());
+            let username = body.username.or(source.username).filter(|u| !u.is_empty());
+            let password = body.password.or(source.password);
             let secret =
                 (username.is_some() || !source.secret_query.is_empty()).then(|| CameraSecret {
                     username: username.clone().unwrap_or_default(),
                     password: password.clone().unwrap_or_default(),
-                    query: source.secret_query.clone(),
+                    query: source.secret_query,
                 });
-            Some((source, sub_url, secret))
+            Some((source.url, sub_url, secret))
         };
         let id = self.new_id().await?;
-        let (source, sub_url, secret) = pulled.unwrap_or_else(|| {
-            let source = Source {
-                url: String::new(),
-                username: None,
-                password: None,
-                secret_query: Vec::new(),
-            };
-            (source, None, Some(push_secret(&id)))
-        });
+        // A pushed camera has no URL and a fresh push credential.
+        let (url, sub_url, secret) =
+            pulled.unwrap_or_else(|| (String::new(), None, Some(push_secret(&id))));
         let (username, has_password) = shown(secret.as_ref());
         let now = cloudcam_core::now_ms();
         let record = CameraRecord {
             info: CameraInfo {
                 id: id.clone(),
                 name,
-                url: source.url,
+                url,
                 push: body.push,
                 sub_url,
                 has_password,
