@@ -20,6 +20,9 @@ pub enum CameraState {
     Error,
     /// Owned but not pulled: nobody watches it and it does not record.
     Idle,
+    /// On an edge site whose agent is not connected: nothing can reach the camera until it
+    /// is back.
+    Offline,
 }
 
 impl CameraState {
@@ -36,10 +39,11 @@ impl CameraState {
             Self::Stopped => "stopped",
             Self::Error => "error",
             Self::Idle => "idle",
+            Self::Offline => "offline",
         }
     }
 
-    pub const ALL: [CameraState; 10] = [
+    pub const ALL: [CameraState; 11] = [
         Self::Unknown,
         Self::Connecting,
         Self::Live,
@@ -50,6 +54,7 @@ impl CameraState {
         Self::Stopped,
         Self::Error,
         Self::Idle,
+        Self::Offline,
     ];
 }
 
@@ -67,6 +72,7 @@ impl From<v1::CameraState> for CameraState {
             P::Stopped => Self::Stopped,
             P::Error => Self::Error,
             P::Idle => Self::Idle,
+            P::Offline => Self::Offline,
         }
     }
 }
@@ -85,6 +91,7 @@ impl From<CameraState> for v1::CameraState {
             CameraState::Stopped => P::Stopped,
             CameraState::Error => P::Error,
             CameraState::Idle => P::Idle,
+            CameraState::Offline => P::Offline,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod camera;
 pub mod codec;
 pub mod config;
+pub mod edge;
 pub mod media;
 pub mod metrics;
 pub mod mp4;

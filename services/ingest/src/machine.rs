@@ -24,6 +24,9 @@
 //! *Pushed cameras* (`spec.push`) are not pulled: their relay waits for a push session as long
 //! as it takes, and the camera is `unreachable` ([`PUSH_WAITING`]) until one starts. When a push
 //! ends, the next run waits for the next push at once (no backoff: the pusher decides when).
+//! A camera on an edge site (`spec.edge_site`) is pushed by its site's agent only while it is
+//! wanted, so it is taken on demand like a pulled camera (signal tells the agent to push it
+//! while its status says it waits for a push).
 //!
 //! *Handing over.* When the camera moves to another worker on a planned move (a rebalance, a
 //! graceful stop), a live camera is not stopped at once: its relay stops feeding Janus (the
@@ -105,7 +108,8 @@ pub struct CameraCore {
 /// Whether the camera is to be pulled: someone watches it, it records, or it is always on. A
 /// pushed camera is always taken: it is live whenever it pushes.
 pub fn wanted(spec: &CameraSpec) -> bool {
-    spec.live_demand > 0 || spec.recording || spec.always_on || spec.push
+    let pushed_directly = spec.push && spec.edge_site.is_empty();
+    spec.live_demand > 0 || spec.recording || spec.always_on || pushed_directly
 }
 
 /// A pushed camera's status while nothing is pushed to it.
@@ -575,6 +579,24 @@ mod tests {
         fn check(&mut self, age_ms: Option<u64>) -> Vec<Effect> {
             self.core.check(self.now, age_ms.map(Duration::from_millis))
         }
+    }
+
+    #[test]
+    fn a_camera_on_an_edge_site_is_taken_only_while_wanted() {
+        let mut edge = spec(0);
+        edge.source_url.clear();
+        edge.push = true;
+        edge.edge_site = "site1".into();
+        let mut sim = Sim::new(edge.clone());
+        let out = sim.core.start(sim.now);
+        assert_eq!(Sim::states(&out), [CameraState::Idle]);
+        edge.live_demand = 1;
+        edge.generation += 1;
+        let out = sim.core.update_spec(edge, sim.now);
+        assert!(out.contains(&Effect::Report {
+            state: CameraState::Unreachable,
+            reason: PUSH_WAITING.into()
+        }));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! pusher sent it, goes through the camera's [`PushFeed`] to its relay
 //! ([`crate::pipeline::Relay`]), which treats it exactly as a pulled camera's RTP from
 //! `rtspsrc`: the same fan-out to Janus, the re-stream, snapshots and recordings. Nothing is
-//! decoded. One push at a time per camera: a second one is refused while the first lasts.
+//! decoded. One push at a time per camera: a new push (with the camera's credential) takes the
+//! camera over and the earlier one is cut, so a pusher whose old connection is still half-open
+//! (an edge agent whose uplink dropped and came back) is not locked out by it.
 
 use cloudcam_core::codec::VideoCodec;
 use gstreamer as gst;
@@ -74,14 +76,20 @@ impl PushFeed {
         }
     }
 
-    /// Session `session` starts, unless another one is under way.
-    fn claim(&self, session: u64, client: Option<rtsp_server::RTSPClient>) -> bool {
+    /// Session `session` starts; one under way is ended and its client cut (the relay starts
+    /// afresh on the new one).
+    fn claim(&self, session: u64, client: Option<rtsp_server::RTSPClient>) {
         let mut current = self.session.lock().expect("push session lock");
-        if current.0 != 0 && current.0 != session {
-            return false;
-        }
+        let earlier = (current.0 != 0 && current.0 != session).then(|| current.1.take());
         *current = (session, client.map(|c| c.downgrade()));
-        true
+        drop(current);
+        if let Some(earlier) = earlier {
+            tracing::info!("a new push took the camera over; the earlier one is cut");
+            self.send(PushEvent::Ended);
+            if let Some(client) = earlier.and_then(|c| c.upgrade()) {
+                client.close();
+            }
+        }
     }
 
     fn rtp(&self, session: u64, stream: usize, streams: usize, sample: &gst::Sample) {
@@ -162,10 +170,7 @@ mod imp {
             let client =
                 rtsp_server::RTSPContext::with_current_context(|ctx| ctx.client().cloned())
                     .flatten();
-            if !feed.claim(session, client) {
-                tracing::warn!("a second push while one is under way was refused");
-                return fail("another push to this camera is under way");
-            }
+            feed.claim(session, client);
             let streams = self.add_streams(sdp, &feed, session);
             if streams.is_err() {
                 feed.release(session);
@@ -322,7 +327,8 @@ mod tests {
     }
 
     /// A push with the camera's credential reaches its relay, which sends it on like a pulled
-    /// camera's; a wrong credential, another camera's mount, or a second push is refused.
+    /// camera's; a wrong credential or another camera's mount is refused, and a second push
+    /// takes the camera over.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_push_reaches_the_relay_and_only_with_its_credential() {
         gst::init().unwrap();
@@ -396,14 +402,26 @@ mod tests {
         let n = janus.recv(&mut packet).expect("RTP at the target");
         assert!(n > 12 && packet[1] & 0x7f == 96);
 
-        // One push at a time.
+        // One push at a time: a second one takes over, the first is cut and the relay hears
+        // that its session ended.
         let second = pusher(&url, "cam1", "push-password-1");
-        assert!(fails(&second, Duration::from_secs(10)));
-        second.set_state(gst::State::Null).unwrap();
-        assert!(janus.recv(&mut packet).is_ok(), "the first push goes on");
+        assert!(
+            fails(&push, Duration::from_secs(10)),
+            "the first push was not cut"
+        );
+        push.set_state(gst::State::Null).unwrap();
+        let ended = loop {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(PipelineEvent::Eos) => break true,
+                Ok(_) => continue,
+                Err(_) => break false,
+            }
+        };
+        assert!(ended, "the take-over did not end the first session");
+        assert!(feed.pushing());
 
         // The push ends: the relay hears of it.
-        push.set_state(gst::State::Null).unwrap();
+        second.set_state(gst::State::Null).unwrap();
         let ended = loop {
             match rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(PipelineEvent::Eos) => break true,

@@ -8,6 +8,7 @@ use crate::error::{ApiError, Body, ErrorBody, json_error};
 use crate::model::{CameraView, CreateCamera, Grant, Share, UpdateCamera};
 use crate::pool::GatewayView;
 use crate::recordings::RecordingsView;
+use crate::sites::{CreateSite, EnrollRequest, Enrolled, SiteView};
 use crate::users::{ChangePassword, CreateUser, Role, UpdateUser, UserView};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -54,6 +55,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route("/cameras/{id}/clip", web::get().to(clip))
                 .route("/cameras/{id}/snapshot", web::get().to(snapshot))
                 .route("/cameras/{id}/snapshot", web::post().to(request_snapshot))
+                .route("/sites", web::get().to(list_sites))
+                .route("/sites", web::post().to(create_site))
+                .route("/sites/{id}", web::get().to(get_site))
+                .route("/sites/{id}", web::delete().to(delete_site))
+                .route("/sites/{id}/enrollment", web::post().to(new_enrollment))
+                .route("/sites/{id}/revoke", web::post().to(revoke_site))
+                .route("/edge/enroll", web::post().to(enroll))
+                .route("/edge/ws", web::get().to(crate::edge::connect))
                 .route("/workers", web::get().to(workers))
                 .route("/ws", web::get().to(crate::ws::connect))
                 .default_service(web::to(|| async {
@@ -77,7 +86,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
         login, logout, sign_url, me, change_password, sign_out_everywhere, list_users, create_user,
         update_user, sign_out_user, list_cameras, create_camera, get_camera, update_camera,
         delete_camera, new_push_credential, shares, share, unshare, recordings, clip, snapshot,
-        request_snapshot, workers
+        request_snapshot, list_sites, create_site, get_site, delete_site, new_enrollment,
+        revoke_site, enroll, workers
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -347,6 +357,111 @@ async fn get_camera(
     Ok(HttpResponse::Ok()
         .insert_header(etag(view.version))
         .json(view))
+}
+
+/// The public URL of this service as the caller reached it (for the enrollment command).
+fn server_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
+}
+
+/// The edge sites the caller may manage (every one for an administrator), with their agents.
+#[utoipa::path(get, path = "/api/v1/sites", security(("bearer" = [])),
+    responses((status = 200, body = Vec<SiteView>), (status = 401, body = ErrorBody)))]
+async fn list_sites(app: web::Data<AppState>, authed: Authed) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.cameras.sites.list(&authed.caller).await?))
+}
+
+/// Add an edge site (a place whose cameras the cloud cannot reach). The answer holds its
+/// one-time enrollment token and the command that enrolls the site's agent, once.
+#[utoipa::path(post, path = "/api/v1/sites", security(("bearer" = [])), request_body = CreateSite,
+    responses((status = 201, body = SiteView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_site(
+    app: web::Data<AppState>,
+    authed: Authed,
+    req: HttpRequest,
+    Body(body): Body<CreateSite>,
+) -> Result<HttpResponse, ApiError> {
+    let view = app
+        .cameras
+        .sites
+        .create(&authed.caller, body, &server_url(&req))
+        .await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// One site and its agent (online, version, cameras pushed, uplink bitrate).
+#[utoipa::path(get, path = "/api/v1/sites/{id}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "site id")),
+    responses((status = 200, body = SiteView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn get_site(
+    app: web::Data<AppState>,
+    authed: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.cameras.sites.get(&authed.caller, &id).await?))
+}
+
+/// Delete a site that has no cameras left (409 otherwise).
+#[utoipa::path(delete, path = "/api/v1/sites/{id}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "site id")),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn delete_site(
+    app: web::Data<AppState>,
+    authed: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    app.cameras.sites.delete(&authed.caller, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A new one-time enrollment token for the site (shown once): the agent that uses it replaces
+/// the enrolled one.
+#[utoipa::path(post, path = "/api/v1/sites/{id}/enrollment", security(("bearer" = [])),
+    params(("id" = String, Path, description = "site id")),
+    responses((status = 200, body = SiteView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn new_enrollment(
+    app: web::Data<AppState>,
+    authed: Authed,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = app
+        .cameras
+        .sites
+        .new_enrollment(&authed.caller, &id, &server_url(&req))
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Revoke the site's agent: its connection closes, and every push credential it was given
+/// stops working. A new enrollment brings the site back.
+#[utoipa::path(post, path = "/api/v1/sites/{id}/revoke", security(("bearer" = [])),
+    params(("id" = String, Path, description = "site id")),
+    responses((status = 200, body = SiteView), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn revoke_site(
+    app: web::Data<AppState>,
+    authed: Authed,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(app.cameras.revoke_site(&authed.caller, &id).await?))
+}
+
+/// An edge agent trades its one-time enrollment token for its site's agent credential (no
+/// user token: the enrollment token is the authorization). Then it connects to
+/// `/api/v1/edge/ws` with `Authorization: Bearer <credential>`.
+#[utoipa::path(post, path = "/api/v1/edge/enroll", request_body = EnrollRequest,
+    responses((status = 200, body = Enrolled), (status = 400, body = ErrorBody)))]
+async fn enroll(
+    app: web::Data<AppState>,
+    body: Body<EnrollRequest>,
+) -> Result<HttpResponse, ApiError> {
+    crate::edge::enroll(app, body).await
 }
 
 /// Give a pushed camera a new push credential (in the answer only, never shown again): the

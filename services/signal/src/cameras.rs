@@ -12,9 +12,10 @@ use crate::error::ApiError;
 use crate::model::{
     CameraInfo, CameraRecord, CameraView, CreateCamera, Grant, Mountpoint, Need, PushCredential,
     ServedBy, Share, Stored, SubMountpoint, UpdateCamera, check_name, check_retention,
-    check_sub_url, parse_source,
+    check_site_url, check_sub_url, parse_source,
 };
 use crate::pool::Pool;
+use crate::sites::Sites;
 use crate::store::audio_id;
 use crate::store::{Allocator, CameraStore, DemandStore};
 use crate::users::{Caller, Role, Users};
@@ -38,6 +39,7 @@ pub struct Cameras {
     bus: Arc<dyn Bus>,
     state: Arc<dyn StateStore>,
     users: Users,
+    pub sites: Sites,
 }
 
 /// A camera with what hangs off its record.
@@ -59,6 +61,7 @@ impl Cameras {
             alloc: Allocator::new(state.clone(), pool.ports()),
             pool,
             bus,
+            sites: Sites::new(state.clone()),
             state,
             users,
         }
@@ -148,6 +151,21 @@ impl Cameras {
             self.demand.wanted(),
             cloudcam_core::workers::list(&*self.state),
         )?;
+        let site_ids: Vec<String> = stored
+            .iter()
+            .filter_map(|(s, _)| s.record.info.site.clone())
+            .collect();
+        let online: HashMap<String, bool> = site_ids
+            .iter()
+            .cloned()
+            .zip(
+                self.sites
+                    .presences(&site_ids)
+                    .await?
+                    .into_iter()
+                    .map(|p| p.is_some()),
+            )
+            .collect();
         let recorders: HashMap<&str, &WorkerInfo> = workers
             .iter()
             .filter(|w| w.kind == "recorder")
@@ -167,7 +185,16 @@ impl Cameras {
                     let gateway = mp
                         .map(|mp| self.pool.gateway(&mp.gateway).settings.name.clone())
                         .unwrap_or_default();
-                    let status = status.unwrap_or_else(CameraStatus::unknown);
+                    let mut status = status.unwrap_or_else(CameraStatus::unknown);
+                    if let Some(site) = &s.record.info.site
+                        && !online.get(site).copied().unwrap_or(false)
+                    {
+                        status.state = cloudcam_core::camera::CameraState::Offline;
+                        status.reason = format!(
+                            "the edge agent of site {site} is not connected; the camera \
+                             comes back when it is"
+                        );
+                    }
                     CameraView {
                         served_by: ServedBy {
                             ingest: status.worker_id.clone(),
@@ -222,7 +249,27 @@ impl Cameras {
         let name = check_name(&body.name)?;
         let retention_hours = check_retention(body.retention_hours)?;
         // Everything is checked before an id is drawn (drawing one takes a partition's turn).
-        let pulled = if body.push {
+        let site = match &body.site {
+            Some(site) => Some(self.sites.authorize(caller, site).await?.id),
+            None => None,
+        };
+        let pulled = if let Some(site) = &site {
+            if body.push
+                || body.sub_url.is_some()
+                || body.username.is_some()
+                || body.password.is_some()
+            {
+                return Err(ApiError::BadRequest(
+                    "invalid_field",
+                    format!(
+                        "a camera on site {site} takes only its url on the site (no push, \
+                         sub_url, username or password: credentials stay in the site's agent \
+                         configuration)"
+                    ),
+                ));
+            }
+            Some((check_site_url(&body.url)?, None, None))
+        } else if body.push {
             check_push(&body)?;
             None
         } else {
@@ -252,9 +299,14 @@ impl Cameras {
             Some((source.url, sub_url, secret))
         };
         let id = self.new_id().await?;
-        // A pushed camera has no URL and a fresh push credential.
-        let (url, sub_url, secret) =
-            pulled.unwrap_or_else(|| (String::new(), None, Some(push_secret(&id))));
+        // A pushed camera has no URL and a fresh push credential; a site camera has its URL
+        // on the site and a push credential for its agent.
+        let push = body.push || site.is_some();
+        let (url, sub_url, secret) = match pulled {
+            Some((url, _, _)) if site.is_some() => (url, None, Some(push_secret(&id))),
+            Some(pulled) => pulled,
+            None => (String::new(), None, Some(push_secret(&id))),
+        };
         let (username, has_password) = shown(secret.as_ref());
         let now = cloudcam_core::now_ms();
         let record = CameraRecord {
@@ -262,7 +314,8 @@ impl Cameras {
                 id: id.clone(),
                 name,
                 url,
-                push: body.push,
+                push,
+                site: site.clone(),
                 sub_url,
                 has_password,
                 username,
@@ -311,6 +364,9 @@ impl Cameras {
             self.store.set_secret(&id, secret.as_ref()).await?;
             self.store.set_mountpoint(&id, &mountpoint).await?;
             self.store.index_for_user(&caller.name, &id).await?;
+            if let Some(site) = &site {
+                self.sites.add_camera(site, &id).await?;
+            }
             if self.store.insert(&record).await?.is_none() {
                 return Err(ApiError::Conflict(format!("camera {id} exists already")));
             }
@@ -326,12 +382,16 @@ impl Cameras {
                 let _ = self.alloc.release_port(&audio_id(&id), port).await;
             }
             let _ = self.store.forget(&id).await;
+            if let Some(site) = &site {
+                let _ = self.sites.remove_camera(site, &id).await;
+            }
             return Err(e);
         }
         self.ensure_mountpoint(&id, &mountpoint).await;
         self.publish(&id).await?;
-        tracing::info!(camera = %id, name = %record.info.name, url = %record.info.url, push = record.info.push, owner = %caller.name, "camera added");
+        tracing::info!(camera = %id, name = %record.info.name, url = %record.info.url, push = record.info.push, site = ?record.info.site, owner = %caller.name, "camera added");
         let mut view = self.get(caller, &id).await?;
+        // A site camera's push credential is its agent's, never shown.
         view.push_credential = secret.filter(|_| body.push).map(|s| PushCredential {
             username: s.username,
             password: s.password,
@@ -347,19 +407,32 @@ impl Cameras {
         id: &str,
     ) -> Result<CameraView, ApiError> {
         let stored = self.authorize(caller, id, Need::Manage).await?;
-        if !stored.record.info.push {
+        if !stored.record.info.push || stored.record.info.site.is_some() {
             return Err(ApiError::BadRequest(
                 "not_pushed",
                 format!(
-                    "camera {id} is pulled from its url; only a pushed camera has a push credential"
+                    "camera {id} is not pushed directly (it is pulled from its url, or its site's \
+                     agent pushes it); only such a camera has a push credential"
                 ),
             ));
         }
+        let secret = self.replace_push_credential(id, &caller.name).await?;
+        let mut view = self.get(caller, id).await?;
+        view.push_credential = Some(PushCredential {
+            username: secret.username,
+            password: secret.password,
+        });
+        Ok(view)
+    }
+
+    /// Gives a pushed camera a new push credential (stored, and taken by its owning worker,
+    /// which cuts a push made with the old one); returns it.
+    async fn replace_push_credential(&self, id: &str, by: &str) -> Result<CameraSecret, ApiError> {
         let secret = push_secret(id);
         let _lease = self.store.lease(id).await?;
         self.store.set_secret(id, Some(&secret)).await?;
         for _ in 0..UPDATE_ATTEMPTS {
-            let stored = self.authorize(caller, id, Need::Manage).await?;
+            let stored = self.store.require(id).await?;
             let mut record = stored.record.clone();
             // A new source generation: the owning worker reads the new credential.
             record.source_generation += 1;
@@ -369,15 +442,30 @@ impl Cameras {
                 continue;
             }
             self.publish_held(id).await?;
-            tracing::info!(camera = %id, by = %caller.name, "push credential replaced");
-            let mut view = self.get(caller, id).await?;
-            view.push_credential = Some(PushCredential {
-                username: secret.username,
-                password: secret.password,
-            });
-            return Ok(view);
+            tracing::info!(camera = %id, by = %by, "push credential replaced");
+            return Ok(secret);
         }
         Err(ApiError::Busy(format!("camera {id} is being changed")))
+    }
+
+    /// Revokes the site's agent: its credential ends (its connection closes within a second)
+    /// and every camera of the site gets a new push credential, so nothing it was given can
+    /// push any more. A new enrollment brings the site back.
+    pub async fn revoke_site(
+        &self,
+        caller: &Caller,
+        site: &str,
+    ) -> Result<crate::sites::SiteView, ApiError> {
+        for id in self.sites.revoke(caller, site).await? {
+            match self
+                .replace_push_credential(id.as_str(), &caller.name)
+                .await
+            {
+                Ok(_) | Err(ApiError::CameraNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.sites.get(caller, site).await
     }
 
     /// A new mountpoint (id and RTP port) for the substream of camera `id`.
@@ -502,6 +590,9 @@ impl Cameras {
         let record = &camera.stored.record;
         for user in std::iter::once(&record.info.owner).chain(record.shares.keys()) {
             self.store.unindex_for_user(user, id).await?;
+        }
+        if let Some(site) = &record.info.site {
+            self.sites.remove_camera(site, id).await?;
         }
         if let Some(mp) = camera.mountpoint
             && let Err(e) = self.pool.remove(&mp).await
@@ -756,7 +847,20 @@ fn apply(
     secret: Option<CameraSecret>,
     body: &UpdateCamera,
 ) -> Result<(CameraRecord, Option<CameraSecret>), ApiError> {
-    if record.info.push
+    if let Some(site) = &record.info.site {
+        if body.sub_url.is_some() || body.username.is_some() || body.password.is_some() {
+            return Err(ApiError::BadRequest(
+                "invalid_field",
+                format!(
+                    "a camera on site {site} has only its url on the site (credentials stay in \
+                     the site's agent configuration)"
+                ),
+            ));
+        }
+        if let Some(url) = &body.url {
+            record.info.url = check_site_url(url)?;
+        }
+    } else if record.info.push
         && (body.url.is_some()
             || body.sub_url.is_some()
             || body.username.is_some()
@@ -775,7 +879,7 @@ fn apply(
     if let Some(name) = &body.name {
         record.info.name = check_name(name)?;
     }
-    if let Some(url) = &body.url {
+    if let Some(url) = body.url.as_ref().filter(|_| record.info.site.is_none()) {
         let source = parse_source(url)?;
         // Stored credentials go only to the camera they were given for: a URL pointing at
         // another scheme, host or port drops them unless this request brings them again.
@@ -923,6 +1027,7 @@ fn spec(
         sub_live_demand: u32::from(wanted.1),
         sub_source_generation: record.sub_source_generation,
         push: info.push,
+        edge_site: info.site.clone().unwrap_or_default(),
     }
 }
 
@@ -960,6 +1065,7 @@ mod tests {
             name: name.into(),
             url: "rtsp://u:p@cam.local/s".into(),
             push: false,
+            site: None,
             sub_url: None,
             username: None,
             password: None,
@@ -967,6 +1073,86 @@ mod tests {
             retention_hours: 0.0,
             always_on: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_site_camera_is_pushed_by_its_agent_and_shown_offline_without_it() {
+        let (cams, bus) = service();
+        let member = Caller {
+            name: "alice".into(),
+            role: Role::Member,
+        };
+        let site = cams
+            .sites
+            .create(
+                &member,
+                crate::sites::CreateSite {
+                    name: "Shop".into(),
+                },
+                "http://cloud",
+            )
+            .await
+            .unwrap();
+        let on_site = |url: &str| CreateCamera {
+            url: url.into(),
+            site: Some(site.id.clone()),
+            ..camera("Till")
+        };
+        // Credentials stay on the site; another member cannot add to the site.
+        let err = cams
+            .create(&member, on_site("rtsp://u:p@10.0.0.5/s"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), "invalid_site_url");
+        let bob = Caller {
+            name: "bob".into(),
+            role: Role::Member,
+        };
+        let err = cams
+            .create(&bob, on_site("rtsp://10.0.0.5/s"))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), "site_not_found");
+        let view = cams
+            .create(&member, on_site("rtsp://10.0.0.5/s"))
+            .await
+            .unwrap();
+        let id = view.info.id.clone();
+        assert!(view.push_credential.is_none(), "the agent's, never shown");
+        assert_eq!(view.info.site.as_deref(), Some(site.id.as_str()));
+        // No agent connected: offline, saying why.
+        assert_eq!(
+            view.status.state,
+            cloudcam_core::camera::CameraState::Offline
+        );
+        assert!(
+            view.status.reason.contains(&site.id),
+            "{}",
+            view.status.reason
+        );
+        let spec = bus.latest_spec(&id).unwrap();
+        assert!(spec.push);
+        assert_eq!(spec.edge_site, site.id);
+        assert_eq!(spec.source_url, "rtsp://10.0.0.5/s");
+        assert_eq!(
+            cams.sites.cameras(&site.id).await.unwrap(),
+            vec![id.clone()]
+        );
+        // Its own push credential cannot be asked for; revoking the site replaces it.
+        let err = cams.new_push_credential(&member, &id).await.err().unwrap();
+        assert_eq!(err.code(), "not_pushed");
+        let before = cams.store.secret(&id).await.unwrap().unwrap();
+        cams.revoke_site(&member, &site.id).await.unwrap();
+        let after = cams.store.secret(&id).await.unwrap().unwrap();
+        assert_ne!(before.password, after.password);
+        assert!(bus.latest_spec(&id).unwrap().source_generation > spec.source_generation);
+        // The site keeps its cameras until they are deleted.
+        let err = cams.sites.delete(&member, &site.id).await.err().unwrap();
+        assert_eq!(err.code(), "conflict");
+        cams.delete(&member, &id, None).await.unwrap();
+        cams.sites.delete(&member, &site.id).await.unwrap();
     }
 
     #[tokio::test]

@@ -29,6 +29,8 @@ pub enum ApiError {
     CameraNotFound(String),
     #[error("no user named {0}")]
     UserNotFound(String),
+    #[error("no site with id {0}")]
+    SiteNotFound(String),
     /// The caller sees the resource but may not do this with it.
     #[error("{0}")]
     Forbidden(String),
@@ -79,6 +81,7 @@ impl ApiError {
             Self::BadLogin => "bad_credentials",
             Self::CameraNotFound(_) => "camera_not_found",
             Self::UserNotFound(_) => "user_not_found",
+            Self::SiteNotFound(_) => "site_not_found",
             Self::Forbidden(_) => "forbidden",
             Self::Throttled(_) => "too_many_attempts",
             Self::TooManyViews(_) => "too_many_views",
@@ -101,9 +104,10 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(..) => StatusCode::BAD_REQUEST,
             Self::Unauthorized | Self::BadLogin => StatusCode::UNAUTHORIZED,
-            Self::CameraNotFound(_) | Self::UserNotFound(_) | Self::NotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::CameraNotFound(_)
+            | Self::UserNotFound(_)
+            | Self::SiteNotFound(_)
+            | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Throttled(_) | Self::TooManyViews(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

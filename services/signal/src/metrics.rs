@@ -62,10 +62,26 @@ pub static SPECS_UNPUBLISHED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
         "Cameras whose desired state waits in the outbox for the bus, at the last outbox pass",
     )
 });
+/// Edge agents connected to this signal instance.
+pub static EDGE_AGENTS: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    cloudcam_core::metrics::register_gauge(
+        "cloudcam_signal_edge_agents",
+        "Edge agents connected to this signal instance",
+    )
+});
+/// Messages from edge agents that could not be decoded (skipped).
+pub static EDGE_BAD_MESSAGES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    cloudcam_core::metrics::register_counter(
+        "cloudcam_signal_edge_bad_messages_total",
+        "Messages from edge agents that could not be decoded and were skipped",
+    )
+});
 
 /// Registers the signal service's metrics up front.
 pub fn describe() {
     LazyLock::force(&WEBSOCKETS);
+    LazyLock::force(&EDGE_AGENTS);
+    LazyLock::force(&EDGE_BAD_MESSAGES);
     LazyLock::force(&SPECS_DEFERRED);
     LazyLock::force(&SPECS_UNPUBLISHED);
     cloudcam_core::metrics::describe();

@@ -85,6 +85,10 @@ pub struct CameraInfo {
     /// being pulled from `url`.
     #[serde(default)]
     pub push: bool,
+    /// The edge site the camera is on: its agent pushes it (from `url`, the camera's address
+    /// on the site) while it is wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// The camera's substream (a second, lower-resolution stream of the same camera, pulled
     /// with the same credentials): the camera wall shows it, full screen and recordings use
     /// the main stream. Absent when the camera has none.
@@ -318,6 +322,11 @@ pub struct CreateCamera {
     /// gives once. It takes no url, sub_url or credentials.
     #[serde(default)]
     pub push: bool,
+    /// The camera is on this edge site (a site's id): the site's agent pushes it while it is
+    /// wanted. `url` is then the camera's address on the site, without credentials (they stay
+    /// in the agent's configuration).
+    #[serde(default)]
+    pub site: Option<String>,
     /// The camera's substream, `rtsp://` or `rtsps://`, pulled with the camera's credentials
     /// (so it carries none itself).
     #[serde(default)]
@@ -391,6 +400,28 @@ fn is_secret_param(name: &str) -> bool {
 
 /// Accepts `rtsp://` and `rtsps://` URLs with a host; moves embedded credentials (user info and
 /// credential-carrying query parameters) out.
+/// A site camera's URL: its address on the site, without credentials (they stay on the site,
+/// in the agent's configuration).
+pub fn check_site_url(raw: &str) -> Result<String, ApiError> {
+    if raw.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "invalid_field",
+            "missing field `url`: a camera on a site needs its rtsp:// or rtsps:// URL on the site"
+                .into(),
+        ));
+    }
+    let source = parse_source(raw)?;
+    if source.username.is_some() || source.password.is_some() || !source.secret_query.is_empty() {
+        return Err(ApiError::BadRequest(
+            "invalid_site_url",
+            "a site camera's url carries no credentials: they stay on the site, in the edge \
+             agent's configuration ([cameras.<id>] url)"
+                .into(),
+        ));
+    }
+    Ok(source.url)
+}
+
 pub fn parse_source(raw: &str) -> Result<Source, ApiError> {
     let bad = |msg: String| ApiError::BadRequest("invalid_url", msg);
     let mut url =
