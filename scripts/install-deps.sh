@@ -19,7 +19,8 @@ packages=(
   janus
 )
 if [ "$mode" != run ]; then
-  packages+=(redis-server chromium prometheus default-jdk-headless maven)
+  # iptables: the edge-agent test puts a site behind a NAT-like firewall in a network namespace.
+  packages+=(redis-server chromium prometheus default-jdk-headless maven iptables)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod glass;
 pub mod kafka;
 pub mod media;
+pub mod netns;
 pub mod procs;
 pub mod stack;
 pub mod ws;

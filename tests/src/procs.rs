@@ -89,6 +89,50 @@ impl Proc {
     }
 }
 
+/// An encoder pushing 640x360 H.264 at 25 fps (a keyframe a second), and 48 kHz mono AAC when
+/// `audio`, to `url` (RTSP RECORD over TCP, GStreamer's `rtspclientsink`) as `user`.
+pub fn rtsp_pusher(
+    dir: &Path,
+    name: &str,
+    url: &str,
+    (user, password): (&str, &str),
+    audio: bool,
+) -> Result<Proc> {
+    let mut args: Vec<String> = Vec::new();
+    if audio {
+        args.extend(
+            "audiotestsrc is-live=true ! audio/x-raw,rate=48000,channels=1 ! audioconvert \
+             ! avenc_aac ! aacparse ! push."
+                .split_whitespace()
+                .map(String::from),
+        );
+    }
+    args.extend(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse \
+         ! rtspclientsink name=push protocols=tcp"
+            .split_whitespace()
+            .map(String::from),
+    );
+    args.extend([
+        format!("location={url}"),
+        format!("user-id={user}"),
+        format!("user-pw={password}"),
+    ]);
+    Proc::spawn(name, dir, Command::new("gst-launch-1.0").args(&args))
+}
+
+impl Proc {
+    /// Waits until the process has exited by itself (a refused client ends, say).
+    pub async fn wait_exit(&mut self, what: &str, timeout: Duration) -> Result<()> {
+        wait_for(what, timeout, || {
+            let alive = self.alive();
+            async move { (!alive).then_some(()) }
+        })
+        .await
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();

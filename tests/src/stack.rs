@@ -260,7 +260,12 @@ impl TestEnv {
         garage: Option<&Garage>,
         extra: &[(&str, &str)],
     ) -> Result<Signal> {
-        let port = free_port();
+        // A test that has signal listen elsewhere (on every interface, say) names the port.
+        let port = extra
+            .iter()
+            .find(|(k, _)| *k == "CLOUDCAM_SIGNAL_LISTEN")
+            .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(free_port);
         let internal = free_port();
         let rtp = free_udp_range(100);
         // Clip scratch directories land under the test's directory.

@@ -8,62 +8,19 @@
 //! from the first. The credential is nowhere but in the answers that made it.
 
 use cloudcam_tests::media::{audio_track, decode};
-use cloudcam_tests::procs::Proc;
+use cloudcam_tests::procs::{Proc, rtsp_pusher};
 use cloudcam_tests::stack::{TestEnv, metric};
 use cloudcam_tests::{Api, Browser, wait_for};
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-/// An encoder pushing 640x360 H.264 at 25 fps (a keyframe a second) and 48 kHz AAC to `url`
-/// as `user`.
-fn pusher(dir: &Path, name: &str, url: &str, user: &str, password: &str) -> anyhow::Result<Proc> {
-    Proc::spawn(
-        name,
-        dir,
-        Command::new("gst-launch-1.0").args([
-            "audiotestsrc",
-            "is-live=true",
-            "!",
-            "audio/x-raw,rate=48000,channels=1",
-            "!",
-            "audioconvert",
-            "!",
-            "avenc_aac",
-            "!",
-            "aacparse",
-            "!",
-            "push.",
-            "videotestsrc",
-            "is-live=true",
-            "pattern=ball",
-            "!",
-            "video/x-raw,width=640,height=360,framerate=25/1",
-            "!",
-            "x264enc",
-            "tune=zerolatency",
-            "speed-preset=ultrafast",
-            "key-int-max=25",
-            "!",
-            "h264parse",
-            "!",
-            "rtspclientsink",
-            "name=push",
-            &format!("location={url}"),
-            "protocols=tcp",
-            &format!("user-id={user}"),
-            &format!("user-pw={password}"),
-        ]),
-    )
-}
-
-/// Waits until `proc` has exited (a refused push ends the pusher).
-async fn wait_exit(proc: &mut Proc, what: &str) -> anyhow::Result<()> {
-    wait_for(what, Duration::from_secs(15), || {
-        let alive = proc.alive();
-        async move { (!alive).then_some(()) }
+/// Waits until the server has cut `push`: rtspclientsink either warns that the server closed
+/// the connection and goes on, or fails writing to it and ends, as the cut finds it.
+async fn wait_cut(push: &mut Proc, what: &str) -> anyhow::Result<()> {
+    wait_for(what, Duration::from_secs(10), || {
+        let cut = !push.alive() || push.log_text().contains("server closed the connection");
+        async move { cut.then_some(()) }
     })
     .await
 }
@@ -132,14 +89,19 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
     let frames = format!("cloudcam_ingest_camera_frames_total{{camera=\"{id}\"}}");
 
     // A wrong password is refused and nothing is relayed.
-    let mut wrong = pusher(
+    let mut wrong = rtsp_pusher(
         &env.dir,
         "pusher-wrong",
         &push_url,
-        &user,
-        "not-the-password",
+        (&user, "not-the-password"),
+        true,
     )?;
-    wait_exit(&mut wrong, "the push with a wrong password refused").await?;
+    wrong
+        .wait_exit(
+            "the push with a wrong password refused",
+            Duration::from_secs(15),
+        )
+        .await?;
     assert!(
         wrong.log_text().contains("Unauthorized"),
         "{}",
@@ -147,7 +109,7 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
     );
 
     // With its credential it is live at the pushed size.
-    let mut push = pusher(&env.dir, "pusher", &push_url, &user, &password)?;
+    let mut push = rtsp_pusher(&env.dir, "pusher", &push_url, (&user, &password), true)?;
     let live = api.wait_state(&id, "live", Duration::from_secs(20)).await?;
     responses.push(live.to_string());
     assert_eq!(
@@ -163,16 +125,14 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
     // A second push with the credential takes the camera over (a pusher whose earlier
     // connection is half-open is not locked out by it): the first is cut, and the camera is
     // live again from the second.
-    let second = pusher(&env.dir, "pusher-second", &push_url, &user, &password)?;
-    wait_for(
-        "the server to have cut the first push",
-        Duration::from_secs(10),
-        || {
-            let log = push.log_text();
-            async move { log.contains("server closed the connection").then_some(()) }
-        },
-    )
-    .await?;
+    let second = rtsp_pusher(
+        &env.dir,
+        "pusher-second",
+        &push_url,
+        (&user, &password),
+        true,
+    )?;
+    wait_cut(&mut push, "the server to have cut the first push").await?;
     push.kill();
     let mut push = second;
     api.wait_state(&id, "live", Duration::from_secs(20)).await?;
@@ -272,27 +232,32 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
         .unwrap()
         .to_string();
     assert_ne!(new_password, password);
-    // (rtspclientsink only warns that the server closed the connection, and goes on.)
     api.wait_state(&id, "unreachable", Duration::from_secs(20))
         .await?;
-    wait_for(
+    wait_cut(
+        &mut push,
         "the server to have closed the replaced credential's push",
-        Duration::from_secs(10),
-        || {
-            let log = push.log_text();
-            async move { log.contains("server closed the connection").then_some(()) }
-        },
     )
     .await?;
     push.kill();
     let before = metric(&p.ingest.metrics, &frames).await.unwrap_or(0.0);
-    let mut old = pusher(&env.dir, "pusher-old", &push_url, &user, &password)?;
-    wait_exit(&mut old, "the push with the old credential refused").await?;
+    let mut old = rtsp_pusher(&env.dir, "pusher-old", &push_url, (&user, &password), true)?;
+    old.wait_exit(
+        "the push with the old credential refused",
+        Duration::from_secs(15),
+    )
+    .await?;
     assert_eq!(
         metric(&p.ingest.metrics, &frames).await.unwrap_or(0.0),
         before
     );
-    let _push = pusher(&env.dir, "pusher-new", &push_url, &user, &new_password)?;
+    let _push = rtsp_pusher(
+        &env.dir,
+        "pusher-new",
+        &push_url,
+        (&user, &new_password),
+        true,
+    )?;
     api.wait_state(&id, "live", Duration::from_secs(20)).await?;
 
     // A pulled camera has no push credential to replace.

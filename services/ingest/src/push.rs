@@ -405,10 +405,12 @@ mod tests {
         // One push at a time: a second one takes over, the first is cut and the relay hears
         // that its session ended.
         let second = pusher(&url, "cam1", "push-password-1");
-        assert!(
-            fails(&push, Duration::from_secs(10)),
-            "the first push was not cut"
+        // (rtspclientsink only warns that the server closed the connection.)
+        let cut = push.bus().unwrap().timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Error, gst::MessageType::Warning],
         );
+        assert!(cut.is_some(), "the first push was not cut");
         push.set_state(gst::State::Null).unwrap();
         let ended = loop {
             match rx.recv_timeout(Duration::from_secs(10)) {
@@ -420,16 +422,15 @@ mod tests {
         assert!(ended, "the take-over did not end the first session");
         assert!(feed.pushing());
 
-        // The push ends: the relay hears of it.
+        // The second push ends: the camera is free again.
         second.set_state(gst::State::Null).unwrap();
-        let ended = loop {
-            match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(PipelineEvent::Eos) => break true,
-                Ok(_) => continue,
-                Err(_) => break false,
-            }
-        };
-        assert!(ended, "the end of the push was not noticed");
-        assert!(!feed.pushing());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while feed.pushing() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the end of the push was not noticed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -93,8 +93,9 @@ pub struct AgentPresence {
     pub failing: HashMap<String, String>,
     /// Its uplink's use by pushes, bits per second.
     pub uplink_bps: u64,
-    /// Tells the connections of one site apart (a newer one replaces an older one).
-    #[serde(default)]
+    /// Tells the connections of one site apart (a newer one replaces an older one); kept in
+    /// the shared state, never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schema(ignore)]
     pub session: String,
 }
@@ -354,7 +355,10 @@ impl Sites {
     }
 
     async fn view(&self, site: SiteRecord) -> Result<SiteView, ApiError> {
-        let agent = self.presence(&site.id).await?;
+        let agent = self.presence(&site.id).await?.map(|mut a| {
+            a.session.clear();
+            a
+        });
         let mut cameras = self.cameras(&site.id).await?;
         cameras.sort();
         Ok(SiteView {

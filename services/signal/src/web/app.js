@@ -7,7 +7,7 @@
 
 const $ = (id) => document.getElementById(id);
 // `unsent`: messages sent before the WebSocket opened (a Watch clicked as the page loads).
-const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), ws: null, unsent: [], view: null, muted: true, tiles: new Map(), wall: false, snapshotEpoch: 0, rec: null, signed: new Map() };
+const state = { token: localStorage.getItem("cloudcam.token"), me: null, cameras: new Map(), sites: new Map(), ws: null, unsent: [], view: null, muted: true, tiles: new Map(), wall: false, snapshotEpoch: 0, rec: null, signed: new Map() };
 // Snapshots on the camera list refresh every 30 s.
 setInterval(() => { state.snapshotEpoch += 1; if (state.token && !$("main-view").hidden) render(); }, 30000);
 
@@ -38,6 +38,7 @@ function show(signedIn) {
   $("account").hidden = !signedIn;
   $("users-open").hidden = !signedIn || !state.me || state.me.role !== "admin";
   $("add-form").hidden = !signedIn || !state.me || state.me.role === "viewer";
+  $("sites-section").hidden = !signedIn || !state.me || state.me.role === "viewer";
 }
 
 function signOut() {
@@ -73,11 +74,14 @@ $("logout").addEventListener("click", async () => { try { await api("POST", "/lo
 $("add-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("add-error").textContent = "";
-  const push = $("add-push").checked;
+  const site = $("add-site").value;
+  const push = !site && $("add-push").checked;
   const body = push ? { name: $("add-name").value, push } : { name: $("add-name").value, url: $("add-url").value };
-  if (!push && $("add-sub-url").value) body.sub_url = $("add-sub-url").value;
-  if (!push && $("add-username").value) body.username = $("add-username").value;
-  if (!push && $("add-password").value) body.password = $("add-password").value;
+  if (site) body.site = site;
+  const pulled = !push && !site;
+  if (pulled && $("add-sub-url").value) body.sub_url = $("add-sub-url").value;
+  if (pulled && $("add-username").value) body.username = $("add-username").value;
+  if (pulled && $("add-password").value) body.password = $("add-password").value;
   body.recording = $("add-recording").checked;
   body.always_on = $("add-always-on").checked;
   body.retention_hours = Number($("add-retention").value || 0);
@@ -94,13 +98,86 @@ $("add-form").addEventListener("submit", async (e) => {
   } catch (err) { $("add-error").textContent = err.message; }
 });
 
-// A pushed camera has no URL or credentials of its own to give.
+// A pushed camera has no URL or credentials of its own to give; a camera on a site has its URL
+// there, and its credentials stay on the site (in the agent's configuration).
 const showPull = () => {
-  const push = $("add-push").checked;
+  const site = $("add-site").value;
+  const push = !site && $("add-push").checked;
+  $("add-push-label").hidden = !!site;
   $("add-pull").hidden = push;
   $("add-url").required = !push;
+  $("add-pull-extra").hidden = !!site;
+  $("add-url-hint").textContent = site ? "(its address on the site, without credentials)" : "";
 };
 $("add-push").addEventListener("change", showPull);
+$("add-site").addEventListener("change", showPull);
+
+// Sites and their agents (refreshed every few seconds: an agent's presence is not an event).
+async function loadSites() {
+  if (!state.token || !state.me || state.me.role === "viewer") return;
+  try {
+    const sites = await api("GET", "/sites");
+    state.sites = new Map(sites.map((s) => [s.id, s]));
+  } catch (_) { return; }
+  renderSites();
+  render();
+}
+setInterval(loadSites, 3000);
+
+const bitrate = (bps) => bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mb/s` : `${Math.round(bps / 1e3)} kb/s`;
+
+function renderSites() {
+  const list = $("sites");
+  list.replaceChildren();
+  $("sites-section").hidden = !state.me || state.me.role === "viewer";
+  const select = $("add-site");
+  const chosen = select.value;
+  select.replaceChildren(new Option("Reachable from the cloud", ""));
+  for (const site of state.sites.values()) {
+    select.appendChild(new Option(`On site ${site.name} (its edge agent pushes it)`, site.id));
+    const row = document.createElement("div");
+    row.className = "site card";
+    row.dataset.id = site.id;
+    const a = site.agent;
+    const status = site.online
+      ? `<span class="badge live site-online">agent online</span><span class="meta"> v${a.version} · from ${a.address} · pushing ${a.pushing.length} of ${site.cameras.length} cameras · uplink ${bitrate(a.uplink_bps)}</span>`
+      : `<span class="badge offline site-offline">${site.enrolled ? "agent offline" : "no agent enrolled"}</span><span class="meta"> ${site.cameras.length} cameras</span>`;
+    row.innerHTML = `<div class="name"></div><div>${status}</div><div class="reason"></div><div class="actions">
+      <button class="site-enroll">New enrollment</button><button class="site-revoke">Revoke agent</button><button class="site-delete">Delete</button></div>`;
+    row.querySelector(".name").textContent = site.name;
+    const failing = a ? Object.entries(a.failing || {}) : [];
+    row.querySelector(".reason").textContent = failing.map(([id, why]) => `${(state.cameras.get(id) || { name: id }).name}: ${why}`).join(" · ");
+    row.querySelector(".site-revoke").hidden = !site.enrolled;
+    row.querySelector(".site-enroll").addEventListener("click", async () => {
+      if (site.enrolled && !confirm(`A new agent enrolled for ${site.name} replaces the current one. Go on?`)) return;
+      try { showEnrollment(await api("POST", `/sites/${site.id}/enrollment`)); } catch (err) { alert(err.message); }
+    });
+    row.querySelector(".site-revoke").addEventListener("click", async () => {
+      if (!confirm(`Revoke the agent of ${site.name}? Its cameras go offline until a new agent is enrolled.`)) return;
+      try { await api("POST", `/sites/${site.id}/revoke`); loadSites(); } catch (err) { alert(err.message); }
+    });
+    row.querySelector(".site-delete").addEventListener("click", async () => {
+      if (!confirm(`Delete the site ${site.name}?`)) return;
+      try { await api("DELETE", `/sites/${site.id}`); loadSites(); } catch (err) { alert(err.message); }
+    });
+    list.appendChild(row);
+  }
+  select.value = state.sites.has(chosen) ? chosen : "";
+}
+
+$("site-add").addEventListener("click", async () => {
+  const name = prompt("Name of the site (a shop, a home, a building)");
+  if (!name) return;
+  try { showEnrollment(await api("POST", "/sites", { name })); loadSites(); } catch (err) { alert(err.message); }
+});
+
+// An enrollment token is in the one answer that made it.
+function showEnrollment(site) {
+  $("enroll-site").textContent = site.name;
+  $("enroll-command").textContent = site.enrollment.command;
+  $("enroll-info").hidden = false;
+}
+$("enroll-done").addEventListener("click", () => { $("enroll-command").textContent = ""; $("enroll-info").hidden = true; });
 
 // A push credential is in the one answer that made it: shown until the user says they have it.
 function showPushCredential(cam) {
@@ -129,8 +206,12 @@ function render() {
     const card = document.createElement("div");
     card.className = "camera";
     card.dataset.id = cam.id;
-    card.dataset.state = cam.status.state;
-    const st = cam.status;
+    // A camera on a site whose agent is away cannot be reached, whatever its worker last said.
+    const site = cam.site && state.sites.get(cam.site);
+    const st = site && !site.online
+      ? { ...cam.status, state: "offline", reason: `the edge agent of site ${site.name} is not connected; the camera comes back when it is` }
+      : cam.status;
+    card.dataset.state = st.state;
     const extra = st.state === "live" ? ` · ${st.width}×${st.height} · ${st.fps} fps` : "";
     card.innerHTML = `<img class="snapshot" alt=""><div class="name"></div><div class="url"></div>
       <div><span class="badge ${st.state}">${st.state.replace("_", " ")}</span>${cam.recording ? '<span class="badge rec">REC</span>' : ""}<span class="meta">${extra}</span></div>
@@ -151,12 +232,14 @@ function render() {
     button("watch", "Watch", watchable);
     button("recordings", "Recordings", can.playback);
     button("record", cam.recording ? "Stop recording" : "Record", can.manage);
-    button("push-credential", "New push credential", can.manage && cam.push);
+    button("push-credential", "New push credential", can.manage && cam.push && !cam.site);
     button("rename", "Rename", can.manage);
     button("share", "Share", can.manage);
     button("delete", "Delete", can.manage);
     card.querySelector(".name").textContent = cam.name;
-    card.querySelector(".url").textContent = cam.push
+    card.querySelector(".url").textContent = cam.site
+      ? `on site ${site ? site.name : cam.site}: ${cam.url}`
+      : cam.push
       ? `pushes to ${st.push_url || "its ingest worker"}`
       : cam.url + (cam.sub_url ? ` · substream ${cam.sub_url}` : "") + (cam.username ? ` (as ${cam.username})` : "");
     const by = cam.served_by || {};
@@ -695,6 +778,7 @@ async function start() {
     $("whoami").textContent = `${state.me.user} (${state.me.role})`;
     show(true);
     render();
+    await loadSites();
     await connectWs();
   } catch (err) { signOut(); }
 }
