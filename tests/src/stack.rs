@@ -401,6 +401,39 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// The edge agent (`cloudcam-edge`) with `args`, inside `site` when given (logs in
+    /// `<name>.log`).
+    pub fn edge_agent(
+        &self,
+        name: &str,
+        site: Option<&crate::netns::NatSite>,
+        args: &[&str],
+    ) -> Result<Proc> {
+        let binary = binary("cloudcam-edge")?;
+        let mut cmd = match site {
+            Some(site) => site.command(binary),
+            None => Command::new(binary),
+        };
+        cmd.env("RUST_LOG", "info").args(args);
+        Proc::spawn(name, &self.dir, &mut cmd)
+    }
+}
+
+/// Adds an edge site named `name`; returns its id and one-time enrollment token.
+pub async fn add_site(api: &crate::Api, name: &str) -> Result<(String, String)> {
+    let (status, made) = api
+        .call("POST", "/sites", Some(serde_json::json!({ "name": name })))
+        .await?;
+    anyhow::ensure!(status == 201, "POST /sites answered {status}: {made}");
+    let id = made["id"].as_str().unwrap_or_default().to_string();
+    let token = made["enrollment"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((id, token))
+}
+
 /// The distributed platform on one machine: Kafka, Redis, Janus, signal and one ingest worker.
 pub struct Platform {
     pub kafka: Kafka,

@@ -18,15 +18,8 @@ use cloudcam_tests::{Api, Browser, wait_for};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-fn agent(site: &NatSite, dir: &Path, name: &str, args: &[&str]) -> anyhow::Result<Proc> {
-    let mut cmd = site.command(binary("cloudcam-edge")?);
-    cmd.env("RUST_LOG", "info").args(args);
-    Proc::spawn(name, dir, &mut cmd)
-}
 
 async fn site_view(api: &Api, id: &str) -> anyhow::Result<Value> {
     let (status, v) = api.call("GET", &format!("/sites/{id}"), None).await?;
@@ -136,10 +129,9 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
     let server = format!("http://{}:{signal_port}", site.cloud_ip);
     let state_file = env.dir.join("edge-state.json");
     let state = state_file.display().to_string();
-    let mut wrong = agent(
-        &site,
-        &env.dir,
+    let mut wrong = env.edge_agent(
         "edge-wrong-token",
+        Some(&site),
         &[
             "--server",
             &server,
@@ -161,10 +153,9 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         "{}",
         wrong.log_text()
     );
-    let mut edge = agent(
-        &site,
-        &env.dir,
+    let mut edge = env.edge_agent(
         "edge",
+        Some(&site),
         &[
             "--server",
             &server,
@@ -297,7 +288,7 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
     edge.kill();
     api.wait_state(&id, "offline", Duration::from_secs(10))
         .await?;
-    let mut edge = agent(&site, &env.dir, "edge-restarted", &["--state-file", &state])?;
+    let mut edge = env.edge_agent("edge-restarted", Some(&site), &["--state-file", &state])?;
     api.wait_state(&id, "live", Duration::from_secs(30)).await?;
     let before = browser.video_stats().await?.frames_decoded;
     browser
@@ -448,7 +439,8 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         )
         .await?;
     // The agent itself stops, saying why.
-    let mut revoked_agent = agent(&site, &env.dir, "edge-revoked", &["--state-file", &state])?;
+    let mut revoked_agent =
+        env.edge_agent("edge-revoked", Some(&site), &["--state-file", &state])?;
     revoked_agent
         .wait_exit("the revoked agent to stop", Duration::from_secs(15))
         .await?;

@@ -1,12 +1,14 @@
 //! Benchmark: watch request → video playing (third decoded frame) in headless Chromium, through the real stack
 //! (Kafka, Redis, Janus, signal, ingest, camsim). 20 tries each with camsim GOP 1 s and 2 s on
 //! cameras already pulled (warm), and GOP 1 s on an on-demand camera that is idle before each try
-//! (cold: the watch starts the pull); prints median and p95 of each, the ratio of GOP 2 s to
-//! GOP 1 s and of cold to warm.
+//! (cold: the watch starts the pull), and GOP 1 s on an idle camera of an edge site (cold
+//! pushed: the watch makes the site's agent push it; the agent runs here, without a NAT);
+//! prints median and p95 of each, the ratio of GOP 2 s to GOP 1 s, of cold to warm, and of
+//! cold pushed to cold pulled.
 //!
 //!   cargo run -p cloudcam-tests --bin bench_latency [-- TRIES]
 
-use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::stack::{TestEnv, add_site};
 use cloudcam_tests::{Api, Browser};
 use serde_json::json;
 use std::time::Duration;
@@ -71,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
                 "gop1:width=1280,height=720,fps=25,gop=25",
                 "gop2:width=1280,height=720,fps=25,gop=50",
                 "cold:width=1280,height=720,fps=25,gop=25",
+                "site:width=1280,height=720,fps=25,gop=25",
             ],
             None,
         )
@@ -89,15 +92,38 @@ async fn main() -> anyhow::Result<()> {
     let browser = Browser::launch(&env.dir).await?;
     browser.goto(&format!("{}/healthz", signal.base)).await?;
 
+    // An edge site whose agent pushes its cameras while they are wanted.
+    let (site, token) = add_site(&api, "bench site").await?;
+    let state = env.dir.join("edge-state.json").display().to_string();
+    let _agent = env.edge_agent(
+        "edge",
+        None,
+        &[
+            "--server",
+            &signal.base,
+            "--enroll-token",
+            &token,
+            "--state-file",
+            &state,
+        ],
+    )?;
+
     let mut medians = Vec::new();
     for (path, label, warm) in [
         ("gop1", "GOP 1 s, warm", true),
         ("gop2", "GOP 2 s, warm", true),
         ("cold", "GOP 1 s, cold (idle camera)", false),
+        (
+            "site",
+            "GOP 1 s, cold pushed (idle camera of an edge site)",
+            false,
+        ),
     ] {
-        let cam = api
-            .create_camera(json!({"name": path, "url": camsim.url(path), "always_on": warm}))
-            .await?;
+        let mut body = json!({"name": path, "url": camsim.url(path), "always_on": warm});
+        if path == "site" {
+            body["site"] = json!(site);
+        }
+        let cam = api.create_camera(body).await?;
         let id = cam["id"].as_str().unwrap().to_string();
         let ready = if warm { "live" } else { "idle" };
         api.wait_state(&id, ready, Duration::from_secs(20)).await?;
@@ -127,9 +153,10 @@ async fn main() -> anyhow::Result<()> {
         medians.push(p50);
     }
     println!(
-        "ratio of medians, GOP 2 s / GOP 1 s: {:.2}; cold / warm (GOP 1 s): {:.2}",
+        "ratio of medians, GOP 2 s / GOP 1 s: {:.2}; cold / warm (GOP 1 s): {:.2}; cold pushed / cold pulled: {:.2}",
         medians[1] / medians[0],
-        medians[2] / medians[0]
+        medians[2] / medians[0],
+        medians[3] / medians[2]
     );
     browser.close().await;
     Ok(())

@@ -1,16 +1,20 @@
-//! Benchmark: ingest CPU per pushed camera against per pulled camera, in the same run. N camsim
-//! replay streams (1280x720, 25 fps) are first pulled by ingest as N always-on cameras; those
-//! are then removed and the same streams pushed to N push cameras (one `gst-launch-1.0`
-//! process pulls each stream from camsim and pushes it unmodified with `rtspclientsink`, RTSP
-//! RECORD over TCP; its CPU is not ingest's and is not counted). Both windows relay to Janus
-//! and nobody watches. Prints CPU % of one core per camera and the ratio pushed / pulled
-//! (target ≤ 1.1). Run it on release builds (`CLOUDCAM_BIN_PROFILE=release`, as
-//! `scripts/bench.sh` does).
+//! Benchmark: ingest CPU per pushed camera against per pulled camera, and the edge agent's CPU
+//! per camera against a `gst-launch-1.0` pusher's, in the same run. N camsim replay streams
+//! (1280x720, 25 fps) are
+//! 1. pulled by ingest as N always-on cameras;
+//! 2. pushed to N push cameras by one `gst-launch-1.0` process that pulls each stream from
+//!    camsim and pushes it unmodified with `rtspclientsink` (RTSP RECORD over TCP);
+//! 3. pushed by the edge agent (`cloudcam-edge`, enrolled for a site) as N always-on cameras
+//!    of that site.
+//!
+//! Each window relays to Janus and nobody watches. Prints CPU % of one core per camera: ingest
+//! per pushed / per pulled (target ≤ 1.1) and agent / gst-launch pusher. Run it on release
+//! builds (`CLOUDCAM_BIN_PROFILE=release`, as `scripts/bench.sh` does).
 //!
 //!   cargo run -p cloudcam-tests --bin bench_push_cpu [-- N [SECONDS]]
 
 use cloudcam_tests::cpu::{cpu_percent, start_gst_launch};
-use cloudcam_tests::stack::TestEnv;
+use cloudcam_tests::stack::{TestEnv, add_site};
 use cloudcam_tests::{Api, wait_for};
 use serde_json::json;
 use std::time::Duration;
@@ -115,8 +119,42 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let pushed_cpu = cpu_percent(p.ingest.proc.pid(), window).await?;
+    let (pushed_cpu, pusher_cpu) = tokio::try_join!(
+        cpu_percent(p.ingest.proc.pid(), window),
+        cpu_percent(pushers.pid(), window)
+    )?;
     pushers.kill();
+    for id in &pushed {
+        api.call("DELETE", &format!("/cameras/{id}"), None).await?;
+    }
+
+    // The edge agent pushes the same streams as cameras of its site.
+    let (site, token) = add_site(&api, "bench site").await?;
+    let state = env.dir.join("edge-state.json").display().to_string();
+    let agent = env.edge_agent(
+        "edge",
+        None,
+        &[
+            "--server",
+            &p.signal.base,
+            "--enroll-token",
+            &token,
+            "--state-file",
+            &state,
+        ],
+    )?;
+    let mut on_site = Vec::new();
+    for i in 0..n {
+        on_site.push(
+            api.create_camera_id(json!({"name": format!("site {i}"), "site": site, "url": source(i), "always_on": true}))
+                .await?,
+        );
+    }
+    all_live(&on_site).await?;
+    let (agent_ingest_cpu, agent_cpu) = tokio::try_join!(
+        cpu_percent(p.ingest.proc.pid(), window),
+        cpu_percent(agent.pid(), window)
+    )?;
 
     let per = |cpu: f64| cpu / n as f64;
     println!("{n} cameras (1280x720, 25 fps replay), ingest CPU over {secs} s, % of one core:");
@@ -129,8 +167,23 @@ async fn main() -> anyhow::Result<()> {
         per(pushed_cpu)
     );
     println!(
-        "  ratio pushed / pulled: {:.2} (target <= 1.1)",
-        pushed_cpu / pulled_cpu
+        "  pushed by the edge agent      : {agent_ingest_cpu:6.1} % total, {:5.2} % per camera",
+        per(agent_ingest_cpu)
     );
+    println!(
+        "  ratio pushed / pulled: {:.2} (gst-launch pusher), {:.2} (edge agent) (target <= 1.1)",
+        pushed_cpu / pulled_cpu,
+        agent_ingest_cpu / pulled_cpu
+    );
+    println!("Pushers' CPU over {secs} s, % of one core:");
+    println!(
+        "  gst-launch-1.0 (rtspsrc ! depay ! parse ! rtspclientsink): {pusher_cpu:6.1} % total, {:5.2} % per camera",
+        per(pusher_cpu)
+    );
+    println!(
+        "  cloudcam-edge                                           : {agent_cpu:6.1} % total, {:5.2} % per camera",
+        per(agent_cpu)
+    );
+    println!("  ratio agent / gst-launch: {:.2}", agent_cpu / pusher_cpu);
     Ok(())
 }
