@@ -1,4 +1,4 @@
-# One image with every cloudcam binary (signal, ingest, recorder, standalone, camsim); compose.yml picks the
+# One image with every cloudcam binary (signal, ingest, recorder, standalone, edge, camsim); compose.yml picks the
 # command. Built on Debian 12 like the development machines, with GStreamer from Debian.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
@@ -11,7 +11,7 @@ RUN cargo build --release --locked --workspace --bins \
     && mkdir /out \
     && cp target/release/cloudcam-signal target/release/cloudcam-ingest \
           target/release/cloudcam-recorder target/release/cloudcam-standalone \
-          target/release/camsim /out/
+          target/release/cloudcam-edge target/release/camsim /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \

@@ -537,6 +537,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_reference_config_parses_and_camera_urls_are_checked() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/edge.toml");
+        let cfg: EdgeConfig =
+            cloudcam_core::config::load("edge-reference-test", Some(path.as_ref())).unwrap();
+        assert_eq!(cfg.server, "https://cloudcam.example.com");
+        assert!(!format!("{cfg:?}").contains("enroll_token"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        std::fs::write(
+            &file,
+            text.replace("# [cameras", "[cameras")
+                .replace("# url", "url"),
+        )
+        .unwrap();
+        let cfg: EdgeConfig =
+            cloudcam_core::config::load("edge-reference-test", Some(&file)).unwrap();
+        assert!(cfg.cameras["c0ffee123456"].url.starts_with("rtsp://admin:"));
+        std::fs::write(&file, "[cameras.c1]\nurl = \"http://x\"\n").unwrap();
+        let err = cloudcam_core::config::load::<EdgeConfig>("edge-reference-test", Some(&file))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("cameras.c1.url"), "{err}");
+    }
+
+    #[test]
     fn the_connection_url_follows_the_server_scheme() {
         assert_eq!(
             ws_url("https://cloud.example.com/").unwrap(),
