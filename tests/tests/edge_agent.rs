@@ -267,6 +267,7 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         .unwrap()
         .to_string();
     let index = if owner == "ingest-1" { 0 } else { 1 };
+    let killed = std::time::Instant::now();
     ingests[index].take().unwrap().proc.kill();
     let moved = wait_for(
         "the camera live on the other worker",
@@ -279,6 +280,10 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
     )
     .await?;
     responses.push(moved.to_string());
+    eprintln!(
+        "owning ingest worker killed → live on the other: {} ms",
+        killed.elapsed().as_millis()
+    );
     let before = browser.video_stats().await?.frames_decoded;
     browser
         .wait_frames(before, 50, Duration::from_secs(20))
@@ -296,10 +301,12 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         .await?;
 
     // The uplink is cut: offline with the reason, and back by itself when it returns.
+    let cut = std::time::Instant::now();
     site.cut()?;
     let offline = api
-        .wait_state(&id, "offline", Duration::from_secs(15))
+        .wait_state(&id, "offline", Duration::from_secs(8))
         .await?;
+    eprintln!("uplink cut → offline: {} ms", cut.elapsed().as_millis());
     assert!(
         offline["status"]["reason"]
             .as_str()
@@ -307,8 +314,10 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
             .contains("edge agent"),
         "{offline}"
     );
+    let restored = std::time::Instant::now();
     site.restore()?;
     api.wait_state(&id, "live", Duration::from_secs(40)).await?;
+    eprintln!("uplink back → live: {} ms", restored.elapsed().as_millis());
     let before = browser.video_stats().await?.frames_decoded;
     browser
         .wait_frames(before, 50, Duration::from_secs(20))

@@ -206,17 +206,33 @@ pub async fn enrollment(cfg: &EdgeConfig) -> anyhow::Result<Enrollment> {
 struct Camera {
     command: PushCommand,
     pusher: Option<Pusher>,
+    /// Which start of the agent's pushes `pusher` is (events of earlier ones are stale).
+    run: u64,
+    /// The push to the camera's previous ingest worker, kept until the new one flows (make
+    /// before break: the old worker's re-stream, which recorders read, goes on meanwhile),
+    /// and when to end it at the latest.
+    previous: Option<(Pusher, Instant)>,
     /// Why its last push ended, and when to try again.
     failed: Option<(String, Instant)>,
     attempts: u32,
     started: Instant,
 }
 
+/// A push's event: its camera, which start of the agent's pushes it is, what happened.
+type Event = (String, u64, PushEvent);
+
+/// How long a push to a camera's previous worker is kept once the new one flows (the new
+/// worker needs the first keyframe it is sent).
+const OVERLAP: Duration = Duration::from_secs(1);
+/// The longest a push to a camera's previous worker is kept waiting for the new one.
+const OVERLAP_MAX: Duration = Duration::from_secs(10);
+
 /// Everything the agent pushes.
 struct Agent {
     cfg: EdgeConfig,
     cameras: HashMap<String, Camera>,
-    events_tx: mpsc::UnboundedSender<(String, PushEvent)>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    runs: u64,
     last_bytes: u64,
     last_report: Instant,
 }
@@ -235,12 +251,15 @@ impl Agent {
         };
         let url = self.source_url(&cam.command);
         let tx = self.events_tx.clone();
+        self.runs += 1;
+        let run = self.runs;
         let events: push::EventSink = Arc::new(move |id: &str, e: PushEvent| {
-            let _ = tx.send((id.to_string(), e));
+            let _ = tx.send((id.to_string(), run, e));
         });
         let started = Pusher::start(cam.command.clone(), &url, events);
         let cam = self.cameras.get_mut(id).expect("looked up");
         cam.started = Instant::now();
+        cam.run = run;
         match started {
             Ok(p) => {
                 tracing::info!(camera = %id, push_url = %cam.command.push_url, "push starting");
@@ -264,15 +283,28 @@ impl Agent {
         });
         for cmd in wanted {
             let id = cmd.camera_id.clone();
-            let same = self.cameras.get(&id).is_some_and(|c| c.command == cmd);
-            if same {
+            let old = self.cameras.remove(&id);
+            if old.as_ref().is_some_and(|c| c.command == cmd) {
+                self.cameras.insert(id, old.expect("checked"));
                 continue;
             }
+            // Only the worker changed: the push to the old one goes on until the new one flows.
+            let previous = old.and_then(|c| {
+                let moved = PushCommand {
+                    push_url: cmd.push_url.clone(),
+                    ..c.command.clone()
+                } == cmd;
+                c.pusher
+                    .filter(|_| moved)
+                    .map(|p| (p, Instant::now() + OVERLAP_MAX))
+            });
             self.cameras.insert(
                 id.clone(),
                 Camera {
                     command: cmd,
                     pusher: None,
+                    run: 0,
+                    previous,
                     failed: None,
                     attempts: 0,
                     started: Instant::now(),
@@ -297,16 +329,37 @@ impl Agent {
         cam.failed = Some((why, Instant::now() + wait));
     }
 
-    fn event(&mut self, id: &str, event: PushEvent) {
+    fn event(&mut self, (id, run, event): Event) {
+        let Some(cam) = self.cameras.get_mut(&id) else {
+            return;
+        };
+        if run != cam.run {
+            return;
+        }
         match event {
-            PushEvent::Pushing => tracing::info!(camera = %id, "pushing"),
-            PushEvent::Failed(why) => self.failed(id, why),
+            PushEvent::Pushing => {
+                tracing::info!(camera = %id, "pushing");
+                if let Some((_, until)) = cam.previous.as_mut() {
+                    *until = (*until).min(Instant::now() + OVERLAP);
+                }
+            }
+            PushEvent::Failed(why) => self.failed(&id, why),
         }
     }
 
     /// Retries failed pushes that waited long enough; restarts pushes whose uplink stalls.
     fn tend(&mut self) {
         let now = Instant::now();
+        for (id, cam) in &mut self.cameras {
+            if cam
+                .previous
+                .as_ref()
+                .is_some_and(|(_, until)| *until <= now)
+            {
+                tracing::info!(camera = %id, "push to the previous ingest worker ended");
+                cam.previous = None;
+            }
+        }
         let due: Vec<String> = self
             .cameras
             .iter()
@@ -391,6 +444,7 @@ pub async fn run(
         cfg,
         cameras: HashMap::new(),
         events_tx,
+        runs: 0,
         last_bytes: 0,
         last_report: Instant::now(),
     };
@@ -417,7 +471,7 @@ pub async fn run(
                 loop {
                     tokio::select! {
                         () = tokio::time::sleep_until(until) => break,
-                        Some((id, e)) = events.recv() => agent.event(&id, e),
+                        Some(e) = events.recv() => agent.event(e),
                         () = tokio::time::sleep(Duration::from_millis(250)) => agent.tend(),
                         () = &mut shutdown => return Ok(()),
                     }
@@ -434,7 +488,7 @@ async fn session(
     url: &str,
     enrollment: &Enrollment,
     agent: &mut Agent,
-    events: &mut mpsc::UnboundedReceiver<(String, PushEvent)>,
+    events: &mut mpsc::UnboundedReceiver<Event>,
     attempt: &mut u32,
 ) -> Ended {
     let mut request = match url.into_client_request() {
@@ -516,8 +570,8 @@ async fn session(
                 agent.tend();
                 None
             }
-            Some((id, e)) = events.recv() => {
-                agent.event(&id, e);
+            Some(e) = events.recv() => {
+                agent.event(e);
                 None
             }
         };

@@ -155,16 +155,10 @@ impl Cameras {
             .iter()
             .filter_map(|(s, _)| s.record.info.site.clone())
             .collect();
-        let online: HashMap<String, bool> = site_ids
+        let agents: HashMap<String, Option<crate::sites::AgentPresence>> = site_ids
             .iter()
             .cloned()
-            .zip(
-                self.sites
-                    .presences(&site_ids)
-                    .await?
-                    .into_iter()
-                    .map(|p| p.is_some()),
-            )
+            .zip(self.sites.presences(&site_ids).await?)
             .collect();
         let recorders: HashMap<&str, &WorkerInfo> = workers
             .iter()
@@ -186,14 +180,9 @@ impl Cameras {
                         .map(|mp| self.pool.gateway(&mp.gateway).settings.name.clone())
                         .unwrap_or_default();
                     let mut status = status.unwrap_or_else(CameraStatus::unknown);
-                    if let Some(site) = &s.record.info.site
-                        && !online.get(site).copied().unwrap_or(false)
-                    {
-                        status.state = cloudcam_core::camera::CameraState::Offline;
-                        status.reason = format!(
-                            "the edge agent of site {site} is not connected; the camera \
-                             comes back when it is"
-                        );
+                    if let Some(site) = &s.record.info.site {
+                        let agent = agents.get(site).and_then(Option::as_ref);
+                        edge_status(&mut status, &id, site, agent);
                     }
                     CameraView {
                         served_by: ServedBy {
@@ -821,6 +810,32 @@ impl Cameras {
     }
 }
 
+/// What a site camera's status says given its site's agent: `offline` while the agent is not
+/// connected; the agent's reason while it cannot pull the camera on the site.
+fn edge_status(
+    status: &mut CameraStatus,
+    camera: &str,
+    site: &str,
+    agent: Option<&crate::sites::AgentPresence>,
+) {
+    use cloudcam_core::camera::CameraState;
+    match agent {
+        None => {
+            status.state = CameraState::Offline;
+            status.reason = format!(
+                "the edge agent of site {site} is not connected; the camera comes back when it is"
+            );
+        }
+        Some(agent) if status.state != CameraState::Live => {
+            if let Some(why) = agent.failing.get(camera) {
+                status.state = CameraState::Unreachable;
+                status.reason = format!("the edge agent of site {site} cannot push it: {why}");
+            }
+        }
+        Some(_) => {}
+    }
+}
+
 /// A URL's scheme, host and port (the default port where none is given).
 fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
     let u = url::Url::parse(url).ok()?;
@@ -1131,6 +1146,31 @@ mod tests {
             view.status.reason.contains(&site.id),
             "{}",
             view.status.reason
+        );
+        // With its agent connected: what the worker says, unless the agent cannot pull it.
+        let mut agent = crate::sites::AgentPresence {
+            version: "test".into(),
+            address: "192.0.2.7".into(),
+            connected_ms: 1,
+            updated_ms: 1,
+            pushing: Vec::new(),
+            failing: Default::default(),
+            uplink_bps: 0,
+            session: "s".into(),
+        };
+        cams.sites.set_presence(&site.id, &agent).await.unwrap();
+        let shown = cams.get(&member, &id).await.unwrap().status;
+        assert_eq!(shown.state, cloudcam_core::camera::CameraState::Unknown);
+        agent
+            .failing
+            .insert(id.clone(), "the camera: Could not connect".into());
+        cams.sites.set_presence(&site.id, &agent).await.unwrap();
+        let shown = cams.get(&member, &id).await.unwrap().status;
+        assert_eq!(shown.state, cloudcam_core::camera::CameraState::Unreachable);
+        assert!(
+            shown.reason.contains("Could not connect"),
+            "{}",
+            shown.reason
         );
         let spec = bus.latest_spec(&id).unwrap();
         assert!(spec.push);

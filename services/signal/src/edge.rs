@@ -113,6 +113,7 @@ pub async fn connect(
         sent: None,
         looking: false,
         last_heard: Instant::now(),
+        alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
     ws::start(session, &req, stream)
 }
@@ -128,6 +129,9 @@ pub struct AgentSession {
     /// A look at the site's cameras is under way.
     looking: bool,
     last_heard: Instant,
+    /// Cleared when the session stops: a presence refresh still under way then takes back
+    /// what it wrote.
+    alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a look at the site found.
@@ -172,6 +176,7 @@ impl AgentSession {
         self.presence.updated_ms = cloudcam_core::now_ms();
         let (app, site, addr) = (self.app.clone(), self.site_id.clone(), ctx.address());
         let (credential, presence) = (self.credential.clone(), self.presence.clone());
+        let alive = self.alive.clone();
         actix::spawn(async move {
             let sites = &app.cameras.sites;
             match sites.authenticate(&credential).await {
@@ -190,6 +195,10 @@ impl AgentSession {
             }
             if let Err(e) = sites.set_presence(&site, &presence).await {
                 tracing::debug!(site = %site, error = %e, "cannot refresh the agent's presence");
+            }
+            // The session stopped meanwhile (and cleared the presence before this wrote it).
+            if !alive.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = sites.clear_presence(&site, &presence.session).await;
             }
         });
     }
@@ -254,6 +263,7 @@ impl Actor for AgentSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.alive.store(false, std::sync::atomic::Ordering::SeqCst);
         crate::metrics::EDGE_AGENTS.dec();
         tracing::info!(site = %self.site_id, "edge agent disconnected");
         let (app, site, session) = (
