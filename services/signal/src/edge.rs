@@ -3,8 +3,8 @@
 //! credential as `Authorization: Bearer`).
 //!
 //! While an agent is connected, its session (one actor, on whichever signal instance the agent
-//! reached) looks four times a second at its site's cameras and tells the agent which to push
-//! and where ([`cloudcam_core::edge::HubMessage::Push`], the whole set, sent when it changes).
+//! reached) looks at its site's cameras whenever the status of one of them changes (and once a
+//! second besides) and tells the agent which to push and where ([`cloudcam_core::edge::HubMessage::Push`], the whole set, sent when it changes).
 //! A camera is to be pushed while its owning ingest worker waits for or takes a push: its
 //! status names a push URL and is not `idle` — the worker decides when a camera is wanted
 //! (viewers, recording, always on), exactly as for a pulled camera, and a camera that moved to
@@ -25,13 +25,18 @@ use cloudcam_core::edge::{AgentMessage, HubMessage, PING_EVERY, PushCommand, SIL
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often a session looks at what its site's cameras need.
-const LOOK_EVERY: Duration = Duration::from_millis(250);
+/// How often a session looks at what its site's cameras need (besides at once whenever the
+/// status of one of them changes).
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// How often it refreshes the site's presence and checks its credential.
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 
-/// The cameras of `site` to push now, with where to and the credentials, by camera id.
-pub async fn desired(app: &AppState, site: &str) -> Result<Vec<PushCommand>, ApiError> {
+/// The cameras of `site`, and those to push now, with where to and the credentials, by
+/// camera id.
+pub async fn desired(
+    app: &AppState,
+    site: &str,
+) -> Result<(Vec<String>, Vec<PushCommand>), ApiError> {
     let ids = app.cameras.sites.cameras(site).await?;
     let records = app.cameras.store.records(&ids).await?;
     let ids: Vec<String> = records.iter().map(|s| s.record.info.id.clone()).collect();
@@ -58,7 +63,7 @@ pub async fn desired(app: &AppState, site: &str) -> Result<Vec<PushCommand>, Api
         });
     }
     out.sort_by(|a, b| a.camera_id.cmp(&b.camera_id));
-    Ok(out)
+    Ok((ids, out))
 }
 
 fn bearer(req: &HttpRequest) -> Option<String> {
@@ -112,6 +117,8 @@ pub async fn connect(
         },
         sent: None,
         looking: false,
+        look_again: false,
+        cameras: Default::default(),
         last_heard: Instant::now(),
         alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
@@ -126,18 +133,21 @@ pub struct AgentSession {
     presence: AgentPresence,
     /// The last desired set sent.
     sent: Option<Vec<PushCommand>>,
-    /// A look at the site's cameras is under way.
+    /// A look at the site's cameras is under way, and whether another is due after it.
     looking: bool,
+    look_again: bool,
+    /// The site's cameras as of the last look (a status change of one makes a look at once).
+    cameras: std::collections::HashSet<String>,
     last_heard: Instant,
     /// Cleared when the session stops: a presence refresh still under way then takes back
     /// what it wrote.
     alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// What a look at the site found.
+/// What a look at the site found: its cameras, and what to push.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Looked(Option<Vec<PushCommand>>);
+struct Looked(Option<(Vec<String>, Vec<PushCommand>)>);
 
 /// The site's credential or presence as the shared state has it now.
 #[derive(Message)]
@@ -154,6 +164,7 @@ impl AgentSession {
 
     fn look(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.looking {
+            self.look_again = true;
             return;
         }
         self.looking = true;
@@ -250,6 +261,11 @@ impl Actor for AgentSession {
         );
         self.refresh(ctx);
         self.look(ctx);
+        // A status change of one of the site's cameras (its worker now waits for a push, say)
+        // is looked at at once, not at the next look.
+        ctx.add_stream(tokio_stream::wrappers::BroadcastStream::new(
+            self.app.statuses.subscribe(),
+        ));
         ctx.run_interval(LOOK_EVERY, |act, ctx| act.look(ctx));
         ctx.run_interval(PRESENCE_EVERY, |act, ctx| act.refresh(ctx));
         ctx.run_interval(PING_EVERY, |act, ctx| {
@@ -282,7 +298,13 @@ impl Handler<Looked> for AgentSession {
 
     fn handle(&mut self, msg: Looked, ctx: &mut Self::Context) {
         self.looking = false;
-        let Some(desired) = msg.0 else { return };
+        if std::mem::take(&mut self.look_again) {
+            self.look(ctx);
+        }
+        let Some((cameras, desired)) = msg.0 else {
+            return;
+        };
+        self.cameras = cameras.into_iter().collect();
         if self.sent.as_ref() != Some(&desired) {
             tracing::info!(
                 site = %self.site_id,
@@ -318,6 +340,30 @@ impl Handler<Checked> for AgentSession {
         }));
         ctx.stop();
     }
+}
+
+impl
+    StreamHandler<
+        Result<
+            (String, cloudcam_core::camera::CameraStatus),
+            tokio_stream::wrappers::errors::BroadcastStreamRecvError,
+        >,
+    > for AgentSession
+{
+    fn handle(
+        &mut self,
+        item: Result<
+            (String, cloudcam_core::camera::CameraStatus),
+            tokio_stream::wrappers::errors::BroadcastStreamRecvError,
+        >,
+        ctx: &mut Self::Context,
+    ) {
+        if item.is_ok_and(|(id, _)| self.cameras.contains(&id)) {
+            self.look(ctx);
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for AgentSession {
