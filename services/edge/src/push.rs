@@ -22,6 +22,9 @@ use std::sync::{Arc, Mutex};
 
 /// Samples kept per stream while the push starts (a GOP at most, at any sane frame rate).
 const PENDING_MAX: usize = 600;
+/// How long after the first sample the push starts without a stream the camera announced but
+/// sends nothing on (a silent audio track, say).
+const ANNOUNCE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// What an `appsrc` may hold when the uplink is slower than the camera (oldest dropped).
 const UPLINK_QUEUE_BYTES: u64 = 8 << 20;
 
@@ -52,10 +55,15 @@ enum Side {
         streams: Vec<Stream>,
         all_announced: bool,
         keyframe: bool,
+        /// When the first sample came (a stream announced but never sent is not waited for
+        /// longer than [`ANNOUNCE_WAIT`] after it).
+        first_sample: Option<std::time::Instant>,
     },
     Running {
         pipeline: gst::Pipeline,
-        sources: Vec<gst_app::AppSrc>,
+        /// Per stream, its `appsrc` (`None`: a stream that had sent nothing when the push
+        /// started, left out).
+        sources: Vec<Option<gst_app::AppSrc>>,
     },
     Stopped,
 }
@@ -111,6 +119,7 @@ impl Pusher {
                 streams: Vec::new(),
                 all_announced: false,
                 keyframe: false,
+                first_sample: None,
             }),
             bytes: AtomicU64::new(0),
             failed: std::sync::atomic::AtomicBool::new(false),
@@ -156,6 +165,7 @@ impl Pusher {
         match &*self.shared.side.lock().expect("push lock") {
             Side::Running { sources, .. } => sources
                 .iter()
+                .flatten()
                 .map(|s| std::time::Duration::from_nanos(s.current_level_time().nseconds()))
                 .max()
                 .unwrap_or_default(),
@@ -233,18 +243,14 @@ impl Shared {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some((chain, video)) = chain(&caps) else {
             tracing::info!(camera = %self.command.camera_id, ?caps, "a stream nothing here carries is left out");
-            let sink = gst::ElementFactory::make("fakesink")
-                .property("async", false)
-                .build()?;
-            self.source.add(&sink)?;
-            sink.sync_state_with_parent()?;
-            pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad"))?;
-            return Ok(());
+            return self.discard(pad);
         };
         let index = {
             let mut side = self.side.lock().expect("push lock");
             let Side::Waiting { streams, .. } = &mut *side else {
-                return Ok(());
+                drop(side);
+                tracing::info!(camera = %self.command.camera_id, ?caps, "a stream that came after the push started is left out");
+                return self.discard(pad);
             };
             streams.push(Stream {
                 caps: None,
@@ -279,6 +285,17 @@ impl Shared {
         Ok(())
     }
 
+    /// Takes a stream that is not pushed (so that `rtspsrc` can go on with the others).
+    fn discard(&self, pad: &gst::Pad) -> anyhow::Result<()> {
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("async", false)
+            .build()?;
+        self.source.add(&sink)?;
+        sink.sync_state_with_parent()?;
+        pad.link(&sink.static_pad("sink").expect("fakesink has a sink pad"))?;
+        Ok(())
+    }
+
     /// A framed sample of stream `index`.
     fn sample(self: &Arc<Self>, index: usize, sample: gst::Sample) {
         if self.failed.load(Ordering::Relaxed) {
@@ -287,7 +304,7 @@ impl Shared {
         let mut side = self.side.lock().expect("push lock");
         match &mut *side {
             Side::Running { sources, .. } => {
-                if let Some(src) = sources.get(index) {
+                if let Some(Some(src)) = sources.get(index) {
                     let size = sample.buffer().map_or(0, |b| b.size() as u64);
                     if src.push_sample(&sample).is_ok() {
                         self.bytes.fetch_add(size, Ordering::Relaxed);
@@ -295,8 +312,12 @@ impl Shared {
                 }
             }
             Side::Waiting {
-                streams, keyframe, ..
+                streams,
+                keyframe,
+                first_sample,
+                ..
             } => {
+                first_sample.get_or_insert_with(std::time::Instant::now);
                 let Some(stream) = streams.get_mut(index) else {
                     return;
                 };
@@ -325,23 +346,31 @@ impl Shared {
         }
     }
 
-    /// Starts the push once every stream is known and the video has a keyframe.
+    /// Starts the push once the video has a keyframe and every stream is known (or the
+    /// camera's first sample is [`ANNOUNCE_WAIT`] old: the push goes without the streams that
+    /// have sent nothing by then).
     fn try_start(self: &Arc<Self>, side: &mut Side) {
         let Side::Waiting {
             streams,
-            all_announced: true,
+            all_announced,
             keyframe: true,
+            first_sample,
         } = side
         else {
             return;
         };
-        if streams.is_empty() || streams.iter().any(|s| s.caps.is_none()) {
+        let waited = first_sample.is_some_and(|t| t.elapsed() >= ANNOUNCE_WAIT);
+        let known = streams.iter().all(|s| s.caps.is_some());
+        if !((*all_announced && known) || waited)
+            || !streams.iter().any(|s| s.video && s.caps.is_some())
+        {
             return;
         }
         let streams = std::mem::take(streams);
         match self.push_pipeline(&streams) {
             Ok((pipeline, sources)) => {
                 for (stream, src) in streams.into_iter().zip(&sources) {
+                    let Some(src) = src else { continue };
                     for sample in stream.pending {
                         let size = sample.buffer().map_or(0, |b| b.size() as u64);
                         if src.push_sample(&sample).is_ok() {
@@ -362,7 +391,7 @@ impl Shared {
     fn push_pipeline(
         self: &Arc<Self>,
         streams: &[Stream],
-    ) -> anyhow::Result<(gst::Pipeline, Vec<gst_app::AppSrc>)> {
+    ) -> anyhow::Result<(gst::Pipeline, Vec<Option<gst_app::AppSrc>>)> {
         let pipeline = gst::Pipeline::with_name(&format!("push-{}", self.command.camera_id));
         let sink = gst::ElementFactory::make("rtspclientsink")
             .property("location", &self.command.push_url)
@@ -374,8 +403,12 @@ impl Shared {
         pipeline.add(&sink)?;
         let mut sources = Vec::new();
         for stream in streams {
+            let Some(caps) = stream.caps.as_ref() else {
+                sources.push(None);
+                continue;
+            };
             let src = gst_app::AppSrc::builder()
-                .caps(stream.caps.as_ref().expect("checked"))
+                .caps(caps)
                 .format(gst::Format::Time)
                 .is_live(true)
                 .do_timestamp(false)
@@ -384,7 +417,7 @@ impl Shared {
                 .build();
             pipeline.add(&src)?;
             src.link(&sink)?;
-            sources.push(src);
+            sources.push(Some(src));
         }
         // The source's timestamps are the push's.
         if let Some(clock) = self.source.clock() {

@@ -37,7 +37,6 @@ use cloudcam_core::camera::CameraSecret;
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
@@ -417,15 +416,17 @@ fn pull_source(
     Ok(src)
 }
 
-/// Takes a push session's RTP into `bin` (the relay's source): an `appsrc` per stream, made
-/// at the stream's first packet, whose ghost pad is linked as an `rtspsrc` pad would be. The
-/// session's end is the camera's end of stream.
+/// Takes a push session's RTP into `bin` (the relay's source): a pad per stream, made at the
+/// stream's first packet and linked as an `rtspsrc` pad would be, on which each packet is
+/// pushed from the RTSP server's thread that received it (no queue, no thread hop: as
+/// rtspsrc's reader thread pushes a pulled camera's). The session's end is the camera's end of
+/// stream.
 fn push_sink(bin: &gst::Element, on_event: EventSink, gate: Arc<LiveGate>) -> PushSink {
     let bin = bin
         .downcast_ref::<gst::Bin>()
         .expect("a push source is a bin")
         .downgrade();
-    let sources = std::sync::Mutex::new(Vec::<Option<gst_app::AppSrc>>::new());
+    let sources = std::sync::Mutex::new(Vec::<Option<gst::Pad>>::new());
     let ended = AtomicBool::new(false);
     Arc::new(move |event| {
         if ended.load(Ordering::SeqCst) {
@@ -472,49 +473,39 @@ fn push_sink(bin: &gst::Element, on_event: EventSink, gate: Arc<LiveGate>) -> Pu
                 }
             }
         }
+        let Some(pad) = sources[stream].clone() else {
+            return;
+        };
+        // Other streams go on while this one's packet is on its way.
+        drop(sources);
         // Stamped by this pipeline's clock on the way in, as rtspsrc's packets are.
         let b = buffer.make_mut();
-        b.set_pts(gst::ClockTime::NONE);
+        b.set_pts(bin.current_running_time());
         b.set_dts(gst::ClockTime::NONE);
-        if let Some(src) = &sources[stream] {
-            let _ = src.push_buffer(buffer);
-        }
+        let _ = pad.push(buffer);
     })
 }
 
-/// An `appsrc` in `bin` for pushed stream number `stream` with `caps`, exposed (and so linked)
-/// as a pad of `bin`, and playing.
+/// A pad of `bin` for pushed stream number `stream` with `caps` (which it answers before any
+/// packet has passed), exposed (and so linked) like an `rtspsrc` pad.
 fn add_push_stream(
     bin: &gst::Bin,
     stream: usize,
     caps: &gst::Caps,
-) -> Result<gst_app::AppSrc, gst::glib::BoolError> {
-    let src = gst_app::AppSrc::builder()
-        .caps(caps)
-        .format(gst::Format::Time)
-        .is_live(true)
-        .do_timestamp(true)
-        // A stalled relay drops the oldest packets rather than hold the pusher back.
-        .max_bytes(4 << 20)
-        .leaky_type(gst_app::AppLeakyType::Downstream)
-        .build();
-    // The pad's caps answer what the stream is before any packet has passed (an appsrc's own
-    // pad answers ANY until then).
-    let filter = gst::ElementFactory::make("capsfilter")
-        .property("caps", caps)
-        .build()?;
-    bin.add_many([src.upcast_ref(), &filter])?;
-    src.link(&filter)?;
-    let ghost = gst::GhostPad::builder_with_target(
-        &filter.static_pad("src").expect("capsfilter has a src pad"),
-    )?
-    .name(format!("stream_{stream}"))
-    .build();
-    ghost.set_active(true)?;
-    bin.add_pad(&ghost)?;
-    filter.sync_state_with_parent()?;
-    src.sync_state_with_parent()?;
-    Ok(src)
+) -> Result<gst::Pad, gst::glib::BoolError> {
+    let pad: gst::Pad = gst::GhostPad::builder(gst::PadDirection::Src)
+        .name(format!("stream_{stream}"))
+        .build()
+        .upcast();
+    pad.set_active(true)?;
+    // Sticky: kept on the pad and sent ahead of its first packet.
+    let _ = pad.push_event(gst::event::StreamStart::new(&format!("push-{stream}")));
+    let _ = pad.push_event(gst::event::Caps::new(caps));
+    let _ = pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    bin.add_pad(&pad)?;
+    Ok(pad)
 }
 
 /// The elements that send the video RTP (to Janus and the re-stream): re-payloaded, and as the
