@@ -347,19 +347,17 @@ impl Sites {
             .filter_map(|raw| serde_json::from_slice(&raw).ok())
             .collect();
         sites.sort_by_key(|s: &SiteRecord| s.created_ms);
-        let mut out = Vec::with_capacity(sites.len());
-        for site in sites {
-            out.push(self.view(site).await?);
-        }
-        Ok(out)
+        // Every site's view at once (the commands share one connection, one round trip).
+        futures::future::try_join_all(sites.into_iter().map(|site| self.view(site))).await
     }
 
     async fn view(&self, site: SiteRecord) -> Result<SiteView, ApiError> {
-        let agent = self.presence(&site.id).await?.map(|mut a| {
+        let (agent, mut cameras) =
+            tokio::try_join!(self.presence(&site.id), self.cameras(&site.id))?;
+        let agent = agent.map(|mut a| {
             a.session.clear();
             a
         });
-        let mut cameras = self.cameras(&site.id).await?;
         cameras.sort();
         Ok(SiteView {
             enrolled: !site.credential_sha256.is_empty(),
