@@ -107,6 +107,7 @@ impl NatSite {
     pub fn listening(&self, port: u16) -> bool {
         self.command("bash")
             .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+            .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     }
