@@ -169,3 +169,22 @@ pub fn audio_track(path: &Path) -> Result<AudioTrack> {
     play_to_eos(&pipeline, path, 30)?;
     Ok(track.lock().unwrap().clone())
 }
+
+/// The largest hole in a recording index (a segment's start past the end of everything before
+/// it; segments of two pipelines may overlap by a moment), and between which segments.
+pub fn largest_gap(segments: &[serde_json::Value]) -> (i64, String) {
+    let mut covered: Option<(i64, &serde_json::Value)> = None;
+    let mut worst = (0, String::new());
+    for s in segments {
+        let (Some(start), Some(end)) = (s["start_ms"].as_i64(), s["end_ms"].as_i64()) else {
+            continue;
+        };
+        if let Some((until, by)) = covered {
+            worst = worst.max((start - until, format!("{} -> {}", by["key"], s["key"])));
+        }
+        if covered.is_none_or(|(until, _)| end > until) {
+            covered = Some((end, s));
+        }
+    }
+    worst
+}

@@ -10,7 +10,7 @@
 //! cameras, and their push credentials push nothing else; revoking the site ends the agent and
 //! every push credential it had.
 
-use cloudcam_tests::media::decode;
+use cloudcam_tests::media::{decode, largest_gap};
 use cloudcam_tests::netns::NatSite;
 use cloudcam_tests::procs::{Proc, free_port, rtsp_pusher};
 use cloudcam_tests::stack::{TestEnv, binary};
@@ -84,21 +84,25 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         .await?;
     // The ingest workers' push mounts are reached from the site at the cloud's address.
     let mut ingests = Vec::new();
-    for name in ["ingest-1", "ingest-2"] {
+    let start_ingest = |name: &'static str| {
         let listen = format!("0.0.0.0:{}", free_port());
-        ingests.push(Some(
+        let (env, kafka, redis, garage, site) = (&env, &kafka, &redis, &garage, &site);
+        async move {
             env.ingest_with(
                 name,
-                &kafka,
-                &redis,
-                Some(&garage),
+                kafka,
+                redis,
+                Some(garage),
                 &[
                     ("CLOUDCAM_INGEST_RESTREAM_LISTEN", &listen),
                     ("CLOUDCAM_INGEST_RESTREAM_ADVERTISE", &site.cloud_ip),
                 ],
             )
-            .await?,
-        ));
+            .await
+        }
+    };
+    for name in ["ingest-1", "ingest-2"] {
+        ingests.push(Some(start_ingest(name).await?));
     }
     let _recorder = env
         .recorder("recorder-1", &kafka, &redis, &garage, 2)
@@ -323,6 +327,67 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         .wait_frames(before, 50, Duration::from_secs(20))
         .await?;
     browser.screenshot("edge-view").await?;
+
+    // Planned moves (a worker joins; then the owner stops gracefully): the agent pushes to the
+    // new owner before it leaves the old one, and the recording has no hole.
+    let joined_ms = cloudcam_tests::procs::now_ms();
+    ingests.push(Some(start_ingest("ingest-3").await?));
+    wait_for(
+        "ingest-3 to be registered",
+        Duration::from_secs(20),
+        || async {
+            let (_, workers) = api.call("GET", "/workers", None).await.ok()?;
+            workers.to_string().contains("ingest-3").then_some(())
+        },
+    )
+    .await?;
+    api.wait_recorded_past(&id, joined_ms + 4000, Duration::from_secs(30))
+        .await?;
+    let owner = api.camera(&id).await?["status"]["worker_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stopping = ["ingest-1", "ingest-2", "ingest-3"]
+        .iter()
+        .position(|n| *n == owner)
+        .unwrap();
+    let stopped_ms = cloudcam_tests::procs::now_ms();
+    let mut owner_proc = ingests[stopping].take().unwrap();
+    owner_proc.proc.terminate(Duration::from_secs(30));
+    wait_for(
+        "the camera live on another worker",
+        Duration::from_secs(30),
+        || async {
+            let v = api.camera(&id).await.ok()?;
+            (v["status"]["state"] == "live" && v["status"]["worker_id"] != owner.as_str())
+                .then_some(())
+        },
+    )
+    .await?;
+    api.wait_recorded_past(&id, stopped_ms + 4000, Duration::from_secs(30))
+        .await?;
+    let recorded = api.recordings(&id).await?;
+    let since: Vec<Value> = recorded["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["end_ms"].as_i64().unwrap_or(0) >= joined_ms - 2000)
+        .cloned()
+        .collect();
+    let (gap, at) = largest_gap(&since);
+    eprintln!(
+        "planned moves: largest recording gap {gap} ms ({at}) over {} segments",
+        since.len()
+    );
+    // One frame interval (40 ms) and jitter.
+    assert!(
+        gap <= 120,
+        "a planned move left a {gap} ms hole in the recording ({at})"
+    );
+    let before = browser.video_stats().await?.frames_decoded;
+    browser
+        .wait_frames(before, 50, Duration::from_secs(20))
+        .await?;
 
     // The UI lists the site with its agent, and the camera's card names the site.
     browser.sign_in(&signal.base).await?;

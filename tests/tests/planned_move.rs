@@ -5,9 +5,10 @@
 //! live and the recorder has cut over; camsim's sessions show the double pull ends by itself.
 
 use cloudcam_tests::fleet::{cameras, owner};
+use cloudcam_tests::media::largest_gap;
 use cloudcam_tests::stack::{Camsim, TestEnv};
 use cloudcam_tests::{Api, wait_for};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -41,26 +42,6 @@ async fn one_session_each(camsim: &Camsim) -> anyhow::Result<()> {
         },
     )
     .await
-}
-
-/// The largest hole in the recording (a segment's start past the end of everything before
-/// it; segments of two pipelines may overlap by a moment), and where.
-fn largest_gap(segments: &[Value]) -> (i64, String) {
-    let mut covered: Option<(i64, &Value)> = None;
-    let mut worst = (0, String::new());
-    for s in segments {
-        let (start, end) = (
-            s["start_ms"].as_i64().unwrap(),
-            s["end_ms"].as_i64().unwrap(),
-        );
-        if let Some((until, by)) = covered {
-            worst = worst.max((start - until, format!("{} -> {}", by["key"], s["key"])));
-        }
-        if covered.is_none_or(|(until, _)| end > until) {
-            covered = Some((end, s));
-        }
-    }
-    worst
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
