@@ -4,8 +4,9 @@
 //!
 //! While an agent is connected, its session (one actor, on whichever signal instance the agent
 //! reached) looks at its site's cameras whenever the status of one of them changes (and once a
-//! second besides) and tells the agent which to push and where ([`cloudcam_core::edge::HubMessage::Push`], the whole set, sent when it changes).
-//! A camera is to be pushed while its owning ingest worker waits for or takes a push: its
+//! second besides) and tells the agent which to push and where
+//! ([`cloudcam_core::edge::HubMessage::Push`]: the whole set, sent when it changes). A camera
+//! is to be pushed while its owning ingest worker waits for or takes a push: its
 //! status names a push URL and is not `idle` — the worker decides when a camera is wanted
 //! (viewers, recording, always on), exactly as for a pulled camera, and a camera that moved to
 //! another worker is pushed to the new one as soon as that one reports. The session keeps the
