@@ -125,6 +125,20 @@ pub async fn set_json<T: serde::Serialize>(
     store.set(key, &raw, ttl).await
 }
 
+/// The JSON values at `keys`, in order, in one round trip; a missing or undecodable value is
+/// `None`.
+pub async fn get_json_many<T: serde::de::DeserializeOwned>(
+    store: &dyn StateStore,
+    keys: &[String],
+) -> Result<Vec<Option<T>>, StateError> {
+    Ok(store
+        .mget(keys)
+        .await?
+        .into_iter()
+        .map(|raw| raw.and_then(|r| serde_json::from_slice(&r).ok()))
+        .collect())
+}
+
 /// Decodes a stored JSON value, naming its key on failure.
 pub fn decode<T: serde::de::DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, StateError> {
     serde_json::from_slice(raw).map_err(|source| StateError::Json {

@@ -85,10 +85,6 @@ struct Shared {
 pub struct Pusher {
     shared: Arc<Shared>,
     rtspsrc: gst::Element,
-    /// What it was started with (a different command needs a new push).
-    pub command: PushCommand,
-    /// The URL it pulls (the agent's configuration may give one with credentials).
-    pub source_url: String,
 }
 
 impl Pusher {
@@ -114,7 +110,7 @@ impl Pusher {
             secrets.push(p.to_string());
         }
         let shared = Arc::new(Shared {
-            command: command.clone(),
+            command,
             side: Mutex::new(Side::Waiting {
                 streams: Vec::new(),
                 all_announced: false,
@@ -147,12 +143,7 @@ impl Pusher {
         });
         watch_bus(&source, Arc::downgrade(&shared), "the camera");
         source.set_state(gst::State::Playing)?;
-        Ok(Self {
-            shared,
-            rtspsrc,
-            command,
-            source_url: source_url.to_string(),
-        })
+        Ok(Self { shared, rtspsrc })
     }
 
     /// Bytes pushed so far.

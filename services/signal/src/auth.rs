@@ -49,11 +49,14 @@ fn signable(path: &str) -> bool {
     )
 }
 
+/// How a secret handed out (a token, an enrollment token, an agent credential) is stored: its
+/// SHA-256, in hex.
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
 fn token_key(token: &str) -> String {
-    format!(
-        "cloudcam:token:{}",
-        hex::encode(Sha256::digest(token.as_bytes()))
-    )
+    format!("cloudcam:token:{}", sha256_hex(token))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -42,19 +42,24 @@ pub async fn desired(
     let records = app.cameras.store.records(&ids).await?;
     let ids: Vec<String> = records.iter().map(|s| s.record.info.id.clone()).collect();
     let statuses = app.cameras.store.statuses(&ids).await?;
+    let waiting: Vec<(
+        crate::model::CameraInfo,
+        cloudcam_core::camera::CameraStatus,
+    )> = records
+        .into_iter()
+        .zip(statuses)
+        .filter_map(|(stored, status)| Some((stored.record.info, status?)))
+        .filter(|(info, status)| {
+            info.site.as_deref() == Some(site)
+                && !status.push_url.is_empty()
+                && !matches!(status.state, CameraState::Idle | CameraState::Unknown)
+        })
+        .collect();
+    let waiting_ids: Vec<String> = waiting.iter().map(|(info, _)| info.id.clone()).collect();
+    let secrets = app.cameras.store.secrets(&waiting_ids).await?;
     let mut out = Vec::new();
-    for (stored, status) in records.into_iter().zip(statuses) {
-        let info = stored.record.info;
-        let Some(status) = status else { continue };
-        if info.site.as_deref() != Some(site)
-            || status.push_url.is_empty()
-            || matches!(status.state, CameraState::Idle | CameraState::Unknown)
-        {
-            continue;
-        }
-        let Some(secret) = app.cameras.store.secret(&info.id).await? else {
-            continue;
-        };
+    for ((info, status), secret) in waiting.into_iter().zip(secrets) {
+        let Some(secret) = secret else { continue };
         out.push(PushCommand {
             camera_id: info.id,
             url: info.url,

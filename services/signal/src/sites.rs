@@ -16,11 +16,11 @@
 //! `cloudcam:site-agent:<id>` (the connected agent's presence, with expiry, refreshed by the
 //! signal instance holding its connection).
 
+use crate::auth::sha256_hex as sha256;
 use crate::error::ApiError;
 use crate::users::{Caller, Role};
 use cloudcam_core::state::StateStore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,9 +47,6 @@ fn enroll_key(token: &str) -> String {
 }
 fn presence_key(id: &str) -> String {
     format!("cloudcam:site-agent:{id}")
-}
-fn sha256(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// A site as stored.
@@ -338,13 +335,10 @@ impl Sites {
                 .await?
         };
         let keys: Vec<String> = ids.iter().map(|id| site_key(id)).collect();
-        let mut sites: Vec<SiteRecord> = self
-            .state
-            .mget(&keys)
+        let mut sites: Vec<SiteRecord> = cloudcam_core::state::get_json_many(&*self.state, &keys)
             .await?
             .into_iter()
             .flatten()
-            .filter_map(|raw| serde_json::from_slice(&raw).ok())
             .collect();
         sites.sort_by_key(|s: &SiteRecord| s.created_ms);
         // Every site's view at once (the commands share one connection, one round trip).
@@ -394,13 +388,7 @@ impl Sites {
     /// The connected agents of these sites (`None` where none is).
     pub async fn presences(&self, ids: &[String]) -> Result<Vec<Option<AgentPresence>>, ApiError> {
         let keys: Vec<String> = ids.iter().map(|id| presence_key(id)).collect();
-        Ok(self
-            .state
-            .mget(&keys)
-            .await?
-            .into_iter()
-            .map(|raw| raw.and_then(|r| serde_json::from_slice(&r).ok()))
-            .collect())
+        Ok(cloudcam_core::state::get_json_many(&*self.state, &keys).await?)
     }
 
     /// Notes the site's agent as connected (refreshed every second by its connection).

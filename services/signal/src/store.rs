@@ -250,6 +250,11 @@ impl CameraStore {
         get_json(&*self.state, &secret_key(id)).await
     }
 
+    /// The credentials of `ids`, in order.
+    pub async fn secrets(&self, ids: &[String]) -> Result<Vec<Option<CameraSecret>>, StateError> {
+        self.json_many(ids, secret_key).await
+    }
+
     pub async fn set_secret(&self, id: &str, s: Option<&CameraSecret>) -> Result<(), StateError> {
         match s {
             Some(s) => set_json(&*self.state, &secret_key(id), s, None).await,
@@ -314,13 +319,7 @@ impl CameraStore {
         key: fn(&str) -> String,
     ) -> Result<Vec<Option<T>>, StateError> {
         let keys: Vec<String> = ids.iter().map(|id| key(id)).collect();
-        Ok(self
-            .state
-            .mget(&keys)
-            .await?
-            .into_iter()
-            .map(|raw| raw.and_then(|r| serde_json::from_slice(&r).ok()))
-            .collect())
+        cloudcam_core::state::get_json_many(&*self.state, &keys).await
     }
 }
 
