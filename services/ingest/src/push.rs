@@ -3,7 +3,7 @@
 //!
 //! The worker's RTSP server ([`crate::restream`]) takes a pushed camera's stream at
 //! `/push/<camera id>` (RTSP RECORD, digest-authenticated with the camera's push credential).
-//! [`PushMedia`] makes one `appsink` per stream the pusher announces; each RTP packet, as the
+//! [`PushMedia`] makes one stream per medium the pusher announces; each RTP packet, as the
 //! pusher sent it, goes through the camera's [`PushFeed`] to its relay
 //! ([`crate::pipeline::Relay`]), which treats it exactly as a pulled camera's RTP from
 //! `rtspsrc`: the same fan-out to Janus, the re-stream, snapshots and recordings. Nothing is
@@ -15,7 +15,6 @@ use cloudcam_core::codec::VideoCodec;
 use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use gstreamer_rtsp_server as rtsp_server;
 use gstreamer_rtsp_server::prelude::*;
 use gstreamer_rtsp_server::subclass::prelude::*;
@@ -92,17 +91,21 @@ impl PushFeed {
         }
     }
 
-    fn rtp(&self, session: u64, stream: usize, streams: usize, sample: &gst::Sample) {
+    fn rtp(
+        &self,
+        session: u64,
+        stream: usize,
+        streams: usize,
+        caps: &gst::Caps,
+        buffer: gst::Buffer,
+    ) {
         if self.session.lock().expect("push session lock").0 != session {
             return;
         }
-        let (Some(caps), Some(buffer)) = (sample.caps(), sample.buffer_owned()) else {
-            return;
-        };
         self.send(PushEvent::Rtp {
             stream,
             streams,
-            caps: caps.to_owned(),
+            caps: caps.clone(),
             buffer,
         });
     }
@@ -133,6 +136,16 @@ fn encoding(media: &gstreamer_sdp::SDPMediaRef) -> Option<String> {
     Some(name.to_uppercase())
 }
 
+/// The caps of the RTP packets of an SDP medium (its first format), as `rtpbin` would give them.
+fn stream_caps(media: &gstreamer_sdp::SDPMediaRef) -> Option<gst::Caps> {
+    let pt = media.format(0)?.parse().ok()?;
+    let mut caps = media.caps_from_media(pt)?;
+    let caps_mut = caps.make_mut();
+    media.attributes_to_caps(caps_mut).ok()?;
+    caps_mut.structure_mut(0)?.set_name("application/x-rtp");
+    Some(caps)
+}
+
 mod imp {
     use super::*;
 
@@ -140,6 +153,8 @@ mod imp {
     #[derive(Default)]
     pub struct PushMedia {
         pub(super) feed: Mutex<Option<(Arc<PushFeed>, u64)>>,
+        /// The caps of each stream's packets, from the SDP.
+        caps: Mutex<Vec<gst::Caps>>,
     }
 
     #[glib::object_subclass]
@@ -171,7 +186,7 @@ mod imp {
                 rtsp_server::RTSPContext::with_current_context(|ctx| ctx.client().cloned())
                     .flatten();
             feed.claim(session, client);
-            let streams = self.add_streams(sdp, &feed, session);
+            let streams = self.add_streams(sdp);
             if streams.is_err() {
                 feed.release(session);
             }
@@ -183,43 +198,89 @@ mod imp {
             }
             handled
         }
+
+        fn setup_rtpbin(&self, rtpbin: &gst::Element) -> Result<(), gst::LoggableError> {
+            let media = self.obj().downgrade();
+            rtpbin.connect_pad_added(move |_, pad| {
+                let name = pad.name();
+                let Some(stream) = name
+                    .strip_prefix("recv_rtp_sink_")
+                    .and_then(|n| n.parse().ok())
+                else {
+                    return;
+                };
+                if let Some(media) = media.upgrade() {
+                    media.imp().take_rtp(stream, pad);
+                }
+            });
+            self.parent_setup_rtpbin(rtpbin)
+        }
     }
 
     impl PushMedia {
+        /// One stream per medium the pusher announced. Each needs an element to end in (a
+        /// `fakesink`, which never sees a packet: see `setup_rtpbin`); the caps of its packets
+        /// come from the SDP.
         fn add_streams(
             &self,
             sdp: &gstreamer_sdp::SDPMessageRef,
-            feed: &Arc<PushFeed>,
-            session: u64,
         ) -> Result<(), gst::LoggableError> {
             let media = self.obj();
             let bin = media
                 .element()
                 .downcast::<gst::Bin>()
                 .map_err(|_| gst::loggable_error!(CAT, "the media's element is not a bin"))?;
-            let streams = sdp.medias_len() as usize;
-            for stream in 0..streams {
-                let sink = gst_app::AppSink::builder()
+            let mut all = Vec::new();
+            for (stream, medium) in sdp.medias().enumerate() {
+                let caps = stream_caps(medium).ok_or_else(|| {
+                    gst::loggable_error!(CAT, "stream {stream} announces no RTP format")
+                })?;
+                all.push(caps);
+                let sink = gst::ElementFactory::make("fakesink")
                     .name(format!("depay{stream}"))
-                    .sync(false)
-                    .async_(false)
-                    .build();
-                let feed = feed.clone();
-                sink.set_callbacks(
-                    gst_app::AppSinkCallbacks::builder()
-                        .new_sample(move |sink| {
-                            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                            feed.rtp(session, stream, streams, &sample);
-                            Ok(gst::FlowSuccess::Ok)
-                        })
-                        .build(),
-                );
+                    .property("sync", false)
+                    .property("async", false)
+                    .build()
+                    .map_err(|e| gst::loggable_error!(CAT, "cannot make a sink: {e}"))?;
                 bin.add(&sink)
                     .map_err(|e| gst::loggable_error!(CAT, "cannot add a sink: {e}"))?;
-                let pad = sink.static_pad("sink").expect("an appsink has a sink pad");
+                let pad = sink.static_pad("sink").expect("a fakesink has a sink pad");
                 media.create_stream(&sink, &pad);
             }
+            *self.caps.lock().expect("push media lock") = all;
             Ok(())
+        }
+
+        /// Hands each RTP packet of stream `stream`, as it enters `rtpbin` (`pad`), straight
+        /// to the camera's feed on the thread that received it: the packets skip `rtpbin`'s
+        /// session, jitter buffer (a queue and a thread per stream) and demuxers, which a
+        /// relay forwarding over TCP, in order, does not need. RTCP still goes to `rtpbin`.
+        fn take_rtp(&self, stream: usize, pad: &gst::Pad) {
+            let Some((feed, session)) = self.feed.lock().expect("push media lock").clone() else {
+                return;
+            };
+            let all = self.caps.lock().expect("push media lock").clone();
+            let streams = all.len();
+            let Some(caps) = all.into_iter().nth(stream) else {
+                return;
+            };
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+                move |_, info| {
+                    match info.data.take() {
+                        Some(gst::PadProbeData::Buffer(buffer)) => {
+                            feed.rtp(session, stream, streams, &caps, buffer)
+                        }
+                        Some(gst::PadProbeData::BufferList(list)) => {
+                            for buffer in list.iter_owned() {
+                                feed.rtp(session, stream, streams, &caps, buffer);
+                            }
+                        }
+                        other => info.data = other,
+                    }
+                    gst::PadProbeReturn::Handled
+                },
+            );
         }
     }
 
