@@ -16,11 +16,12 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-rtsp gstreamer1.0-libav
   gstreamer1.0-x
-  janus
+  janus glib-networking
 )
 if [ "$mode" != run ]; then
-  # iptables: the edge-agent test puts a site behind a NAT-like firewall in a network namespace.
-  packages+=(redis-server chromium prometheus default-jdk-headless maven iptables)
+  # iptables: the edge-agent test puts a site behind a NAT-like firewall in a network namespace;
+  # openssl: tests make the certificates of RTSPS pushes.
+  packages+=(redis-server chromium prometheus default-jdk-headless maven iptables openssl)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -16,6 +16,7 @@ pub mod media;
 pub mod netns;
 pub mod procs;
 pub mod stack;
+pub mod tls;
 pub mod ws;
 
 pub use api::Api;

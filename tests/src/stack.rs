@@ -410,12 +410,25 @@ impl TestEnv {
         site: Option<&crate::netns::NatSite>,
         args: &[&str],
     ) -> Result<Proc> {
+        self.edge_agent_with(name, site, args, &[])
+    }
+
+    /// [`Self::edge_agent`] with extra `CLOUDCAM_EDGE_*` settings.
+    pub fn edge_agent_with(
+        &self,
+        name: &str,
+        site: Option<&crate::netns::NatSite>,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Result<Proc> {
         let binary = binary("cloudcam-edge")?;
         let mut cmd = match site {
             Some(site) => site.command(binary),
             None => Command::new(binary),
         };
-        cmd.env("RUST_LOG", "info").args(args);
+        cmd.env("RUST_LOG", "info")
+            .args(args)
+            .envs(extra.iter().copied());
         Proc::spawn(name, &self.dir, &mut cmd)
     }
 }

@@ -14,6 +14,7 @@ use cloudcam_tests::media::{decode, largest_gap};
 use cloudcam_tests::netns::NatSite;
 use cloudcam_tests::procs::{Proc, free_port, rtsp_pusher};
 use cloudcam_tests::stack::{TestEnv, binary};
+use cloudcam_tests::tls::push_certificate;
 use cloudcam_tests::{Api, Browser, wait_for};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
@@ -82,23 +83,23 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
             &[("CLOUDCAM_SIGNAL_LISTEN", &signal_listen)],
         )
         .await?;
-    // The ingest workers' push mounts are reached from the site at the cloud's address.
+    // The ingest workers' push mounts are reached from the site at the cloud's address, over
+    // RTSPS with a certificate of a private CA, which the agent is told to trust.
+    let certificate = push_certificate(&env.dir, &[&site.cloud_ip, "127.0.0.1"])?;
+    let push_ca = certificate.ca.display().to_string();
     let mut ingests = Vec::new();
     let start_ingest = |name: &'static str| {
         let listen = format!("0.0.0.0:{}", free_port());
-        let (env, kafka, redis, garage, site) = (&env, &kafka, &redis, &garage, &site);
+        let (env, kafka, redis, garage, site, certificate) =
+            (&env, &kafka, &redis, &garage, &site, &certificate);
         async move {
-            env.ingest_with(
-                name,
-                kafka,
-                redis,
-                Some(garage),
-                &[
-                    ("CLOUDCAM_INGEST_RESTREAM_LISTEN", &listen),
-                    ("CLOUDCAM_INGEST_RESTREAM_ADVERTISE", &site.cloud_ip),
-                ],
-            )
-            .await
+            let mut settings = certificate.ingest_env(&format!("0.0.0.0:{}", free_port()));
+            settings.push(("CLOUDCAM_INGEST_RESTREAM_LISTEN", listen));
+            settings.push(("CLOUDCAM_INGEST_RESTREAM_ADVERTISE", site.cloud_ip.clone()));
+            let settings: Vec<(&str, &str)> =
+                settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            env.ingest_with(name, kafka, redis, Some(garage), &settings)
+                .await
         }
     };
     for name in ["ingest-1", "ingest-2"] {
@@ -133,7 +134,7 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
     let server = format!("http://{}:{signal_port}", site.cloud_ip);
     let state_file = env.dir.join("edge-state.json");
     let state = state_file.display().to_string();
-    let mut wrong = env.edge_agent(
+    let mut wrong = env.edge_agent_with(
         "edge-wrong-token",
         Some(&site),
         &[
@@ -144,6 +145,7 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
             "--state-file",
             &env.dir.join("none.json").display().to_string(),
         ],
+        &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
     )?;
     wrong
         .wait_exit(
@@ -157,7 +159,7 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         "{}",
         wrong.log_text()
     );
-    let mut edge = env.edge_agent(
+    let mut edge = env.edge_agent_with(
         "edge",
         Some(&site),
         &[
@@ -168,6 +170,7 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
             "--state-file",
             &state,
         ],
+        &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
     )?;
     wait_online(&api, &site_id, true).await?;
     // (Its version comes with its first message.)
@@ -221,6 +224,12 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
             live["status"]["height"].as_u64()
         ),
         (Some(640), Some(360)),
+        "{live}"
+    );
+    // Pushed over RTSPS, the agent validating the worker's certificate.
+    let push_url = live["status"]["push_url"].as_str().unwrap_or_default();
+    assert!(
+        push_url.starts_with(&format!("rtsps://{}:", site.cloud_ip)),
         "{live}"
     );
     let pushing = wait_for(
@@ -297,7 +306,12 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
     edge.kill();
     api.wait_state(&id, "offline", Duration::from_secs(10))
         .await?;
-    let mut edge = env.edge_agent("edge-restarted", Some(&site), &["--state-file", &state])?;
+    let mut edge = env.edge_agent_with(
+        "edge-restarted",
+        Some(&site),
+        &["--state-file", &state],
+        &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
+    )?;
     api.wait_state(&id, "live", Duration::from_secs(30)).await?;
     let before = browser.video_stats().await?.frames_decoded;
     browser
@@ -513,8 +527,12 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         )
         .await?;
     // The agent itself stops, saying why.
-    let mut revoked_agent =
-        env.edge_agent("edge-revoked", Some(&site), &["--state-file", &state])?;
+    let mut revoked_agent = env.edge_agent_with(
+        "edge-revoked",
+        Some(&site),
+        &["--state-file", &state],
+        &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
+    )?;
     revoked_agent
         .wait_exit("the revoked agent to stop", Duration::from_secs(15))
         .await?;

@@ -1,25 +1,30 @@
 //! Push ingest on real components: a camera that sends its stream to cloudcam instead of being
 //! pulled. It is added with `push: true`, gets a push credential once, and an encoder
 //! (GStreamer's `rtspclientsink`, RTSP RECORD over TCP) pushes H.264 and AAC to the
-//! `push_url` its status names. It is then like any camera: watched in Chromium at the pushed
+//! `push_url` its status names: `rtsps://`, as the worker has a push certificate (and its plain
+//! RTSP server then takes no push). It is then like any camera: watched in Chromium at the pushed
 //! size, recorded to S3 (Garage) with its audio. A push with a wrong credential and a push
 //! with a replaced credential are refused and relay nothing; replacing the credential cuts the
 //! push made with the old one, and a second push with the credential takes the camera over
 //! from the first. The credential is nowhere but in the answers that made it.
 
 use cloudcam_tests::media::{audio_track, decode};
-use cloudcam_tests::procs::{Proc, rtsp_pusher};
+use cloudcam_tests::procs::{Proc, free_port, rtsp_pusher};
 use cloudcam_tests::stack::{TestEnv, metric};
+use cloudcam_tests::tls::push_certificate;
 use cloudcam_tests::{Api, Browser, wait_for};
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Waits until the server has cut `push`: rtspclientsink either warns that the server closed
-/// the connection and goes on, or fails writing to it and ends, as the cut finds it.
+/// Waits until the server has cut `push`: rtspclientsink either warns that its connection
+/// ended and goes on, or fails writing to it and ends, as the cut finds it.
 async fn wait_cut(push: &mut Proc, what: &str) -> anyhow::Result<()> {
     wait_for(what, Duration::from_secs(10), || {
-        let cut = !push.alive() || push.log_text().contains("server closed the connection");
+        let cut = !push.alive()
+            || push
+                .log_text()
+                .contains("WARNING: from element /GstPipeline:pipeline0/GstRTSPClientSink:push");
         async move { cut.then_some(()) }
     })
     .await
@@ -29,7 +34,14 @@ async fn wait_cut(push: &mut Proc, what: &str) -> anyhow::Result<()> {
 async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow::Result<()> {
     let env = TestEnv::new("push_ingest")?;
     let garage = env.garage().await?;
-    let p = env.platform_with(Some(&garage)).await?;
+    // The worker takes pushes over RTSPS only.
+    let plain = format!("127.0.0.1:{}", free_port());
+    let tls_listen = format!("127.0.0.1:{}", free_port());
+    let certificate = push_certificate(&env.dir, &["127.0.0.1"])?;
+    let mut ingest_env = certificate.ingest_env(&tls_listen);
+    ingest_env.push(("CLOUDCAM_INGEST_RESTREAM_LISTEN", plain.clone()));
+    let ingest_env: Vec<(&str, &str)> = ingest_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let p = env.platform_tuned(Some(&garage), &[], &ingest_env).await?;
     let _recorder = env
         .recorder("recorder-1", &p.kafka, &p.redis, &garage, 3)
         .await?;
@@ -82,8 +94,9 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
         .as_str()
         .unwrap_or("")
         .to_string();
-    assert!(
-        push_url.starts_with("rtsp://127.0.0.1:") && push_url.ends_with(&format!("/push/{id}")),
+    assert_eq!(
+        push_url,
+        format!("rtsps://{tls_listen}/push/{id}"),
         "{waiting}"
     );
     let frames = format!("cloudcam_ingest_camera_frames_total{{camera=\"{id}\"}}");
@@ -107,6 +120,19 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
         "{}",
         wrong.log_text()
     );
+
+    // Nor is a push in the clear, to the plain RTSP server, with the right credential.
+    let mut plain_push = rtsp_pusher(
+        &env.dir,
+        "pusher-plain",
+        &format!("rtsp://{plain}/push/{id}"),
+        (&user, &password),
+        true,
+    )?;
+    plain_push
+        .wait_exit("the push in the clear refused", Duration::from_secs(15))
+        .await?;
+    assert_eq!(metric(&p.ingest.metrics, &frames).await.unwrap_or(0.0), 0.0);
 
     // With its credential it is live at the pushed size.
     let mut push = rtsp_pusher(&env.dir, "pusher", &push_url, (&user, &password), true)?;

@@ -55,6 +55,9 @@ pub struct EdgeConfig {
     /// Per camera id: the URL to pull it from, overriding the cloud's (credentials allowed:
     /// they never leave the site).
     pub cameras: HashMap<String, CameraConfig>,
+    /// A PEM file of certificate authorities trusted (besides the system's) for `rtsps://`
+    /// pushes: the CA of the ingest workers' push certificate when it is a private one.
+    pub push_ca: String,
 }
 
 impl Default for EdgeConfig {
@@ -64,6 +67,7 @@ impl Default for EdgeConfig {
             state_file: PathBuf::from("cloudcam-edge.json"),
             enroll_token: String::new(),
             cameras: HashMap::new(),
+            push_ca: String::new(),
         }
     }
 }
@@ -74,6 +78,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("server", &self.server)
             .field("state_file", &self.state_file)
             .field("cameras", &self.cameras.keys().collect::<Vec<_>>())
+            .field("push_ca", &self.push_ca)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +93,9 @@ impl cloudcam_core::config::Validate for EdgeConfig {
     fn validate(&self) -> Result<(), String> {
         if !self.server.is_empty() && url::Url::parse(&self.server).is_err() {
             return Err(format!("server {:?} is not a URL", self.server));
+        }
+        if !self.push_ca.is_empty() {
+            push::trust(&self.push_ca).map_err(|e| format!("push_ca {:?}: {e}", self.push_ca))?;
         }
         for (id, cam) in &self.cameras {
             let scheme = url::Url::parse(&cam.url).map(|u| u.scheme().to_string());
@@ -256,7 +264,7 @@ impl Agent {
         let events: push::EventSink = Arc::new(move |id: &str, e: PushEvent| {
             let _ = tx.send((id.to_string(), run, e));
         });
-        let started = Pusher::start(cam.command.clone(), &url, events);
+        let started = Pusher::start(cam.command.clone(), &url, &self.cfg.push_ca, events);
         let cam = self.cameras.get_mut(id).expect("looked up");
         cam.started = Instant::now();
         cam.run = run;

@@ -79,6 +79,9 @@ struct Shared {
     /// Texts that must never leave the agent (the camera's and the push's passwords).
     secrets: Vec<String>,
     source: gst::Pipeline,
+    /// A PEM file of certificate authorities trusted for an `rtsps://` push (empty: only the
+    /// system's).
+    push_ca: String,
 }
 
 /// A camera being pushed; stopped when dropped.
@@ -88,10 +91,12 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// Starts pulling `source_url` and pushing it as `command` says.
+    /// Starts pulling `source_url` and pushing it as `command` says (an `rtsps://` push
+    /// trusting the certificate authorities in the PEM file `push_ca` too, when given).
     pub fn start(
         command: PushCommand,
         source_url: &str,
+        push_ca: &str,
         events: EventSink,
     ) -> anyhow::Result<Self> {
         let source = gst::Pipeline::with_name(&format!("source-{}", command.camera_id));
@@ -122,6 +127,7 @@ impl Pusher {
             events,
             secrets,
             source: source.clone(),
+            push_ca: push_ca.to_string(),
         });
         let weak = Arc::downgrade(&shared);
         rtspsrc.connect_pad_added(move |_, pad| {
@@ -226,6 +232,12 @@ fn chain(caps: &gst::CapsRef) -> Option<(String, bool)> {
         AudioCodec::Pcmu | AudioCodec::Pcma => "",
     };
     Some((format!("{}{parse}", audio.depayloader()), false))
+}
+
+/// The certificate authorities of the PEM file `path` (to validate an `rtsps://` push's
+/// server with).
+pub fn trust(path: &str) -> Result<gio::TlsDatabase, gst::glib::Error> {
+    Ok(gio::TlsFileDatabase::new(path)?.upcast())
 }
 
 impl Shared {
@@ -391,6 +403,9 @@ impl Shared {
             .property("latency", 0u32)
             .build()?;
         sink.set_property_from_str("protocols", "tcp");
+        if !self.push_ca.is_empty() {
+            sink.set_property("tls-database", trust(&self.push_ca)?);
+        }
         pipeline.add(&sink)?;
         let mut sources = Vec::new();
         for stream in streams {

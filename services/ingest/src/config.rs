@@ -19,6 +19,9 @@ pub struct IngestConfig {
     pub restream_advertise: String,
     /// The credential re-stream clients (recorders) must present.
     pub restream_auth: cloudcam_core::config::RestreamAuth,
+    /// Pushes over RTSPS (a listen address, a certificate and its key); unset, pushes are
+    /// plain RTSP on the re-stream server.
+    pub push_tls: crate::restream::PushTls,
     pub kafka: KafkaSettings,
     pub redis: RedisSettings,
     /// Where snapshots go (S3, or a local directory).
@@ -34,6 +37,7 @@ impl Default for IngestConfig {
             restream_listen: "127.0.0.1:9554".into(),
             restream_advertise: String::new(),
             restream_auth: Default::default(),
+            push_tls: Default::default(),
             kafka: KafkaSettings::default(),
             redis: RedisSettings::default(),
             media: Default::default(),
@@ -48,6 +52,7 @@ impl Validate for IngestConfig {
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
         self.restream_auth.validate()?;
+        self.push_tls.validate()?;
         self.camera.validate()
     }
 }

@@ -31,10 +31,11 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = cloudcam_core::ops::shutdown_signal();
     gstreamer::init()?;
-    let restream = cloudcam_ingest::restream::Restream::start(
+    let restream = cloudcam_ingest::restream::Restream::start_with(
         &cfg.restream_listen,
         &cfg.restream_advertise,
         cfg.restream_auth.clone(),
+        &cfg.push_tls,
     )?;
     cloudcam_ingest::run(
         worker_id,

@@ -86,7 +86,7 @@ impl PushFeed {
             tracing::info!("a new push took the camera over; the earlier one is cut");
             self.send(PushEvent::Ended);
             if let Some(client) = earlier.and_then(|c| c.upgrade()) {
-                client.close();
+                cut_client(&client);
             }
         }
     }
@@ -124,9 +124,35 @@ impl PushFeed {
     pub fn cut(&self) {
         let client = self.session.lock().expect("push session lock").1.clone();
         if let Some(client) = client.and_then(|c| c.upgrade()) {
-            client.close();
+            cut_client(&client);
         }
     }
+}
+
+/// Disconnects a pushing client. Its socket is shut down first: `RTSPClient::close` ends a TLS
+/// connection at the TLS level only (GStreamer 1.22), after which the server stops reading the
+/// socket but leaves it open, so the cut pusher would block on its full send buffer instead of
+/// seeing its connection end. (Hand-written through the C API: the bindings leave out the
+/// client's connection.)
+fn cut_client(client: &rtsp_server::RTSPClient) {
+    use gstreamer::glib::translate::{ToGlibPtr, from_glib_none};
+    // SAFETY: `client` is alive for the call; its connection (transfer none) is alive while
+    // the client is and has not been closed, which happens only below; the socket is taken
+    // with a reference of its own.
+    let socket: Option<gio::Socket> = unsafe {
+        let connection = rtsp_server::ffi::gst_rtsp_client_get_connection(client.to_glib_none().0);
+        if connection.is_null() {
+            None
+        } else {
+            from_glib_none(gstreamer_rtsp::ffi::gst_rtsp_connection_get_read_socket(
+                connection,
+            ))
+        }
+    };
+    if let Some(socket) = socket {
+        let _ = socket.shutdown(true, true);
+    }
+    client.close();
 }
 
 /// The encoding of an SDP media's first format (`H264` in `a=rtpmap:96 H264/90000`).

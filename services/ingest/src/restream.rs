@@ -7,7 +7,9 @@
 //! Nobody watching, nothing is sent there: the relay is told through the mount's [`OnUse`].
 //!
 //! The same server takes pushed cameras' streams at `rtsp://<host>:<port>/push/<camera id>`
-//! (RTSP RECORD, each camera's own push credential; see [`crate::push`]).
+//! (RTSP RECORD, each camera's own push credential; see [`crate::push`]) — unless the worker
+//! is given a TLS certificate ([`PushTls`]): then a second server, on a port of its own, takes
+//! them at `rtsps://<host>:<port>/push/<camera id>`, and the plain one takes none.
 
 use crate::push::{PushFactory, PushFeed};
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
@@ -25,6 +27,39 @@ pub enum RestreamError {
     Listen(String, gst::glib::BoolError),
     #[error("no free local UDP port: {0}")]
     Port(std::io::Error),
+    #[error("cannot read the push TLS certificate {cert:?} and key {key:?}: {error}")]
+    Certificate {
+        cert: String,
+        key: String,
+        error: gst::glib::Error,
+    },
+}
+
+/// RTSPS for pushed cameras: the server listens on `listen` (`host:port`) with the PEM
+/// certificate (chain) `cert` and its private key `key`. Empty `listen`: pushes are plain
+/// RTSP on the re-stream server.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushTls {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl PushTls {
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.enabled() && (self.cert.is_empty() || self.key.is_empty()) {
+            return Err("push_tls: listen is set, so cert and key must be too".into());
+        }
+        if !self.enabled() && (!self.cert.is_empty() || !self.key.is_empty()) {
+            return Err("push_tls: cert and key are set, but not listen".into());
+        }
+        Ok(())
+    }
 }
 
 /// Told whether a camera's re-stream is being pulled now (called from the server's thread).
@@ -33,8 +68,8 @@ pub type OnUse = Arc<dyn Fn(bool) + Send + Sync>;
 /// A running re-stream server. Cheap to share (`Arc`); mount points are thread-safe.
 pub struct Restream {
     mounts: rtsp_server::RTSPMountPoints,
-    /// Who may do what: the re-stream credential, and each pushed camera's push credential.
-    rtsp_auth: rtsp_server::RTSPAuth,
+    /// Where pushes are taken: the re-stream server's, or the RTSPS server's.
+    push_server: PushServer,
     /// Pushed cameras' mounts: their feed, and the credential it was mounted with.
     pushes: Mutex<HashMap<String, (Arc<PushFeed>, String)>>,
     public_base: String,
@@ -42,7 +77,15 @@ pub struct Restream {
     /// Media being served per camera (a shared media lives while it has clients), and who is
     /// told when that count leaves or reaches zero.
     users: Arc<Mutex<HashMap<String, Users>>>,
-    _server: rtsp_server::RTSPServer,
+    _servers: Vec<rtsp_server::RTSPServer>,
+}
+
+/// The mounts, credentials and URL of the server that takes pushes.
+struct PushServer {
+    mounts: rtsp_server::RTSPMountPoints,
+    /// Each pushed camera's push credential.
+    auth: rtsp_server::RTSPAuth,
+    base: String,
 }
 
 struct Users {
@@ -62,6 +105,55 @@ fn audio_codec(caps: &str) -> Option<AudioCodec> {
     AudioCodec::from_name(caps.structure(0)?.get::<&str>("encoding-name").ok()?)
 }
 
+/// An RTSP server listening on `listen` (`host:port`), over TLS with `certificate` when given,
+/// with digest authentication and every client in a thread of its own, attached to `context`;
+/// its auth (no credentials yet) and the base of its URLs (`rtsp(s)://<advertise or
+/// host>:<port>`).
+fn serve(
+    listen: &str,
+    advertise: &str,
+    context: &gst::glib::MainContext,
+    certificate: Option<&gio::TlsCertificate>,
+) -> Result<
+    (
+        rtsp_server::RTSPServer,
+        gst::glib::SourceId,
+        rtsp_server::RTSPAuth,
+        String,
+    ),
+    RestreamError,
+> {
+    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8554"));
+    let server = rtsp_server::RTSPServer::new();
+    server.set_address(host);
+    server.set_service(port);
+    let auth = rtsp_server::RTSPAuth::new();
+    auth.set_supported_methods(gstreamer_rtsp::RTSPAuthMethod::Digest);
+    auth.set_tls_certificate(certificate);
+    server.set_auth(Some(&auth));
+    // Every client in a thread of its own: a client waiting for a media to be ready (a
+    // re-stream's first DESCRIBE waits for its first frame) must not hold up the others,
+    // least of all the push that brings that frame.
+    if let Some(pool) = server.thread_pool() {
+        pool.set_max_threads(-1);
+    }
+    let source = server
+        .attach(Some(context))
+        .map_err(|e| RestreamError::Listen(listen.to_string(), e))?;
+    let host = if advertise.is_empty() {
+        host
+    } else {
+        advertise
+    };
+    let scheme = if certificate.is_some() {
+        "rtsps"
+    } else {
+        "rtsp"
+    };
+    let base = format!("{scheme}://{host}:{}", server.bound_port());
+    Ok((server, source, auth, base))
+}
+
 /// The role the re-stream credential grants: access to every camera's media.
 const ROLE: &str = "recorder";
 
@@ -78,52 +170,65 @@ impl Restream {
     /// Listens on `listen` (`host:port`) and advertises `rtsp://<advertise or host>:<port>`;
     /// clients must authenticate with `auth` (RTSP digest). Runs its own GLib main loop thread.
     pub fn start(listen: &str, advertise: &str, auth: RestreamAuth) -> Result<Self, RestreamError> {
-        let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8554"));
-        let server = rtsp_server::RTSPServer::new();
-        server.set_address(host);
-        server.set_service(port);
-        let rtsp_auth = rtsp_server::RTSPAuth::new();
-        rtsp_auth.set_supported_methods(gstreamer_rtsp::RTSPAuthMethod::Digest);
+        Self::start_with(listen, advertise, auth, &PushTls::default())
+    }
+
+    /// As [`Self::start`], and takes pushes over RTSPS when `push_tls` is enabled.
+    pub fn start_with(
+        listen: &str,
+        advertise: &str,
+        auth: RestreamAuth,
+        push_tls: &PushTls,
+    ) -> Result<Self, RestreamError> {
+        let context = gst::glib::MainContext::new();
+        let (server, source, rtsp_auth, public_base) = serve(listen, advertise, &context, None)?;
         let token = rtsp_server::RTSPToken::builder()
             .field(rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
             .build();
         rtsp_auth.add_digest(&auth.user, &auth.password, &token);
-        server.set_auth(Some(&rtsp_auth));
-        // Every client in a thread of its own: a client waiting for a media to be ready (a
-        // re-stream's first DESCRIBE waits for its first frame) must not hold up the others,
-        // least of all the push that brings that frame.
-        if let Some(pool) = server.thread_pool() {
-            pool.set_max_threads(-1);
-        }
         let mounts = server
             .mount_points()
             .expect("a new server has mount points");
-        let context = gst::glib::MainContext::new();
-        let source = server
-            .attach(Some(&context))
-            .map_err(|e| RestreamError::Listen(listen.to_string(), e))?;
-        let bound = server.bound_port();
+        let mut sources = vec![source];
+        let mut servers = vec![server];
+        let push_server = if push_tls.enabled() {
+            let certificate = gio::TlsCertificate::from_files(&push_tls.cert, &push_tls.key)
+                .map_err(|error| RestreamError::Certificate {
+                    cert: push_tls.cert.clone(),
+                    key: push_tls.key.clone(),
+                    error,
+                })?;
+            let (server, source, auth, base) =
+                serve(&push_tls.listen, advertise, &context, Some(&certificate))?;
+            let mounts = server
+                .mount_points()
+                .expect("a new server has mount points");
+            sources.push(source);
+            servers.push(server);
+            PushServer { mounts, auth, base }
+        } else {
+            PushServer {
+                mounts: mounts.clone(),
+                auth: rtsp_auth.clone(),
+                base: public_base.clone(),
+            }
+        };
         std::thread::Builder::new()
             .name("restream".into())
             .spawn(move || {
-                let _source = source;
+                let _sources = sources;
                 let main_loop = gst::glib::MainLoop::new(Some(&context), false);
                 main_loop.run();
             })
             .expect("spawn the re-stream thread");
-        let public_host = if advertise.is_empty() {
-            host
-        } else {
-            advertise
-        };
         Ok(Self {
             mounts,
-            rtsp_auth,
+            push_server,
             pushes: Default::default(),
-            public_base: format!("rtsp://{public_host}:{bound}"),
+            public_base,
             auth,
             users: Default::default(),
-            _server: server,
+            _servers: servers,
         })
     }
 
@@ -248,7 +353,7 @@ impl Restream {
 
     /// Where `camera_id` is pushed to (RTSP RECORD; no credentials in it).
     pub fn push_url(&self, camera_id: &str) -> String {
-        format!("{}/push/{camera_id}", self.public_base)
+        format!("{}/push/{camera_id}", self.push_server.base)
     }
 
     /// Takes pushes of `camera_id` at [`Self::push_url`] from clients that authenticate (RTSP
@@ -267,13 +372,14 @@ impl Restream {
         let token = rtsp_server::RTSPToken::builder()
             .field(rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, role.as_str())
             .build();
-        self.rtsp_auth.remove_digest(camera_id);
-        self.rtsp_auth.add_digest(camera_id, password, &token);
+        let server = &self.push_server;
+        server.auth.remove_digest(camera_id);
+        server.auth.add_digest(camera_id, password, &token);
         let feed = pushes
             .get(camera_id)
             .map(|(feed, _)| feed.clone())
             .unwrap_or_default();
-        self.mounts.add_factory(
+        server.mounts.add_factory(
             &format!("/push/{camera_id}"),
             PushFactory::new(feed.clone(), &role),
         );
@@ -284,8 +390,9 @@ impl Restream {
     /// Takes no more pushes of `camera_id`; a push under way is cut.
     pub fn refuse_push(&self, camera_id: &str) {
         if let Some((feed, _)) = self.pushes.lock().expect("pushes lock").remove(camera_id) {
-            self.mounts.remove_factory(&format!("/push/{camera_id}"));
-            self.rtsp_auth.remove_digest(camera_id);
+            let server = &self.push_server;
+            server.mounts.remove_factory(&format!("/push/{camera_id}"));
+            server.auth.remove_digest(camera_id);
             feed.cut();
         }
     }
@@ -293,5 +400,41 @@ impl Restream {
     pub fn unmount(&self, camera_id: &str) {
         self.users.lock().expect("users lock").remove(camera_id);
         self.mounts.remove_factory(&format!("/cam/{camera_id}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_tls_is_all_or_nothing() {
+        let tls = |listen: &str, cert: &str, key: &str| PushTls {
+            listen: listen.into(),
+            cert: cert.into(),
+            key: key.into(),
+        };
+        assert!(tls("", "", "").validate().is_ok());
+        assert!(tls("0.0.0.0:9555", "c.pem", "k.pem").validate().is_ok());
+        assert!(tls("0.0.0.0:9555", "c.pem", "").validate().is_err());
+        assert!(tls("", "c.pem", "k.pem").validate().is_err());
+    }
+
+    #[test]
+    fn a_push_certificate_that_cannot_be_read_is_named() {
+        gst::init().unwrap();
+        let tls = PushTls {
+            listen: "127.0.0.1:0".into(),
+            cert: "/nonexistent/push.pem".into(),
+            key: "/nonexistent/push.key".into(),
+        };
+        let auth = RestreamAuth {
+            user: "recorder".into(),
+            password: "recorder-password".into(),
+        };
+        let err = Restream::start_with("127.0.0.1:0", "", auth, &tls)
+            .err()
+            .expect("no certificate, no server");
+        assert!(err.to_string().contains("/nonexistent/push.pem"), "{err}");
     }
 }

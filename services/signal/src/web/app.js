@@ -187,7 +187,7 @@ function showPushCredential(cam) {
   $("push-url").textContent = url;
   $("push-user").textContent = username;
   $("push-password").textContent = password;
-  const withAuth = url.replace("rtsp://", `rtsp://${username}:${password}@`);
+  const withAuth = url.replace(/^(rtsps?):\/\//, `$1://${username}:${password}@`);
   $("push-example").textContent = `ffmpeg -re -i input.mp4 -c copy -f rtsp -rtsp_transport tcp ${withAuth}`;
   $("push-info").hidden = false;
   delete cam.push_credential;
