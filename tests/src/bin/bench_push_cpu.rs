@@ -100,8 +100,10 @@ async fn main() -> anyhow::Result<()> {
         n,
         |i| {
             let (url, user, password) = &targets[i];
+            // The parameter sets before every keyframe, as the camera sends them and as the
+            // edge agent pushes them: the same stream, forwarded as sent by ingest.
             format!(
-                "rtspsrc location={} protocols=tcp ! rtph264depay ! h264parse \
+                "rtspsrc location={} protocols=tcp ! rtph264depay ! h264parse config-interval=-1 \
                  ! rtspclientsink location={url} protocols=tcp user-id={user} user-pw={password}",
                 source(i)
             )
