@@ -379,6 +379,10 @@ impl TestEnv {
                 format!("127.0.0.1:{}", free_port()),
             )
             .env(
+                "CLOUDCAM_INGEST_PUSH__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env(
                 "CLOUDCAM_INGEST_METRICS_LISTEN",
                 format!("127.0.0.1:{port}"),
             )

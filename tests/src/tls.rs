@@ -14,19 +14,16 @@ pub struct PushCertificate {
 }
 
 impl PushCertificate {
-    /// The `CLOUDCAM_INGEST_PUSH_TLS__*` settings of a worker taking pushes over RTSPS on
+    /// The `CLOUDCAM_INGEST_PUSH__*` settings of a worker taking pushes over RTSPS on
     /// `listen` with this certificate.
     pub fn ingest_env(&self, listen: &str) -> Vec<(&'static str, String)> {
         vec![
-            ("CLOUDCAM_INGEST_PUSH_TLS__LISTEN", listen.to_string()),
+            ("CLOUDCAM_INGEST_PUSH__LISTEN", listen.to_string()),
             (
-                "CLOUDCAM_INGEST_PUSH_TLS__CERT",
+                "CLOUDCAM_INGEST_PUSH__CERT",
                 self.cert.display().to_string(),
             ),
-            (
-                "CLOUDCAM_INGEST_PUSH_TLS__KEY",
-                self.key.display().to_string(),
-            ),
+            ("CLOUDCAM_INGEST_PUSH__KEY", self.key.display().to_string()),
         ]
     }
 }

@@ -1,8 +1,7 @@
 //! Push ingest on real components: a camera that sends its stream to cloudcam instead of being
 //! pulled. It is added with `push: true`, gets a push credential once, and an encoder
 //! (GStreamer's `rtspclientsink`, RTSP RECORD over TCP) pushes H.264 and AAC to the
-//! `push_url` its status names: `rtsps://`, as the worker has a push certificate (and its plain
-//! RTSP server then takes no push). It is then like any camera: watched in Chromium at the pushed
+//! `push_url` its status names: `rtsps://`, as the worker has a push certificate. It is then like any camera: watched in Chromium at the pushed
 //! size, recorded to S3 (Garage) with its audio. A push with a wrong credential and a push
 //! with a replaced credential are refused and relay nothing; replacing the credential cuts the
 //! push made with the old one, and a second push with the credential takes the camera over
@@ -121,17 +120,17 @@ async fn a_pushed_camera_plays_records_and_takes_only_its_credential() -> anyhow
         wrong.log_text()
     );
 
-    // Nor is a push in the clear, to the plain RTSP server, with the right credential.
-    let mut plain_push = rtsp_pusher(
-        &env.dir,
-        "pusher-plain",
-        &format!("rtsp://{plain}/push/{id}"),
-        (&user, &password),
-        true,
-    )?;
-    plain_push
-        .wait_exit("the push in the clear refused", Duration::from_secs(15))
-        .await?;
+    // Nor is a push in the clear with the right credential: to the RTSPS port, or to the
+    // worker's (re-stream) RTSP server.
+    for (name, url) in [
+        ("pusher-plain", format!("rtsp://{tls_listen}/push/{id}")),
+        ("pusher-restream", format!("rtsp://{plain}/push/{id}")),
+    ] {
+        let mut plain_push = rtsp_pusher(&env.dir, name, &url, (&user, &password), true)?;
+        plain_push
+            .wait_exit("the push in the clear refused", Duration::from_secs(15))
+            .await?;
+    }
     assert_eq!(metric(&p.ingest.metrics, &frames).await.unwrap_or(0.0), 0.0);
 
     // With its credential it is live at the pushed size.

@@ -65,6 +65,10 @@ async fn one_process_relays_and_records_a_camera() -> anyhow::Result<()> {
         .env(
             "CLOUDCAM_STANDALONE_RESTREAM_LISTEN",
             format!("127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "CLOUDCAM_STANDALONE_PUSH__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
         );
     let _cloudcam = Proc::spawn("cloudcam-standalone", &env.dir, &mut cmd)?;
     wait_for("cloudcam-standalone", Duration::from_secs(30), || async {

@@ -19,9 +19,8 @@ pub struct IngestConfig {
     pub restream_advertise: String,
     /// The credential re-stream clients (recorders) must present.
     pub restream_auth: cloudcam_core::config::RestreamAuth,
-    /// Pushes over RTSPS (a listen address, a certificate and its key); unset, pushes are
-    /// plain RTSP on the re-stream server.
-    pub push_tls: crate::restream::PushTls,
+    /// Where pushed cameras are taken (`rtsp://`, or `rtsps://` with a certificate).
+    pub push: crate::push::PushSettings,
     pub kafka: KafkaSettings,
     pub redis: RedisSettings,
     /// Where snapshots go (S3, or a local directory).
@@ -37,7 +36,7 @@ impl Default for IngestConfig {
             restream_listen: "127.0.0.1:9554".into(),
             restream_advertise: String::new(),
             restream_auth: Default::default(),
-            push_tls: Default::default(),
+            push: Default::default(),
             kafka: KafkaSettings::default(),
             redis: RedisSettings::default(),
             media: Default::default(),
@@ -52,7 +51,7 @@ impl Validate for IngestConfig {
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
         self.restream_auth.validate()?;
-        self.push_tls.validate()?;
+        self.push.validate()?;
         self.camera.validate()
     }
 }

@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         &cfg.restream_listen,
         &cfg.restream_advertise,
         cfg.restream_auth.clone(),
-        &cfg.push_tls,
+        &cfg.push,
     )?;
     cloudcam_ingest::run(
         worker_id,

@@ -1,25 +1,33 @@
 //! Push ingest: cameras that send their stream to the worker instead of being pulled — an
 //! encoder, OBS, ffmpeg or GStreamer pushing directly, or an edge agent on a site behind NAT.
 //!
-//! The worker's RTSP server ([`crate::restream`]) takes a pushed camera's stream at
-//! `/push/<camera id>` (RTSP RECORD, digest-authenticated with the camera's push credential).
-//! [`PushMedia`] makes one stream per medium the pusher announces; each RTP packet, as the
-//! pusher sent it, goes through the camera's [`PushFeed`] to its relay
-//! ([`crate::pipeline::Relay`]), which treats it exactly as a pulled camera's RTP from
-//! `rtspsrc`: the same fan-out to Janus, the re-stream, snapshots and recordings. Nothing is
-//! decoded. One push at a time per camera: a new push (with the camera's credential) takes the
-//! camera over and the earlier one is cut, so a pusher whose old connection is still half-open
-//! (an edge agent whose uplink dropped and came back) is not locked out by it.
+//! The worker's push server ([`PushServer`]) takes a pushed camera's stream at
+//! `rtsp://<host>:<port>/push/<camera id>` — `rtsps://` when it has a certificate — with RTSP
+//! RECORD over TCP (interleaved), digest-authenticated with the camera's push credential. Each
+//! RTP packet, as the pusher sent it, goes from the connection's thread through the camera's
+//! [`PushFeed`] to its relay ([`crate::pipeline::Relay`]), which treats it exactly as a pulled
+//! camera's RTP from `rtspsrc`: the same fan-out to Janus, the re-stream, snapshots and
+//! recordings. Nothing is decoded. One push at a time per camera: a new push (with the
+//! camera's credential) takes the camera over and the earlier one is cut, so a pusher whose old
+//! connection is still half-open (an edge agent whose uplink dropped and came back) is not
+//! locked out by it.
+//!
+//! The server is ours, not gstreamer-rtsp-server's: that one hands every received packet from
+//! the connection's thread to an `appsrc` (a queue and a second thread per stream), which made a
+//! pushed camera cost ingest 1.2–1.5× a pulled one. Here one thread per connection reads the
+//! socket and pushes each packet on, as `rtspsrc`'s reader thread does for a pulled camera.
+//! Messages are parsed and written with `rtsp-types`; the SDP with GStreamer's SDP library.
 
 use cloudcam_core::codec::VideoCodec;
 use gstreamer as gst;
-use gstreamer::glib;
-use gstreamer::prelude::*;
-use gstreamer_rtsp_server as rtsp_server;
-use gstreamer_rtsp_server::prelude::*;
-use gstreamer_rtsp_server::subclass::prelude::*;
-use std::sync::atomic::{AtomicU64, Ordering};
+use md5::{Digest, Md5};
+use rtsp_types::{Method, Request, Response, StatusCode, Version, headers};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What a push session delivers to the relay.
 pub enum PushEvent {
@@ -39,14 +47,14 @@ pub enum PushEvent {
 /// Where a running relay takes a camera's push sessions.
 pub type PushSink = Arc<dyn Fn(PushEvent) + Send + Sync>;
 
-/// Carries a camera's push sessions to its relay while one runs (shared by the server's media
-/// and the relay); between relay runs, what is pushed is dropped.
+/// Carries a camera's push sessions to its relay while one runs (shared by the push server's
+/// connections and the relay); between relay runs, what is pushed is dropped.
 #[derive(Default)]
 pub struct PushFeed {
     sink: Mutex<Option<PushSink>>,
-    /// The session being pushed (0: none), and its RTSP client (closed when the camera's push
-    /// credential is revoked).
-    session: Mutex<(u64, Option<glib::WeakRef<rtsp_server::RTSPClient>>)>,
+    /// The session being pushed (0: none), and its connection (shut down when another push
+    /// takes the camera over or the camera's push credential is replaced).
+    session: Mutex<(u64, Option<TcpStream>)>,
 }
 
 /// Numbers push sessions across the worker.
@@ -75,18 +83,18 @@ impl PushFeed {
         }
     }
 
-    /// Session `session` starts; one under way is ended and its client cut (the relay starts
-    /// afresh on the new one).
-    fn claim(&self, session: u64, client: Option<rtsp_server::RTSPClient>) {
+    /// Session `session` starts on `connection`; one under way is ended and its connection
+    /// cut (the relay starts afresh on the new one).
+    fn claim(&self, session: u64, connection: Option<TcpStream>) {
         let mut current = self.session.lock().expect("push session lock");
         let earlier = (current.0 != 0 && current.0 != session).then(|| current.1.take());
-        *current = (session, client.map(|c| c.downgrade()));
+        *current = (session, connection);
         drop(current);
         if let Some(earlier) = earlier {
             tracing::info!("a new push took the camera over; the earlier one is cut");
             self.send(PushEvent::Ended);
-            if let Some(client) = earlier.and_then(|c| c.upgrade()) {
-                cut_client(&client);
+            if let Some(connection) = earlier {
+                let _ = connection.shutdown(Shutdown::Both);
             }
         }
     }
@@ -120,39 +128,630 @@ impl PushFeed {
         self.send(PushEvent::Ended);
     }
 
-    /// Ends the push under way (its credential was revoked): its client is disconnected.
+    /// Ends the push under way (its credential was replaced): its connection is shut down.
     pub fn cut(&self) {
-        let client = self.session.lock().expect("push session lock").1.clone();
-        if let Some(client) = client.and_then(|c| c.upgrade()) {
-            cut_client(&client);
+        let session = self.session.lock().expect("push session lock");
+        if let Some(connection) = &session.1 {
+            let _ = connection.shutdown(Shutdown::Both);
         }
     }
 }
 
-/// Disconnects a pushing client. Its socket is shut down first: `RTSPClient::close` ends a TLS
-/// connection at the TLS level only (GStreamer 1.22), after which the server stops reading the
-/// socket but leaves it open, so the cut pusher would block on its full send buffer instead of
-/// seeing its connection end. (Hand-written through the C API: the bindings leave out the
-/// client's connection.)
-fn cut_client(client: &rtsp_server::RTSPClient) {
-    use gstreamer::glib::translate::{ToGlibPtr, from_glib_none};
-    // SAFETY: `client` is alive for the call; its connection (transfer none) is alive while
-    // the client is and has not been closed, which happens only below; the socket is taken
-    // with a reference of its own.
-    let socket: Option<gio::Socket> = unsafe {
-        let connection = rtsp_server::ffi::gst_rtsp_client_get_connection(client.to_glib_none().0);
-        if connection.is_null() {
-            None
-        } else {
-            from_glib_none(gstreamer_rtsp::ffi::gst_rtsp_connection_get_read_socket(
-                connection,
-            ))
+/// Where pushes are taken: `listen` (`host:port`), over TLS with the PEM certificate (chain)
+/// `cert` and its private key `key` when both are given.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9555".into(),
+            cert: String::new(),
+            key: String::new(),
         }
-    };
-    if let Some(socket) = socket {
-        let _ = socket.shutdown(true, true);
     }
-    client.close();
+}
+
+impl PushSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("push.listen {:?}: {e}", self.listen))?;
+        if self.cert.is_empty() != self.key.is_empty() {
+            return Err("push: cert and key go together (both for RTSPS, neither for RTSP)".into());
+        }
+        Ok(())
+    }
+
+    fn tls(&self) -> bool {
+        !self.cert.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("cannot listen for pushes on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("cannot use the push certificate {cert:?} and key {key:?}: {error}")]
+    Certificate {
+        cert: String,
+        key: String,
+        error: String,
+    },
+}
+
+/// At most this many push connections at a time (each has a thread); more are closed at once.
+const MAX_CONNECTIONS: usize = 1024;
+/// A connection that sends nothing for this long is closed (a pusher sends RTP all the time).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest RTSP request (headers and body, the SDP) taken.
+const MAX_REQUEST: usize = 64 * 1024;
+/// The realm of the digest challenge.
+const REALM: &str = "cloudcam";
+
+/// A camera's push mount: its feed, and the password of its push credential.
+struct Mount {
+    feed: Arc<PushFeed>,
+    password: String,
+}
+
+type Mounts = Arc<Mutex<HashMap<String, Mount>>>;
+
+/// The worker's push server: a thread accepting connections, and a thread per connection.
+pub struct PushServer {
+    mounts: Mounts,
+    base: String,
+}
+
+impl PushServer {
+    /// Listens as `settings` say; push URLs name `advertise` (empty: the listen host).
+    pub fn start(settings: &PushSettings, advertise: &str) -> Result<Self, PushError> {
+        let tls = if settings.tls() {
+            Some(
+                server_config(&settings.cert, &settings.key).map_err(|error| {
+                    PushError::Certificate {
+                        cert: settings.cert.clone(),
+                        key: settings.key.clone(),
+                        error,
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(&settings.listen)
+            .map_err(|e| PushError::Listen(settings.listen.clone(), e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| PushError::Listen(settings.listen.clone(), e))?
+            .port();
+        let host = if advertise.is_empty() {
+            settings
+                .listen
+                .rsplit_once(':')
+                .map_or("127.0.0.1", |(h, _)| h)
+        } else {
+            advertise
+        };
+        let scheme = if tls.is_some() { "rtsps" } else { "rtsp" };
+        let mounts: Mounts = Default::default();
+        let accepted = mounts.clone();
+        std::thread::Builder::new()
+            .name("push-accept".into())
+            .spawn(move || accept(listener, accepted, tls))
+            .expect("spawn the push server's thread");
+        Ok(Self {
+            mounts,
+            base: format!("{scheme}://{host}:{port}"),
+        })
+    }
+
+    /// Where `camera_id` is pushed to (no credentials in it).
+    pub fn url(&self, camera_id: &str) -> String {
+        format!("{}/push/{camera_id}", self.base)
+    }
+
+    /// Takes pushes of `camera_id` from clients that authenticate (RTSP digest) as the camera
+    /// id with `password`, and hands them to the returned feed. Called again with another
+    /// password (the credential was replaced), the old one stops working and a push made with
+    /// it is cut.
+    pub fn accept(&self, camera_id: &str, password: &str) -> Arc<PushFeed> {
+        let mut mounts = self.mounts.lock().expect("push mounts lock");
+        let mount = mounts
+            .entry(camera_id.to_string())
+            .or_insert_with(|| Mount {
+                feed: Default::default(),
+                password: password.to_string(),
+            });
+        if mount.password != password {
+            mount.password = password.to_string();
+            mount.feed.cut();
+        }
+        mount.feed.clone()
+    }
+
+    /// Takes no more pushes of `camera_id`; a push under way is cut.
+    pub fn refuse(&self, camera_id: &str) {
+        let removed = self
+            .mounts
+            .lock()
+            .expect("push mounts lock")
+            .remove(camera_id);
+        if let Some(mount) = removed {
+            mount.feed.cut();
+        }
+    }
+}
+
+/// The TLS configuration of the PEM certificate chain `cert` and key `key`.
+fn server_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| e.to_string())?;
+    Ok(Arc::new(config))
+}
+
+fn accept(listener: TcpListener, mounts: Mounts, tls: Option<Arc<rustls::ServerConfig>>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("too many push connections; one more is refused");
+            continue;
+        }
+        let (mounts, tls, open) = (mounts.clone(), tls.clone(), open.clone());
+        let spawned = std::thread::Builder::new()
+            .name("push".into())
+            .spawn(move || {
+                serve(stream, &mounts, tls);
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot start a thread for a push connection");
+        }
+    }
+}
+
+/// Serves one connection to its end.
+fn serve(stream: TcpStream, mounts: &Mounts, tls: Option<Arc<rustls::ServerConfig>>) {
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_nodelay(true);
+    let Ok(control) = stream.try_clone() else {
+        return;
+    };
+    let mut connection = Connection::new(control, mounts.clone());
+    let ended = match tls {
+        Some(config) => match rustls::ServerConnection::new(config) {
+            Ok(tls) => connection.run(rustls::StreamOwned::new(tls, stream)),
+            Err(e) => Err(e.to_string()),
+        },
+        None => connection.run(stream),
+    };
+    if let Err(why) = ended {
+        tracing::debug!(%why, "push connection ended");
+    }
+    connection.end();
+}
+
+/// A stream the pusher announced: the interleaved channel its RTP comes on (once set up), the
+/// control URL it is set up by, and the caps of its packets.
+struct Stream {
+    control: String,
+    caps: gst::Caps,
+    channel: Option<u8>,
+}
+
+/// One connection's RTSP session.
+struct Connection {
+    /// The socket (to shut down when the push is cut).
+    socket: TcpStream,
+    mounts: Mounts,
+    nonce: String,
+    /// The camera being pushed, once announced: its feed, session and streams.
+    push: Option<(Arc<PushFeed>, u64)>,
+    streams: Vec<Stream>,
+    /// RTP channel → stream, once recording.
+    channels: [Option<usize>; 256],
+    recording: bool,
+}
+
+impl Connection {
+    fn new(socket: TcpStream, mounts: Mounts) -> Self {
+        Self {
+            socket,
+            mounts,
+            nonce: cloudcam_core::random_hex(16),
+            push: None,
+            streams: Vec::new(),
+            channels: [None; 256],
+            recording: false,
+        }
+    }
+
+    /// Reads requests and interleaved data until the connection ends.
+    fn run<S: Read + Write>(&mut self, mut io: S) -> Result<(), String> {
+        let mut buf = vec![0u8; 128 * 1024];
+        let (mut start, mut end) = (0usize, 0usize);
+        loop {
+            // Everything complete in the buffer.
+            while end > start {
+                let pending = &buf[start..end];
+                if pending[0] == b'$' {
+                    if pending.len() < 4 {
+                        break;
+                    }
+                    let len = u16::from_be_bytes([pending[2], pending[3]]) as usize;
+                    if pending.len() < 4 + len {
+                        break;
+                    }
+                    self.data(pending[1], &pending[4..4 + len]);
+                    start += 4 + len;
+                    continue;
+                }
+                match rtsp_types::Message::<Vec<u8>>::parse(pending) {
+                    Ok((rtsp_types::Message::Request(request), used)) => {
+                        start += used;
+                        let (response, close) = self.request(&request);
+                        let mut out = Vec::new();
+                        response.write(&mut out).map_err(|e| e.to_string())?;
+                        io.write_all(&out).map_err(|e| e.to_string())?;
+                        io.flush().map_err(|e| e.to_string())?;
+                        if close {
+                            return Ok(());
+                        }
+                    }
+                    // Responses (to nothing we asked) are skipped.
+                    Ok((_, used)) => start += used,
+                    Err(rtsp_types::ParseError::Incomplete(_)) if pending.len() < MAX_REQUEST => {
+                        break;
+                    }
+                    Err(_) => return Err("a message that is not RTSP".into()),
+                }
+            }
+            if start == end {
+                (start, end) = (0, 0);
+            } else if buf.len() - end < 4 + 65_535 {
+                buf.copy_within(start..end, 0);
+                (start, end) = (0, end - start);
+            }
+            let n = io.read(&mut buf[end..]).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok(());
+            }
+            end += n;
+        }
+    }
+
+    fn data(&self, channel: u8, packet: &[u8]) {
+        let (Some((feed, session)), Some(stream)) = (&self.push, self.channels[channel as usize])
+        else {
+            return;
+        };
+        if !self.recording {
+            return;
+        }
+        feed.rtp(
+            *session,
+            stream,
+            self.streams.len(),
+            &self.streams[stream].caps,
+            gst::Buffer::from_slice(packet.to_vec()),
+        );
+    }
+
+    /// The response to `request`, and whether the connection ends after it.
+    fn request(&mut self, request: &Request<Vec<u8>>) -> (Response<rtsp_types::Empty>, bool) {
+        let cseq = request
+            .header(&headers::CSEQ)
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        let reply = |status: StatusCode| {
+            Response::builder(Version::V1_0, status).header(headers::CSEQ, cseq.as_str())
+        };
+        let path = request
+            .request_uri()
+            .map(|u| u.path().to_string())
+            .unwrap_or_default();
+        match request.method() {
+            Method::Options => (
+                reply(StatusCode::Ok)
+                    .header(
+                        headers::PUBLIC,
+                        "OPTIONS, ANNOUNCE, SETUP, RECORD, TEARDOWN, GET_PARAMETER, SET_PARAMETER",
+                    )
+                    .empty(),
+                false,
+            ),
+            Method::GetParameter | Method::SetParameter => (reply(StatusCode::Ok).empty(), false),
+            Method::Announce | Method::Setup | Method::Record | Method::Teardown => {
+                let Some(camera) = camera_of(&path) else {
+                    return (reply(StatusCode::NotFound).empty(), true);
+                };
+                let password = {
+                    let mounts = self.mounts.lock().expect("push mounts lock");
+                    mounts.get(camera).map(|m| m.password.clone())
+                };
+                let Some(password) = password else {
+                    return (reply(StatusCode::NotFound).empty(), true);
+                };
+                if !self.authorized(request, camera, &password) {
+                    let challenge = format!("Digest realm=\"{REALM}\", nonce=\"{}\"", self.nonce);
+                    return (
+                        reply(StatusCode::Unauthorized)
+                            .header(headers::WWW_AUTHENTICATE, challenge)
+                            .empty(),
+                        false,
+                    );
+                }
+                let camera = camera.to_string();
+                let result = match request.method() {
+                    Method::Announce => self.announce(&camera, request),
+                    Method::Setup => self.setup(&camera, request),
+                    Method::Record => self.record(&camera),
+                    _ => return (reply(StatusCode::Ok).empty(), true),
+                };
+                match result {
+                    Ok(headers) => {
+                        let mut response = reply(StatusCode::Ok);
+                        for (name, value) in headers {
+                            response = response.header(name, value);
+                        }
+                        (response.empty(), false)
+                    }
+                    Err((status, why)) => {
+                        tracing::warn!(camera = %camera, "a push was refused: {why}");
+                        (reply(status).empty(), false)
+                    }
+                }
+            }
+            _ => (reply(StatusCode::MethodNotAllowed).empty(), false),
+        }
+    }
+
+    /// Whether `request` carries a digest response made with the camera's credential.
+    fn authorized(&self, request: &Request<Vec<u8>>, camera: &str, password: &str) -> bool {
+        let Some(value) = request.header(&headers::AUTHORIZATION) else {
+            return false;
+        };
+        let Some(params) = value.as_str().strip_prefix("Digest ") else {
+            return false;
+        };
+        let params = digest_params(params);
+        let get = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
+        if get("username") != camera || get("nonce") != self.nonce || get("realm") != REALM {
+            return false;
+        }
+        let expected = digest_response(&params, password, <&str>::from(request.method()));
+        constant_time_eq(expected.as_bytes(), get("response").as_bytes())
+    }
+
+    /// ANNOUNCE: the SDP says what is pushed; a push of no H.264 or H.265 video is refused.
+    /// The camera is claimed (a push under way is cut).
+    fn announce(&mut self, camera: &str, request: &Request<Vec<u8>>) -> Answer {
+        if self.push.is_some() {
+            return Err((
+                StatusCode::MethodNotValidInThisState,
+                "announced twice".into(),
+            ));
+        }
+        let sdp = gstreamer_sdp::SDPMessage::parse_buffer(request.body()).map_err(|_| {
+            (
+                StatusCode::BadRequest,
+                "the announced SDP does not parse".to_string(),
+            )
+        })?;
+        let video = sdp.medias().any(|m| {
+            m.media() == Some("video")
+                && encoding(m).is_some_and(|e| VideoCodec::from_name(&e).is_some())
+        });
+        if !video {
+            return Err((
+                StatusCode::UnsupportedMediaType,
+                "no H.264 or H.265 video announced".into(),
+            ));
+        }
+        let mut streams = Vec::new();
+        for (i, media) in sdp.medias().enumerate() {
+            let caps = stream_caps(media).ok_or_else(|| {
+                (
+                    StatusCode::UnsupportedMediaType,
+                    format!("stream {i} announces no RTP format"),
+                )
+            })?;
+            let control = media
+                .attribute_val("control")
+                .unwrap_or_default()
+                .to_string();
+            streams.push(Stream {
+                control,
+                caps,
+                channel: None,
+            });
+        }
+        let feed = {
+            let mounts = self.mounts.lock().expect("push mounts lock");
+            mounts.get(camera).map(|m| m.feed.clone())
+        }
+        .ok_or((
+            StatusCode::NotFound,
+            "the camera is not taken here".to_string(),
+        ))?;
+        let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
+        feed.claim(session, self.socket.try_clone().ok());
+        self.push = Some((feed, session));
+        self.streams = streams;
+        Ok(vec![])
+    }
+
+    /// SETUP of one announced stream, interleaved on the RTSP connection (TCP only).
+    fn setup(&mut self, camera: &str, request: &Request<Vec<u8>>) -> Answer {
+        let Some((_, session)) = &self.push else {
+            return Err((
+                StatusCode::MethodNotValidInThisState,
+                "SETUP before ANNOUNCE".into(),
+            ));
+        };
+        let session = *session;
+        let uri = request
+            .request_uri()
+            .map(|u| u.as_str().to_string())
+            .unwrap_or_default();
+        let stream = self
+            .streams
+            .iter()
+            .position(|s| {
+                !s.control.is_empty()
+                    && (uri == s.control || uri.ends_with(&format!("/{}", s.control)))
+            })
+            .or_else(|| self.streams.iter().position(|s| s.channel.is_none()))
+            .ok_or((
+                StatusCode::NotFound,
+                format!("no announced stream at {uri}"),
+            ))?;
+        let transports = request
+            .typed_header::<headers::Transports>()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Vec::new().into());
+        let interleaved = transports.iter().find_map(|t| match t {
+            headers::Transport::Rtp(rtp)
+                if rtp.lower_transport == Some(headers::RtpLowerTransport::Tcp) =>
+            {
+                rtp.params.interleaved
+            }
+            _ => None,
+        });
+        let Some((rtp, rtcp)) = interleaved else {
+            return Err((
+                StatusCode::UnsupportedTransport,
+                format!(
+                    "stream {stream} of {camera}: only RTP over the RTSP connection (TCP) is taken"
+                ),
+            ));
+        };
+        let rtcp = rtcp.unwrap_or(rtp.wrapping_add(1));
+        self.streams[stream].channel = Some(rtp);
+        self.channels[rtp as usize] = Some(stream);
+        Ok(vec![
+            (
+                headers::TRANSPORT,
+                format!("RTP/AVP/TCP;unicast;interleaved={rtp}-{rtcp};mode=record"),
+            ),
+            (headers::SESSION, format!("{session};timeout=60")),
+        ])
+    }
+
+    /// RECORD: the set-up streams' RTP goes to the camera's relay from now on.
+    fn record(&mut self, _camera: &str) -> Answer {
+        let Some((_, session)) = &self.push else {
+            return Err((
+                StatusCode::MethodNotValidInThisState,
+                "RECORD before ANNOUNCE".into(),
+            ));
+        };
+        if self.streams.iter().all(|s| s.channel.is_none()) {
+            return Err((
+                StatusCode::MethodNotValidInThisState,
+                "RECORD before SETUP".into(),
+            ));
+        }
+        self.recording = true;
+        Ok(vec![(headers::SESSION, session.to_string())])
+    }
+
+    /// The connection ended: its push session, if any, too.
+    fn end(&mut self) {
+        if let Some((feed, session)) = self.push.take() {
+            feed.release(session);
+        }
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+/// The headers of a successful answer, or the status and reason of a refusal.
+type Answer = Result<Vec<(headers::HeaderName, String)>, (StatusCode, String)>;
+
+/// The camera of a push mount path (`/push/<camera id>`, and `/push/<camera id>/<stream>`).
+fn camera_of(path: &str) -> Option<&str> {
+    let id = path.strip_prefix("/push/")?.split('/').next()?;
+    (!id.is_empty()).then_some(id)
+}
+
+/// The `key=value` (or `key="value"`) parameters of a digest `Authorization`.
+fn digest_params(params: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = params.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.split_once('"') {
+                Some((value, next)) => (value, next),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.split_once(',') {
+                Some((value, next)) => (value.trim(), next),
+                None => (after.trim(), ""),
+            }
+        };
+        out.insert(key, value.to_string());
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+/// The digest response (RFC 2617) a client knowing `password` makes to the challenge and
+/// request in `params` (`username`, `realm`, `nonce`, `uri`, and `qop`, `nc`, `cnonce`).
+fn digest_response(params: &HashMap<String, String>, password: &str, method: &str) -> String {
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
+    let ha1 = md5_hex(&format!("{}:{}:{password}", get("username"), get("realm")));
+    let ha2 = md5_hex(&format!("{method}:{}", get("uri")));
+    match get("qop") {
+        "" => md5_hex(&format!("{ha1}:{}:{ha2}", get("nonce"))),
+        qop => md5_hex(&format!(
+            "{ha1}:{}:{}:{}:{qop}:{ha2}",
+            get("nonce"),
+            get("nc"),
+            get("cnonce")
+        )),
+    }
+}
+
+fn md5_hex(text: &str) -> String {
+    Md5::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The encoding of an SDP media's first format (`H264` in `a=rtpmap:96 H264/90000`).
@@ -172,209 +771,183 @@ fn stream_caps(media: &gstreamer_sdp::SDPMediaRef) -> Option<gst::Caps> {
     Some(caps)
 }
 
-mod imp {
+#[cfg(test)]
+mod server_tests {
     use super::*;
 
-    /// See [`super::PushMedia`].
-    #[derive(Default)]
-    pub struct PushMedia {
-        pub(super) feed: Mutex<Option<(Arc<PushFeed>, u64)>>,
-        /// The caps of each stream's packets, from the SDP.
-        caps: Mutex<Vec<gst::Caps>>,
-    }
-
-    #[glib::object_subclass]
-    impl ObjectSubclass for PushMedia {
-        const NAME: &'static str = "CloudcamPushMedia";
-        type Type = super::PushMedia;
-        type ParentType = rtsp_server::RTSPMedia;
-    }
-
-    impl ObjectImpl for PushMedia {}
-
-    impl RTSPMediaImpl for PushMedia {
-        /// Makes one stream per medium the pusher announces (its RTP to an `appsink`), after
-        /// checking that it sends video cloudcam relays and that nobody else pushes.
-        fn handle_sdp(&self, sdp: &gstreamer_sdp::SDPMessageRef) -> Result<(), gst::LoggableError> {
-            let fail = |why: &str| Err(gst::loggable_error!(CAT, "push refused: {why}"));
-            let Some((feed, session)) = self.feed.lock().expect("push media lock").clone() else {
-                return fail("the camera is not taken here");
-            };
-            let video = sdp.medias().any(|m| {
-                m.media() == Some("video")
-                    && encoding(m).is_some_and(|e| VideoCodec::from_name(&e).is_some())
-            });
-            if !video {
-                tracing::warn!("a push without H.264 or H.265 video was refused");
-                return fail("no H.264 or H.265 video announced");
-            }
-            let client =
-                rtsp_server::RTSPContext::with_current_context(|ctx| ctx.client().cloned())
-                    .flatten();
-            feed.claim(session, client);
-            let streams = self.add_streams(sdp);
-            if streams.is_err() {
-                feed.release(session);
-            }
-            streams?;
-            // A session that does not start leaves the camera free for the next push.
-            let handled = self.parent_handle_sdp(sdp);
-            if handled.is_err() {
-                feed.release(session);
-            }
-            handled
-        }
-
-        fn setup_rtpbin(&self, rtpbin: &gst::Element) -> Result<(), gst::LoggableError> {
-            let media = self.obj().downgrade();
-            rtpbin.connect_pad_added(move |_, pad| {
-                let name = pad.name();
-                let Some(stream) = name
-                    .strip_prefix("recv_rtp_sink_")
-                    .and_then(|n| n.parse().ok())
-                else {
-                    return;
-                };
-                if let Some(media) = media.upgrade() {
-                    media.imp().take_rtp(stream, pad);
-                }
-            });
-            self.parent_setup_rtpbin(rtpbin)
-        }
-    }
-
-    impl PushMedia {
-        /// One stream per medium the pusher announced. Each needs an element to end in (a
-        /// `fakesink`, which never sees a packet: see `setup_rtpbin`); the caps of its packets
-        /// come from the SDP.
-        fn add_streams(
-            &self,
-            sdp: &gstreamer_sdp::SDPMessageRef,
-        ) -> Result<(), gst::LoggableError> {
-            let media = self.obj();
-            let bin = media
-                .element()
-                .downcast::<gst::Bin>()
-                .map_err(|_| gst::loggable_error!(CAT, "the media's element is not a bin"))?;
-            let mut all = Vec::new();
-            for (stream, medium) in sdp.medias().enumerate() {
-                let caps = stream_caps(medium).ok_or_else(|| {
-                    gst::loggable_error!(CAT, "stream {stream} announces no RTP format")
-                })?;
-                all.push(caps);
-                let sink = gst::ElementFactory::make("fakesink")
-                    .name(format!("depay{stream}"))
-                    .property("sync", false)
-                    .property("async", false)
-                    .build()
-                    .map_err(|e| gst::loggable_error!(CAT, "cannot make a sink: {e}"))?;
-                bin.add(&sink)
-                    .map_err(|e| gst::loggable_error!(CAT, "cannot add a sink: {e}"))?;
-                let pad = sink.static_pad("sink").expect("a fakesink has a sink pad");
-                media.create_stream(&sink, &pad);
-            }
-            *self.caps.lock().expect("push media lock") = all;
-            Ok(())
-        }
-
-        /// Hands each RTP packet of stream `stream`, as it enters `rtpbin` (`pad`), straight
-        /// to the camera's feed on the thread that received it: the packets skip `rtpbin`'s
-        /// session, jitter buffer (a queue and a thread per stream) and demuxers, which a
-        /// relay forwarding over TCP, in order, does not need. RTCP still goes to `rtpbin`.
-        fn take_rtp(&self, stream: usize, pad: &gst::Pad) {
-            let Some((feed, session)) = self.feed.lock().expect("push media lock").clone() else {
-                return;
-            };
-            let all = self.caps.lock().expect("push media lock").clone();
-            let streams = all.len();
-            let Some(caps) = all.into_iter().nth(stream) else {
-                return;
-            };
-            pad.add_probe(
-                gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-                move |_, info| {
-                    match info.data.take() {
-                        Some(gst::PadProbeData::Buffer(buffer)) => {
-                            feed.rtp(session, stream, streams, &caps, buffer)
-                        }
-                        Some(gst::PadProbeData::BufferList(list)) => {
-                            for buffer in list.iter_owned() {
-                                feed.rtp(session, stream, streams, &caps, buffer);
-                            }
-                        }
-                        other => info.data = other,
-                    }
-                    gst::PadProbeReturn::Handled
-                },
-            );
-        }
-    }
-
-    /// See [`super::PushFactory`].
-    #[derive(Default)]
-    pub struct PushFactory;
-
-    #[glib::object_subclass]
-    impl ObjectSubclass for PushFactory {
-        const NAME: &'static str = "CloudcamPushFactory";
-        type Type = super::PushFactory;
-        type ParentType = rtsp_server::RTSPMediaFactory;
-    }
-
-    impl ObjectImpl for PushFactory {}
-
-    impl RTSPMediaFactoryImpl for PushFactory {
-        /// An empty bin: [`PushMedia`] adds the streams the pusher announces.
-        fn create_element(&self, _url: &gstreamer_rtsp::RTSPUrl) -> Option<gst::Element> {
-            Some(gst::Bin::new().upcast())
-        }
-    }
-
-    static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
-        gst::DebugCategory::new(
-            "cloudcam-push",
-            gst::DebugColorFlags::empty(),
-            Some("cloudcam push ingest"),
-        )
-    });
-}
-
-glib::wrapper! {
-    /// A push session's media: its streams are made from the SDP the pusher announces.
-    pub struct PushMedia(ObjectSubclass<imp::PushMedia>) @extends rtsp_server::RTSPMedia;
-}
-
-glib::wrapper! {
-    /// The factory of a pushed camera's mount (`/push/<camera id>`, RECORD only).
-    pub struct PushFactory(ObjectSubclass<imp::PushFactory>)
-        @extends rtsp_server::RTSPMediaFactory;
-}
-
-impl PushFactory {
-    /// The mount of a camera whose pushes go to `feed`; clients holding `role` may push.
-    pub fn new(feed: Arc<PushFeed>, role: &str) -> Self {
-        let factory: Self = glib::Object::new();
-        factory.set_transport_mode(rtsp_server::RTSPTransportMode::RECORD);
-        factory.set_media_gtype(PushMedia::static_type());
-        // Packets are passed on as they come (over TCP they come in order).
-        factory.set_latency(0);
-        factory.set_shared(false);
-        factory.add_role_from_structure(
-            &gst::Structure::builder(role)
-                .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
-                .field(rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
-                .build(),
+    #[test]
+    fn digest_responses_are_those_of_rfc_2617() {
+        let params = digest_params(
+            r#"username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41""#,
         );
-        factory.connect_media_constructed(move |_, media| {
-            let Some(media) = media.downcast_ref::<PushMedia>() else {
-                return;
-            };
-            let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
-            *media.imp().feed.lock().expect("push media lock") = Some((feed.clone(), session));
-            let feed = feed.clone();
-            media.connect_unprepared(move |_| feed.release(session));
-        });
-        factory
+        assert_eq!(params["uri"], "/dir/index.html");
+        assert_eq!(params["nc"], "00000001");
+        assert_eq!(
+            digest_response(&params, "Circle Of Life", "GET"),
+            params["response"]
+        );
+        assert_ne!(
+            digest_response(&params, "circle of life", "GET"),
+            params["response"]
+        );
+    }
+
+    #[test]
+    fn push_settings_take_a_certificate_with_its_key() {
+        let settings = |cert: &str, key: &str| PushSettings {
+            listen: "0.0.0.0:9555".into(),
+            cert: cert.into(),
+            key: key.into(),
+        };
+        assert!(settings("", "").validate().is_ok());
+        assert!(settings("c.pem", "k.pem").validate().is_ok());
+        assert!(settings("c.pem", "").validate().is_err());
+        assert!(settings("", "k.pem").validate().is_err());
+        let err = PushServer::start(
+            &settings("/nonexistent/push.pem", "/nonexistent/push.key"),
+            "",
+        )
+        .err()
+        .expect("no certificate, no server");
+        assert!(err.to_string().contains("/nonexistent/push.pem"), "{err}");
+    }
+
+    #[test]
+    fn push_paths_name_their_camera() {
+        assert_eq!(camera_of("/push/c0ffee"), Some("c0ffee"));
+        assert_eq!(camera_of("/push/c0ffee/stream=0"), Some("c0ffee"));
+        assert_eq!(camera_of("/push/"), None);
+        assert_eq!(camera_of("/cam/c0ffee"), None);
+    }
+
+    fn connect(addr: &str) -> TcpStream {
+        let socket = TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        socket
+    }
+
+    /// Sends `request` and reads the response's head.
+    fn ask(socket: &mut TcpStream, request: &str) -> String {
+        socket.write_all(request.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            if socket.read(&mut byte).unwrap() == 0 {
+                break;
+            }
+            got.push(byte[0]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// The protocol's refusals: no credential (a challenge), a push without video, RTP over
+    /// UDP, another camera's mount, a request that is not RTSP.
+    #[test]
+    fn refused_pushes_say_why() {
+        gst::init().unwrap();
+        let server = PushServer::start(
+            &PushSettings {
+                listen: "127.0.0.1:0".into(),
+                ..PushSettings::default()
+            },
+            "",
+        )
+        .unwrap();
+        server.accept("cam1", "push-password-1");
+        let url = server.url("cam1");
+        let addr = url
+            .trim_start_matches("rtsp://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let mut socket = connect(&addr);
+        let head = ask(
+            &mut socket,
+            &format!("OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+        );
+        assert!(
+            head.starts_with("RTSP/1.0 200") && head.contains("ANNOUNCE"),
+            "{head}"
+        );
+
+        let announce = |cseq: u32, auth: &str, sdp: &str| {
+            format!(
+                "ANNOUNCE {url} RTSP/1.0\r\nCSeq: {cseq}\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            )
+        };
+        let video = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:stream=0\r\n";
+        let audio = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=control:stream=0\r\n";
+        let head = ask(&mut socket, &announce(2, "", video));
+        assert!(head.starts_with("RTSP/1.0 401"), "{head}");
+        let nonce = head
+            .split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        let authorization = |method: &str, uri: &str, password: &str| {
+            let params: HashMap<String, String> = [
+                ("username", "cam1"),
+                ("realm", REALM),
+                ("nonce", nonce.as_str()),
+                ("uri", uri),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            format!(
+                "Authorization: Digest username=\"cam1\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\"\r\n",
+                digest_response(&params, password, method)
+            )
+        };
+        // A wrong password, no video, then a push of video.
+        for (cseq, password, sdp, status) in [
+            (3, "wrong", video, "401"),
+            (4, "push-password-1", audio, "415"),
+            (5, "push-password-1", video, "200"),
+        ] {
+            let auth = authorization("ANNOUNCE", &url, password);
+            let head = ask(&mut socket, &announce(cseq, &auth, sdp));
+            assert!(head.starts_with(&format!("RTSP/1.0 {status}")), "{head}");
+        }
+        // RTP over UDP, then over the connection.
+        let setup = format!("{url}/stream=0");
+        for (cseq, transport, status) in [
+            (6, "RTP/AVP;unicast;client_port=5000-5001", "461"),
+            (7, "RTP/AVP/TCP;unicast;interleaved=0-1", "200"),
+        ] {
+            let auth = authorization("SETUP", &setup, "push-password-1");
+            let head = ask(
+                &mut socket,
+                &format!(
+                    "SETUP {setup} RTSP/1.0\r\nCSeq: {cseq}\r\n{auth}Transport: {transport};mode=record\r\n\r\n"
+                ),
+            );
+            assert!(head.starts_with(&format!("RTSP/1.0 {status}")), "{head}");
+        }
+
+        // Another camera's mount: nothing there.
+        let other = url.replace("cam1", "cam2");
+        let mut socket = connect(&addr);
+        let head = ask(
+            &mut socket,
+            &format!("ANNOUNCE {other} RTSP/1.0\r\nCSeq: 1\r\nContent-Length: 0\r\n\r\n"),
+        );
+        assert!(head.starts_with("RTSP/1.0 404"), "{head}");
+
+        // Not RTSP: the connection is closed.
+        let mut socket = connect(&addr);
+        socket
+            .write_all(b"\x16\x03\x01 not rtsp at all\r\n\r\n")
+            .unwrap();
+        let mut rest = Vec::new();
+        assert!(matches!(socket.read_to_end(&mut rest), Ok(0)), "{rest:?}");
     }
 }
 

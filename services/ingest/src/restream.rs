@@ -6,12 +6,10 @@
 //! a local UDP port, which the camera's media factory reads and re-payloads without decoding.
 //! Nobody watching, nothing is sent there: the relay is told through the mount's [`OnUse`].
 //!
-//! The same server takes pushed cameras' streams at `rtsp://<host>:<port>/push/<camera id>`
-//! (RTSP RECORD, each camera's own push credential; see [`crate::push`]) — unless the worker
-//! is given a TLS certificate ([`PushTls`]): then a second server, on a port of its own, takes
-//! them at `rtsps://<host>:<port>/push/<camera id>`, and the plain one takes none.
+//! Pushed cameras' streams come to the worker's push server ([`crate::push`]), which this one
+//! starts beside it.
 
-use crate::push::{PushFactory, PushFeed};
+use crate::push::{PushError, PushFeed, PushServer, PushSettings};
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use cloudcam_core::config::RestreamAuth;
 use gstreamer as gst;
@@ -27,39 +25,8 @@ pub enum RestreamError {
     Listen(String, gst::glib::BoolError),
     #[error("no free local UDP port: {0}")]
     Port(std::io::Error),
-    #[error("cannot read the push TLS certificate {cert:?} and key {key:?}: {error}")]
-    Certificate {
-        cert: String,
-        key: String,
-        error: gst::glib::Error,
-    },
-}
-
-/// RTSPS for pushed cameras: the server listens on `listen` (`host:port`) with the PEM
-/// certificate (chain) `cert` and its private key `key`. Empty `listen`: pushes are plain
-/// RTSP on the re-stream server.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PushTls {
-    pub listen: String,
-    pub cert: String,
-    pub key: String,
-}
-
-impl PushTls {
-    pub fn enabled(&self) -> bool {
-        !self.listen.is_empty()
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.enabled() && (self.cert.is_empty() || self.key.is_empty()) {
-            return Err("push_tls: listen is set, so cert and key must be too".into());
-        }
-        if !self.enabled() && (!self.cert.is_empty() || !self.key.is_empty()) {
-            return Err("push_tls: cert and key are set, but not listen".into());
-        }
-        Ok(())
-    }
+    #[error(transparent)]
+    Push(#[from] PushError),
 }
 
 /// Told whether a camera's re-stream is being pulled now (called from the server's thread).
@@ -68,24 +35,14 @@ pub type OnUse = Arc<dyn Fn(bool) + Send + Sync>;
 /// A running re-stream server. Cheap to share (`Arc`); mount points are thread-safe.
 pub struct Restream {
     mounts: rtsp_server::RTSPMountPoints,
-    /// Where pushes are taken: the re-stream server's, or the RTSPS server's.
-    push_server: PushServer,
-    /// Pushed cameras' mounts: their feed, and the credential it was mounted with.
-    pushes: Mutex<HashMap<String, (Arc<PushFeed>, String)>>,
+    /// Where pushed cameras are taken.
+    push: PushServer,
     public_base: String,
     auth: RestreamAuth,
     /// Media being served per camera (a shared media lives while it has clients), and who is
     /// told when that count leaves or reaches zero.
     users: Arc<Mutex<HashMap<String, Users>>>,
-    _servers: Vec<rtsp_server::RTSPServer>,
-}
-
-/// The mounts, credentials and URL of the server that takes pushes.
-struct PushServer {
-    mounts: rtsp_server::RTSPMountPoints,
-    /// Each pushed camera's push credential.
-    auth: rtsp_server::RTSPAuth,
-    base: String,
+    _server: rtsp_server::RTSPServer,
 }
 
 struct Users {
@@ -105,55 +62,6 @@ fn audio_codec(caps: &str) -> Option<AudioCodec> {
     AudioCodec::from_name(caps.structure(0)?.get::<&str>("encoding-name").ok()?)
 }
 
-/// An RTSP server listening on `listen` (`host:port`), over TLS with `certificate` when given,
-/// with digest authentication and every client in a thread of its own, attached to `context`;
-/// its auth (no credentials yet) and the base of its URLs (`rtsp(s)://<advertise or
-/// host>:<port>`).
-fn serve(
-    listen: &str,
-    advertise: &str,
-    context: &gst::glib::MainContext,
-    certificate: Option<&gio::TlsCertificate>,
-) -> Result<
-    (
-        rtsp_server::RTSPServer,
-        gst::glib::SourceId,
-        rtsp_server::RTSPAuth,
-        String,
-    ),
-    RestreamError,
-> {
-    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8554"));
-    let server = rtsp_server::RTSPServer::new();
-    server.set_address(host);
-    server.set_service(port);
-    let auth = rtsp_server::RTSPAuth::new();
-    auth.set_supported_methods(gstreamer_rtsp::RTSPAuthMethod::Digest);
-    auth.set_tls_certificate(certificate);
-    server.set_auth(Some(&auth));
-    // Every client in a thread of its own: a client waiting for a media to be ready (a
-    // re-stream's first DESCRIBE waits for its first frame) must not hold up the others,
-    // least of all the push that brings that frame.
-    if let Some(pool) = server.thread_pool() {
-        pool.set_max_threads(-1);
-    }
-    let source = server
-        .attach(Some(context))
-        .map_err(|e| RestreamError::Listen(listen.to_string(), e))?;
-    let host = if advertise.is_empty() {
-        host
-    } else {
-        advertise
-    };
-    let scheme = if certificate.is_some() {
-        "rtsps"
-    } else {
-        "rtsp"
-    };
-    let base = format!("{scheme}://{host}:{}", server.bound_port());
-    Ok((server, source, auth, base))
-}
-
 /// The role the re-stream credential grants: access to every camera's media.
 const ROLE: &str = "recorder";
 
@@ -169,66 +77,68 @@ pub struct Mount {
 impl Restream {
     /// Listens on `listen` (`host:port`) and advertises `rtsp://<advertise or host>:<port>`;
     /// clients must authenticate with `auth` (RTSP digest). Runs its own GLib main loop thread.
+    /// Pushes are taken on a port of the loopback interface the system chooses.
     pub fn start(listen: &str, advertise: &str, auth: RestreamAuth) -> Result<Self, RestreamError> {
-        Self::start_with(listen, advertise, auth, &PushTls::default())
+        let push = PushSettings {
+            listen: "127.0.0.1:0".into(),
+            ..PushSettings::default()
+        };
+        Self::start_with(listen, advertise, auth, &push)
     }
 
-    /// As [`Self::start`], and takes pushes over RTSPS when `push_tls` is enabled.
+    /// As [`Self::start`], with the push server listening as `push` says.
     pub fn start_with(
         listen: &str,
         advertise: &str,
         auth: RestreamAuth,
-        push_tls: &PushTls,
+        push: &PushSettings,
     ) -> Result<Self, RestreamError> {
-        let context = gst::glib::MainContext::new();
-        let (server, source, rtsp_auth, public_base) = serve(listen, advertise, &context, None)?;
+        let push = PushServer::start(push, advertise)?;
+        let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "8554"));
+        let server = rtsp_server::RTSPServer::new();
+        server.set_address(host);
+        server.set_service(port);
+        let rtsp_auth = rtsp_server::RTSPAuth::new();
+        rtsp_auth.set_supported_methods(gstreamer_rtsp::RTSPAuthMethod::Digest);
         let token = rtsp_server::RTSPToken::builder()
             .field(rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
             .build();
         rtsp_auth.add_digest(&auth.user, &auth.password, &token);
+        server.set_auth(Some(&rtsp_auth));
+        // Every client in a thread of its own: a client waiting for a media to be ready (a
+        // re-stream's first DESCRIBE waits for its first frame) must not hold up the others,
+        // least of all the push that brings that frame.
+        if let Some(pool) = server.thread_pool() {
+            pool.set_max_threads(-1);
+        }
         let mounts = server
             .mount_points()
             .expect("a new server has mount points");
-        let mut sources = vec![source];
-        let mut servers = vec![server];
-        let push_server = if push_tls.enabled() {
-            let certificate = gio::TlsCertificate::from_files(&push_tls.cert, &push_tls.key)
-                .map_err(|error| RestreamError::Certificate {
-                    cert: push_tls.cert.clone(),
-                    key: push_tls.key.clone(),
-                    error,
-                })?;
-            let (server, source, auth, base) =
-                serve(&push_tls.listen, advertise, &context, Some(&certificate))?;
-            let mounts = server
-                .mount_points()
-                .expect("a new server has mount points");
-            sources.push(source);
-            servers.push(server);
-            PushServer { mounts, auth, base }
-        } else {
-            PushServer {
-                mounts: mounts.clone(),
-                auth: rtsp_auth.clone(),
-                base: public_base.clone(),
-            }
-        };
+        let context = gst::glib::MainContext::new();
+        let source = server
+            .attach(Some(&context))
+            .map_err(|e| RestreamError::Listen(listen.to_string(), e))?;
+        let bound = server.bound_port();
         std::thread::Builder::new()
             .name("restream".into())
             .spawn(move || {
-                let _sources = sources;
+                let _source = source;
                 let main_loop = gst::glib::MainLoop::new(Some(&context), false);
                 main_loop.run();
             })
             .expect("spawn the re-stream thread");
+        let public_host = if advertise.is_empty() {
+            host
+        } else {
+            advertise
+        };
         Ok(Self {
             mounts,
-            push_server,
-            pushes: Default::default(),
-            public_base,
+            push,
+            public_base: format!("rtsp://{public_host}:{bound}"),
             auth,
             users: Default::default(),
-            _servers: servers,
+            _server: server,
         })
     }
 
@@ -353,88 +263,24 @@ impl Restream {
 
     /// Where `camera_id` is pushed to (RTSP RECORD; no credentials in it).
     pub fn push_url(&self, camera_id: &str) -> String {
-        format!("{}/push/{camera_id}", self.push_server.base)
+        self.push.url(camera_id)
     }
 
-    /// Takes pushes of `camera_id` at [`Self::push_url`] from clients that authenticate (RTSP
-    /// digest) as the camera id with `password`, and hands them to the returned feed. Called
-    /// again with another password (the credential was replaced), the old one stops working
-    /// and a push made with it is cut.
+    /// Takes pushes of `camera_id` from clients that authenticate (RTSP digest) as the camera
+    /// id with `password`, and hands them to the returned feed. Called again with another
+    /// password (the credential was replaced), the old one stops working and a push made with
+    /// it is cut.
     pub fn accept_push(&self, camera_id: &str, password: &str) -> Arc<PushFeed> {
-        let mut pushes = self.pushes.lock().expect("pushes lock");
-        if let Some((feed, current)) = pushes.get(camera_id) {
-            if current == password {
-                return feed.clone();
-            }
-            feed.cut();
-        }
-        let role = format!("push:{camera_id}");
-        let token = rtsp_server::RTSPToken::builder()
-            .field(rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, role.as_str())
-            .build();
-        let server = &self.push_server;
-        server.auth.remove_digest(camera_id);
-        server.auth.add_digest(camera_id, password, &token);
-        let feed = pushes
-            .get(camera_id)
-            .map(|(feed, _)| feed.clone())
-            .unwrap_or_default();
-        server.mounts.add_factory(
-            &format!("/push/{camera_id}"),
-            PushFactory::new(feed.clone(), &role),
-        );
-        pushes.insert(camera_id.to_string(), (feed.clone(), password.to_string()));
-        feed
+        self.push.accept(camera_id, password)
     }
 
     /// Takes no more pushes of `camera_id`; a push under way is cut.
     pub fn refuse_push(&self, camera_id: &str) {
-        if let Some((feed, _)) = self.pushes.lock().expect("pushes lock").remove(camera_id) {
-            let server = &self.push_server;
-            server.mounts.remove_factory(&format!("/push/{camera_id}"));
-            server.auth.remove_digest(camera_id);
-            feed.cut();
-        }
+        self.push.refuse(camera_id);
     }
 
     pub fn unmount(&self, camera_id: &str) {
         self.users.lock().expect("users lock").remove(camera_id);
         self.mounts.remove_factory(&format!("/cam/{camera_id}"));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn push_tls_is_all_or_nothing() {
-        let tls = |listen: &str, cert: &str, key: &str| PushTls {
-            listen: listen.into(),
-            cert: cert.into(),
-            key: key.into(),
-        };
-        assert!(tls("", "", "").validate().is_ok());
-        assert!(tls("0.0.0.0:9555", "c.pem", "k.pem").validate().is_ok());
-        assert!(tls("0.0.0.0:9555", "c.pem", "").validate().is_err());
-        assert!(tls("", "c.pem", "k.pem").validate().is_err());
-    }
-
-    #[test]
-    fn a_push_certificate_that_cannot_be_read_is_named() {
-        gst::init().unwrap();
-        let tls = PushTls {
-            listen: "127.0.0.1:0".into(),
-            cert: "/nonexistent/push.pem".into(),
-            key: "/nonexistent/push.key".into(),
-        };
-        let auth = RestreamAuth {
-            user: "recorder".into(),
-            password: "recorder-password".into(),
-        };
-        let err = Restream::start_with("127.0.0.1:0", "", auth, &tls)
-            .err()
-            .expect("no certificate, no server");
-        assert!(err.to_string().contains("/nonexistent/push.pem"), "{err}");
     }
 }

@@ -33,6 +33,8 @@ struct StandaloneConfig {
     recorder: RecorderSettings,
     /// RTSP re-stream server of the embedded ingest worker.
     restream_listen: String,
+    /// Where the embedded ingest worker takes pushed cameras (see config/ingest.toml).
+    push: cloudcam_ingest::push::PushSettings,
 }
 
 impl Default for StandaloneConfig {
@@ -42,6 +44,7 @@ impl Default for StandaloneConfig {
             ingest: CameraSettings::default(),
             recorder: RecorderSettings::default(),
             restream_listen: "127.0.0.1:9554".into(),
+            push: Default::default(),
         }
     }
 }
@@ -51,6 +54,7 @@ impl Validate for StandaloneConfig {
         self.signal.validate()?;
         self.ingest.validate()?;
         self.recorder.validate()?;
+        self.push.validate()?;
         self.restream_listen
             .parse::<std::net::SocketAddr>()
             .map(|_| ())
@@ -91,10 +95,11 @@ async fn main() -> anyhow::Result<()> {
         bus.clone(),
         stopped(stop_rx.clone()),
     ));
-    let restream = cloudcam_ingest::restream::Restream::start(
+    let restream = cloudcam_ingest::restream::Restream::start_with(
         &cfg.restream_listen,
         "",
         cfg.recorder.restream_auth.clone(),
+        &cfg.push,
     )?;
     let ingest = actix_rt::spawn(cloudcam_ingest::run(
         cloudcam_ingest::config::default_worker_id(),
