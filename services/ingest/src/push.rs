@@ -365,7 +365,8 @@ struct Connection {
     socket: TcpStream,
     mounts: Mounts,
     nonce: String,
-    /// The camera being pushed, once announced: its feed, session and streams.
+    /// The camera being pushed, once announced: its id, feed, session and streams.
+    camera: String,
     push: Option<(Arc<PushFeed>, u64)>,
     streams: Vec<Stream>,
     /// RTP channel → stream, once recording.
@@ -379,6 +380,7 @@ impl Connection {
             socket,
             mounts,
             nonce: cloudcam_core::random_hex(16),
+            camera: String::new(),
             push: None,
             streams: Vec::new(),
             channels: [None; 256],
@@ -501,6 +503,10 @@ impl Connection {
                         false,
                     );
                 }
+                // One camera per connection: the one announced.
+                if self.push.is_some() && camera != self.camera {
+                    return (reply(StatusCode::Forbidden).empty(), true);
+                }
                 let camera = camera.to_string();
                 let result = match request.method() {
                     Method::Announce => self.announce(&camera, request),
@@ -597,6 +603,7 @@ impl Connection {
         let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
         feed.claim(session, self.socket.try_clone().ok());
         self.push = Some((feed, session));
+        self.camera = camera.to_string();
         self.streams = streams;
         Ok(vec![])
     }
@@ -856,6 +863,7 @@ mod server_tests {
         )
         .unwrap();
         server.accept("cam1", "push-password-1");
+        server.accept("cam2", "push-password-2");
         let url = server.url("cam1");
         let addr = url
             .trim_start_matches("rtsp://")
@@ -892,8 +900,13 @@ mod server_tests {
             .unwrap()
             .to_string();
         let authorization = |method: &str, uri: &str, password: &str| {
+            let user = if password.ends_with('2') {
+                "cam2"
+            } else {
+                "cam1"
+            };
             let params: HashMap<String, String> = [
-                ("username", "cam1"),
+                ("username", user),
                 ("realm", REALM),
                 ("nonce", nonce.as_str()),
                 ("uri", uri),
@@ -902,7 +915,7 @@ mod server_tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
             format!(
-                "Authorization: Digest username=\"cam1\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\"\r\n",
+                "Authorization: Digest username=\"{user}\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{}\"\r\n",
                 digest_response(&params, password, method)
             )
         };
@@ -932,8 +945,19 @@ mod server_tests {
             assert!(head.starts_with(&format!("RTSP/1.0 {status}")), "{head}");
         }
 
-        // Another camera's mount: nothing there.
-        let other = url.replace("cam1", "cam2");
+        // The connection pushes cam1: not cam2 as well, even with cam2's credential.
+        let other = format!("{}/stream=0", url.replace("cam1", "cam2"));
+        let auth = authorization("SETUP", &other, "push-password-2");
+        let head = ask(
+            &mut socket,
+            &format!(
+                "SETUP {other} RTSP/1.0\r\nCSeq: 8\r\n{auth}Transport: RTP/AVP/TCP;unicast;interleaved=2-3;mode=record\r\n\r\n"
+            ),
+        );
+        assert!(head.starts_with("RTSP/1.0 403"), "{head}");
+
+        // A camera not taken here: nothing there.
+        let other = url.replace("cam1", "cam3");
         let mut socket = connect(&addr);
         let head = ask(
             &mut socket,
