@@ -27,6 +27,8 @@ use std::time::Duration;
 use utoipa::ToSchema;
 
 const SITES: &str = "cloudcam:sites";
+/// The most sites one member (or administrator) may own.
+pub const MAX_SITES_PER_OWNER: usize = 100;
 /// How long an enrollment token is good for.
 pub const ENROLL_TTL: Duration = Duration::from_secs(3600);
 /// How long an agent's presence outlives its last refresh (refreshed every second while its
@@ -200,6 +202,16 @@ impl Sites {
             ));
         }
         let name = crate::model::check_name(&body.name)?;
+        let owned = self
+            .state
+            .set_members(&user_sites_key(&caller.name))
+            .await?
+            .len();
+        if owned >= MAX_SITES_PER_OWNER {
+            return Err(ApiError::Conflict(format!(
+                "at most {MAX_SITES_PER_OWNER} sites per member; delete one first"
+            )));
+        }
         let id = format!("s{}", &cloudcam_core::random_hex(6));
         let site = SiteRecord {
             id: id.clone(),
@@ -468,6 +480,23 @@ mod tests {
         );
         assert!(sites.list(&bob).await.unwrap().is_empty());
         assert_eq!(sites.list(&alice).await.unwrap().len(), 1);
+        // A member owns a bounded number of sites.
+        for _ in 1..MAX_SITES_PER_OWNER {
+            let shop = CreateSite {
+                name: "Shop".into(),
+            };
+            sites.create(&alice, shop, "https://cloud").await.unwrap();
+        }
+        let shop = CreateSite {
+            name: "One too many".into(),
+        };
+        let err = sites
+            .create(&alice, shop, "https://cloud")
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("at most 100 sites"), "{err}");
+        assert_eq!(sites.list(&alice).await.unwrap().len(), MAX_SITES_PER_OWNER);
         sites.revoke(&alice, &site.id).await.unwrap();
         assert!(
             sites
