@@ -310,22 +310,50 @@ fn server_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, Str
 fn accept(listener: TcpListener, mounts: Mounts, tls: Option<Arc<rustls::ServerConfig>>) {
     let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::SeqCst);
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::warn!(error = %e, "cannot accept a push connection");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let slot = Slot::take(&open);
+        let Some(slot) = slot else {
             tracing::warn!("too many push connections; one more is refused");
             continue;
-        }
-        let (mounts, tls, open) = (mounts.clone(), tls.clone(), open.clone());
+        };
+        let (mounts, tls) = (mounts.clone(), tls.clone());
         let spawned = std::thread::Builder::new()
             .name("push".into())
             .spawn(move || {
+                let _slot = slot;
                 serve(stream, &mounts, tls);
-                open.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             tracing::warn!("cannot start a thread for a push connection");
         }
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] connections, given back when dropped (however its thread
+/// ends).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Self> {
+        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Self(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -495,6 +523,9 @@ impl Connection {
                     return (reply(StatusCode::NotFound).empty(), true);
                 };
                 if !self.authorized(request, camera, &password) {
+                    if request.header(&headers::AUTHORIZATION).is_some() {
+                        tracing::info!(camera = %camera, "a push with a wrong credential was refused");
+                    }
                     let challenge = format!("Digest realm=\"{REALM}\", nonce=\"{}\"", self.nonce);
                     return (
                         reply(StatusCode::Unauthorized)
@@ -817,6 +848,19 @@ mod server_tests {
         .err()
         .expect("no certificate, no server");
         assert!(err.to_string().contains("/nonexistent/push.pem"), "{err}");
+    }
+
+    #[test]
+    fn connections_are_bounded_and_their_slots_come_back() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut slots: Vec<Slot> = (0..MAX_CONNECTIONS)
+            .map(|_| Slot::take(&open).expect("a free slot"))
+            .collect();
+        assert!(Slot::take(&open).is_none());
+        slots.pop();
+        assert!(Slot::take(&open).is_some());
+        drop(slots);
+        assert_eq!(open.load(Ordering::SeqCst), 0);
     }
 
     #[test]
