@@ -393,12 +393,14 @@ struct Connection {
     socket: TcpStream,
     mounts: Mounts,
     nonce: String,
-    /// The camera being pushed, once announced: its id, feed, session and streams.
+    /// The camera being pushed, once announced: its id, its feed and the push session, and
+    /// the streams announced.
     camera: String,
     push: Option<(Arc<PushFeed>, u64)>,
     streams: Vec<Stream>,
-    /// RTP channel → stream, once recording.
+    /// RTP channel → stream, as the streams are set up.
     channels: [Option<usize>; 256],
+    /// RECORD came: RTP goes to the relay.
     recording: bool,
 }
 
