@@ -1,8 +1,9 @@
 //! Push ingest on real components: a camera that sends its stream to cloudcam instead of being
 //! pulled. It is added with `push: true`, gets a push credential once, and an encoder
 //! (GStreamer's `rtspclientsink`, RTSP RECORD over TCP) pushes H.264 and AAC to the
-//! `push_url` its status names: `rtsps://`, as the worker has a push certificate. It is then like any camera: watched in Chromium at the pushed
-//! size, recorded to S3 (Garage) with its audio. A push with a wrong credential and a push
+//! `push_url` its status names: `rtsps://`, as the worker has a push certificate; a push in
+//! the clear is refused. It is then like any camera: watched in Chromium at the pushed size,
+//! recorded to S3 (Garage) with its audio. A push with a wrong credential and a push
 //! with a replaced credential are refused and relay nothing; replacing the credential cuts the
 //! push made with the old one, and a second push with the credential takes the camera over
 //! from the first. The credential is nowhere but in the answers that made it.
