@@ -3,7 +3,8 @@
 //! edge agent (`cloudcam-edge`) inside. The test first proves the cloud cannot open a
 //! connection to the camera. Then: the site is added and its agent enrolled (the token works
 //! once), a camera is added by its URL on the site, watched in Chromium at the camera's size
-//! and recorded to S3 (Garage) — all through the agent's outbound connections. The owning
+//! and recorded to S3 (Garage) — all through the agent's outbound connections, its pushes over
+//! RTSPS with a worker certificate of a private CA the agent is told to trust. The owning
 //! ingest worker is killed (the push moves to the other and the viewer resumes), the agent is
 //! restarted (resumes from its stored credential), its uplink is cut (the camera shows
 //! `offline`, then comes back by itself). An agent's credential gets only its own site's
