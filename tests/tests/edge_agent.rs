@@ -135,9 +135,17 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
     let server = format!("http://{}:{signal_port}", site.cloud_ip);
     let state_file = env.dir.join("edge-state.json");
     let state = state_file.display().to_string();
-    let mut wrong = env.edge_agent_with(
+    // The site's agent, trusting the workers' private CA.
+    let agent = |name: &str, args: &[&str]| {
+        env.edge_agent_with(
+            name,
+            Some(&site),
+            args,
+            &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
+        )
+    };
+    let mut wrong = agent(
         "edge-wrong-token",
-        Some(&site),
         &[
             "--server",
             &server,
@@ -146,7 +154,6 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
             "--state-file",
             &env.dir.join("none.json").display().to_string(),
         ],
-        &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
     )?;
     wrong
         .wait_exit(
@@ -160,9 +167,8 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         "{}",
         wrong.log_text()
     );
-    let mut edge = env.edge_agent_with(
+    let mut edge = agent(
         "edge",
-        Some(&site),
         &[
             "--server",
             &server,
@@ -171,7 +177,6 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
             "--state-file",
             &state,
         ],
-        &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
     )?;
     wait_online(&api, &site_id, true).await?;
     // (Its version comes with its first message.)
@@ -307,12 +312,7 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
     edge.kill();
     api.wait_state(&id, "offline", Duration::from_secs(10))
         .await?;
-    let mut edge = env.edge_agent_with(
-        "edge-restarted",
-        Some(&site),
-        &["--state-file", &state],
-        &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
-    )?;
+    let mut edge = agent("edge-restarted", &["--state-file", &state])?;
     api.wait_state(&id, "live", Duration::from_secs(30)).await?;
     let before = browser.video_stats().await?.frames_decoded;
     browser
@@ -528,12 +528,7 @@ async fn a_camera_behind_nat_is_pushed_by_its_edge_agent() -> anyhow::Result<()>
         )
         .await?;
     // The agent itself stops, saying why.
-    let mut revoked_agent = env.edge_agent_with(
-        "edge-revoked",
-        Some(&site),
-        &["--state-file", &state],
-        &[("CLOUDCAM_EDGE_PUSH_CA", &push_ca)],
-    )?;
+    let mut revoked_agent = agent("edge-revoked", &["--state-file", &state])?;
     revoked_agent
         .wait_exit("the revoked agent to stop", Duration::from_secs(15))
         .await?;

@@ -379,12 +379,17 @@ fn serve(stream: TcpStream, mounts: &Mounts, tls: Option<Arc<rustls::ServerConfi
     connection.end();
 }
 
-/// A stream the pusher announced: the interleaved channel its RTP comes on (once set up), the
-/// control URL it is set up by, and the caps of its packets.
+/// A stream the pusher announced: the control URL it is set up by, and the caps of its packets.
 struct Stream {
     control: String,
     caps: gst::Caps,
-    channel: Option<u8>,
+}
+
+/// The camera a connection pushes, once announced: its id, its feed and the push session.
+struct Push {
+    camera: String,
+    feed: Arc<PushFeed>,
+    session: u64,
 }
 
 /// One connection's RTSP session.
@@ -393,10 +398,8 @@ struct Connection {
     socket: TcpStream,
     mounts: Mounts,
     nonce: String,
-    /// The camera being pushed, once announced: its id, its feed and the push session, and
-    /// the streams announced.
-    camera: String,
-    push: Option<(Arc<PushFeed>, u64)>,
+    push: Option<Push>,
+    /// The streams announced.
     streams: Vec<Stream>,
     /// RTP channel → stream, as the streams are set up.
     channels: [Option<usize>; 256],
@@ -410,7 +413,6 @@ impl Connection {
             socket,
             mounts,
             nonce: cloudcam_core::random_hex(16),
-            camera: String::new(),
             push: None,
             streams: Vec::new(),
             channels: [None; 256],
@@ -473,15 +475,14 @@ impl Connection {
     }
 
     fn data(&self, channel: u8, packet: &[u8]) {
-        let (Some((feed, session)), Some(stream)) = (&self.push, self.channels[channel as usize])
-        else {
+        let (Some(push), Some(stream)) = (&self.push, self.channels[channel as usize]) else {
             return;
         };
         if !self.recording {
             return;
         }
-        feed.rtp(
-            *session,
+        push.feed.rtp(
+            push.session,
             stream,
             self.streams.len(),
             &self.streams[stream].caps,
@@ -517,11 +518,13 @@ impl Connection {
                 let Some(camera) = camera_of(&path) else {
                     return (reply(StatusCode::NotFound).empty(), true);
                 };
-                let password = {
+                let mount = {
                     let mounts = self.mounts.lock().expect("push mounts lock");
-                    mounts.get(camera).map(|m| m.password.clone())
+                    mounts
+                        .get(camera)
+                        .map(|m| (m.password.clone(), m.feed.clone()))
                 };
-                let Some(password) = password else {
+                let Some((password, feed)) = mount else {
                     return (reply(StatusCode::NotFound).empty(), true);
                 };
                 if !self.authorized(request, camera, &password) {
@@ -537,14 +540,14 @@ impl Connection {
                     );
                 }
                 // One camera per connection: the one announced.
-                if self.push.is_some() && camera != self.camera {
+                if self.push.as_ref().is_some_and(|p| p.camera != camera) {
                     return (reply(StatusCode::Forbidden).empty(), true);
                 }
                 let camera = camera.to_string();
                 let result = match request.method() {
-                    Method::Announce => self.announce(&camera, request),
+                    Method::Announce => self.announce(&camera, feed, request),
                     Method::Setup => self.setup(&camera, request),
-                    Method::Record => self.record(&camera),
+                    Method::Record => self.record(),
                     _ => return (reply(StatusCode::Ok).empty(), true),
                 };
                 match result {
@@ -584,7 +587,12 @@ impl Connection {
 
     /// ANNOUNCE: the SDP says what is pushed; a push of no H.264 or H.265 video is refused.
     /// The camera is claimed (a push under way is cut).
-    fn announce(&mut self, camera: &str, request: &Request<Vec<u8>>) -> Answer {
+    fn announce(
+        &mut self,
+        camera: &str,
+        feed: Arc<PushFeed>,
+        request: &Request<Vec<u8>>,
+    ) -> Answer {
         if self.push.is_some() {
             return Err((
                 StatusCode::MethodNotValidInThisState,
@@ -619,37 +627,27 @@ impl Connection {
                 .attribute_val("control")
                 .unwrap_or_default()
                 .to_string();
-            streams.push(Stream {
-                control,
-                caps,
-                channel: None,
-            });
+            streams.push(Stream { control, caps });
         }
-        let feed = {
-            let mounts = self.mounts.lock().expect("push mounts lock");
-            mounts.get(camera).map(|m| m.feed.clone())
-        }
-        .ok_or((
-            StatusCode::NotFound,
-            "the camera is not taken here".to_string(),
-        ))?;
         let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
         feed.claim(session, self.socket.try_clone().ok());
-        self.push = Some((feed, session));
-        self.camera = camera.to_string();
+        self.push = Some(Push {
+            camera: camera.to_string(),
+            feed,
+            session,
+        });
         self.streams = streams;
         Ok(vec![])
     }
 
     /// SETUP of one announced stream, interleaved on the RTSP connection (TCP only).
     fn setup(&mut self, camera: &str, request: &Request<Vec<u8>>) -> Answer {
-        let Some((_, session)) = &self.push else {
+        let Some(session) = self.push.as_ref().map(|p| p.session) else {
             return Err((
                 StatusCode::MethodNotValidInThisState,
                 "SETUP before ANNOUNCE".into(),
             ));
         };
-        let session = *session;
         let uri = request
             .request_uri()
             .map(|u| u.as_str().to_string())
@@ -661,7 +659,7 @@ impl Connection {
                 !s.control.is_empty()
                     && (uri == s.control || uri.ends_with(&format!("/{}", s.control)))
             })
-            .or_else(|| self.streams.iter().position(|s| s.channel.is_none()))
+            .or_else(|| (0..self.streams.len()).find(|&i| !self.set_up(i)))
             .ok_or((
                 StatusCode::NotFound,
                 format!("no announced stream at {uri}"),
@@ -688,7 +686,6 @@ impl Connection {
             ));
         };
         let rtcp = rtcp.unwrap_or(rtp.wrapping_add(1));
-        self.streams[stream].channel = Some(rtp);
         self.channels[rtp as usize] = Some(stream);
         Ok(vec![
             (
@@ -700,14 +697,14 @@ impl Connection {
     }
 
     /// RECORD: the set-up streams' RTP goes to the camera's relay from now on.
-    fn record(&mut self, _camera: &str) -> Answer {
-        let Some((_, session)) = &self.push else {
+    fn record(&mut self) -> Answer {
+        let Some(session) = self.push.as_ref().map(|p| p.session) else {
             return Err((
                 StatusCode::MethodNotValidInThisState,
                 "RECORD before ANNOUNCE".into(),
             ));
         };
-        if self.streams.iter().all(|s| s.channel.is_none()) {
+        if !(0..self.streams.len()).any(|i| self.set_up(i)) {
             return Err((
                 StatusCode::MethodNotValidInThisState,
                 "RECORD before SETUP".into(),
@@ -717,10 +714,15 @@ impl Connection {
         Ok(vec![(headers::SESSION, session.to_string())])
     }
 
+    /// Whether stream number `stream` has been set up (its RTP has a channel).
+    fn set_up(&self, stream: usize) -> bool {
+        self.channels.contains(&Some(stream))
+    }
+
     /// The connection ended: its push session, if any, too.
     fn end(&mut self) {
-        if let Some((feed, session)) = self.push.take() {
-            feed.release(session);
+        if let Some(push) = self.push.take() {
+            push.feed.release(push.session);
         }
         let _ = self.socket.shutdown(Shutdown::Both);
     }
