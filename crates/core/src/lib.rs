@@ -17,6 +17,7 @@ pub mod ops;
 pub mod outbox;
 pub mod owner;
 pub mod rtp_timestamper;
+pub mod rtsp_pull;
 pub mod state;
 pub mod telemetry;
 pub mod workers;

@@ -45,6 +45,11 @@ impl Timeline {
         }
     }
 
+    /// Whether a packet has placed the timeline (later packets need no arrival time).
+    pub fn started(&self) -> bool {
+        self.base.is_some()
+    }
+
     /// The presentation time of a packet with timestamp `rtp_time` that arrived at `arrival`
     /// (only the first packet's arrival is used). `None` before a packet with an arrival time.
     pub fn pts(

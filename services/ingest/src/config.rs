@@ -79,7 +79,7 @@ pub fn default_worker_id() -> String {
 pub struct CameraSettings {
     /// RTSP transport: `tcp` (default; interleaved, works through NAT) or `udp`, or `auto`.
     pub transport: String,
-    /// rtspsrc jitter-buffer latency.
+    /// Jitter-buffer latency of cameras pulled over UDP (over TCP nothing is reordered).
     pub latency_ms: u32,
     /// The camera's H.264 RTP goes to Janus as the camera sent it (no re-payloading) while it
     /// repeats its parameter sets before every IDR frame and no packet is larger than this

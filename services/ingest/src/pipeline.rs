@@ -35,6 +35,7 @@ use crate::forward::{Forwarding, Route, VIDEO_PT};
 use crate::push::{PushEvent, PushFeed, PushSink};
 use cloudcam_core::camera::CameraSecret;
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
+use cloudcam_core::rtsp_pull::{PullEvent, PullFailure, PullRequest, RtspPull};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Arc;
@@ -173,6 +174,8 @@ pub struct Relay {
     src: gst::Element,
     /// A pushed camera's sessions, which this relay takes while it runs.
     push: Option<Arc<PushFeed>>,
+    /// A camera pulled over TCP: its session (`src` is its bin).
+    pull: Option<RtspPull>,
     /// Where the RTP goes, and the video's and audio's codecs once their streams are linked;
     /// held while a stream is being linked.
     targets: Arc<std::sync::Mutex<Linked>>,
@@ -199,10 +202,15 @@ impl Relay {
                 event => inner(event),
             })
         };
-        let src = match &source.push {
-            None => pull_source(source, settings)?,
+        let pull = (source.push.is_none()
+            && PullRequest::handles(&source.url, &settings.transport))
+        .then(RtspPull::new);
+        let src = match (&source.push, &pull) {
             // Its pads are made as the pushed streams arrive (see `push_sink`).
-            Some(_) => gst::Bin::with_name("push").upcast(),
+            (Some(_), _) => gst::Bin::with_name("push").upcast(),
+            // Its pads are made once the session plays.
+            (None, Some(pull)) => pull.element().clone(),
+            (None, None) => pull_source(source, settings)?,
         };
         pipeline.add(&src)?;
 
@@ -297,6 +305,7 @@ impl Relay {
 
         let bus = pipeline.bus().expect("a pipeline has a bus");
         let mut messages = bus.stream();
+        let pulled = pull.as_ref().map(|_| pull_events(on_event.clone()));
         let bus_task = tokio::spawn(async move {
             use futures::StreamExt;
             while let Some(msg) = messages.next().await {
@@ -318,10 +327,14 @@ impl Relay {
             }
         });
         pipeline.set_state(gst::State::Playing)?;
+        if let (Some(pull), Some(events)) = (&pull, pulled) {
+            pull.start(pull_request(source, settings), events);
+        }
         Ok(Self {
             pipeline,
             src,
             push: source.push.clone(),
+            pull,
             targets,
             forwarding,
             bus_task,
@@ -380,11 +393,48 @@ impl Drop for Relay {
         if let Some(feed) = &self.push {
             feed.detach();
         }
+        if let Some(pull) = &self.pull {
+            pull.stop();
+        }
         cloudcam_core::rtp_timestamper::stop_source_first(&self.pipeline, &self.src);
     }
 }
 
-/// `rtspsrc` pulling the camera (its pads are the camera's streams, as RTP).
+/// What to pull of a camera over TCP: its URL with its secret query parameters (signal keeps
+/// credentials out of the URL itself), and its credentials.
+fn pull_request(source: &Source, settings: &CameraSettings) -> PullRequest {
+    PullRequest {
+        url: source
+            .secret
+            .as_ref()
+            .map_or_else(|| source.url.clone(), |s| s.location(&source.url)),
+        credentials: source
+            .secret
+            .as_ref()
+            .map(|s| (s.username.clone(), s.password.clone())),
+        connect_timeout: std::time::Duration::from_millis(settings.connect_timeout_ms),
+    }
+}
+
+/// The relay's events of a pulled session.
+fn pull_events(on_event: EventSink) -> cloudcam_core::rtsp_pull::PullEvents {
+    Arc::new(move |event| match event {
+        // The session's end reaches the sinks as EOS, which the bus task reports.
+        PullEvent::Described(_) | PullEvent::Ended => {}
+        PullEvent::Opened => on_event(PipelineEvent::Opened),
+        PullEvent::Failed { kind, reason } => on_event(PipelineEvent::Failed {
+            kind: match kind {
+                PullFailure::Unreachable => FailureKind::Unreachable,
+                PullFailure::AuthFailed => FailureKind::AuthFailed,
+                PullFailure::Other => FailureKind::Other,
+            },
+            reason,
+        }),
+    })
+}
+
+/// `rtspsrc` pulling the camera over UDP, or over RTSPS (its pads are the camera's streams,
+/// as RTP).
 fn pull_source(
     source: &Source,
     settings: &CameraSettings,
@@ -456,7 +506,7 @@ fn push_sink(bin: &gst::Element, on_event: EventSink, gate: Arc<LiveGate>) -> Pu
             if sources.iter().all(Option::is_none) {
                 on_event(PipelineEvent::Opened);
             }
-            match add_push_stream(&bin, stream, &caps) {
+            match cloudcam_core::rtsp_pull::add_pad(&bin, stream, &caps) {
                 Ok(src) => {
                     sources[stream] = Some(src);
                     if sources.iter().flatten().count() == streams {
@@ -484,28 +534,6 @@ fn push_sink(bin: &gst::Element, on_event: EventSink, gate: Arc<LiveGate>) -> Pu
         b.set_dts(gst::ClockTime::NONE);
         let _ = pad.push(buffer);
     })
-}
-
-/// A pad of `bin` for pushed stream number `stream` with `caps` (which it answers before any
-/// packet has passed), exposed (and so linked) like an `rtspsrc` pad.
-fn add_push_stream(
-    bin: &gst::Bin,
-    stream: usize,
-    caps: &gst::Caps,
-) -> Result<gst::Pad, gst::glib::BoolError> {
-    let pad: gst::Pad = gst::GhostPad::builder(gst::PadDirection::Src)
-        .name(format!("stream_{stream}"))
-        .build()
-        .upcast();
-    pad.set_active(true)?;
-    // Sticky: kept on the pad and sent ahead of its first packet.
-    let _ = pad.push_event(gst::event::StreamStart::new(&format!("push-{stream}")));
-    let _ = pad.push_event(gst::event::Caps::new(caps));
-    let _ = pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-        gst::ClockTime,
-    >::new()));
-    bin.add_pad(&pad)?;
-    Ok(pad)
 }
 
 /// The elements that send the video RTP (to Janus and the re-stream): re-payloaded, and as the

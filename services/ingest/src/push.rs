@@ -617,7 +617,7 @@ impl Connection {
         }
         let mut streams = Vec::new();
         for (i, media) in sdp.medias().enumerate() {
-            let caps = stream_caps(media).ok_or_else(|| {
+            let caps = cloudcam_core::rtsp_pull::media_caps(media).ok_or_else(|| {
                 (
                     StatusCode::UnsupportedMediaType,
                     format!("stream {i} announces no RTP format"),
@@ -801,16 +801,6 @@ fn encoding(media: &gstreamer_sdp::SDPMediaRef) -> Option<String> {
     let rtpmap = media.attribute_val("rtpmap")?;
     let name = rtpmap.split_whitespace().nth(1)?.split('/').next()?;
     Some(name.to_uppercase())
-}
-
-/// The caps of the RTP packets of an SDP medium (its first format), as `rtpbin` would give them.
-fn stream_caps(media: &gstreamer_sdp::SDPMediaRef) -> Option<gst::Caps> {
-    let pt = media.format(0)?.parse().ok()?;
-    let mut caps = media.caps_from_media(pt)?;
-    let caps_mut = caps.make_mut();
-    media.attributes_to_caps(caps_mut).ok()?;
-    caps_mut.structure_mut(0)?.set_name("application/x-rtp");
-    Some(caps)
 }
 
 #[cfg(test)]

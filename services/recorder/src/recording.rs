@@ -15,12 +15,12 @@ use actix::prelude::*;
 use cloudcam_core::camera::{CameraState, CameraStatus, status_key};
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use cloudcam_core::media::{segments, unindex_segment};
+use cloudcam_core::rtsp_pull::{PullEvent, PullRequest, RtspPull};
 use cloudcam_core::state::{StateStore, get_json, set_json};
 use cloudcam_proto::v1::CameraSpec;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use gstreamer_sdp as gst_sdp;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -83,8 +83,9 @@ pub struct Shared {
 /// A running pipeline; dropping it stops it and the segment writers.
 struct Pipeline {
     pipeline: gst::Pipeline,
-    /// The re-stream's `rtspsrc` (it skips its jitter buffer).
+    /// The re-stream's source (`pull`'s bin).
     src: gst::Element,
+    pull: RtspPull,
     bus_task: tokio::task::JoinHandle<()>,
     segmenter: Segmenter,
 }
@@ -92,10 +93,14 @@ struct Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.bus_task.abort();
+        self.pull.stop();
         cloudcam_core::rtp_timestamper::stop_source_first(&self.pipeline, &self.src);
         self.segmenter.stop();
     }
 }
+
+/// How long connecting to the re-stream and its DESCRIBE may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a recording waits for the audio its re-stream announces before it starts
 /// without it.
@@ -554,18 +559,9 @@ impl RecordingActor {
             segmenter.hold();
         }
         let pipeline = gst::Pipeline::new();
-        let auth = &self.shared.settings.restream_auth;
-        let src = gst::ElementFactory::make("rtspsrc")
-            .property("location", url)
-            .property("latency", 200u32)
-            .property("user-id", &auth.user)
-            .property("user-pw", &auth.password)
-            .build()?;
-        src.set_property_from_str("protocols", "tcp");
-        // No jitter buffer (and no thread hop per packet): over TCP nothing arrives out of
-        // order. Without its skew estimation, the timeline maps running time to the wall
-        // clock itself (see `timeline`).
-        cloudcam_core::rtp_timestamper::skip_jitter_buffer(&src);
+        // The re-stream over TCP, without rtspsrc's rtpbin (see `rtsp_pull`).
+        let pull = RtspPull::new();
+        let src = pull.element().clone();
         // The codec the camera's status names: the re-stream serves it as the camera sends it.
         let depay = gst::ElementFactory::make(self.codec.depayloader()).build()?;
         let parse = gst::ElementFactory::make(self.codec.parser()).build()?;
@@ -637,22 +633,18 @@ impl RecordingActor {
         // has it; the segmenter must know before the first segment starts, so the audio
         // branch is made from the SDP.
         let audio: std::sync::Arc<std::sync::Mutex<Option<gst::Element>>> = Default::default();
-        {
+        let described = {
             let (weak, audio, segmenter) = (pipeline.downgrade(), audio.clone(), segmenter.clone());
             let keyed = keyed.clone();
             let gate = gate.clone();
-            src.connect("on-sdp", false, move |args| {
-                let sdp = args[1].get::<gst_sdp::SDPMessage>().ok()?;
-                // `rtpmap:<pt> <encoding>/<rate>[/<channels>]`
-                let codec = sdp
-                    .medias()
-                    .filter(|m| m.media() == Some("audio"))
-                    .flat_map(|m| m.attributes().collect::<Vec<_>>())
-                    .filter(|a| a.key() == "rtpmap")
-                    .find_map(|a| {
-                        let encoding = a.value()?.split_whitespace().nth(1)?.split('/').next()?;
-                        AudioCodec::from_name(encoding)
-                    })?;
+            move |streams: &[gst::Caps]| -> Option<()> {
+                let codec = streams.iter().find_map(|caps| {
+                    let s = caps.structure(0)?;
+                    if s.get::<&str>("media").ok()? != "audio" {
+                        return None;
+                    }
+                    AudioCodec::from_name(s.get::<&str>("encoding-name").ok()?)
+                })?;
                 let pipeline = weak.upgrade()?;
                 let sink = appsink(&segmenter, None);
                 // MP4 has no G.711, and segments here hold AAC: other audio is encoded to AAC
@@ -689,9 +681,9 @@ impl RecordingActor {
                     }
                     *audio.lock().expect("audio lock") = Some(adepay);
                 }
-                None
-            });
-        }
+                Some(())
+            }
+        };
         {
             let weak = pipeline.downgrade();
             src.connect_pad_added(move |_, pad| {
@@ -726,6 +718,7 @@ impl RecordingActor {
         }
         let mut messages = pipeline.bus().expect("pipeline bus").stream();
         let ended = segmenter.clone();
+        let failed_to = addr.clone();
         let bus_task = tokio::spawn(async move {
             use futures::StreamExt;
             while let Some(msg) = messages.next().await {
@@ -751,10 +744,30 @@ impl RecordingActor {
         let pipeline = Pipeline {
             pipeline,
             src,
+            pull,
             bus_task,
             segmenter,
         };
         pipeline.pipeline.set_state(gst::State::Playing)?;
+        let auth = &self.shared.settings.restream_auth;
+        let request = PullRequest {
+            url: url.to_string(),
+            credentials: Some((auth.user.clone(), auth.password.clone())),
+            connect_timeout: CONNECT_TIMEOUT,
+        };
+        pipeline.pull.start(
+            request,
+            Arc::new(move |event| match event {
+                PullEvent::Described(streams) => {
+                    described(&streams);
+                }
+                PullEvent::Failed { reason, .. } => {
+                    failed_to.do_send(Piped::Ended { run, reason });
+                }
+                // The session's end reaches the sinks as EOS (see the bus task).
+                PullEvent::Opened | PullEvent::Ended => {}
+            }),
+        );
         Ok(pipeline)
     }
 

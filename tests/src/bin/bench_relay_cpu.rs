@@ -61,7 +61,10 @@ async fn main() -> anyhow::Result<()> {
     for id in &ids {
         api.wait_state(id, "live", Duration::from_secs(60)).await?;
     }
+    // What ingest relayed over the window proves it was relaying all along.
+    let before = relayed(&ingest.metrics).await;
     let ours_cpu = cpu_percent(ingest.proc.pid(), window).await?;
+    let packets = relayed(&ingest.metrics).await - before;
     let ours_rss = rss_mib(ingest.proc.pid());
 
     println!("{n} cameras (1280x720, 25 fps, replay), CPU measured over {secs} s, % of one core:");
@@ -74,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
         ours_cpu / n as f64
     );
     println!(
+        "    relayed {:.0} RTP packets/s per camera to Janus and the re-stream",
+        packets / secs as f64 / n as f64
+    );
+    println!(
         "  go2rtc relay     : {go_cpu:6.1} % total, {:5.2} % per camera, RSS {go_rss:.0} MiB",
         go_cpu / n as f64
     );
@@ -81,4 +88,15 @@ async fn main() -> anyhow::Result<()> {
     println!("  ratio go2rtc / gst-launch: {:.2}", go_cpu / base_cpu);
     println!("  ratio ingest / go2rtc    : {:.2}", ours_cpu / go_cpu);
     Ok(())
+}
+
+/// RTP packets the ingest worker has relayed, all cameras together (from its `/metrics`).
+async fn relayed(metrics: &str) -> f64 {
+    let Ok(text) = async { reqwest::get(metrics).await?.text().await }.await else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("cloudcam_ingest_camera_rtp_packets_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
