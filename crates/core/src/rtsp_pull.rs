@@ -6,7 +6,7 @@
 //! Why not `rtspsrc`: over TCP, `rtspsrc` hands each packet through `rtpbin` (session,
 //! SSRC and payload-type demuxers, a jitter buffer or [`crate::rtp_timestamper`]) on its own
 //! reader thread per camera, and that path is most of what a relay or a recorder spends per
-//! camera. Here every session is one task on a small shared runtime ([`RUNTIME`]) that reads
+//! camera. Here every session is one task on one of a few shared threads ([`THREADS`]) that reads
 //! the interleaved frames in large reads and pushes each packet on once; the presentation
 //! time is stamped as [`crate::rtp_timestamper`] does (the stream's first arrival plus the
 //! RTP clock since then). retina does the RTSP: authentication (basic and digest),
@@ -15,7 +15,7 @@
 //! Only for `rtsp://` over TCP; UDP and `rtsps://` stay with `rtspsrc`.
 
 use crate::rtp_timestamper::Timeline;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use retina::client::{
@@ -25,17 +25,34 @@ use retina::client::{
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-/// The runtime every pulled session runs on (a few threads for all of them, as a Go relay's
-/// goroutines share its threads).
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+/// The threads every pulled session runs on: a few for all of them (as a Go relay's
+/// goroutines share its threads), each a single-threaded runtime that takes sessions in turn.
+/// A session's packets are read and pushed on by the thread that polled its socket; a
+/// work-stealing runtime woke another thread for about every packet.
+static THREADS: LazyLock<Vec<tokio::runtime::Handle>> = LazyLock::new(|| {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("rtsp-pull")
-        .enable_all()
-        .build()
-        .expect("the RTSP pull runtime starts")
+    (0..threads)
+        .map(|i| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("an RTSP pull runtime starts");
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name(format!("rtsp-pull-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .expect("an RTSP pull thread starts");
+            handle
+        })
+        .collect()
 });
+
+/// The thread the next session runs on.
+fn next_thread() -> &'static tokio::runtime::Handle {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    &THREADS[n % THREADS.len()]
+}
 
 /// What to pull.
 #[derive(Clone)]
@@ -46,6 +63,9 @@ pub struct PullRequest {
     pub credentials: Option<(String, String)>,
     /// How long connecting and DESCRIBE may take.
     pub connect_timeout: Duration,
+    /// Read what has arrived this often rather than as each packet arrives: fewer wake-ups
+    /// for a consumer that can wait (a recording); `None` for a live relay.
+    pub read_every: Option<Duration>,
 }
 
 impl PullRequest {
@@ -115,7 +135,7 @@ impl RtspPull {
     /// session's task.
     pub fn start(&self, request: PullRequest, events: PullEvents) {
         let bin = self.bin.clone();
-        let task = RUNTIME.spawn(async move {
+        let task = next_thread().spawn(async move {
             let ended = match run(&bin, &request, &events).await {
                 Ok(()) => PullEvent::Ended,
                 Err((kind, reason)) => PullEvent::Failed { kind, reason },
@@ -226,7 +246,17 @@ async fn run(bin: &gst::Bin, request: &PullRequest, events: &PullEvents) -> Resu
     bin.no_more_pads();
     events(PullEvent::Opened);
 
-    while let Some(item) = session.next().await {
+    loop {
+        let item = match session.next().now_or_never() {
+            Some(item) => item,
+            None => {
+                if let Some(every) = request.read_every {
+                    tokio::time::sleep(every).await;
+                }
+                session.next().await
+            }
+        };
+        let Some(item) = item else { break };
         let packet = match item.map_err(|e| failure(&e))? {
             PacketItem::Rtp(packet) => packet,
             _ => continue,
@@ -417,6 +447,7 @@ mod tests {
                 url: format!("rtsp://127.0.0.1:{port}/x"),
                 credentials: None,
                 connect_timeout: Duration::from_secs(5),
+                read_every: None,
             },
             Arc::new(move |e| {
                 let _ = tx.send(e);

@@ -413,6 +413,8 @@ fn pull_request(source: &Source, settings: &CameraSettings) -> PullRequest {
             .as_ref()
             .map(|s| (s.username.clone(), s.password.clone())),
         connect_timeout: std::time::Duration::from_millis(settings.connect_timeout_ms),
+        // Live: every packet on at once.
+        read_every: None,
     }
 }
 

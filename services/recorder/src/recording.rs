@@ -102,6 +102,10 @@ impl Drop for Pipeline {
 /// How long connecting to the re-stream and its DESCRIBE may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the re-stream's packets are taken: a recording can wait that long, and a
+/// wake-up per packet is most of what a recording costs.
+const READ_EVERY: Duration = Duration::from_millis(100);
+
 /// How long a recording waits for the audio its re-stream announces before it starts
 /// without it.
 const AUDIO_WAIT: Duration = Duration::from_secs(2);
@@ -223,7 +227,8 @@ fn handover_cut_key(camera: &str) -> String {
 /// How long a stored recording problem lives unless the recorder refreshes it (every tick).
 const PROBLEM_TTL: Duration = Duration::from_secs(5);
 
-/// How often the camera's status is read: a moved re-stream is followed within this.
+/// How often the timeline is checked, and the camera's status read unless the recording is
+/// steady (then once a second): a moved re-stream is followed within this.
 const STATUS_POLL: Duration = Duration::from_millis(250);
 
 impl RecordingActor {
@@ -307,7 +312,10 @@ impl RecordingActor {
         let effects = self.timeline.check(Instant::now());
         self.apply(effects, ctx);
         self.poll_handover(ctx);
-        if self.polling {
+        // Recording steadily, the status is read once a second; a re-stream that moves on a
+        // planned move is followed within that (its old worker serves it until the recorders
+        // have moved), and one that breaks ends the pipeline, after which it is read every tick.
+        if self.polling || (self.timeline.steady() && !self.ticks.is_multiple_of(every)) {
             return;
         }
         self.polling = true;
@@ -754,6 +762,7 @@ impl RecordingActor {
             url: url.to_string(),
             credentials: Some((auth.user.clone(), auth.password.clone())),
             connect_timeout: CONNECT_TIMEOUT,
+            read_every: Some(READ_EVERY),
         };
         pipeline.pull.start(
             request,
