@@ -69,6 +69,31 @@ pub struct PullRequest {
 }
 
 impl PullRequest {
+    /// What to pull of `url`, whose credentials, if it carries any (`rtsp://user:pass@…`),
+    /// are taken out of it (they are sent as authentication, never in the URL).
+    pub fn from_url(url: &str, connect_timeout: Duration) -> Self {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let (url, credentials) = match url::Url::parse(url) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let credentials = (decode(u.username()), decode(u.password().unwrap_or("")));
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                (u.to_string(), Some(credentials))
+            }
+            _ => (url.to_string(), None),
+        };
+        Self {
+            url,
+            credentials,
+            connect_timeout,
+            read_every: None,
+        }
+    }
+
     /// Whether `url` and `transport` (`tcp`, `udp` or `auto`) are for this source rather than
     /// `rtspsrc`: `rtsp://` over TCP.
     pub fn handles(url: &str, transport: &str) -> bool {
@@ -421,6 +446,19 @@ mod tests {
                 Some("audio".into())
             ]
         );
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_taken_out_of_it() {
+        let r = PullRequest::from_url(
+            "rtsp://ad%40min:p%3Ass@cam:554/live?ch=1",
+            Duration::from_secs(1),
+        );
+        assert_eq!(r.url, "rtsp://cam:554/live?ch=1");
+        assert_eq!(r.credentials, Some(("ad@min".into(), "p:ss".into())));
+        let r = PullRequest::from_url("rtsp://cam/live", Duration::from_secs(1));
+        assert_eq!(r.url, "rtsp://cam/live");
+        assert_eq!(r.credentials, None);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! worker that owns it.
 //!
 //! Two pipelines, because the push cannot be announced before the camera's streams are known:
-//! the *source* (`rtspsrc` over TCP, without a jitter buffer: [`skip_jitter_buffer`]; per
-//! stream its depayloader and parser into an `appsink`) and, once `rtspsrc` has announced all
-//! its streams and the video's first keyframe arrived, the *push* (an `appsrc` per stream into
+//! the *source* (the camera's session over TCP with [`cloudcam_core::rtsp_pull`], or an
+//! `rtspsrc` without a jitter buffer for `rtsps://`; per stream its depayloader and parser into
+//! an `appsink`) and, once the source has announced all its streams and the video's first
+//! keyframe arrived, the *push* (an `appsrc` per stream into
 //! `rtspclientsink`, RTSP RECORD over TCP with the camera's push credential). Both run on the
 //! same clock and base time, so the timestamps the source gives are the push's. What arrives
 //! before the push starts is kept from the last keyframe on, and the push starts with it.
@@ -14,6 +15,7 @@
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
 use cloudcam_core::edge::PushCommand;
 use cloudcam_core::rtp_timestamper::{skip_jitter_buffer, stop_source_first};
+use cloudcam_core::rtsp_pull::{PullEvent, PullRequest, RtspPull};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -25,6 +27,8 @@ const PENDING_MAX: usize = 600;
 /// How long after the first sample the push starts without a stream the camera announced but
 /// sends nothing on (a silent audio track, say).
 const ANNOUNCE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long connecting to the camera and its DESCRIBE may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// What an `appsrc` may hold when the uplink is slower than the camera (oldest dropped).
 const UPLINK_QUEUE_BYTES: u64 = 8 << 20;
 
@@ -49,7 +53,7 @@ struct Stream {
 }
 
 enum Side {
-    /// The push is not started yet: the streams seen so far, whether `rtspsrc` announced all
+    /// The push is not started yet: the streams seen so far, whether the source announced all
     /// of them, and whether the video's first keyframe came.
     Waiting {
         streams: Vec<Stream>,
@@ -87,7 +91,9 @@ struct Shared {
 /// A camera being pushed; stopped when dropped.
 pub struct Pusher {
     shared: Arc<Shared>,
-    rtspsrc: gst::Element,
+    /// The camera's source: `pull`'s bin, or an `rtspsrc` for `rtsps://`.
+    src: gst::Element,
+    pull: Option<RtspPull>,
 }
 
 impl Pusher {
@@ -100,14 +106,21 @@ impl Pusher {
         events: EventSink,
     ) -> anyhow::Result<Self> {
         let source = gst::Pipeline::with_name(&format!("source-{}", command.camera_id));
-        let rtspsrc = gst::ElementFactory::make("rtspsrc")
-            .property("location", source_url)
-            .property("latency", 0u32)
-            .property("tcp-timeout", 5_000_000u64)
-            .build()?;
-        rtspsrc.set_property_from_str("protocols", "tcp");
-        skip_jitter_buffer(&rtspsrc);
-        source.add(&rtspsrc)?;
+        let pull = PullRequest::handles(source_url, "tcp").then(RtspPull::new);
+        let src = match &pull {
+            Some(pull) => pull.element().clone(),
+            None => {
+                let rtspsrc = gst::ElementFactory::make("rtspsrc")
+                    .property("location", source_url)
+                    .property("latency", 0u32)
+                    .property("tcp-timeout", CONNECT_TIMEOUT.as_micros() as u64)
+                    .build()?;
+                rtspsrc.set_property_from_str("protocols", "tcp");
+                skip_jitter_buffer(&rtspsrc);
+                rtspsrc
+            }
+        };
+        source.add(&src)?;
         let mut secrets = vec![command.password.clone()];
         if let Ok(u) = url::Url::parse(source_url)
             && let Some(p) = u.password()
@@ -130,7 +143,7 @@ impl Pusher {
             push_ca: push_ca.to_string(),
         });
         let weak = Arc::downgrade(&shared);
-        rtspsrc.connect_pad_added(move |_, pad| {
+        src.connect_pad_added(move |_, pad| {
             if let Some(shared) = weak.upgrade()
                 && let Err(e) = shared.add_stream(pad)
             {
@@ -138,7 +151,7 @@ impl Pusher {
             }
         });
         let weak = Arc::downgrade(&shared);
-        rtspsrc.connect_no_more_pads(move |_| {
+        src.connect_no_more_pads(move |_| {
             if let Some(shared) = weak.upgrade() {
                 let mut side = shared.side.lock().expect("push lock");
                 if let Side::Waiting { all_announced, .. } = &mut *side {
@@ -149,7 +162,21 @@ impl Pusher {
         });
         watch_bus(&source, Arc::downgrade(&shared), "the camera");
         source.set_state(gst::State::Playing)?;
-        Ok(Self { shared, rtspsrc })
+        if let Some(pull) = &pull {
+            let weak = Arc::downgrade(&shared);
+            pull.start(
+                PullRequest::from_url(source_url, CONNECT_TIMEOUT),
+                Arc::new(move |event| {
+                    // Its end reaches the bus as EOS (see `watch_bus`).
+                    if let PullEvent::Failed { reason, .. } = event
+                        && let Some(shared) = weak.upgrade()
+                    {
+                        shared.fail(&format!("the camera: {reason}"));
+                    }
+                }),
+            );
+        }
+        Ok(Self { shared, src, pull })
     }
 
     /// Bytes pushed so far.
@@ -177,7 +204,10 @@ impl Drop for Pusher {
             &mut *self.shared.side.lock().expect("push lock"),
             Side::Stopped,
         );
-        stop_source_first(&self.shared.source, &self.rtspsrc);
+        if let Some(pull) = &self.pull {
+            pull.stop();
+        }
+        stop_source_first(&self.shared.source, &self.src);
         if let Side::Running { pipeline, .. } = side {
             let _ = pipeline.set_state(gst::State::Null);
         }
@@ -241,7 +271,7 @@ pub fn trust(path: &str) -> Result<gio::TlsDatabase, gst::glib::Error> {
 }
 
 impl Shared {
-    /// Takes one of `rtspsrc`'s streams: its depayloader and parser into an appsink.
+    /// Takes one of the source's streams: its depayloader and parser into an appsink.
     fn add_stream(self: &Arc<Self>, pad: &gst::Pad) -> anyhow::Result<()> {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
         let Some((chain, video)) = chain(&caps) else {
@@ -288,7 +318,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Takes a stream that is not pushed (so that `rtspsrc` can go on with the others).
+    /// Takes a stream that is not pushed (so that the source can go on with the others).
     fn discard(&self, pad: &gst::Pad) -> anyhow::Result<()> {
         let sink = gst::ElementFactory::make("fakesink")
             .property("async", false)

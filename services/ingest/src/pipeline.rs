@@ -1,7 +1,7 @@
 //! The GStreamer relay of one camera:
 //!
 //! ```text
-//! rtspsrc ─(H.264 video pad)─ output-selector ─(as sent)─────────────────────── multiudpsink → Janus
+//! source  ─(H.264 video pad)─ output-selector ─(as sent)─────────────────────── multiudpsink → Janus
 //!         │                                 └(re-payloaded)─ rtph264depay ! h264parse
 //!         │                                                  ! rtph264pay ! multiudpsink → Janus
 //!         ├(H.265 video pad)─ rtph265depay ! h265parse ! rtph265pay ! multiudpsink → re-stream
@@ -13,8 +13,10 @@
 //!         └(any other pad)── fakesink
 //! ```
 //!
-//! A pushed camera's relay has no `rtspsrc`: a bin takes the place, with an `appsrc` per stream
-//! of the push session under way ([`crate::push`]), whose pads are linked just the same.
+//! The source is the camera's RTSP session: over TCP (`rtsp://`, the default) the bin of
+//! [`cloudcam_core::rtsp_pull`], over UDP or for `rtsps://` an `rtspsrc`; either has a pad per
+//! stream. A pushed camera's source is a bin with a pad per stream of the push session under
+//! way ([`crate::push`]), linked just the same.
 //!
 //! The video sinks also feed the worker's re-stream while it is pulled: the sinks' clients
 //! change in place ([`Relay::retarget`]). Janus gets the video only where its mountpoint
@@ -59,7 +61,7 @@ pub enum FailureKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PipelineEvent {
-    /// The camera answered the session (rtspsrc finished opening it); frames should follow.
+    /// The camera answered the session (PLAY answered); frames should follow.
     Opened,
     /// The camera's video is `codec`; linked, frames follow.
     Video {
@@ -169,8 +171,8 @@ type Linked = (Targets, Option<VideoCodec>, Option<AudioCodec>);
 /// A running relay; dropping it stops the pipeline.
 pub struct Relay {
     pipeline: gst::Pipeline,
-    /// The camera's `rtspsrc` (or the bin of a push session's sources); stopped before the
-    /// rest (it may skip its jitter buffer).
+    /// The camera's source (`pull`'s bin, an `rtspsrc`, or the bin of a push session's
+    /// pads); stopped before the rest.
     src: gst::Element,
     /// A pushed camera's sessions, which this relay takes while it runs.
     push: Option<Arc<PushFeed>>,
@@ -469,9 +471,9 @@ fn pull_source(
 }
 
 /// Takes a push session's RTP into `bin` (the relay's source): a pad per stream, made at the
-/// stream's first packet and linked as an `rtspsrc` pad would be, on which each packet is
-/// pushed from the RTSP server's thread that received it (no queue, no thread hop: as
-/// rtspsrc's reader thread pushes a pulled camera's). The session's end is the camera's end of
+/// stream's first packet and linked as a pulled camera's pad would be, on which each packet is
+/// pushed from the RTSP server's thread that received it (no queue, no thread hop: as a pulled
+/// camera's session task pushes its packets). The session's end is the camera's end of
 /// stream.
 fn push_sink(bin: &gst::Element, on_event: EventSink, gate: Arc<LiveGate>) -> PushSink {
     let bin = bin
@@ -530,7 +532,7 @@ fn push_sink(bin: &gst::Element, on_event: EventSink, gate: Arc<LiveGate>) -> Pu
         };
         // Other streams go on while this one's packet is on its way.
         drop(sources);
-        // Stamped by this pipeline's clock on the way in, as rtspsrc's packets are.
+        // Stamped by this pipeline's clock on the way in.
         let b = buffer.make_mut();
         b.set_pts(bin.current_running_time());
         b.set_dts(gst::ClockTime::NONE);

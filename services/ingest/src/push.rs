@@ -6,7 +6,7 @@
 //! RECORD over TCP (interleaved), digest-authenticated with the camera's push credential. Each
 //! RTP packet, as the pusher sent it, goes from the connection's thread through the camera's
 //! [`PushFeed`] to its relay ([`crate::pipeline::Relay`]), which treats it exactly as a pulled
-//! camera's RTP from `rtspsrc`: the same fan-out to Janus, the re-stream, snapshots and
+//! camera's RTP: the same fan-out to Janus, the re-stream, snapshots and
 //! recordings. Nothing is decoded. One push at a time per camera: a new push (with the
 //! camera's credential) takes the camera over and the earlier one is cut, so a pusher whose old
 //! connection is still half-open (an edge agent whose uplink dropped and came back) is not
@@ -15,7 +15,8 @@
 //! The server is ours, not gstreamer-rtsp-server's: that one hands every received packet from
 //! the connection's thread to an `appsrc` (a queue and a second thread per stream), which made a
 //! pushed camera cost ingest 1.2–1.5× a pulled one. Here one thread per connection reads the
-//! socket and pushes each packet on, as `rtspsrc`'s reader thread does for a pulled camera.
+//! socket and pushes each packet on, as a pulled camera's session task does
+//! ([`cloudcam_core::rtsp_pull`]).
 //! Messages are parsed and written with `rtsp-types`; the SDP with GStreamer's SDP library.
 
 use cloudcam_core::codec::VideoCodec;

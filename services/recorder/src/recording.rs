@@ -227,8 +227,9 @@ fn handover_cut_key(camera: &str) -> String {
 /// How long a stored recording problem lives unless the recorder refreshes it (every tick).
 const PROBLEM_TTL: Duration = Duration::from_secs(5);
 
-/// How often the timeline is checked, and the camera's status read unless the recording is
-/// steady (then once a second): a moved re-stream is followed within this.
+/// How often the camera's status is read: a moved re-stream is followed within this. (Not
+/// less often while recording steadily: a pushed camera's old re-stream ends as soon as its
+/// pusher has moved, whether the recorders have or not.)
 const STATUS_POLL: Duration = Duration::from_millis(250);
 
 impl RecordingActor {
@@ -312,10 +313,7 @@ impl RecordingActor {
         let effects = self.timeline.check(Instant::now());
         self.apply(effects, ctx);
         self.poll_handover(ctx);
-        // Recording steadily, the status is read once a second; a re-stream that moves on a
-        // planned move is followed within that (its old worker serves it until the recorders
-        // have moved), and one that breaks ends the pipeline, after which it is read every tick.
-        if self.polling || (self.timeline.steady() && !self.ticks.is_multiple_of(every)) {
+        if self.polling {
             return;
         }
         self.polling = true;
