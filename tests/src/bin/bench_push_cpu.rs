@@ -161,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     let per = |cpu: f64| cpu / n as f64;
     println!("{n} cameras (1280x720, 25 fps replay), ingest CPU over {secs} s, % of one core:");
     println!(
-        "  pulled (rtspsrc)              : {pulled_cpu:6.1} % total, {:5.2} % per camera",
+        "  pulled                        : {pulled_cpu:6.1} % total, {:5.2} % per camera",
         per(pulled_cpu)
     );
     println!(
