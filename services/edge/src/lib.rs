@@ -229,9 +229,13 @@ struct Camera {
 /// A push's event: its camera, which start of the agent's pushes it is, what happened.
 type Event = (String, u64, PushEvent);
 
-/// How long a push to a camera's previous worker is kept once the new one flows (the new
-/// worker needs the first keyframe it is sent).
-const OVERLAP: Duration = Duration::from_secs(1);
+/// A push to a camera's previous worker is kept until the new push has sent this many
+/// keyframes after the one it started with, and [`OVERLAP`] more: a recorder that follows the
+/// camera to the new worker's re-stream (it reads the status every 250 ms, then connects)
+/// holds from the first keyframe it gets there, and the old re-stream must go on until its own
+/// next keyframe after that one, up to three GOPs after the new push started.
+const OVERLAP_KEYFRAMES: u64 = 3;
+const OVERLAP: Duration = Duration::from_millis(500);
 /// The longest a push to a camera's previous worker is kept waiting for the new one.
 const OVERLAP_MAX: Duration = Duration::from_secs(10);
 
@@ -345,12 +349,7 @@ impl Agent {
             return;
         }
         match event {
-            PushEvent::Pushing => {
-                tracing::info!(camera = %id, "pushing");
-                if let Some((_, until)) = cam.previous.as_mut() {
-                    *until = (*until).min(Instant::now() + OVERLAP);
-                }
-            }
+            PushEvent::Pushing => tracing::info!(camera = %id, "pushing"),
             PushEvent::Failed(why) => self.failed(&id, why),
         }
     }
@@ -359,6 +358,11 @@ impl Agent {
     fn tend(&mut self) {
         let now = Instant::now();
         for (id, cam) in &mut self.cameras {
+            if let (Some((_, until)), Some(new)) = (cam.previous.as_mut(), cam.pusher.as_ref())
+                && new.keyframes() >= OVERLAP_KEYFRAMES
+            {
+                *until = (*until).min(now + OVERLAP);
+            }
             if cam
                 .previous
                 .as_ref()

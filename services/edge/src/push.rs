@@ -68,6 +68,8 @@ enum Side {
         /// Per stream, its `appsrc` (`None`: a stream that had sent nothing when the push
         /// started, left out).
         sources: Vec<Option<gst_app::AppSrc>>,
+        /// Which stream is the video.
+        video: usize,
     },
     Stopped,
 }
@@ -77,6 +79,8 @@ struct Shared {
     side: Mutex<Side>,
     /// Bytes handed to the push so far.
     bytes: AtomicU64,
+    /// Video keyframes pushed since the push started (after the one it started with).
+    keyframes: AtomicU64,
     /// The push ended (reported once; the owner stops the pipelines).
     failed: std::sync::atomic::AtomicBool,
     events: EventSink,
@@ -136,6 +140,7 @@ impl Pusher {
                 first_sample: None,
             }),
             bytes: AtomicU64::new(0),
+            keyframes: AtomicU64::new(0),
             failed: std::sync::atomic::AtomicBool::new(false),
             events,
             secrets,
@@ -182,6 +187,11 @@ impl Pusher {
     /// Bytes pushed so far.
     pub fn bytes(&self) -> u64 {
         self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Video keyframes pushed since the push started, after the one it started with.
+    pub fn keyframes(&self) -> u64 {
+        self.shared.keyframes.load(Ordering::Relaxed)
     }
 
     /// How much of the push waits in the agent for the uplink (the longest of its streams).
@@ -336,11 +346,18 @@ impl Shared {
         }
         let mut side = self.side.lock().expect("push lock");
         match &mut *side {
-            Side::Running { sources, .. } => {
+            Side::Running { sources, video, .. } => {
                 if let Some(Some(src)) = sources.get(index) {
                     let size = sample.buffer().map_or(0, |b| b.size() as u64);
+                    let keyframe = index == *video
+                        && sample
+                            .buffer()
+                            .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
                     if src.push_sample(&sample).is_ok() {
                         self.bytes.fetch_add(size, Ordering::Relaxed);
+                        if keyframe {
+                            self.keyframes.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -400,6 +417,7 @@ impl Shared {
             return;
         }
         let streams = std::mem::take(streams);
+        let video = streams.iter().position(|s| s.video).unwrap_or_default();
         match self.push_pipeline(&streams) {
             Ok((pipeline, sources)) => {
                 for (stream, src) in streams.into_iter().zip(&sources) {
@@ -411,7 +429,11 @@ impl Shared {
                         }
                     }
                 }
-                *side = Side::Running { pipeline, sources };
+                *side = Side::Running {
+                    pipeline,
+                    sources,
+                    video,
+                };
                 (self.events)(&self.command.camera_id, PushEvent::Pushing);
             }
             Err(e) => {
