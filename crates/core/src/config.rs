@@ -83,17 +83,11 @@ impl Validate for RestreamAuth {
     }
 }
 
-/// A copy of the configuration file at `path` with `from` replaced by `to` (for tests of
-/// reference configurations whose secrets are deliberately left empty or refused).
-pub fn edited_copy(path: &Path, from: &str, to: &str) -> std::io::Result<PathBuf> {
+/// Writes into `dir` a copy of the configuration file at `path` with `from` replaced by `to` (for
+/// tests of reference configurations whose secrets are deliberately left empty or refused).
+pub fn edited_copy(path: &Path, from: &str, to: &str, dir: &Path) -> std::io::Result<PathBuf> {
     let text = std::fs::read_to_string(path)?;
     assert!(text.contains(from), "{from:?} is not in {}", path.display());
-    let dir = std::env::temp_dir().join(format!(
-        "cloudcam-config-{}-{}",
-        std::process::id(),
-        crate::random_hex(4)
-    ));
-    std::fs::create_dir_all(&dir)?;
     let copy = dir.join(path.file_name().unwrap_or_default());
     std::fs::write(&copy, text.replace(from, to))?;
     Ok(copy)

@@ -217,10 +217,12 @@ mod reference {
         )
         .unwrap_err();
         assert!(err.to_string().contains("restream_auth"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
         let own = cloudcam_core::config::edited_copy(
             path.as_ref(),
             "password = \"\"",
             "password = \"a-long-restream-password\"",
+            dir.path(),
         )
         .unwrap();
         let cfg: IngestConfig = cloudcam_core::config::load("ingest-reference-test", Some(&own))

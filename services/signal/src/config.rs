@@ -247,14 +247,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("reference configuration's example"), "{err}");
-        let dir = std::env::temp_dir().join(format!("cloudcam-ref-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let own = dir.join("signal.toml");
-        let text = std::fs::read_to_string(path).unwrap();
-        std::fs::write(&own, text.replace(REFERENCE_PASSWORD, "a-password-of-mine")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let own = cloudcam_core::config::edited_copy(
+            path.as_ref(),
+            REFERENCE_PASSWORD,
+            "a-password-of-mine",
+            dir.path(),
+        )
+        .unwrap();
         let cfg: SignalConfig = cloudcam_core::config::load("signal-reference-test", Some(&own))
             .expect("config/signal.toml loads");
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(cfg.listen, SignalConfig::default().listen);
         assert_eq!(
             cfg.janus.rtp_port_max,
@@ -264,9 +266,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let dir = std::env::temp_dir().join(format!("cloudcam-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("bad.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap();
         let err = cloudcam_core::config::load::<SignalConfig>("signal-reference-test", Some(&file))
             .unwrap_err();
