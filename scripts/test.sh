@@ -8,4 +8,5 @@ scripts/install-deps.sh
 cargo build --workspace --locked
 cargo test --workspace --locked --exclude cloudcam-tests
 # Scenario tests each start a whole stack: one at a time on a small machine.
-cargo test --locked -p cloudcam-tests --tests -- --test-threads=1
+# (`--test '*'`: the scenario tests only; the benchmark binaries have no tests of their own.)
+cargo test --locked -p cloudcam-tests --test '*' -- --test-threads=1
