@@ -189,6 +189,61 @@ impl Forwarding {
     }
 }
 
+/// A first access unit held back longer than this many packets is let go (a stream whose
+/// timestamp never moves on would otherwise never be relayed).
+const HOLD_AT_MOST: usize = 4096;
+
+/// What to do with one forwarded packet; see [`FirstFrame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Keep it back, after those kept so far.
+    Keep,
+    /// Send the packets kept back, then this one.
+    Release,
+    /// Send it.
+    Pass,
+}
+
+/// Holds back the first access unit a relay forwards until the next one begins, then lets
+/// both go at once.
+///
+/// Janus (1.1) hands a new viewer the last keyframe of the mountpoint, but it takes a keyframe
+/// as complete only when a packet of the next frame arrives. A viewer whose PeerConnection
+/// comes up in between (one frame interval, while a just-started pull sends its first
+/// keyframe: exactly when a viewer of an idle camera comes up) gets neither the buffered
+/// keyframe nor its first packets, and sees nothing until the camera's next keyframe — a GOP
+/// later. Sent together, the keyframe is complete in Janus at once. Only the first access
+/// unit waits, by at most one frame interval; everything after passes as it comes.
+#[derive(Debug, Default)]
+pub struct FirstFrame {
+    /// The RTP timestamp and packet count of the access unit held, once one is.
+    held: Option<(u32, usize)>,
+    done: bool,
+}
+
+impl FirstFrame {
+    /// What to do with a forwarded packet of RTP timestamp `timestamp`.
+    pub fn offer(&mut self, timestamp: u32) -> Hold {
+        if self.done {
+            return Hold::Pass;
+        }
+        match &mut self.held {
+            Some((held, count)) if *held == timestamp && *count < HOLD_AT_MOST => {
+                *count += 1;
+                Hold::Keep
+            }
+            Some(_) => {
+                self.done = true;
+                Hold::Release
+            }
+            None => {
+                self.held = Some((timestamp, 1));
+                Hold::Keep
+            }
+        }
+    }
+}
+
 /// Width and height from an SPS NAL unit.
 fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
     let rbsp = h264_reader::rbsp::decode_nal(nal).ok()?;
@@ -334,5 +389,29 @@ mod tests {
 
         assert_eq!(Forwarding::new(0).route(&packet(SPS, false)), Route::Repay);
         assert_eq!(Forwarding::new(1400).route(&[0x80, 0x60]), Route::Repay);
+    }
+
+    #[test]
+    fn the_first_access_unit_waits_for_the_next_one_and_nothing_after_it_waits() {
+        let mut first = FirstFrame::default();
+        // The keyframe's packets (one timestamp) are kept back...
+        assert_eq!(first.offer(9000), Hold::Keep);
+        assert_eq!(first.offer(9000), Hold::Keep);
+        assert_eq!(first.offer(9000), Hold::Keep);
+        // ...and go with the first packet of the next frame.
+        assert_eq!(first.offer(12600), Hold::Release);
+        for ts in [12600, 16200, 16200, 9000] {
+            assert_eq!(first.offer(ts), Hold::Pass);
+        }
+    }
+
+    #[test]
+    fn a_first_access_unit_that_never_ends_is_let_go() {
+        let mut first = FirstFrame::default();
+        for _ in 0..HOLD_AT_MOST {
+            assert_eq!(first.offer(1), Hold::Keep);
+        }
+        assert_eq!(first.offer(1), Hold::Release);
+        assert_eq!(first.offer(1), Hold::Pass);
     }
 }

@@ -33,7 +33,7 @@
 //! reports what happens through a callback; it knows nothing of actors, Kafka or Redis.
 
 use crate::config::CameraSettings;
-use crate::forward::{Forwarding, Route, VIDEO_PT};
+use crate::forward::{FirstFrame, Forwarding, Hold, Route, VIDEO_PT};
 use crate::push::{PushEvent, PushFeed, PushSink};
 use cloudcam_core::camera::CameraSecret;
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
@@ -616,26 +616,39 @@ fn link_h264(
     // Where packets go now: 0 nowhere yet, else the route's sink. (Weak references: the
     // probe lives on the source's pad, which must not keep the pipeline's elements alive.)
     let active = std::sync::atomic::AtomicU8::new(0);
+    // The first access unit forwarded, kept back until the next begins (see [`FirstFrame`]).
+    let first = std::sync::Mutex::new((FirstFrame::default(), Vec::<gst::Buffer>::new()));
     let sink_pad = selector
         .static_pad("sink")
         .expect("selector has a sink pad");
-    let (selector, raw_pad, repay_pad) = (
+    let (selector, raw_pad, repay_pad, to_selector) = (
         selector.downgrade(),
         raw_pad.downgrade(),
         repay_pad.downgrade(),
+        sink_pad.downgrade(),
     );
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
             return gst::PadProbeReturn::Ok;
         };
-        let (route, size, pt, ends_frame) = {
+        let (route, size, pt, ends_frame, timestamp) = {
             let Ok(map) = buffer.map_readable() else {
                 return gst::PadProbeReturn::Drop;
             };
             let route = forwarding.lock().expect("forwarding lock").route(&map);
-            // The RTP header's second byte: marker bit (end of an access unit), payload type.
+            // The RTP header's second byte: marker bit (end of an access unit), payload type;
+            // bytes 4 to 7: the timestamp.
             let second = map.get(1).copied().unwrap_or(0);
-            (route, map.len(), second & 0x7f, second & 0x80 != 0)
+            let timestamp = map
+                .get(4..8)
+                .map_or(0, |t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]));
+            (
+                route,
+                map.len(),
+                second & 0x7f,
+                second & 0x80 != 0,
+                timestamp,
+            )
         };
         let (code, to) = match route {
             Route::Drop => return gst::PadProbeReturn::Drop,
@@ -659,6 +672,25 @@ fn link_h264(
             }
         }
         count_frames(&counters, &on_event, size, ends_frame);
+        let held = {
+            let mut first = first.lock().expect("first frame lock");
+            match first.0.offer(timestamp) {
+                Hold::Pass => return gst::PadProbeReturn::Ok,
+                Hold::Keep => {
+                    first.1.push(buffer.clone());
+                    return gst::PadProbeReturn::Drop;
+                }
+                Hold::Release => std::mem::take(&mut first.1),
+            }
+        };
+        // This is the pad's streaming thread: the kept packets go right before this one.
+        if let Some(to) = to_selector.upgrade() {
+            for kept in held {
+                if to.chain(kept).is_err() {
+                    break;
+                }
+            }
+        }
         gst::PadProbeReturn::Ok
     });
     pad.link(&sink_pad)
@@ -1041,6 +1073,38 @@ mod tests {
         url
     }
 
+    /// A camera served by [`rtsp_server`] with `launch`.
+    fn served(launch: &str) -> Source {
+        Source {
+            url: rtsp_server(launch),
+            secret: None,
+            push: None,
+        }
+    }
+
+    /// A local UDP socket standing for Janus or the re-stream; reads give up after `wait`.
+    fn udp_target(wait: Duration) -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(wait)).unwrap();
+        s
+    }
+
+    fn port(s: &std::net::UdpSocket) -> u16 {
+        s.local_addr().unwrap().port()
+    }
+
+    /// A relay of `source` to `targets` whose events nobody reads.
+    fn quiet_relay(source: &Source, targets: &Targets) -> Relay {
+        Relay::start(
+            source,
+            targets,
+            &CameraSettings::default(),
+            Default::default(),
+            Arc::new(|_| {}),
+        )
+        .unwrap()
+    }
+
     /// The camera actor stops a relay right after its first event, while the camera's packets
     /// keep coming (a stream it cannot relay, or its first frame). The stop must return.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1063,11 +1127,7 @@ mod tests {
             ),
         ];
         for (launch, event) in cases {
-            let source = Source {
-                url: rtsp_server(&launch),
-                secret: None,
-                push: None,
-            };
+            let source = served(&launch);
             for round in 0..30 {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let tx = std::sync::Mutex::new(tx);
@@ -1101,6 +1161,51 @@ mod tests {
         }
     }
 
+    /// The first keyframe reaches Janus together with the first packet of the next frame,
+    /// never alone for a frame interval (see [`FirstFrame`]). At 2 fps the frames are 500 ms
+    /// apart; sent as they come, the keyframe's last packet and the next frame's first would
+    /// be that far apart too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_keyframe_reaches_janus_with_the_next_frame() {
+        gst::init().unwrap();
+        let source = served(
+            "( videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=2/1 \
+                 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 \
+                 ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
+        );
+        let janus = udp_target(Duration::from_secs(10));
+        let targets = Targets {
+            janus: vec![("127.0.0.1".into(), port(&janus))],
+            ..Targets::default()
+        };
+        let relay = quiet_relay(&source, &targets);
+        let mut packet = [0u8; 2048];
+        let timestamp = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        let n = janus.recv(&mut packet).expect("RTP at Janus");
+        assert!(n > 12, "an RTP packet");
+        // SPS, or a STAP-A that carries it: the start of a keyframe.
+        assert!(
+            matches!(packet[12] & 0x1f, 7 | 24),
+            "the first packet at Janus starts a keyframe (NAL type {})",
+            packet[12] & 0x1f
+        );
+        let first = timestamp(&packet);
+        let mut last_of_first = std::time::Instant::now();
+        loop {
+            janus.recv(&mut packet).expect("RTP at Janus");
+            if timestamp(&packet) != first {
+                break;
+            }
+            last_of_first = std::time::Instant::now();
+        }
+        let alone = last_of_first.elapsed();
+        assert!(
+            alone < Duration::from_millis(250),
+            "the first keyframe was at Janus {alone:?} before the next frame began"
+        );
+        drop(relay);
+    }
+
     /// A camera's audio goes to the re-stream as it is sent, and to Janus only while someone
     /// watches (targets name Janus's audio port): as Opus (payload type 111), or as it is sent
     /// where the mountpoint takes its codec (G.711).
@@ -1115,33 +1220,16 @@ mod tests {
             ("mulawenc ! rtppcmupay name=pay1 pt=0", 0),
             ("opusenc ! rtpopuspay name=pay1 pt=98", 98),
         ] {
-            let source = Source {
-                url: rtsp_server(&format!(
-                    "( {video} audiotestsrc is-live=true ! audioconvert ! {audio} )"
-                )),
-                secret: None,
-                push: None,
-            };
-            let socket = || {
-                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-                s.set_read_timeout(Some(Duration::from_millis(300)))
-                    .unwrap();
-                s
-            };
+            let source = served(&format!(
+                "( {video} audiotestsrc is-live=true ! audioconvert ! {audio} )"
+            ));
+            let socket = || udp_target(Duration::from_millis(300));
             let (restream_audio, live_audio) = (socket(), socket());
-            let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
             let mut targets = Targets {
                 audio: vec![("127.0.0.1".into(), port(&restream_audio))],
                 ..Targets::default()
             };
-            let relay = Relay::start(
-                &source,
-                &targets,
-                &CameraSettings::default(),
-                Default::default(),
-                Arc::new(|_| {}),
-            )
-            .unwrap();
+            let relay = quiet_relay(&source, &targets);
             let pt = |s: &std::net::UdpSocket| {
                 let mut packet = [0u8; 2048];
                 let n = s.recv(&mut packet).ok()?;
@@ -1205,23 +1293,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn h265_goes_to_the_restream_and_to_janus_only_where_its_mountpoint_takes_it() {
         gst::init().unwrap();
-        let source = Source {
-            url: rtsp_server(
-                "( videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=25/1 \
+        let source = served(
+            "( videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=25/1 \
                  ! x265enc tune=zerolatency speed-preset=ultrafast key-int-max=5 \
                  ! rtph265pay name=pay0 pt=96 )",
-            ),
-            secret: None,
-            push: None,
-        };
-        let socket = || {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            s
-        };
+        );
+        let socket = || udp_target(Duration::from_millis(200));
         let (janus, restream) = (socket(), socket());
-        let port = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
         let mut targets = Targets {
             janus: vec![("127.0.0.1".into(), port(&janus))],
             restream: vec![("127.0.0.1".into(), port(&restream))],
