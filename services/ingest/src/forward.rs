@@ -8,6 +8,7 @@
 //! packet, where each goes; a stream found unfit is re-payloaded from then on. Nothing here
 //! touches GStreamer: the relay feeds it the bytes of each packet.
 
+use cloudcam_core::codec::VideoCodec;
 use h264_reader::nal::sps::SeqParameterSet;
 use h264_reader::rbsp::BitReader;
 use rtp_types::RtpPacket;
@@ -189,11 +190,11 @@ impl Forwarding {
     }
 }
 
-/// A first access unit held back longer than this many packets is let go (a stream whose
+/// A first keyframe held back longer than this many packets is let go (a stream whose
 /// timestamp never moves on would otherwise never be relayed).
 const HOLD_AT_MOST: usize = 4096;
 
-/// What to do with one forwarded packet; see [`FirstFrame`].
+/// What to do with one packet; see [`FirstFrame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
     /// Keep it back, after those kept so far.
@@ -204,26 +205,28 @@ pub enum Hold {
     Pass,
 }
 
-/// Holds back the first access unit a relay forwards until the next one begins, then lets
-/// both go at once.
+/// Holds back a relay's first keyframe until the next access unit begins, then lets both go
+/// at once.
 ///
 /// Janus (1.1) hands a new viewer the last keyframe of the mountpoint, but it takes a keyframe
 /// as complete only when a packet of the next frame arrives. A viewer whose PeerConnection
 /// comes up in between (one frame interval, while a just-started pull sends its first
 /// keyframe: exactly when a viewer of an idle camera comes up) gets neither the buffered
 /// keyframe nor its first packets, and sees nothing until the camera's next keyframe — a GOP
-/// later. Sent together, the keyframe is complete in Janus at once. Only the first access
-/// unit waits, by at most one frame interval; everything after passes as it comes.
+/// later. Sent together, the keyframe is complete in Janus at once. Only the first keyframe
+/// waits, by at most one frame interval; what comes before it (of no use to a viewer) and
+/// everything after it passes as it comes.
 #[derive(Debug, Default)]
 pub struct FirstFrame {
-    /// The RTP timestamp and packet count of the access unit held, once one is.
+    /// The RTP timestamp and packet count of the keyframe held, once one is.
     held: Option<(u32, usize)>,
     done: bool,
 }
 
 impl FirstFrame {
-    /// What to do with a forwarded packet of RTP timestamp `timestamp`.
-    pub fn offer(&mut self, timestamp: u32) -> Hold {
+    /// What to do with a packet of RTP timestamp `timestamp`; `starts_keyframe` when it
+    /// carries the start of a keyframe ([`starts_keyframe`]).
+    pub fn offer(&mut self, timestamp: u32, starts_keyframe: bool) -> Hold {
         if self.done {
             return Hold::Pass;
         }
@@ -236,11 +239,58 @@ impl FirstFrame {
                 self.done = true;
                 Hold::Release
             }
-            None => {
+            None if starts_keyframe => {
                 self.held = Some((timestamp, 1));
                 Hold::Keep
             }
+            None => Hold::Pass,
         }
+    }
+}
+
+/// Whether the RTP payload `payload` of `codec` carries the start of a keyframe, as Janus
+/// tells one: a parameter set or the first fragment of an IDR (H.264) or IRAP (H.265) picture,
+/// alone or aggregated.
+pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
+    match codec {
+        VideoCodec::H264 => {
+            let nals = Nals::of(payload);
+            nals.sps || nals.idr_start
+        }
+        VideoCodec::H265 => h265_starts_keyframe(payload),
+    }
+}
+
+/// RFC 7798: a NAL unit type is bits 1 to 6 of the first byte; 48 aggregates units (each
+/// after a 16-bit size), 49 fragments one (the second byte after the two-byte header: start
+/// bit and type).
+fn h265_starts_keyframe(payload: &[u8]) -> bool {
+    // IRAP pictures (BLA, IDR, CRA: 16 to 21), VPS, SPS.
+    let key = |nal_type: u8| matches!(nal_type, 16..=21 | 32 | 33);
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match (first >> 1) & 0x3f {
+        48 => {
+            let mut at = 2;
+            while let Some(size) = payload.get(at..at + 2) {
+                let size = usize::from(u16::from_be_bytes([size[0], size[1]]));
+                match payload.get(at + 2) {
+                    Some(&header) if size > 0 => {
+                        if key((header >> 1) & 0x3f) {
+                            return true;
+                        }
+                    }
+                    _ => return false,
+                }
+                at += 2 + size;
+            }
+            false
+        }
+        49 => payload
+            .get(2)
+            .is_some_and(|&fu| fu & 0x80 != 0 && key(fu & 0x3f)),
+        t => key(t),
     }
 }
 
@@ -392,26 +442,54 @@ mod tests {
     }
 
     #[test]
-    fn the_first_access_unit_waits_for_the_next_one_and_nothing_after_it_waits() {
+    fn the_first_keyframe_waits_for_the_next_access_unit_and_nothing_else_waits() {
         let mut first = FirstFrame::default();
+        // What comes before a keyframe passes.
+        assert_eq!(first.offer(5400, false), Hold::Pass);
         // The keyframe's packets (one timestamp) are kept back...
-        assert_eq!(first.offer(9000), Hold::Keep);
-        assert_eq!(first.offer(9000), Hold::Keep);
-        assert_eq!(first.offer(9000), Hold::Keep);
+        assert_eq!(first.offer(9000, true), Hold::Keep);
+        assert_eq!(first.offer(9000, false), Hold::Keep);
+        assert_eq!(first.offer(9000, true), Hold::Keep);
         // ...and go with the first packet of the next frame.
-        assert_eq!(first.offer(12600), Hold::Release);
-        for ts in [12600, 16200, 16200, 9000] {
-            assert_eq!(first.offer(ts), Hold::Pass);
+        assert_eq!(first.offer(12600, false), Hold::Release);
+        for (ts, key) in [(12600, false), (16200, false), (99000, true), (9000, false)] {
+            assert_eq!(first.offer(ts, key), Hold::Pass);
         }
     }
 
     #[test]
-    fn a_first_access_unit_that_never_ends_is_let_go() {
+    fn a_first_keyframe_that_never_ends_is_let_go() {
         let mut first = FirstFrame::default();
         for _ in 0..HOLD_AT_MOST {
-            assert_eq!(first.offer(1), Hold::Keep);
+            assert_eq!(first.offer(1, true), Hold::Keep);
         }
-        assert_eq!(first.offer(1), Hold::Release);
-        assert_eq!(first.offer(1), Hold::Pass);
+        assert_eq!(first.offer(1, false), Hold::Release);
+        assert_eq!(first.offer(1, false), Hold::Pass);
+    }
+
+    #[test]
+    fn keyframe_starts_are_told_as_janus_tells_them() {
+        let h264 = |p: &[u8]| starts_keyframe(VideoCodec::H264, p);
+        assert!(h264(SPS));
+        assert!(h264(&stap_a(&[SPS, PPS])));
+        assert!(h264(&[0x7c, 0x85, 1]), "FU-A start of an IDR slice");
+        assert!(!h264(&[0x7c, 0x05, 1]), "FU-A middle of an IDR slice");
+        assert!(!h264(P_SLICE));
+        assert!(!h264(PPS));
+        let h265 = |p: &[u8]| starts_keyframe(VideoCodec::H265, p);
+        // Two-byte NAL headers: type << 1, then layer/temporal id 1.
+        assert!(h265(&[32 << 1, 1, 0xaa]), "VPS");
+        assert!(h265(&[19 << 1, 1, 0xaa]), "IDR_W_RADL");
+        assert!(!h265(&[1 << 1, 1, 0xaa]), "a trailing picture");
+        assert!(h265(&[49 << 1, 1, 0x80 | 20, 0xaa]), "FU start of a CRA");
+        assert!(!h265(&[49 << 1, 1, 20, 0xaa]), "FU middle of a CRA");
+        assert!(
+            !h265(&[49 << 1, 1, 0x80 | 1, 0xaa]),
+            "FU start of a trailing picture"
+        );
+        let ap = [48 << 1, 1, 0, 3, 34 << 1, 1, 0xaa, 0, 3, 33 << 1, 1, 0xbb];
+        assert!(h265(&ap), "AP with a PPS then an SPS");
+        assert!(!h265(&ap[..7]), "AP with a PPS alone");
+        assert!(!h265(&[]));
     }
 }

@@ -33,7 +33,7 @@
 //! reports what happens through a callback; it knows nothing of actors, Kafka or Redis.
 
 use crate::config::CameraSettings;
-use crate::forward::{FirstFrame, Forwarding, Hold, Route, VIDEO_PT};
+use crate::forward::{FirstFrame, Forwarding, Hold, Route, VIDEO_PT, starts_keyframe};
 use crate::push::{PushEvent, PushFeed, PushSink};
 use cloudcam_core::camera::CameraSecret;
 use cloudcam_core::codec::{AudioCodec, VideoCodec};
@@ -616,39 +616,28 @@ fn link_h264(
     // Where packets go now: 0 nowhere yet, else the route's sink. (Weak references: the
     // probe lives on the source's pad, which must not keep the pipeline's elements alive.)
     let active = std::sync::atomic::AtomicU8::new(0);
-    // The first access unit forwarded, kept back until the next begins (see [`FirstFrame`]).
-    let first = std::sync::Mutex::new((FirstFrame::default(), Vec::<gst::Buffer>::new()));
     let sink_pad = selector
         .static_pad("sink")
         .expect("selector has a sink pad");
-    let (selector, raw_pad, repay_pad, to_selector) = (
+    let first = KeyframeHold::new(&sink_pad);
+    let (selector, raw_pad, repay_pad) = (
         selector.downgrade(),
         raw_pad.downgrade(),
         repay_pad.downgrade(),
-        sink_pad.downgrade(),
     );
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
             return gst::PadProbeReturn::Ok;
         };
-        let (route, size, pt, ends_frame, timestamp) = {
+        let (route, size, pt, ends_frame, key) = {
             let Ok(map) = buffer.map_readable() else {
                 return gst::PadProbeReturn::Drop;
             };
             let route = forwarding.lock().expect("forwarding lock").route(&map);
-            // The RTP header's second byte: marker bit (end of an access unit), payload type;
-            // bytes 4 to 7: the timestamp.
+            // The RTP header's second byte: marker bit (end of an access unit), payload type.
             let second = map.get(1).copied().unwrap_or(0);
-            let timestamp = map
-                .get(4..8)
-                .map_or(0, |t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]));
-            (
-                route,
-                map.len(),
-                second & 0x7f,
-                second & 0x80 != 0,
-                timestamp,
-            )
+            let key = KeyframeHold::key(VideoCodec::H264, &map);
+            (route, map.len(), second & 0x7f, second & 0x80 != 0, key)
         };
         let (code, to) = match route {
             Route::Drop => return gst::PadProbeReturn::Drop,
@@ -672,26 +661,7 @@ fn link_h264(
             }
         }
         count_frames(&counters, &on_event, size, ends_frame);
-        let held = {
-            let mut first = first.lock().expect("first frame lock");
-            match first.0.offer(timestamp) {
-                Hold::Pass => return gst::PadProbeReturn::Ok,
-                Hold::Keep => {
-                    first.1.push(buffer.clone());
-                    return gst::PadProbeReturn::Drop;
-                }
-                Hold::Release => std::mem::take(&mut first.1),
-            }
-        };
-        // This is the pad's streaming thread: the kept packets go right before this one.
-        if let Some(to) = to_selector.upgrade() {
-            for kept in held {
-                if to.chain(kept).is_err() {
-                    break;
-                }
-            }
-        }
-        gst::PadProbeReturn::Ok
+        first.offer(buffer, key)
     });
     pad.link(&sink_pad)
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
@@ -749,19 +719,78 @@ fn link_repayloaded(
         e.sync_state_with_parent()?;
     }
     count_packets(&chain[chain.len() - 1], &counters);
+    let sink_pad = chain[0].static_pad("sink").expect("depay has a sink pad");
+    let first = KeyframeHold::new(&sink_pad);
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+        let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (ends_frame, key) = match buffer.map_readable() {
             // The RTP header's marker bit ends an access unit.
-            let ends_frame = buffer
-                .map_readable()
-                .is_ok_and(|m| m.get(1).is_some_and(|b| b & 0x80 != 0));
-            count_frames(&counters, &on_event, buffer.size(), ends_frame);
-        }
-        gst::PadProbeReturn::Ok
+            Ok(map) => (
+                map.get(1).is_some_and(|b| b & 0x80 != 0),
+                KeyframeHold::key(codec, &map),
+            ),
+            Err(_) => (false, None),
+        };
+        count_frames(&counters, &on_event, buffer.size(), ends_frame);
+        first.offer(buffer, key)
     });
-    pad.link(&chain[0].static_pad("sink").expect("depay has a sink pad"))
+    pad.link(&sink_pad)
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
     Ok(())
+}
+
+/// A relay's first keyframe, kept back in its video probe until the next access unit begins
+/// ([`FirstFrame`]), then sent into `to` (the pad the probe's pad is linked to) right before
+/// that access unit's first packet: the probe runs in the pad's streaming thread.
+struct KeyframeHold {
+    state: std::sync::Mutex<(FirstFrame, Vec<gst::Buffer>)>,
+    /// Weak: the probe lives on the source's pad, which must not keep the pipeline's elements
+    /// alive.
+    to: gst::glib::WeakRef<gst::Pad>,
+}
+
+impl KeyframeHold {
+    fn new(to: &gst::Pad) -> Self {
+        Self {
+            state: Default::default(),
+            to: to.downgrade(),
+        }
+    }
+
+    /// The RTP timestamp of `packet` and whether it starts a keyframe; `None` if it is not
+    /// RTP.
+    fn key(codec: VideoCodec, packet: &[u8]) -> Option<(u32, bool)> {
+        let rtp = rtp_types::RtpPacket::parse(packet).ok()?;
+        Some((rtp.timestamp(), starts_keyframe(codec, rtp.payload())))
+    }
+
+    /// What the probe returns for `buffer`, of [`Self::key`] `key`.
+    fn offer(&self, buffer: &gst::Buffer, key: Option<(u32, bool)>) -> gst::PadProbeReturn {
+        let Some((timestamp, starts_keyframe)) = key else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let kept = {
+            let mut state = self.state.lock().expect("keyframe hold lock");
+            match state.0.offer(timestamp, starts_keyframe) {
+                Hold::Pass => return gst::PadProbeReturn::Ok,
+                Hold::Keep => {
+                    state.1.push(buffer.clone());
+                    return gst::PadProbeReturn::Drop;
+                }
+                Hold::Release => std::mem::take(&mut state.1),
+            }
+        };
+        if let Some(to) = self.to.upgrade() {
+            for buffer in kept {
+                if to.chain(buffer).is_err() {
+                    break;
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    }
 }
 
 /// Holds the report of the camera's first frame until every stream it sends is linked, or
@@ -1094,11 +1123,11 @@ mod tests {
     }
 
     /// A relay of `source` to `targets` whose events nobody reads.
-    fn quiet_relay(source: &Source, targets: &Targets) -> Relay {
+    fn quiet_relay(source: &Source, targets: &Targets, settings: &CameraSettings) -> Relay {
         Relay::start(
             source,
             targets,
-            &CameraSettings::default(),
+            settings,
             Default::default(),
             Arc::new(|_| {}),
         )
@@ -1162,48 +1191,70 @@ mod tests {
     }
 
     /// The first keyframe reaches Janus together with the first packet of the next frame,
-    /// never alone for a frame interval (see [`FirstFrame`]). At 2 fps the frames are 500 ms
-    /// apart; sent as they come, the keyframe's last packet and the next frame's first would
-    /// be that far apart too.
+    /// never alone for a frame interval (see [`FirstFrame`]): H.264 forwarded as sent and
+    /// re-payloaded, and H.265. At 2 fps the frames are 500 ms apart; sent as they come, the
+    /// keyframe's last packet and the next frame's first would be that far apart too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_keyframe_reaches_janus_with_the_next_frame() {
         gst::init().unwrap();
-        let source = served(
-            "( videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=2/1 \
-                 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 \
-                 ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
-        );
-        let janus = udp_target(Duration::from_secs(10));
-        let targets = Targets {
-            janus: vec![("127.0.0.1".into(), port(&janus))],
-            ..Targets::default()
+        let raw = CameraSettings::default();
+        let repay = CameraSettings {
+            forward_max_packet: 0,
+            ..CameraSettings::default()
         };
-        let relay = quiet_relay(&source, &targets);
-        let mut packet = [0u8; 2048];
-        let timestamp = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-        let n = janus.recv(&mut packet).expect("RTP at Janus");
-        assert!(n > 12, "an RTP packet");
-        // SPS, or a STAP-A that carries it: the start of a keyframe.
-        assert!(
-            matches!(packet[12] & 0x1f, 7 | 24),
-            "the first packet at Janus starts a keyframe (NAL type {})",
-            packet[12] & 0x1f
-        );
-        let first = timestamp(&packet);
-        let mut last_of_first = std::time::Instant::now();
-        loop {
-            janus.recv(&mut packet).expect("RTP at Janus");
-            if timestamp(&packet) != first {
-                break;
+        let h264 = "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 \
+                    ! rtph264pay name=pay0 pt=96 config-interval=-1";
+        let h265 = "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=10 \
+                    ! rtph265pay name=pay0 pt=96 config-interval=-1";
+        for (codec, encode, settings) in [
+            (VideoCodec::H264, h264, &raw),
+            (VideoCodec::H264, h264, &repay),
+            (VideoCodec::H265, h265, &raw),
+        ] {
+            let case = format!(
+                "{codec:?}, forward_max_packet {}",
+                settings.forward_max_packet
+            );
+            let source = served(&format!(
+                "( videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=2/1 \
+                 ! {encode} )"
+            ));
+            let janus = udp_target(Duration::from_secs(10));
+            let to = vec![("127.0.0.1".into(), port(&janus))];
+            let targets = match codec {
+                VideoCodec::H264 => Targets {
+                    janus: to,
+                    ..Targets::default()
+                },
+                VideoCodec::H265 => Targets {
+                    janus_h265: to,
+                    ..Targets::default()
+                },
+            };
+            let relay = quiet_relay(&source, &targets, settings);
+            let mut packet = [0u8; 2048];
+            let timestamp = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            let n = janus.recv(&mut packet).expect("RTP at Janus");
+            assert!(
+                n > 12 && starts_keyframe(codec, &packet[12..n]),
+                "{case}: the first packet at Janus starts a keyframe"
+            );
+            let first = timestamp(&packet);
+            let mut last_of_first = std::time::Instant::now();
+            loop {
+                janus.recv(&mut packet).expect("RTP at Janus");
+                if timestamp(&packet) != first {
+                    break;
+                }
+                last_of_first = std::time::Instant::now();
             }
-            last_of_first = std::time::Instant::now();
+            let alone = last_of_first.elapsed();
+            assert!(
+                alone < Duration::from_millis(250),
+                "{case}: the first keyframe was at Janus {alone:?} before the next frame began"
+            );
+            drop(relay);
         }
-        let alone = last_of_first.elapsed();
-        assert!(
-            alone < Duration::from_millis(250),
-            "the first keyframe was at Janus {alone:?} before the next frame began"
-        );
-        drop(relay);
     }
 
     /// A camera's audio goes to the re-stream as it is sent, and to Janus only while someone
@@ -1229,7 +1280,7 @@ mod tests {
                 audio: vec![("127.0.0.1".into(), port(&restream_audio))],
                 ..Targets::default()
             };
-            let relay = quiet_relay(&source, &targets);
+            let relay = quiet_relay(&source, &targets, &CameraSettings::default());
             let pt = |s: &std::net::UdpSocket| {
                 let mut packet = [0u8; 2048];
                 let n = s.recv(&mut packet).ok()?;
