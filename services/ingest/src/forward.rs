@@ -225,7 +225,7 @@ pub struct FirstFrame {
 
 impl FirstFrame {
     /// What to do with a packet of RTP timestamp `timestamp`; `starts_keyframe` when it
-    /// carries the start of a keyframe ([`starts_keyframe`]).
+    /// carries the start of a keyframe ([`starts_keyframe()`]).
     pub fn offer(&mut self, timestamp: u32, starts_keyframe: bool) -> Hold {
         if self.done {
             return Hold::Pass;
@@ -248,9 +248,11 @@ impl FirstFrame {
     }
 }
 
-/// Whether the RTP payload `payload` of `codec` carries the start of a keyframe, as Janus
-/// tells one: a parameter set or the first fragment of an IDR (H.264) or IRAP (H.265) picture,
-/// alone or aggregated.
+/// Whether the RTP payload `payload` of `codec` carries the start of a keyframe: an SPS or the
+/// first fragment of an IDR picture (H.264); a parameter set or the first fragment of an IRAP
+/// picture (H.265); alone in the packet or aggregated. (Every packet Janus 1.1 takes as a
+/// keyframe's start is one of these: an H.264 SPS; an H.265 parameter set or IRAP picture,
+/// unaggregated.)
 pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
     match codec {
         VideoCodec::H264 => {
@@ -265,8 +267,8 @@ pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
 /// after a 16-bit size), 49 fragments one (the second byte after the two-byte header: start
 /// bit and type).
 fn h265_starts_keyframe(payload: &[u8]) -> bool {
-    // IRAP pictures (BLA, IDR, CRA: 16 to 21), VPS, SPS.
-    let key = |nal_type: u8| matches!(nal_type, 16..=21 | 32 | 33);
+    // IRAP pictures (BLA, IDR, CRA: 16 to 21), VPS, SPS, PPS.
+    let key = |nal_type: u8| matches!(nal_type, 16..=21 | 32..=34);
     let Some(&first) = payload.first() else {
         return false;
     };
@@ -468,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn keyframe_starts_are_told_as_janus_tells_them() {
+    fn keyframe_starts_are_told_in_every_packetization() {
         let h264 = |p: &[u8]| starts_keyframe(VideoCodec::H264, p);
         assert!(h264(SPS));
         assert!(h264(&stap_a(&[SPS, PPS])));
@@ -487,9 +489,10 @@ mod tests {
             !h265(&[49 << 1, 1, 0x80 | 1, 0xaa]),
             "FU start of a trailing picture"
         );
-        let ap = [48 << 1, 1, 0, 3, 34 << 1, 1, 0xaa, 0, 3, 33 << 1, 1, 0xbb];
-        assert!(h265(&ap), "AP with a PPS then an SPS");
-        assert!(!h265(&ap[..7]), "AP with a PPS alone");
+        let ap = [48 << 1, 1, 0, 3, 39 << 1, 1, 0xaa, 0, 3, 33 << 1, 1, 0xbb];
+        assert!(h265(&ap), "AP with an SEI then an SPS");
+        assert!(!h265(&ap[..7]), "AP with an SEI alone");
+        assert!(h265(&[34 << 1, 1, 0xaa]), "PPS");
         assert!(!h265(&[]));
     }
 }
