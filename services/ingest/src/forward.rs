@@ -5,8 +5,10 @@
 //! when the camera does not repeat its parameter sets (SPS and PPS) before every IDR frame
 //! (many send them once, or only in the SDP), or when its packets are larger than a WebRTC
 //! path carries without fragmenting. [`Forwarding`] watches the packets and says, packet by
-//! packet, where each goes; a stream found unfit is re-payloaded from then on. Nothing here
-//! touches GStreamer: the relay feeds it the bytes of each packet.
+//! packet, where each goes; a stream found unfit is re-payloaded from then on. [`FirstFrame`]
+//! holds back a relay's first keyframe (H.264 or H.265) until the next frame begins, so that
+//! Janus has it whole at once. Nothing here touches GStreamer: the relay feeds it the bytes of
+//! each packet.
 
 use cloudcam_core::codec::VideoCodec;
 use h264_reader::nal::sps::SeqParameterSet;
