@@ -629,15 +629,19 @@ fn link_h264(
         let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
             return gst::PadProbeReturn::Ok;
         };
-        let (route, size, pt, ends_frame, key) = {
+        let (route, pt, packet) = {
             let Ok(map) = buffer.map_readable() else {
                 return gst::PadProbeReturn::Drop;
             };
             let route = forwarding.lock().expect("forwarding lock").route(&map);
             // The RTP header's second byte: marker bit (end of an access unit), payload type.
             let second = map.get(1).copied().unwrap_or(0);
-            let key = KeyframeHold::key(VideoCodec::H264, &map);
-            (route, map.len(), second & 0x7f, second & 0x80 != 0, key)
+            let packet = PacketInfo {
+                size: map.len(),
+                ends_frame: second & 0x80 != 0,
+                key: KeyframeHold::key(VideoCodec::H264, &map),
+            };
+            (route, second & 0x7f, packet)
         };
         let (code, to) = match route {
             Route::Drop => return gst::PadProbeReturn::Drop,
@@ -660,8 +664,9 @@ fn link_h264(
                 let _ = rtp.set_payload_type(VIDEO_PT);
             }
         }
-        count_frames(&counters, &on_event, size, ends_frame);
-        first.offer(buffer, key)
+        first.offer(buffer, packet, |sent| {
+            count_frames(&counters, &on_event, sent)
+        })
     });
     pad.link(&sink_pad)
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
@@ -725,16 +730,22 @@ fn link_repayloaded(
         let Some(gst::PadProbeData::Buffer(buffer)) = &info.data else {
             return gst::PadProbeReturn::Ok;
         };
-        let (ends_frame, key) = match buffer.map_readable() {
-            // The RTP header's marker bit ends an access unit.
-            Ok(map) => (
-                map.get(1).is_some_and(|b| b & 0x80 != 0),
-                KeyframeHold::key(codec, &map),
-            ),
-            Err(_) => (false, None),
+        let packet = match buffer.map_readable() {
+            Ok(map) => PacketInfo {
+                size: map.len(),
+                // The RTP header's marker bit ends an access unit.
+                ends_frame: map.get(1).is_some_and(|b| b & 0x80 != 0),
+                key: KeyframeHold::key(codec, &map),
+            },
+            Err(_) => PacketInfo {
+                size: buffer.size(),
+                ends_frame: false,
+                key: None,
+            },
         };
-        count_frames(&counters, &on_event, buffer.size(), ends_frame);
-        first.offer(buffer, key)
+        first.offer(buffer, packet, |sent| {
+            count_frames(&counters, &on_event, sent)
+        })
     });
     pad.link(&sink_pad)
         .map_err(|e| gst::glib::bool_error!("link: {e:?}"))?;
@@ -743,12 +754,26 @@ fn link_repayloaded(
 
 /// A relay's first keyframe, kept back in its video probe until the next access unit begins
 /// ([`FirstFrame`]), then sent into `to` (the pad the probe's pad is linked to) right before
-/// that access unit's first packet: the probe runs in the pad's streaming thread.
+/// that access unit's first packet: the probe runs in the pad's streaming thread. A packet is
+/// counted (frames, bytes, the first frame's report) once it is sent, so that the camera is
+/// reported live only when its keyframe has gone through (a re-payloaded stream's size is
+/// known once its parser has seen the SPS).
 struct KeyframeHold {
-    state: std::sync::Mutex<(FirstFrame, Vec<gst::Buffer>)>,
+    /// The decision, and each packet kept.
+    state: std::sync::Mutex<(FirstFrame, Vec<(gst::Buffer, PacketInfo)>)>,
     /// Weak: the probe lives on the source's pad, which must not keep the pipeline's elements
     /// alive.
     to: gst::glib::WeakRef<gst::Pad>,
+}
+
+/// What a video probe reads of a packet.
+#[derive(Debug, Clone, Copy)]
+struct PacketInfo {
+    size: usize,
+    /// It has the RTP marker bit: it ends an access unit.
+    ends_frame: bool,
+    /// Its [`KeyframeHold::key`].
+    key: Option<(u32, bool)>,
 }
 
 impl KeyframeHold {
@@ -766,29 +791,37 @@ impl KeyframeHold {
         Some((rtp.timestamp(), starts_keyframe(codec, rtp.payload())))
     }
 
-    /// What the probe returns for `buffer`, of [`Self::key`] `key`.
-    fn offer(&self, buffer: &gst::Buffer, key: Option<(u32, bool)>) -> gst::PadProbeReturn {
-        let Some((timestamp, starts_keyframe)) = key else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let kept = {
-            let mut state = self.state.lock().expect("keyframe hold lock");
-            match state.0.offer(timestamp, starts_keyframe) {
-                Hold::Pass => return gst::PadProbeReturn::Ok,
-                Hold::Keep => {
-                    state.1.push(buffer.clone());
-                    return gst::PadProbeReturn::Drop;
+    /// What the probe returns for `buffer`, of which it read `info`; `sent` counts each
+    /// packet as it goes.
+    fn offer(
+        &self,
+        buffer: &gst::Buffer,
+        info: PacketInfo,
+        sent: impl Fn(PacketInfo),
+    ) -> gst::PadProbeReturn {
+        let hold = match info.key {
+            Some((timestamp, starts_keyframe)) => {
+                let mut state = self.state.lock().expect("keyframe hold lock");
+                match state.0.offer(timestamp, starts_keyframe) {
+                    Hold::Keep => {
+                        state.1.push((buffer.clone(), info));
+                        return gst::PadProbeReturn::Drop;
+                    }
+                    Hold::Release => std::mem::take(&mut state.1),
+                    Hold::Pass => Vec::new(),
                 }
-                Hold::Release => std::mem::take(&mut state.1),
             }
+            None => Vec::new(),
         };
         if let Some(to) = self.to.upgrade() {
-            for buffer in kept {
-                if to.chain(buffer).is_err() {
+            for (kept, kept_info) in hold {
+                if to.chain(kept).is_err() {
                     break;
                 }
+                sent(kept_info);
             }
         }
+        sent(info);
         gst::PadProbeReturn::Ok
     }
 }
@@ -848,10 +881,12 @@ impl LiveGate {
     }
 }
 
-/// Counts a camera packet of `size` bytes, and a frame when it ends one (the first is told).
-fn count_frames(counters: &Counters, on_event: &EventSink, size: usize, ends_frame: bool) {
-    counters.bytes.fetch_add(size as u64, Ordering::Relaxed);
-    if ends_frame {
+/// Counts a camera packet's bytes, and a frame when it ends one (the first is told).
+fn count_frames(counters: &Counters, on_event: &EventSink, packet: PacketInfo) {
+    counters
+        .bytes
+        .fetch_add(packet.size as u64, Ordering::Relaxed);
+    if packet.ends_frame {
         counters
             .last_frame_ms
             .store(cloudcam_core::now_ms(), Ordering::Relaxed);
