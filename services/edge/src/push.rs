@@ -347,18 +347,12 @@ impl Shared {
         let mut side = self.side.lock().expect("push lock");
         match &mut *side {
             Side::Running { sources, video, .. } => {
-                if let Some(Some(src)) = sources.get(index) {
-                    let size = sample.buffer().map_or(0, |b| b.size() as u64);
-                    let keyframe = index == *video
-                        && sample
-                            .buffer()
-                            .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
-                    if src.push_sample(&sample).is_ok() {
-                        self.bytes.fetch_add(size, Ordering::Relaxed);
-                        if keyframe {
-                            self.keyframes.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                if let Some(Some(src)) = sources.get(index)
+                    && self.push(src, &sample)
+                    && index == *video
+                    && is_keyframe(&sample)
+                {
+                    self.keyframes.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Side::Waiting {
@@ -374,11 +368,7 @@ impl Shared {
                 if stream.caps.is_none() {
                     stream.caps = sample.caps().map(|c| c.to_owned());
                 }
-                let key = stream.video
-                    && sample
-                        .buffer()
-                        .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT));
-                if key {
+                if stream.video && is_keyframe(&sample) {
                     // The push starts from the latest keyframe.
                     *keyframe = true;
                     streams.iter_mut().for_each(|s| s.pending.clear());
@@ -394,6 +384,16 @@ impl Shared {
             }
             Side::Stopped => {}
         }
+    }
+
+    /// Hands `sample` to the push through `src`, counting its bytes; whether it was taken.
+    fn push(&self, src: &gst_app::AppSrc, sample: &gst::Sample) -> bool {
+        let size = sample.buffer().map_or(0, |b| b.size() as u64);
+        let taken = src.push_sample(sample).is_ok();
+        if taken {
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+        }
+        taken
     }
 
     /// Starts the push once the video has a keyframe and every stream is known (or the
@@ -423,10 +423,7 @@ impl Shared {
                 for (stream, src) in streams.into_iter().zip(&sources) {
                     let Some(src) = src else { continue };
                     for sample in stream.pending {
-                        let size = sample.buffer().map_or(0, |b| b.size() as u64);
-                        if src.push_sample(&sample).is_ok() {
-                            self.bytes.fetch_add(size, Ordering::Relaxed);
-                        }
+                        self.push(src, &sample);
                     }
                 }
                 *side = Side::Running {
@@ -504,4 +501,11 @@ impl Shared {
         }
         (self.events)(&self.command.camera_id, PushEvent::Failed(text));
     }
+}
+
+/// Whether `sample` is no delta unit: for the video, a keyframe (callers check the stream).
+fn is_keyframe(sample: &gst::Sample) -> bool {
+    sample
+        .buffer()
+        .is_some_and(|b| !b.flags().contains(gst::BufferFlags::DELTA_UNIT))
 }
