@@ -219,34 +219,44 @@ pub enum Hold {
 /// waits, by at most one frame interval; what comes before it (of no use to a viewer) and
 /// everything after it passes as it comes.
 #[derive(Debug, Default)]
-pub struct FirstFrame {
-    /// The RTP timestamp and packet count of the keyframe held, once one is.
-    held: Option<(u32, usize)>,
-    done: bool,
+pub struct FirstFrame(HoldState);
+
+#[derive(Debug, Default)]
+enum HoldState {
+    /// No keyframe yet.
+    #[default]
+    Waiting,
+    /// Holding the keyframe of this RTP timestamp, so many packets of it so far.
+    Holding(u32, usize),
+    /// The keyframe went: everything passes.
+    Done,
 }
 
 impl FirstFrame {
     /// What to do with a packet of RTP timestamp `timestamp`; `starts_keyframe` when it
     /// carries the start of a keyframe ([`starts_keyframe()`]).
     pub fn offer(&mut self, timestamp: u32, starts_keyframe: bool) -> Hold {
-        if self.done {
-            return Hold::Pass;
-        }
-        match &mut self.held {
-            Some((held, count)) if *held == timestamp && *count < HOLD_AT_MOST => {
+        match &mut self.0 {
+            HoldState::Done => Hold::Pass,
+            HoldState::Holding(held, count) if *held == timestamp && *count < HOLD_AT_MOST => {
                 *count += 1;
                 Hold::Keep
             }
-            Some(_) => {
-                self.done = true;
+            HoldState::Holding(..) => {
+                self.0 = HoldState::Done;
                 Hold::Release
             }
-            None if starts_keyframe => {
-                self.held = Some((timestamp, 1));
+            HoldState::Waiting if starts_keyframe => {
+                self.0 = HoldState::Holding(timestamp, 1);
                 Hold::Keep
             }
-            None => Hold::Pass,
+            HoldState::Waiting => Hold::Pass,
         }
+    }
+
+    /// Whether every packet passes from now on.
+    pub fn is_done(&self) -> bool {
+        matches!(self.0, HoldState::Done)
     }
 }
 
@@ -454,8 +464,10 @@ mod tests {
         assert_eq!(first.offer(9000, true), Hold::Keep);
         assert_eq!(first.offer(9000, false), Hold::Keep);
         assert_eq!(first.offer(9000, true), Hold::Keep);
+        assert!(!first.is_done());
         // ...and go with the first packet of the next frame.
         assert_eq!(first.offer(12600, false), Hold::Release);
+        assert!(first.is_done());
         for (ts, key) in [(12600, false), (16200, false), (99000, true), (9000, false)] {
             assert_eq!(first.offer(ts, key), Hold::Pass);
         }

@@ -639,7 +639,7 @@ fn link_h264(
             let packet = PacketInfo {
                 size: map.len(),
                 ends_frame: second & 0x80 != 0,
-                key: KeyframeHold::key(VideoCodec::H264, &map),
+                key: first.key(VideoCodec::H264, &map),
             };
             (route, second & 0x7f, packet)
         };
@@ -735,7 +735,7 @@ fn link_repayloaded(
                 size: map.len(),
                 // The RTP header's marker bit ends an access unit.
                 ends_frame: map.get(1).is_some_and(|b| b & 0x80 != 0),
-                key: KeyframeHold::key(codec, &map),
+                key: first.key(codec, &map),
             },
             Err(_) => PacketInfo {
                 size: buffer.size(),
@@ -761,6 +761,9 @@ fn link_repayloaded(
 struct KeyframeHold {
     /// The decision, and each packet kept.
     state: std::sync::Mutex<(FirstFrame, Vec<(gst::Buffer, PacketInfo)>)>,
+    /// The decision's [`FirstFrame::is_done`], read without the lock: once the keyframe has
+    /// gone, the probes no longer parse packets for it.
+    done: AtomicBool,
     /// Weak: the probe lives on the source's pad, which must not keep the pipeline's elements
     /// alive.
     to: gst::glib::WeakRef<gst::Pad>,
@@ -780,13 +783,17 @@ impl KeyframeHold {
     fn new(to: &gst::Pad) -> Self {
         Self {
             state: Default::default(),
+            done: AtomicBool::new(false),
             to: to.downgrade(),
         }
     }
 
     /// The RTP timestamp of `packet` and whether it starts a keyframe; `None` if it is not
-    /// RTP.
-    fn key(codec: VideoCodec, packet: &[u8]) -> Option<(u32, bool)> {
+    /// RTP, or once the keyframe has gone (nothing is held any more).
+    fn key(&self, codec: VideoCodec, packet: &[u8]) -> Option<(u32, bool)> {
+        if self.done.load(Ordering::Relaxed) {
+            return None;
+        }
         let rtp = rtp_types::RtpPacket::parse(packet).ok()?;
         Some((rtp.timestamp(), starts_keyframe(codec, rtp.payload())))
     }
@@ -807,7 +814,10 @@ impl KeyframeHold {
                         state.1.push((buffer.clone(), info));
                         return gst::PadProbeReturn::Drop;
                     }
-                    Hold::Release => std::mem::take(&mut state.1),
+                    Hold::Release => {
+                        self.done.store(state.0.is_done(), Ordering::Relaxed);
+                        std::mem::take(&mut state.1)
+                    }
                     Hold::Pass => Vec::new(),
                 }
             }
